@@ -1,0 +1,113 @@
+"""Input validation shared by every backend: clear errors before any kernel runs."""
+from __future__ import annotations
+
+import torch
+
+from .hierarchy import ClassHierarchy
+
+REDUCTIONS = ("none", "sum", "mean")
+NAN_POLICIES = ("raise", "propagate")
+
+
+def _is_compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def check_hierarchy(hierarchy) -> ClassHierarchy:
+    if not isinstance(hierarchy, ClassHierarchy):
+        raise TypeError(f"hierarchy must be a ClassHierarchy, got {type(hierarchy).__name__}")
+    return hierarchy
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_ignore_index(ignore_index: int, hierarchy: ClassHierarchy) -> int:
+    ignore_index = int(ignore_index)
+    if 0 <= ignore_index < hierarchy.num_channels:
+        raise ValueError(
+            f"ignore_index {ignore_index} is channel {ignore_index} of the hierarchy "
+            f"({hierarchy.names[ignore_index]!r}); pass an ignore_index outside [0, {hierarchy.num_channels})"
+        )
+    return ignore_index
+
+
+def check_target(target, like: torch.Tensor, name: str = "logits", channel_dim: bool = True) -> None:
+    """``target`` must be an integer tensor shaped like ``like`` without its channel dim, on its device."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must be an integer tensor of leaf channel ids, got {target.dtype}")
+    expected = (like.shape[0],) + tuple(like.shape[2:]) if channel_dim else tuple(like.shape)
+    if tuple(target.shape) != expected:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match {name} shape {tuple(like.shape)}: expected {expected}")
+    if target.device != like.device:
+        raise ValueError(f"target is on {target.device} but {name} are on {like.device}")
+
+
+def check_scores(x, hierarchy: ClassHierarchy, name: str = "logits") -> None:
+    """``x`` must be a floating (B, C, H, W) or (N, C) tensor with C = hierarchy.num_channels."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.dim() not in (2, 4):
+        raise ValueError(f"{name} must be (B, C, H, W) or (N, C), got shape {tuple(x.shape)}")
+    if x.shape[1] != hierarchy.num_channels:
+        raise ValueError(
+            f"{name} have {x.shape[1]} channels but the hierarchy has {hierarchy.num_channels} "
+            f"(one per tree node, leaves and inner nodes)"
+        )
+
+
+def check_labels(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index: int, leaves_only: bool = True) -> None:
+    """Every value of ``target`` must be a leaf channel (or any channel if not ``leaves_only``) or ignore_index.
+
+    Costs one device-to-host sync; skipped while ``torch.compile`` traces.
+    """
+    if _is_compiling() or target.numel() == 0:
+        return
+    t = target.long()
+    num = hierarchy.num_channels
+    in_range = (t >= 0) & (t < num)
+    ok = t == ignore_index
+    if leaves_only:
+        is_leaf = hierarchy.tables(t.device).is_leaf
+        ok = ok | (in_range & is_leaf[t.clamp(0, num - 1)])
+    else:
+        ok = ok | in_range
+    if not bool(ok.all()):
+        bad = torch.unique(t[~ok])[:8].tolist()
+        what = "leaf channel ids" if leaves_only else "channel ids"
+        raise ValueError(
+            f"target holds values {bad} that are neither {what} of the hierarchy "
+            f"(leaves: {list(hierarchy.leaves)[:12]}{'...' if hierarchy.num_leaves > 12 else ''}) "
+            f"nor ignore_index={ignore_index}"
+        )
+
+
+def check_nan_policy(nan_policy: str) -> str:
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    return nan_policy
+
+
+def raise_on_nan(loss: torch.Tensor, what: str) -> None:
+    """The 'raise' NaN policy: one sync on the (usually scalar) loss; skipped under torch.compile."""
+    if _is_compiling():
+        return
+    if bool(torch.isnan(loss.detach()).any()):
+        raise ValueError(
+            f"{what} is NaN: the inputs contain NaN at non-ignored pixels "
+            f"(pass nan_policy='propagate' to get the NaN instead of this error)"
+        )
+
+
+def check_seed(seed: int) -> int:
+    seed = int(seed)
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    return seed

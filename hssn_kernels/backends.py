@@ -1,0 +1,90 @@
+"""The backend registry: name -> module implementing the core ops, loaded lazily.
+
+A backend module exposes (inputs already validated by :mod:`hssn_kernels.functional`):
+
+* ``focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction) -> Tensor``
+* ``hierarchical_argmax(logits, hierarchy) -> Tensor`` (int64 leaf map)
+* ``sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode) -> (Tensor, Tensor)``
+* ``tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
+  hierarchy_margin, distance, seed, ignore_index, mode) -> Tensor``
+* ``unavailable_reason(device: torch.device) -> str | None``: None when usable on that device.
+
+A module may omit ops it does not implement; asking for them is a clear error.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+_MODULES: dict[str, str] = {
+    "reference": "hssn_kernels._reference_backend",
+    "triton": "hssn_kernels.triton_backend",
+    "cuda": "hssn_kernels.native",
+    "cpu": "hssn_kernels.native",
+}
+
+# Which fast backend "auto" picks for CUDA tensors, per op, from the benchmark suite (README table).
+AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "focal_tree_min_loss": ("triton", "cuda", "reference"),
+    "hierarchical_argmax": ("triton", "cuda", "reference"),
+    "sample_triplets_padded": ("cuda", "triton", "reference"),
+    "tree_triplet_loss": ("cuda", "triton", "reference"),
+}
+AUTO_CPU_PREFERENCE: tuple[str, ...] = ("cpu", "reference")
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_MODULES) + ("auto",)
+
+
+def register_backend(name: str, module_path: str) -> None:
+    """Add (or replace) a backend implemented by the module at ``module_path``."""
+    _MODULES[name] = module_path
+
+
+def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    try:
+        return importlib.import_module(_MODULES[name]), None
+    except Exception as err:  # an optional dependency or the extension may be missing
+        return None, f"{type(err).__name__}: {err}"
+
+
+def unavailable_reason(name: str, device: torch.device, op: str | None = None) -> str | None:
+    """None when backend ``name`` can run ``op`` on ``device``; otherwise why not."""
+    if name not in _MODULES:
+        return f"unknown backend {name!r}; choose from {names()}"
+    module, err = _load(name)
+    if module is None:
+        return f"backend {name!r} failed to load ({err})"
+    if name == "cpu" and device.type != "cpu":
+        return f"backend 'cpu' runs CPU tensors only, got {device.type} tensors"
+    if name == "cuda" and device.type != "cuda":
+        return f"backend 'cuda' runs CUDA tensors only, got {device.type} tensors"
+    reason = module.unavailable_reason(device)
+    if reason is not None:
+        return f"backend {name!r} is unavailable on {device}: {reason}"
+    if op is not None and not hasattr(module, op):
+        return f"backend {name!r} does not implement {op}"
+    return None
+
+
+def resolve(name: str, device: torch.device, op: str) -> ModuleType:
+    """The module that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above."""
+    if name == "auto":
+        order = AUTO_CPU_PREFERENCE if device.type == "cpu" else AUTO_CUDA_PREFERENCE.get(op, ("reference",))
+        for candidate in order:
+            if unavailable_reason(candidate, device, op) is None:
+                return _load(candidate)[0]
+        name = "reference"
+    reason = unavailable_reason(name, device, op)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return _load(name)[0]
+
+
+def available(device: torch.device | str) -> dict[str, str | None]:
+    """{backend: None if usable on ``device`` else the reason}."""
+    device = torch.device(device)
+    return {name: unavailable_reason(name, device) for name in _MODULES}

@@ -1,0 +1,171 @@
+"""The functional API: validated inputs, then the op of the chosen backend.
+
+``backend``: "reference" | "triton" | "cuda" | "cpu" | "auto" (native CPU kernels for CPU tensors, the
+faster fast backend for CUDA tensors per the README's benchmark table, the reference as a fallback).
+``validate=True`` checks label values (one host sync); ``nan_policy="raise"`` turns a NaN loss into a
+``ValueError`` (one sync on the loss); both are skipped while ``torch.compile`` traces.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _checks, backends
+from . import reference as _ref
+from .hierarchy import ClassHierarchy
+
+
+def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate):
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    _checks.check_target(target, logits)
+    _checks.check_reduction(reduction)
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+
+
+def focal_tree_min_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    gamma: float = 2.0,
+    ignore_index: int = 255,
+    reduction: str = "mean",
+    backend: str = "auto",
+    validate: bool = True,
+    nan_policy: str = "raise",
+) -> torch.Tensor:
+    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C) float; target (B, H, W) | (N,) int leaf ids.
+
+    Returns a scalar (``"mean"``/``"sum"``) or the per-pixel map (``"none"``) in the logits' dtype.
+    """
+    _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate)
+    _checks.check_nan_policy(nan_policy)
+    if not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+    impl = backends.resolve(backend, logits.device, "focal_tree_min_loss")
+    loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction)
+    if nan_policy == "raise":
+        _checks.raise_on_nan(loss, "focal tree-min loss")
+    return loss
+
+
+def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", backend="auto", validate=True,
+                  nan_policy="raise"):
+    """Tree-min loss (Eq. 5) = focal tree-min loss with gamma = 0."""
+    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, backend, validate, nan_policy)
+
+
+def hierarchical_argmax(
+    logits: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    backend: str = "auto",
+    levels: bool = False,
+    ignore_index: int = 255,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel ids, lowest leaf on ties.
+
+    With ``levels=True`` also returns ``[map at level 1, ..., map at level D]`` (level D = the leaf map).
+    """
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    impl = backends.resolve(backend, logits.device, "hierarchical_argmax")
+    leaf = impl.hierarchical_argmax(logits, hierarchy)
+    if not levels:
+        return leaf
+    table = hierarchy.tables(leaf.device).level_map
+    return leaf, [table[lvl][leaf] for lvl in range(hierarchy.height)]
+
+
+def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
+    """Channel ids -> their ancestor at ``level`` (1 = coarsest; shallower nodes stay); ignore_index kept."""
+    return _ref.project_to_level(leaf_map, hierarchy, level, ignore_index)
+
+
+def sample_triplets(
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    num_triplets: int = 200,
+    seed: int = 0,
+    ignore_index: int = 255,
+    mode: str = "tree",
+    backend: str = "auto",
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed."""
+    _checks.check_hierarchy(hierarchy)
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        raise TypeError("target must be an integer tensor of leaf channel ids")
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    _checks.check_seed(seed)
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+    impl = backends.resolve(backend, target.device, "sample_triplets_padded")
+    table, count = impl.sample_triplets_padded(target, hierarchy, int(num_triplets), int(seed), int(ignore_index), mode)
+    table = table[: int(count)]
+    return table[:, 0], table[:, 1], table[:, 2]
+
+
+def tree_triplet_loss(
+    embeddings: torch.Tensor,
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    num_triplets: int = 200,
+    margin_eps: float = 0.1,
+    margin_scale: float = 0.5,
+    hierarchy_margin: bool = True,
+    distance: str = "cosine",
+    seed: int = 0,
+    ignore_index: int = 255,
+    backend: str = "auto",
+    validate: bool = True,
+    mode: str = "tree",
+) -> torch.Tensor:
+    """Tree-triplet loss (Eq. 7-8); see :func:`hssn_kernels.reference.tree_triplet_loss`.
+
+    embeddings (B, E, h, w) | (N, E) float; target (B, h, w) | (N,) leaf ids at the embedding resolution.
+    ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive).
+    """
+    _checks.check_hierarchy(hierarchy)
+    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
+        raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
+    if embeddings.dim() not in (2, 4):
+        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E), got shape {tuple(embeddings.shape)}")
+    _checks.check_target(target, embeddings, name="embeddings")
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    _checks.check_seed(seed)
+    if distance not in _ref.DISTANCES:
+        raise ValueError(f"distance must be one of {_ref.DISTANCES}, got {distance!r}")
+    if mode not in _ref.TRIPLET_MODES:
+        raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+    impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
+    return impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
+                                  float(margin_scale), bool(hierarchy_margin), distance, int(seed),
+                                  int(ignore_index), mode)
+
+
+def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine", seed=0,
+                         ignore_index=255, backend="auto", validate=True):
+    """Hierarchy-agnostic triplet loss (same leaf = positive, constant margin)."""
+    return tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
+                             ignore_index, backend, validate, mode="vanilla")
+
+
+def _reference_only(fn):
+    def wrapper(logits, target, hierarchy, *args, backend="auto", **kwargs):
+        if backend not in ("auto", "reference"):
+            raise RuntimeError(f"{fn.__name__} has only the 'reference' backend, got backend={backend!r}")
+        return fn(logits, target, hierarchy, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+bce_loss = _reference_only(_ref.bce_loss)
+focal_bce_loss = _reference_only(_ref.focal_bce_loss)
+leaf_cross_entropy = _reference_only(_ref.leaf_cross_entropy)

@@ -1,0 +1,112 @@
+"""``nn.Module`` wrappers of the HSSN losses, drop-in replacements of the functional ops."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import functional as Fn
+from .hierarchy import ClassHierarchy
+
+SEGMENTATION_LOSSES = {
+    "ftm": lambda z, t, h, gamma, ii, backend: Fn.focal_tree_min_loss(z, t, h, gamma, ii, "mean", backend),
+    "tm": lambda z, t, h, gamma, ii, backend: Fn.focal_tree_min_loss(z, t, h, 0.0, ii, "mean", backend),
+    "bce": lambda z, t, h, gamma, ii, backend: Fn.bce_loss(z, t, h, ii),
+    "focal": lambda z, t, h, gamma, ii, backend: Fn.focal_bce_loss(z, t, h, gamma, ii),
+    "cce": lambda z, t, h, gamma, ii, backend: Fn.leaf_cross_entropy(z, t, h, ii),
+}
+"""Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy."""
+
+TRIPLET_VARIANTS = {
+    "hierarchy": dict(mode="tree", hierarchy_margin=True),
+    "constant": dict(mode="tree", hierarchy_margin=False),
+    "vanilla": dict(mode="vanilla", hierarchy_margin=False),
+}
+"""Table 8 of the paper: tree-triplet with hierarchy margin, with constant margin, vanilla triplet."""
+
+
+class FocalTreeMinLoss(nn.Module):
+    """Focal tree-min loss (Eq. 6) as a module; ``forward(logits, target)``."""
+
+    def __init__(self, hierarchy: ClassHierarchy, gamma: float = 2.0, ignore_index: int = 255,
+                 reduction: str = "mean", backend: str = "auto"):
+        super().__init__()
+        self.hierarchy, self.gamma, self.ignore_index = hierarchy, gamma, ignore_index
+        self.reduction, self.backend = reduction, backend
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return Fn.focal_tree_min_loss(logits, target, self.hierarchy, self.gamma, self.ignore_index,
+                                      self.reduction, self.backend)
+
+
+class TreeTripletLoss(nn.Module):
+    """Tree-triplet loss (Eq. 7-8) as a module; ``forward(embeddings, target, seed=0)``.
+
+    ``target`` may be at a higher resolution than the embeddings: it is resized with nearest.
+    """
+
+    def __init__(self, hierarchy: ClassHierarchy, num_triplets: int = 200, margin_eps: float = 0.1,
+                 margin_scale: float = 0.5, variant: str = "hierarchy", distance: str = "cosine",
+                 ignore_index: int = 255, backend: str = "auto"):
+        super().__init__()
+        if variant not in TRIPLET_VARIANTS:
+            raise ValueError(f"triplet variant must be one of {tuple(TRIPLET_VARIANTS)}, got {variant!r}")
+        self.hierarchy, self.num_triplets = hierarchy, num_triplets
+        self.margin_eps, self.margin_scale, self.variant = margin_eps, margin_scale, variant
+        self.distance, self.ignore_index, self.backend = distance, ignore_index, backend
+
+    def forward(self, embeddings: torch.Tensor, target: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        if embeddings.dim() == 4 and target.shape[-2:] != embeddings.shape[-2:]:
+            target = F.interpolate(target[:, None].float(), size=embeddings.shape[-2:], mode="nearest")[:, 0].long()
+        opts = TRIPLET_VARIANTS[self.variant]
+        return Fn.tree_triplet_loss(embeddings, target, self.hierarchy, self.num_triplets, self.margin_eps,
+                                    self.margin_scale, opts["hierarchy_margin"], self.distance, seed,
+                                    self.ignore_index, self.backend, mode=opts["mode"])
+
+
+def cosine_beta(step: int, total_steps: int, beta_max: float = 0.5) -> float:
+    """beta rising from 0 to ``beta_max`` on a half cosine over ``total_steps`` (then constant)."""
+    if total_steps <= 0:
+        return beta_max
+    frac = min(max(step, 0) / total_steps, 1.0)
+    return beta_max * (1.0 - math.cos(math.pi * frac)) / 2.0
+
+
+class HierarchicalLoss(nn.Module):
+    """The HSSN objective ``L_seg + beta(step) * L_TT``.
+
+    ``forward(logits, target, embeddings=None, step=0)`` returns a dict with ``"loss"`` (the total),
+    ``"seg"``, ``"triplet"`` and ``"beta"``. ``logits`` (B, C, H, W) must be at the label resolution
+    (upsample first, as the paper does); ``embeddings`` (B, E, h, w) at any resolution.
+    ``segmentation``: "ftm" | "tm" | "bce" | "focal" | "cce"; ``triplet``: "hierarchy" | "constant" |
+    "vanilla" | None; ``distance``: "cosine" | "euclidean".
+    """
+
+    def __init__(self, hierarchy: ClassHierarchy, segmentation: str = "ftm", gamma: float = 2.0,
+                 triplet: str | None = "hierarchy", num_triplets: int = 200, margin_eps: float = 0.1,
+                 margin_scale: float = 0.5, distance: str = "cosine", beta_max: float = 0.5,
+                 beta_steps: int = 1, ignore_index: int = 255, backend: str = "auto"):
+        super().__init__()
+        if segmentation not in SEGMENTATION_LOSSES:
+            raise ValueError(f"segmentation loss must be one of {tuple(SEGMENTATION_LOSSES)}, got {segmentation!r}")
+        self.hierarchy, self.segmentation, self.gamma = hierarchy, segmentation, gamma
+        self.ignore_index, self.backend = ignore_index, backend
+        self.beta_max, self.beta_steps = beta_max, beta_steps
+        self.triplet = None if triplet is None else TreeTripletLoss(
+            hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend)
+
+    def segmentation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return SEGMENTATION_LOSSES[self.segmentation](logits, target, self.hierarchy, self.gamma,
+                                                      self.ignore_index, self.backend)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, embeddings: torch.Tensor | None = None,
+                step: int = 0) -> dict[str, torch.Tensor | float]:
+        seg = self.segmentation_loss(logits, target)
+        beta = cosine_beta(step, self.beta_steps, self.beta_max)
+        if self.triplet is None or embeddings is None:
+            trip = seg.new_zeros(())
+        else:
+            trip = self.triplet(embeddings, target, seed=step % 2**32)
+        return {"loss": seg + beta * trip, "seg": seg, "triplet": trip, "beta": beta}

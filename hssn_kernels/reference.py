@@ -1,0 +1,385 @@
+"""Pure-PyTorch reference ops: the readable specification every fast backend is tested against.
+
+Shapes: logits ``(B, C, H, W)`` or ``(N, C)`` over all C tree nodes; targets ``(B, H, W)`` / ``(N,)``
+of *leaf channel ids* or ``ignore_index``. Half-precision inputs are computed in float32; float64 stays
+float64. Losses come back in the input's dtype.
+
+Conventions (README "Conventions"):
+
+* ``reduction="mean"``: sum over nodes, mean over non-ignored pixels (0, with zero gradient, when every
+  pixel is ignored); ``"sum"``; ``"none"``: per-pixel map, 0 at ignored pixels.
+* Tree-min: the gradient of each node's term goes only to its arg-min (over ancestors) or arg-max
+  (over descendants) node, the lowest channel on ties.
+* NaN: a non-ignored pixel with a NaN logit has a NaN loss. Ignored pixels are never read.
+* Triplets are drawn with a counter-based 32-bit hash (:func:`hash32`), so every backend reproduces
+  the same triplets from the same seed (see :func:`sample_triplets`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+from .hierarchy import ClassHierarchy
+
+__all__ = [
+    "focal_tree_min_loss",
+    "tree_min_loss",
+    "bce_loss",
+    "focal_bce_loss",
+    "leaf_cross_entropy",
+    "hierarchical_argmax",
+    "project_to_level",
+    "sample_triplets",
+    "sample_triplets_padded",
+    "tree_triplet_loss",
+    "vanilla_triplet_loss",
+    "hash32",
+    "triplet_rand",
+    "COSINE_EPS",
+    "ATTEMPTS_PER_TRIPLET",
+]
+
+COSINE_EPS = 1e-8
+"""cos(x, y) = x.y / max(|x| |y|, COSINE_EPS)."""
+ATTEMPTS_PER_TRIPLET = 16
+"""Triplet sampling draws at most ``ATTEMPTS_PER_TRIPLET * num_triplets`` candidates."""
+TRIPLET_MODES = ("tree", "vanilla")
+DISTANCES = ("cosine", "euclidean")
+
+_MASK32 = 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- layout helpers
+def _flatten(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) or (N, C) -> (P, C) in pixel raster order, computed in >= float32."""
+    z = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
+    return (x.shape[0],) + tuple(x.shape[2:])
+
+
+def _reduce(per_pixel: torch.Tensor, valid: torch.Tensor, reduction: str, like: torch.Tensor) -> torch.Tensor:
+    if reduction == "none":
+        return per_pixel.reshape(_pixel_shape(like)).to(like.dtype)
+    total = per_pixel.sum()
+    if reduction == "mean":
+        total = total / valid.sum().clamp(min=1)
+    return total.to(like.dtype)
+
+
+def _valid_pixels(target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat (P,) int64 target with ignored pixels replaced by a leaf, and the (P,) validity mask."""
+    t = target.reshape(-1).long()
+    valid = t != ignore_index
+    return t, valid
+
+
+# ----------------------------------------------------------------------------- focal terms
+def _focal_terms(zstar: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-node focal BCE on pre-selected logits z*: -(1-p)^g log p if label else -p^g log(1-p)."""
+    log_p = F.logsigmoid(zstar)
+    log_q = F.logsigmoid(-zstar)
+    pos = -torch.exp(gamma * log_q) * log_p
+    neg = -torch.exp(gamma * log_p) * log_q
+    return torch.where(labels, pos, neg)
+
+
+def _tree_extrema_indices(z: torch.Tensor, hierarchy: ClassHierarchy) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, C) int64 arg-min over A(v) and arg-max over Dsc(v) for every node v, lowest channel on ties.
+
+    ``argmin``/``argmax`` return the first extremum; the candidate lists are ascending, so the first is
+    the lowest channel. A NaN logit wins (torch treats NaN as the extremum), so it reaches the loss.
+    """
+    dev = z.device
+    with torch.no_grad():
+        min_idx = torch.empty(z.shape, dtype=torch.long, device=dev)
+        max_idx = torch.empty(z.shape, dtype=torch.long, device=dev)
+        for v in range(hierarchy.num_channels):
+            anc = torch.tensor(sorted(hierarchy.ancestors(v)), device=dev)
+            dsc = torch.tensor(hierarchy.descendants(v), device=dev)
+            min_idx[:, v] = anc[z[:, anc].argmin(1)]
+            max_idx[:, v] = dsc[z[:, dsc].argmax(1)]
+    return min_idx, max_idx
+
+
+def _node_labels(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(P, C) bool: l_v = v in A(target); rows of ignored pixels use the first leaf (masked later)."""
+    tabs = hierarchy.tables(t.device)
+    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
+    return tabs.is_ancestor[safe]
+
+
+def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, validate=True):
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    _checks.check_target(target, logits)
+    _checks.check_reduction(reduction)
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    if gamma is not None and not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+    t, valid = _valid_pixels(target, ignore_index)
+    z = _flatten(logits)
+    z = torch.where(valid[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    return z, t, valid
+
+
+def focal_tree_min_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    gamma: float = 2.0,
+    ignore_index: int = 255,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> torch.Tensor:
+    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids.
+
+    ``p_v = sigmoid(min_{A(v)} z)`` for nodes on the target's path, ``sigmoid(max_{Dsc(v)} z)`` elsewhere;
+    per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``.
+    """
+    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
+    labels = _node_labels(t, valid, hierarchy)
+    min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
+    zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
+    per_pixel = _focal_terms(zstar, labels, float(gamma)).sum(1)
+    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    return _reduce(per_pixel, valid, reduction, logits)
+
+
+def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+    """Tree-min loss (Eq. 5): the focal tree-min loss with gamma = 0."""
+    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate)
+
+
+def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", validate=True):
+    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes."""
+    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
+    per_pixel = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma)).sum(1)
+    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    return _reduce(per_pixel, valid, reduction, logits)
+
+
+def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+    """Binary cross-entropy over all nodes (Eq. 2): focal BCE with gamma = 0."""
+    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate)
+
+
+def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+    """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline)."""
+    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate)
+    tabs = hierarchy.tables(z.device)
+    leaf_t = tabs.leaf_index[torch.where(valid, t, torch.zeros_like(t).fill_(hierarchy.leaves[0]))].long()
+    per_pixel = F.cross_entropy(z[:, tabs.leaves.long()], leaf_t, reduction="none")
+    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    return _reduce(per_pixel, valid, reduction, logits)
+
+
+# ----------------------------------------------------------------------------- path inference
+def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel of the largest root-path score sum.
+
+    ``S_leaf = sigmoid(z_level1) + sigmoid(z_level2) + ... + sigmoid(z_leaf)`` summed root first in
+    float32 (float64 for float64 logits); the lowest leaf channel wins ties. NaN logits: unspecified leaf.
+    """
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    s = torch.sigmoid(_flatten(logits))
+    tabs = hierarchy.tables(s.device)
+    path = tabs.path[tabs.leaves.long()].long()  # (L, D) root first, -1 past the leaf
+    score = torch.zeros(s.shape[0], hierarchy.num_leaves, dtype=s.dtype, device=s.device)
+    for k in range(hierarchy.height):
+        col = path[:, k]
+        has = col >= 0
+        score[:, has] = score[:, has] + s[:, col[has]]
+    leaf = tabs.leaves.long()[score.argmax(1)]
+    return leaf.reshape(_pixel_shape(logits))
+
+
+def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
+    """Map channel ids to their ancestor at tree ``level`` (1 = coarsest); shallower nodes stay; ignore kept."""
+    _checks.check_hierarchy(hierarchy)
+    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point():
+        raise TypeError("leaf_map must be an integer tensor of channel ids")
+    if not 1 <= level <= hierarchy.height:
+        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
+    _checks.check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)
+    t = leaf_map.long()
+    ignored = t == ignore_index
+    table = hierarchy.tables(t.device).level_map[level - 1]
+    out = table[torch.where(ignored, torch.zeros_like(t), t)]
+    return torch.where(ignored, torch.full_like(out, ignore_index), out).to(leaf_map.dtype)
+
+
+# ----------------------------------------------------------------------------- triplets
+def _mulmod32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for uint32 values held in int64, without int64 overflow."""
+    lo = (x & 0xFFFF) * c
+    hi = (((x >> 16) * c) & 0xFFFF) << 16
+    return (lo + hi) & _MASK32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """The 'lowbias32' integer hash on uint32 values held in an int64 tensor.
+
+    ``x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16`` (mod 2^32).
+    """
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = _mulmod32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mulmod32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def triplet_rand(seed: int, counter: torch.Tensor) -> torch.Tensor:
+    """Random uint32 (in int64) number ``counter`` of stream ``seed``: ``hash32(hash32(i ^ k) + k)``, k = hash32(seed)."""
+    key = hash32(torch.tensor(seed, dtype=torch.int64, device=counter.device))
+    return hash32((hash32(counter ^ key) + key) & _MASK32)
+
+
+def sample_triplets_padded(
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    num_triplets: int = 200,
+    seed: int = 0,
+    ignore_index: int = 255,
+    mode: str = "tree",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triplets as a ``(num_triplets, 3)`` int64 table of flat pixel indices padded with -1, and their count.
+
+    The algorithm every backend reproduces bit for bit:
+
+    1. ``V`` = non-ignored pixels of the flattened target, ascending flat index (raster order over B, H, W).
+    2. For attempt ``k = 0 .. ATTEMPTS_PER_TRIPLET * num_triplets - 1`` and ``j = 0, 1, 2``:
+       ``r = triplet_rand(seed, 3k + j)``, candidate ``j`` = ``V[(r * |V|) >> 32]``.
+    3. Candidates ``(a, x, y)``. Reject if any two are the same pixel. ``dx = psi(y_a, y_x)``,
+       ``dy = psi(y_a, y_y)``. Mode "tree": reject if ``dx == dy``; else the closer one is the positive.
+       Mode "vanilla": accept only if exactly one of x, y has the anchor's leaf; it is the positive.
+    4. The first ``num_triplets`` accepted attempts, in attempt order.
+    """
+    _checks.check_hierarchy(hierarchy)
+    if mode not in TRIPLET_MODES:
+        raise ValueError(f"mode must be one of {TRIPLET_MODES}, got {mode!r}")
+    if int(num_triplets) < 0:
+        raise ValueError(f"num_triplets must be >= 0, got {num_triplets}")
+    seed = _checks.check_seed(seed)
+    dev = target.device
+    t = target.reshape(-1).long()
+    valid_idx = torch.nonzero(t != ignore_index).squeeze(1)
+    num_valid = valid_idx.numel()
+    if num_valid >= 2**31:
+        raise ValueError(f"{num_valid} valid pixels; triplet sampling supports fewer than 2**31")
+    out = torch.full((num_triplets, 3), -1, dtype=torch.long, device=dev)
+    if num_valid == 0 or num_triplets == 0:
+        return out, torch.zeros((), dtype=torch.long, device=dev)
+    tabs = hierarchy.tables(dev)
+    attempts = ATTEMPTS_PER_TRIPLET * num_triplets
+    counter = torch.arange(3 * attempts, dtype=torch.long, device=dev)
+    pos = (triplet_rand(seed, counter) * num_valid) >> 32
+    cand = valid_idx[pos].reshape(attempts, 3)
+    a, x, y = cand.unbind(1)
+    leaf = tabs.leaf_index.long()[t[cand]]  # (attempts, 3) leaf positions
+    dist = tabs.tree_distance.long()
+    dx = dist[leaf[:, 0], leaf[:, 1]]
+    dy = dist[leaf[:, 0], leaf[:, 2]]
+    distinct = (a != x) & (a != y) & (x != y)
+    if mode == "tree":
+        ok = distinct & (dx != dy)
+    else:
+        ok = distinct & ((dx == 0) != (dy == 0))
+    x_is_pos = dx < dy
+    positive = torch.where(x_is_pos, x, y)
+    negative = torch.where(x_is_pos, y, x)
+    accepted = torch.stack([a, positive, negative], 1)[ok][:num_triplets]
+    out[: accepted.shape[0]] = accepted
+    return out, torch.tensor(accepted.shape[0], dtype=torch.long, device=dev)
+
+
+def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=255, mode="tree", validate=True):
+    """(anchor, positive, negative) int64 flat pixel indices with psi(y_a, y_p) < psi(y_a, y_n).
+
+    Fewer than ``num_triplets`` (possibly none) when the batch does not hold enough valid triplets.
+    See :func:`sample_triplets_padded` for the exact algorithm.
+    """
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        raise TypeError("target must be an integer tensor of leaf channel ids")
+    _checks.check_ignore_index(ignore_index, _checks.check_hierarchy(hierarchy))
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+    table = table[: int(count)]
+    return table[:, 0], table[:, 1], table[:, 2]
+
+
+def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
+    if distance == "cosine":
+        cos = (u * v).sum(-1) / (torch.linalg.vector_norm(u, dim=-1) * torch.linalg.vector_norm(v, dim=-1)).clamp_min(COSINE_EPS)
+        return (1.0 - cos) / 2.0
+    return torch.linalg.vector_norm(u - v, dim=-1)
+
+
+def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance, seed, ignore_index, mode, validate):
+    _checks.check_hierarchy(hierarchy)
+    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
+        raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
+    if embeddings.dim() not in (2, 4):
+        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E), got shape {tuple(embeddings.shape)}")
+    _checks.check_target(target, embeddings, name="embeddings")
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index)
+    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+    table = table[: int(count)]
+    e = _flatten(embeddings)
+    if table.shape[0] == 0:
+        return (e.sum() * 0.0).to(embeddings.dtype)
+    ea, ep, en = e[table[:, 0]], e[table[:, 1]], e[table[:, 2]]
+    margin = torch.full((table.shape[0],), float(margin_eps), dtype=e.dtype, device=e.device)
+    if hierarchy_margin:
+        tabs = hierarchy.tables(e.device)
+        leaf = tabs.leaf_index.long()[target.reshape(-1).long()[table]]
+        dist = tabs.tree_distance.long()
+        gap = dist[leaf[:, 0], leaf[:, 2]] - dist[leaf[:, 0], leaf[:, 1]]
+        margin = margin + float(margin_scale) * gap.to(e.dtype) / (2 * hierarchy.height)
+    hinge = torch.relu(_distance(ea, ep, distance) - _distance(ea, en, distance) + margin)
+    return hinge.mean().to(embeddings.dtype)
+
+
+def tree_triplet_loss(
+    embeddings: torch.Tensor,
+    target: torch.Tensor,
+    hierarchy: ClassHierarchy,
+    num_triplets: int = 200,
+    margin_eps: float = 0.1,
+    margin_scale: float = 0.5,
+    hierarchy_margin: bool = True,
+    distance: str = "cosine",
+    seed: int = 0,
+    ignore_index: int = 255,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Tree-triplet loss (Eq. 7-8): mean of ``max(d(a,p) - d(a,n) + m, 0)`` over sampled triplets (0 if none).
+
+    embeddings (B, E, h, w) | (N, E); target (B, h, w) | (N,) leaf ids at the embedding resolution.
+    ``d`` = cosine distance ``(1 - cos) / 2`` or the Euclidean distance ``|x - y|``;
+    ``m = margin_eps + margin_scale * (psi(y_a,y_n) - psi(y_a,y_p)) / (2 D)``, or ``margin_eps`` with
+    ``hierarchy_margin=False`` (the constant-margin ablation).
+    """
+    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
+                         hierarchy_margin, distance, seed, ignore_index, "tree", validate)
+
+
+def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine",
+                         seed=0, ignore_index=255, validate=True):
+    """Hierarchy-agnostic triplet loss: positive = same leaf, negative = another leaf, constant margin."""
+    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
+                         ignore_index, "vanilla", validate)
