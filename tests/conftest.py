@@ -1,0 +1,21 @@
+"""Test-session setup: Triton's CPU interpreter when no GPU, offline timm, deterministic seeds."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+if os.environ.get("HSSN_TEST_GPU") != "1":
+    # Must happen before triton is imported anywhere: kernels decorated afterwards run on numpy.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_report_header(config):
+    return f"torch {torch.__version__}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
