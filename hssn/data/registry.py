@@ -1,0 +1,66 @@
+"""Name -> dataset class registry with lazy imports, and the ``build_dataset`` entry point."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from .common import Transform
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """Where a dataset class lives; ``needs_root`` = its constructor takes ``root`` first."""
+
+    module: str
+    cls: str
+    needs_root: bool = True
+
+    def load(self) -> type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+_REGISTRY: dict[str, DatasetEntry] = {
+    "cityscapes": DatasetEntry("hssn.data.cityscapes", "CityscapesDataset"),
+    "mapillary_v2": DatasetEntry("hssn.data.mapillary", "MapillaryVistasDataset"),
+    "lip": DatasetEntry("hssn.data.lip", "LIPDataset"),
+    "pascal_person_part": DatasetEntry("hssn.data.pascal_person_part", "PascalPersonPartDataset"),
+    "folder": DatasetEntry("hssn.data.folder", "FolderDataset"),
+    "synthetic": DatasetEntry("hssn.data.synthetic", "SyntheticDataset", needs_root=False),
+}
+
+
+def available() -> list[str]:
+    """Registered dataset names."""
+    return sorted(_REGISTRY)
+
+
+def register_dataset(name: str, module: str, cls: str, needs_root: bool = True) -> None:
+    """Register ``module.cls`` under ``name`` (imported on first use); ValueError if the name is taken."""
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    _REGISTRY[name] = DatasetEntry(module, cls, needs_root)
+
+
+def dataset_class(name: str) -> type:
+    """The class registered under ``name``; ValueError listing the names when unknown."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name].load()
+
+
+def build_dataset(name: str, root: str | Path | None = None, split: str = "train",
+                  transforms: Transform | None = None, **kwargs: Any) -> Dataset:
+    """``name``'s dataset for ``split`` under ``root`` (not needed for "synthetic"); ``kwargs`` go to
+    the class (e.g. ``ignore_index``, ``hierarchy`` for "folder")."""
+    cls = dataset_class(name)
+    if not _REGISTRY[name].needs_root:
+        if root is not None:
+            kwargs["root"] = root
+        return cls(split=split, transforms=transforms, **kwargs)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs root= (the dataset folder)")
+    return cls(root, split=split, transforms=transforms, **kwargs)
