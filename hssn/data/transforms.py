@@ -1,8 +1,8 @@
 """Transforms on item dicts ``{"image": float (3, H, W), "label": int64 (H, W), ...}``.
 
 Every transform returns a new dict with new tensors (the input is never modified). Labels are only
-ever resampled with nearest neighbour ("nearest-exact": the same half-pixel geometry as the bilinear
-image resize), so image and label stay aligned. Random transforms draw from ``generator`` when given,
+ever resampled with nearest neighbour on half-pixel centres (the bilinear image resize's geometry,
+computed exactly in integers), so image and label stay aligned. Random transforms draw from ``generator`` when given,
 else from torch's global RNG (which DataLoader seeds per worker).
 """
 from __future__ import annotations
@@ -31,18 +31,25 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
-def resize_image(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """(3, H, W) float -> (3, h, w) with ``mode`` (F.interpolate; align_corners=False where it applies)."""
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return F.interpolate(image[None], size=size, mode=mode, **kwargs)[0]
+def nearest_indices(in_size: int, out_size: int) -> torch.Tensor:
+    """(out_size,) int64 source index of each output pixel: floor((i + 0.5) * in / out), exact in integers."""
+    return (torch.arange(out_size) * 2 + 1) * in_size // (2 * out_size)
 
 
 def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) int64 -> (h, w) nearest-exact: output pixel i reads input floor((i + 0.5) * H / h)."""
-    h, w = size
-    rows = ((torch.arange(h, dtype=torch.float64) + 0.5) * (label.shape[0] / h)).floor().long().clamp_(max=label.shape[0] - 1)
-    cols = ((torch.arange(w, dtype=torch.float64) + 0.5) * (label.shape[1] / w)).floor().long().clamp_(max=label.shape[1] - 1)
-    return label[rows][:, cols]
+    """(H, W) int64 -> (h, w) nearest neighbour with half-pixel centres (the bilinear resize's geometry)."""
+    return label[nearest_indices(label.shape[0], size[0])][:, nearest_indices(label.shape[1], size[1])]
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """(3, H, W) float -> (3, h, w); ``mode`` "bilinear" / "bicubic" (align_corners=False) or "nearest"
+    (the exact index map of :func:`resize_label`)."""
+    if mode == "nearest":
+        return image[:, nearest_indices(image.shape[1], size[0])][:, :, nearest_indices(image.shape[2], size[1])]
+    if mode not in ("bilinear", "bicubic"):
+        raise ValueError(f"image mode must be 'bilinear', 'bicubic' or 'nearest', got {mode!r}")
+    out = F.interpolate(image[None], size=size, mode=mode, align_corners=False)[0]
+    return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
 
 
 class Compose:
