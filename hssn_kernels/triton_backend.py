@@ -1,0 +1,35 @@
+"""The "triton" backend of :mod:`hssn_kernels.backends`: the Triton kernels behind the backend interface.
+
+Usable for CUDA tensors whenever ``triton`` imports, and for CPU tensors only under Triton's
+interpreter (``TRITON_INTERPRET=1`` set before ``triton`` is first imported; slow, for tests).
+Inputs are validated upstream by :mod:`hssn_kernels.functional`.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .focal_tree_min import focal_tree_min_loss
+from .path_argmax import hierarchical_argmax as _hierarchical_argmax
+from .tree_triplet import sample_triplets_padded, tree_triplet_loss
+
+__all__ = ["unavailable_reason", "focal_tree_min_loss", "hierarchical_argmax", "sample_triplets_padded",
+           "tree_triplet_loss"]
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when the Triton kernels can run on ``device``, else why not."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return None
+        return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
+    return f"Triton kernels need CUDA tensors, got {device.type} tensors"
+
+
+def hierarchical_argmax(logits: torch.Tensor, hierarchy) -> torch.Tensor:
+    """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
+    return _hierarchical_argmax(logits, hierarchy)
