@@ -1,0 +1,129 @@
+"""The HSSN adaptation: a backbone, a head over all hierarchy nodes and a training-only projection head."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hssn_kernels import ClassHierarchy
+
+from .backbones import TimmBackbone
+from .head_base import LossFn, SegHead
+
+PROJECTION_PREFIX = "projection."
+
+
+class ProjectionHead(nn.Sequential):
+    """Two 1x1 convs with a ReLU between: ``(B, in_ch, h, w) -> (B, embed_dim, h, w)`` (paper: 256-d)."""
+
+    def __init__(self, in_ch: int, embed_dim: int = 256):
+        super().__init__(nn.Conv2d(in_ch, embed_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(embed_dim, embed_dim, 1))
+
+
+class HSSNModel(nn.Module):
+    """A flat segmentation network made hierarchical by its head.
+
+    ``forward(images (B, 3, H, W) float, normalised)`` returns a dict:
+
+    * ``"logits"`` ``(B, C, ceil(H/s), ceil(W/s))``, C = ``hierarchy.num_channels``, s = ``output_stride``
+      (NOT upsampled: the caller resizes to the label size);
+    * training mode only: ``"embeddings"`` ``(B, embed_dim, ...)`` = projection of the head's
+      ``"feature"`` (see the head classes), and ``"aux_logits"`` where the head has one;
+    * MaskFormer heads also: ``"pred_logits"`` (B, Q, C) and ``"pred_masks"`` (B, Q, h, w).
+
+    Any input size works: images are zero-padded right/bottom to a multiple of the backbone's
+    coarsest stride and every map is cropped back to ``ceil(H * h_padded_out / H_padded)``.
+    """
+
+    def __init__(self, backbone: TimmBackbone, head: SegHead, hierarchy: ClassHierarchy, embed_dim: int = 256):
+        super().__init__()
+        if not isinstance(hierarchy, ClassHierarchy):
+            raise TypeError(f"hierarchy must be a hssn_kernels.ClassHierarchy, got {type(hierarchy).__name__}")
+        if not isinstance(head, SegHead):
+            raise TypeError(f"head must be a SegHead, got {type(head).__name__}")
+        if head.num_channels != hierarchy.num_channels:
+            raise ValueError(
+                f"head outputs {head.num_channels} channels but the hierarchy has {hierarchy.num_channels}"
+            )
+        if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        self.backbone = backbone
+        self.head = head
+        self.projection = ProjectionHead(head.feature_channels, embed_dim)
+        self.hierarchy = hierarchy
+        self.embed_dim = embed_dim
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of ``"logits"`` relative to the input image."""
+        return self.head.output_stride
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            raise TypeError(f"images must be a floating-point tensor, got {getattr(images, 'dtype', type(images))}")
+        if images.dim() != 4 or images.shape[1] != self.backbone.in_chans:
+            raise ValueError(f"images must be (B, {self.backbone.in_chans}, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        div = self.backbone.size_divisor
+        hp, wp = math.ceil(h / div) * div, math.ceil(w / div) * div
+        x = F.pad(images, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else images
+
+        def crop(t: torch.Tensor) -> torch.Tensor:
+            th, tw = t.shape[-2:]
+            return t[..., : math.ceil(h * th / hp), : math.ceil(w * tw / wp)]
+
+        out = self.head(self.backbone(x))
+        result = {"logits": crop(out["logits"])}
+        if self.training:
+            result["embeddings"] = crop(self.projection(out["feature"]))
+        if "aux_logits" in out:
+            result["aux_logits"] = crop(out["aux_logits"])
+        if "pred_logits" in out:
+            result["pred_logits"] = out["pred_logits"]
+            result["pred_masks"] = crop(out["pred_masks"])
+        return result
+
+    def auxiliary_losses(
+        self, outputs: dict[str, torch.Tensor], target: torch.Tensor, loss_fn: LossFn, ignore_index: int = 255
+    ) -> dict[str, torch.Tensor]:
+        """The architecture's extra loss terms, already weighted (see the head's ``auxiliary_losses``).
+
+        outputs: this model's training output; target (B, H, W) int64 leaf ids / ``ignore_index`` at
+        label resolution; ``loss_fn(logits (B, C, H, W), target) -> scalar`` is the HSSN pixel loss.
+        """
+        if not isinstance(target, torch.Tensor) or target.dtype != torch.int64 or target.dim() != 3:
+            raise TypeError(f"target must be a (B, H, W) int64 tensor, got {getattr(target, 'dtype', type(target))}"
+                            f" {tuple(getattr(target, 'shape', ()))}")
+        if target.shape[0] != outputs["logits"].shape[0]:
+            raise ValueError(f"target batch {target.shape[0]} != logits batch {outputs['logits'].shape[0]}")
+        return self.head.auxiliary_losses(outputs, target, loss_fn, self.hierarchy, ignore_index)
+
+    def state_dict(self, *args, for_inference: bool = False, **kwargs):
+        """``nn.Module.state_dict``; ``for_inference=True`` leaves out the projection head."""
+        state = super().state_dict(*args, **kwargs)
+        if for_inference:
+            prefix = kwargs.get("prefix", "") + PROJECTION_PREFIX
+            for key in [k for k in state if k.startswith(prefix)]:
+                del state[key]
+        return state
+
+    def export(self) -> OrderedDict:
+        """Inference-only state dict (no projection head); loads back with :meth:`load_state_dict`."""
+        return self.state_dict(for_inference=True)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Like ``nn.Module.load_state_dict``, but a dict without projection weights (an
+        :meth:`export`) loads strictly into the other parameters and leaves the projection as is."""
+        if not strict or any(k.startswith(PROJECTION_PREFIX) for k in state_dict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if not k.startswith(PROJECTION_PREFIX)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(
+                f"error loading state dict into HSSNModel: missing keys {missing[:10]}, "
+                f"unexpected keys {result.unexpected_keys[:10]}"
+            )
+        return result
