@@ -1,0 +1,144 @@
+"""The ``hssn`` command: train, eval, predict, models, configs, demo (``hssn COMMAND --help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+CONFIG_HELP = "a shipped config name (see `hssn configs`) or a path to a YAML file"
+OVERRIDE_HELP = "config overrides key.sub=value (value parsed as YAML), e.g. train.iters=1000 loss.triplet=null"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hssn.engine.config import load_config
+    from hssn.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg)
+    if result["checkpoint"] is not None:
+        print(f"checkpoint: {result['checkpoint']}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from hssn.engine.config import load_config
+    from hssn.engine.runs import run_eval
+
+    cfg = load_config(args.config, args.overrides)
+    run_eval(cfg, args.checkpoint, scales=args.scales, flip=args.flip, out=args.out, per_class=args.per_class)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hssn.engine.config import load_config
+    from hssn.engine.predict import predict_files
+
+    cfg = load_config(args.config, args.overrides)
+    written = predict_files(cfg, args.checkpoint, args.images, args.out, scales=args.scales, flip=args.flip)
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from hssn import hierarchies
+    from hssn.models import PRESETS, format_summary, summary
+
+    hierarchy = hierarchies.get(args.hierarchy)
+    names = args.names or sorted(PRESETS)
+    size = (1, 3, *args.input_size)
+    print(f"hierarchy {args.hierarchy}: {hierarchy.num_channels} channels; input {'x'.join(map(str, size))}")
+    print(format_summary([summary(n, hierarchy, size) for n in names]))
+    return 0
+
+
+def _cmd_configs(args: argparse.Namespace) -> int:
+    from hssn.engine.config import CONFIG_DIR, DEFAULTS, available, dump_config, load_config
+
+    if args.show:
+        print(dump_config(load_config(args.show, args.overrides)), end="")
+    elif args.defaults:
+        print(dump_config(DEFAULTS), end="")
+    else:
+        print(f"configs shipped in {CONFIG_DIR}:")
+        print("\n".join(f"  {n}" for n in available()))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hssn.engine.demo import run_demo
+
+    run_demo(args.out, args.overrides, compare_bce=args.compare_bce)
+    return 0
+
+
+def _tta_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scales", type=float, nargs="+", help="test scales (default: the config's eval.scales)")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip TTA on")
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="flip TTA off")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hssn", description="Hierarchical semantic segmentation (HSSN, CVPR 2022): train, evaluate, predict.",
+        epilog="Distributed: torchrun --nproc_per_node=N -m hssn train CONFIG [key=value ...]")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, fn, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        commands[name] = fn
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("train", _cmd_train, "train a model (resumes with train.resume=auto)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+
+    p = add("eval", _cmd_eval, "evaluate a checkpoint on the config's val split (per-level mIoU, TTA)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.add_argument("--checkpoint", required=True, help="training checkpoint or exported state dict")
+    p.add_argument("--out", help="write the metrics JSON here (default: next to the checkpoint)")
+    p.add_argument("--per-class", action="store_true", help="print per-class IoU of every level")
+    _tta_args(p)
+
+    p = add("predict", _cmd_predict, "segment image files: one colour PNG per level and the leaf id PNG")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", required=True, help="training checkpoint or exported state dict")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
+    _tta_args(p)
+
+    p = add("models", _cmd_models, "parameter counts and FLOPs of the model presets")
+    p.add_argument("names", nargs="*", help="model names (default: all presets)")
+    p.add_argument("--hierarchy", default="cityscapes", help="shipped class tree (default: cityscapes)")
+    p.add_argument("--input-size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
+
+    p = add("configs", _cmd_configs, "list the shipped configs, or print one fully resolved")
+    p.add_argument("--show", metavar="CONFIG", help="print this config with defaults and overrides applied")
+    p.add_argument("--defaults", action="store_true", help="print every key with its default")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+
+    p = add("demo", _cmd_demo, "train + evaluate a small model on the synthetic dataset (CPU, a few minutes)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP + " (applied to configs/synthetic.yaml)")
+    p.add_argument("--out", default="hssn_demo", help="output folder (default: ./hssn_demo)")
+    p.add_argument("--compare-bce", action="store_true", help="also train the BCE baseline and compare")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hssn`` script and ``python -m hssn``; config errors exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        print(f"hssn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

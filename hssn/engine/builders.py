@@ -1,0 +1,111 @@
+"""Config -> objects: datasets with their transforms, model, loss, optimizer and the poly schedule."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from hssn_kernels import HierarchicalLoss
+
+
+def _tuples(kwargs: dict) -> dict:
+    """Lists in YAML-loaded kwargs become tuples (sizes and rates are tuples in the constructors)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def build_dataset(cfg: dict, split: str) -> Dataset:
+    """The "train" or "val" dataset of ``cfg`` with its transforms (``split`` picks the config's split name)."""
+    from hssn.data import build_dataset as build
+    from hssn.data import transforms as T
+
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    d = cfg["data"]
+    kwargs = {**d["kwargs"], **d[f"{split}_kwargs"]}
+    ds = build(d["name"], root=d["root"], split=d[f"{split}_split"], **_tuples(kwargs))
+    if split == "train" and d["augment"]:
+        ds.transforms = T.build_train_transforms(
+            tuple(int(s) for s in d["crop_size"]), tuple(float(s) for s in d["scale_range"]), ds.flip_pairs,
+            ds.ignore_index, photometric=d["photometric"], cat_max_ratio=d["cat_max_ratio"])
+        if d["train_resize"] is not None:
+            size = tuple(int(s) for s in d["train_resize"])
+            ds.transforms = T.Compose([T.Resize(size=size, keep_ratio=True), *ds.transforms.transforms])
+    elif split == "val" and d["eval_size"] is not None:
+        ds.transforms = T.build_eval_transforms(tuple(int(s) for s in d["eval_size"]), keep_ratio=True,
+                                                ignore_index=ds.ignore_index, resize_label=d["eval_resize_label"])
+    return ds
+
+
+def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
+    """``hssn.models.build_model`` with the config's name, weights and kwargs (``pretrained`` overrides)."""
+    from hssn.models import build_model as build
+
+    m = cfg["model"]
+    weights = m["pretrained"] if pretrained is None else pretrained
+    return build(m["name"], hierarchy, pretrained=weights, **_tuples(m["kwargs"]))
+
+
+def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
+    """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``train.iters``."""
+    lc = cfg["loss"]
+    return HierarchicalLoss(hierarchy, segmentation=lc["segmentation"], gamma=float(lc["gamma"]),
+                            triplet=lc["triplet"], num_triplets=int(lc["num_triplets"]),
+                            margin_eps=float(lc["margin_eps"]), margin_scale=float(lc["margin_scale"]),
+                            distance=lc["distance"], beta_max=float(lc["beta_max"]),
+                            beta_steps=int(cfg["train"]["iters"]), ignore_index=ignore_index,
+                            backend=lc["backend"])
+
+
+NO_DECAY_NAMES = ("absolute_pos_embed", "relative_position_bias_table", "pos_embed", "query_embed")
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """One group, or two when norm weights, biases and position tables are kept out of weight decay."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not no_decay_norm_bias:
+        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for n, p in params:
+        (no_decay if p.ndim <= 1 or any(k in n for k in NO_DECAY_NAMES) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+OPTIMIZERS = {
+    "sgd": lambda groups, o: torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"]),
+    "adamw": lambda groups, o: torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), fused=True),
+}
+
+
+def build_optimizer(cfg: dict, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (CNN backbones) or AdamW (Swin; the fused CPU / CUDA kernel) per ``optim.name``; build it after
+    moving the model to its device."""
+    o = cfg["optim"]
+    groups = param_groups(model, float(o["weight_decay"]), bool(o["no_decay_norm_bias"]))
+    return OPTIMIZERS[o["name"]](groups, {**o, "lr": float(o["lr"])})
+
+
+class PolySchedule:
+    """Multiplier of the base lr at ``step``: linear warm-up, then
+    ``(1 - min_ratio) * (1 - step / iters) ** power + min_ratio``."""
+
+    def __init__(self, iters: int, power: float = 0.9, min_ratio: float = 0.0, warmup_iters: int = 0,
+                 warmup_ratio: float = 1e-6):
+        self.iters, self.power, self.min_ratio = int(iters), float(power), float(min_ratio)
+        self.warmup_iters, self.warmup_ratio = int(warmup_iters), float(warmup_ratio)
+
+    def __call__(self, step: int) -> float:
+        frac = min(step, self.iters) / self.iters
+        factor = (1.0 - self.min_ratio) * (1.0 - frac) ** self.power + self.min_ratio
+        if step < self.warmup_iters:
+            factor *= self.warmup_ratio + (1.0 - self.warmup_ratio) * step / self.warmup_iters
+        return factor
+
+
+def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step poly schedule over ``train.iters`` (``scheduler.step()`` once per optimizer step)."""
+    o = cfg["optim"]
+    schedule = PolySchedule(cfg["train"]["iters"], o["poly_power"], float(o["min_lr"]) / float(o["lr"]),
+                            o["warmup_iters"], o["warmup_ratio"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -1,0 +1,100 @@
+"""Training checkpoints: model, optimizer, scheduler, step, data position, RNG states, config, class tree.
+
+Files are ``{output_dir}/checkpoints/step_{step:07d}.pt``, loadable with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hssn_kernels import ClassHierarchy
+
+CHECKPOINT_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+def rng_state() -> dict:
+    """This process's Python, NumPy, torch CPU and CUDA RNG states (tensors and plain types only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def checkpoint_path(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoints in ``output_dir``, oldest step first."""
+    folder = Path(output_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := CHECKPOINT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(path: Path, state: dict, keep: int | None = None) -> Path:
+    """Write ``state`` atomically (temp file + rename); keep only the newest ``keep`` step files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    if keep:
+        for old in list_checkpoints(path.parent.parent)[:-keep]:
+            old.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint dict (FileNotFoundError naming the path when missing)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
+    """None, the newest checkpoint of ``output_dir`` for "auto" (None if there is none), or the path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.resume checkpoint not found: {path}")
+    return path
+
+
+def model_weights(checkpoint: dict) -> dict:
+    """The model state dict of a training checkpoint or an exported state dict."""
+    return checkpoint["model"] if "model" in checkpoint and isinstance(checkpoint["model"], dict) else checkpoint
+
+
+def checkpoint_meta(checkpoint: dict) -> dict | None:
+    """``{"hierarchy": ClassHierarchy, "palette", "flip_pairs", "ignore_index", "class_names"}`` stored by
+    the trainer, or None for a bare state dict."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    if not meta:
+        return None
+    return {**meta, "hierarchy": ClassHierarchy.from_dict(meta["hierarchy"]),
+            "palette": torch.tensor(meta["palette"], dtype=torch.uint8)}

@@ -1,0 +1,242 @@
+"""Experiment configs: a schema of every allowed key with its default, YAML files, command-line overrides.
+
+A config file is YAML holding any subset of :data:`DEFAULTS` (unknown keys are an error naming the
+key) and optionally ``base: other.yaml`` (or a list): the bases are merged first, in order, the file on
+top. Config names resolve to the files shipped in ``hssn/configs/`` (``hssn train synthetic``), any other
+string is a path. Overrides ``key.sub=value`` are parsed with ``yaml.safe_load`` and applied last.
+The keys under :data:`OPEN_SECTIONS` are free-form dicts passed through to a constructor.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "model": {
+        "name": "deeplabv3plus_r101",   # hssn.models.build_model name: preset or "<head>:<timm backbone>"
+        "pretrained": True,             # backbone weights: true (timm ImageNet), false, or a file path
+        "kwargs": {},                   # extra build_model kwargs (head_channels, output_stride, img_size, ...)
+        "mean": [0.485, 0.456, 0.406],  # input normalisation (images are in [0, 1])
+        "std": [0.229, 0.224, 0.225],
+    },
+    "data": {
+        "name": "synthetic",            # hssn.data.build_dataset name
+        "root": None,                   # dataset folder (not needed for synthetic)
+        "train_split": "train",
+        "val_split": "val",
+        "kwargs": {},                   # extra dataset kwargs (train and val)
+        "train_kwargs": {},             # extra dataset kwargs (train only)
+        "val_kwargs": {},               # extra dataset kwargs (val only)
+        "train_resize": None,           # [h, w]: fit training images into this (keep ratio) before scaling
+        "crop_size": [512, 1024],       # training crop (h, w)
+        "scale_range": [0.5, 2.0],      # random rescale factor range
+        "photometric": True,            # photometric jitter in training
+        "cat_max_ratio": 1.0,           # < 1: re-draw crops dominated by one class
+        "augment": True,                # false: train on the untransformed items (synthetic demo)
+        "eval_size": None,              # [h, w]: resize eval images to fit (keep ratio); None = native size
+        "eval_resize_label": False,     # with eval_size: evaluate at the resized size instead of the label's
+        "num_workers": 4,
+    },
+    "loss": {
+        "segmentation": "ftm",          # ftm | tm | bce | focal | cce
+        "gamma": 2.0,
+        "triplet": "hierarchy",         # hierarchy | constant | vanilla | null
+        "num_triplets": 200,
+        "margin_eps": 0.1,
+        "margin_scale": 0.5,
+        "distance": "cosine",           # cosine | euclidean
+        "beta_max": 0.5,                # beta: 0 -> beta_max on a cosine over train.iters
+        "backend": "auto",              # hssn_kernels backend
+    },
+    "optim": {
+        "name": "sgd",                  # sgd | adamw
+        "lr": 0.01,
+        "momentum": 0.9,                # SGD
+        "betas": [0.9, 0.999],          # AdamW
+        "weight_decay": 1.0e-4,
+        "no_decay_norm_bias": False,    # exclude norm / bias / position tables from weight decay
+        "poly_power": 0.9,              # lr = (lr - min_lr) * (1 - step / iters) ** power + min_lr
+        "min_lr": 0.0,
+        "warmup_iters": 0,              # linear warm-up from warmup_ratio * lr
+        "warmup_ratio": 1.0e-6,
+        "grad_clip": None,              # max global grad norm, or null
+    },
+    "train": {
+        "iters": 80000,                 # optimizer steps
+        "batch_size": 8,                # global images per optimizer step (all processes, all accumulation)
+        "accumulate": 1,                # micro-batches per optimizer step
+        "amp": True,                    # bf16 autocast on GPU (CPU always runs fp32)
+        "sync_bn": True,                # SyncBatchNorm under DDP on GPU
+        "seed": 0,
+        "log_interval": 50,
+        "checkpoint_interval": 8000,
+        "keep_checkpoints": 2,          # latest checkpoints kept (the final one always stays)
+        "eval_interval": 0,             # validation every N steps (single scale); 0 = only at the end
+        "eval_at_end": True,
+        "output_dir": "runs/{name}",    # {name} is replaced by the config name
+        "resume": None,                 # null | "auto" (latest in output_dir) | a checkpoint path
+        "device": "auto",               # auto | cpu | cuda
+        "progress": True,               # tqdm bar
+    },
+    "eval": {
+        "scales": [1.0],                # test scales (multi-scale TTA averages sigmoid scores)
+        "flip": False,                  # horizontal flip TTA (left/right classes swapped)
+        "mode": "whole",                # whole | slide
+        "crop_size": [512, 1024],       # slide windows (h, w)
+        "stride": [341, 683],           # slide stride (h, w)
+        "batch_size": 1,
+        "num_workers": 2,
+        "max_images": None,             # evaluate only the first N images
+    },
+}
+
+OPEN_SECTIONS = {("model", "kwargs"), ("data", "kwargs"), ("data", "train_kwargs"), ("data", "val_kwargs")}
+"""Paths whose value is a free-form dict (no schema below them)."""
+
+
+def _merge(base: dict, update: Mapping, path: tuple[str, ...], source: str) -> dict:
+    """``base`` updated recursively with ``update``; KeyError-free ValueError naming unknown keys."""
+    out = dict(base)
+    for key, value in update.items():
+        here = path + (str(key),)
+        dotted = ".".join(here)
+        if key not in base:
+            allowed = ", ".join(sorted(base))
+            raise ValueError(f"unknown config key {dotted!r} in {source} (allowed here: {allowed})")
+        if here in OPEN_SECTIONS:
+            if value is not None and not isinstance(value, Mapping):
+                raise ValueError(f"config key {dotted!r} in {source} must be a mapping, got {value!r}")
+            out[key] = {**base[key], **(value or {})}
+        elif isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config key {dotted!r} in {source} is a section; got {value!r}")
+            out[key] = _merge(base[key], value, here, source)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A shipped config name ("synthetic", "deeplabv3plus_r101_cityscapes") or a YAML path."""
+    text = str(name_or_path)
+    candidates = []
+    if relative_to is not None:
+        candidates.append(relative_to / text)
+    candidates += [Path(text), CONFIG_DIR / text, CONFIG_DIR / f"{text}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"config {text!r} not found: not a file and not one of the shipped configs "
+                            f"({', '.join(available())})")
+
+
+def available() -> list[str]:
+    """Names of the configs shipped in ``hssn/configs/``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+    """The merged raw content of ``path`` and its bases (not yet applied to the defaults)."""
+    if path.resolve() in seen:
+        raise ValueError(f"config base cycle: {' -> '.join(map(str, seen + (path,)))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: a config must be a mapping at the top level")
+    data = dict(data)
+    bases = data.pop("base", None) or []
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    cfg = copy.deepcopy(DEFAULTS)
+    for base in bases:
+        cfg = _merge(cfg, _read(resolve_path(base, path.parent), seen + (path.resolve(),)), (), str(path))
+    return _merge(cfg, data, (), str(path))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], yaml.safe_load(value))."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} must look like key.sub=value")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ValueError(f"override key {key!r} has an empty part")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string
+    return parts, parsed
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """A copy of ``cfg`` with each ``key.sub=value`` applied; ValueError naming an unknown key."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        nested: Any = value
+        for p in reversed(parts):
+            nested = {p: nested}
+        cfg = _merge(cfg, nested, (), f"override {text!r}")
+    return cfg
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
+    """The full config: defaults <- bases <- file <- overrides; ``name`` defaults to the file stem."""
+    if name_or_path is None:
+        cfg = copy.deepcopy(DEFAULTS)
+    else:
+        path = resolve_path(name_or_path)
+        cfg = _read(path, ())
+        if "name" not in (yaml.safe_load(path.read_text()) or {}):
+            cfg["name"] = path.stem
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+CHOICES = {
+    ("loss", "segmentation"): ("ftm", "tm", "bce", "focal", "cce"),
+    ("loss", "triplet"): ("hierarchy", "constant", "vanilla", None),
+    ("loss", "distance"): ("cosine", "euclidean"),
+    ("optim", "name"): ("sgd", "adamw"),
+    ("eval", "mode"): ("whole", "slide"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+}
+
+
+def _get(cfg: dict, path: tuple[str, ...]) -> Any:
+    for p in path:
+        cfg = cfg[p]
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """ValueError naming the key whose value is out of range."""
+    for path, choices in CHOICES.items():
+        if _get(cfg, path) not in choices:
+            raise ValueError(f"config key {'.'.join(path)!r} must be one of {choices}, got {_get(cfg, path)!r}")
+    positive = [("train", "iters"), ("train", "batch_size"), ("train", "accumulate"), ("train", "log_interval"),
+                ("train", "checkpoint_interval"), ("eval", "batch_size"), ("loss", "num_triplets")]
+    for path in positive:
+        v = _get(cfg, path)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"config key {'.'.join(path)!r} must be a positive int, got {v!r}")
+    for path in [("data", "crop_size"), ("data", "scale_range"), ("eval", "crop_size"), ("eval", "stride")]:
+        v = _get(cfg, path)
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or any(not isinstance(x, (int, float)) or x <= 0 for x in v):
+            raise ValueError(f"config key {'.'.join(path)!r} must be two positive numbers, got {v!r}")
+    scales = cfg["eval"]["scales"]
+    if not isinstance(scales, (list, tuple)) or not scales or any(
+            not isinstance(s, (int, float)) or s <= 0 for s in scales):
+        raise ValueError(f"config key 'eval.scales' must be a non-empty list of positive numbers, got {scales!r}")
+    if not (isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0):
+        raise ValueError(f"config key 'optim.lr' must be a positive number, got {cfg['optim']['lr']!r}")
+
+
+def dump_config(cfg: dict) -> str:
+    """The config as YAML text (loads back with :func:`load_config` from a file)."""
+    return yaml.safe_dump(cfg, sort_keys=False)

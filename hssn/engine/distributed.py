@@ -1,0 +1,121 @@
+"""torch.distributed helpers: process-group setup from torchrun's environment, rank queries, samplers."""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: ``rank`` of ``world_size``, its ``device``."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """"cpu", "cuda" (RuntimeError without a GPU) or "auto" (CUDA when available)."""
+    if preference not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(preference: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPU, gloo on CPU.
+
+    Without torchrun (or with one process) nothing is initialised. Calling it again reuses the group.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(preference, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, device)
+
+
+def cleanup() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True iff ``flag`` is True on every process (a collective: every rank must call it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list outside torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A :class:`DistributedSampler` (works with one process too) that can start mid-epoch.
+
+    ``set_start(n)`` skips the first ``n`` indices of this rank's share of the epoch (only the
+    indices: no sample is loaded), so a resumed run sees the samples the interrupted one had not.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start {start} out of range [0, {self.num_samples}]")
+        self.start = start
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class ShardSampler(Sampler):
+    """Indices ``rank, rank + world, ...`` of the first ``length`` items, in order, without padding
+    (every item is evaluated exactly once across the ranks)."""
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0):
+        self.indices = list(range(rank, length, num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

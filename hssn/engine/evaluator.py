@@ -1,0 +1,45 @@
+"""Evaluation loop: TTA scores -> path inference -> hierarchical metrics, sharded over the processes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .distributed import DistInfo, ShardSampler
+from .inference import model_logits_fn, path_inference, tta_scores
+from .metrics import HierarchicalMetrics
+
+
+def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Sequence[float], std: Sequence[float],
+             info: DistInfo, amp: bool = False, backend: str = "auto", scales: Sequence[float] | None = None,
+             flip: bool | None = None, progress: bool = False) -> dict:
+    """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset``.
+
+    ``eval_cfg`` is the config's ``eval`` section; ``scales`` / ``flip`` override it. Each process
+    evaluates its shard; the counts are summed over the processes, so every rank returns the full report.
+    The model is put in eval mode and left there.
+    """
+    scales = list(eval_cfg["scales"] if scales is None else scales)
+    flip = bool(eval_cfg["flip"] if flip is None else flip)
+    length = len(dataset) if eval_cfg["max_images"] is None else min(len(dataset), int(eval_cfg["max_images"]))
+    loader = DataLoader(dataset, batch_size=int(eval_cfg["batch_size"]),
+                        sampler=ShardSampler(length, info.world_size, info.rank),
+                        num_workers=int(eval_cfg["num_workers"]), pin_memory=info.device.type == "cuda")
+    hierarchy = dataset.hierarchy
+    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device)
+    fn = model_logits_fn(model, mean, std, amp)
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
+            images = batch["image"].to(info.device, non_blocking=True)
+            label = batch["label"].to(info.device, non_blocking=True)
+            scores = tta_scores(fn, images, scales, flip, dataset.flip_pairs, out_size=tuple(label.shape[-2:]),
+                                mode=eval_cfg["mode"], crop_size=eval_cfg["crop_size"], stride=eval_cfg["stride"])
+            leaf, _ = path_inference(scores, hierarchy, backend)
+            metrics.update(leaf, label, scores)
+    metrics.all_reduce()
+    report = metrics.compute()
+    report["scales"], report["flip"], report["num_images"] = scales, flip, length
+    return report

@@ -1,0 +1,216 @@
+"""Hierarchical segmentation metrics from one leaf confusion matrix.
+
+Naming follows the paper: ``mIoU^1`` is the leaf level, ``mIoU^D`` the coarsest; ``mIoU^k`` is computed
+at tree level ``l = D + 1 - k`` (1 = children of the root). A leaf shallower than ``l`` stands for
+itself there. Every level's confusion matrix is the leaf matrix summed over ancestor groups (path
+inference predicts a leaf; its ancestors are the prediction at every level), so only the (L, L) leaf
+matrix is accumulated, on the device, with ``torch.bincount``.
+
+* IoU of a class = TP / (TP + FP + FN); classes whose union is empty are NaN and left out of the mean.
+* Pixel accuracy = correct / labelled pixels, per level.
+* Mistake severity = mean tree distance ``psi(gt leaf, predicted leaf)`` over wrongly labelled pixels.
+* Violation rate = share of labelled pixels whose raw scores break the hierarchy before path
+  inference: some node ``v`` with a parent ``p`` has ``s_v > 0.5`` while ``s_p <= 0.5``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from hssn_kernels import ClassHierarchy
+
+
+class ConfusionMatrix:
+    """(K, K) int64 counts, rows = ground truth, columns = prediction, kept on ``device``."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        if not isinstance(num_classes, int) or num_classes <= 0:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """Count pixels: ``pred`` and ``target`` int tensors of the same shape with ids in [0, K);
+        ``valid`` (bool, same shape) selects the pixels to count (default: all)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} shapes differ")
+        if valid is not None:
+            pred, target = pred[valid], target[valid]
+        k = self.num_classes
+        idx = target.reshape(-1).long() * k + pred.reshape(-1).long()
+        self.matrix += torch.bincount(idx.to(self.matrix.device), minlength=k * k).view(k, k)
+
+    def all_reduce(self) -> None:
+        """Sum the matrices of all processes (no-op outside torch.distributed)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.matrix)
+
+
+def iou(matrix: torch.Tensor) -> torch.Tensor:
+    """(K,) float64 IoU per class of a (K, K) confusion matrix; NaN where the union is empty."""
+    m = matrix.double()
+    tp = m.diagonal()
+    union = m.sum(0) + m.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+
+
+def _leaf_positions(hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(C,) int64: position of each channel in ``hierarchy.leaves`` (-1 for inner nodes)."""
+    return hierarchy.tables("cpu").leaf_index.long()
+
+
+def level_classes(hierarchy: ClassHierarchy, tree_level: int) -> tuple[list[int], torch.Tensor]:
+    """(channels of the classes at ``tree_level``, (L,) int64 group of each leaf among them).
+
+    The classes are the nodes at that level plus the shallower leaves (they stand for themselves).
+    """
+    to_level = hierarchy.leaf_to_level(tree_level)[list(hierarchy.leaves)]
+    classes = sorted(set(to_level.tolist()))
+    group = torch.searchsorted(torch.tensor(classes), to_level)
+    return classes, group
+
+
+def level_confusion(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int) -> tuple[torch.Tensor, list[int]]:
+    """(K, K) confusion matrix at ``tree_level`` from the (L, L) leaf matrix, and its class channels."""
+    classes, group = level_classes(hierarchy, tree_level)
+    onehot = torch.nn.functional.one_hot(group, len(classes)).to(leaf_matrix.dtype).to(leaf_matrix.device)
+    return onehot.T @ leaf_matrix @ onehot, classes
+
+
+def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> list[dict]:
+    """One dict per paper level k = 1 (leaves) .. D (coarsest):
+    ``{"k", "tree_level", "miou", "pixel_acc", "iou": {class name: IoU or NaN}}`` (fractions)."""
+    if leaf_matrix.shape != (hierarchy.num_leaves, hierarchy.num_leaves):
+        raise ValueError(f"leaf matrix must be ({hierarchy.num_leaves}, {hierarchy.num_leaves}), "
+                         f"got {tuple(leaf_matrix.shape)}")
+    depth = hierarchy.height
+    out = []
+    for k in range(1, depth + 1):
+        tree_level = depth + 1 - k
+        m, classes = level_confusion(leaf_matrix.cpu(), hierarchy, tree_level)
+        values = iou(m)
+        present = values[~values.isnan()]
+        total = int(m.sum())
+        out.append({
+            "k": k,
+            "tree_level": tree_level,
+            "miou": float(present.mean()) if len(present) else math.nan,
+            "pixel_acc": float(m.diagonal().sum()) / total if total else math.nan,
+            "iou": {hierarchy.names[c]: float(v) for c, v in zip(classes, values)},
+        })
+    return out
+
+
+def majority_baseline(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> list[float]:
+    """mIoU per paper level k = 1 .. D of a constant prediction of the level's most frequent class (a
+    chance reference): its IoU is that class's pixel share, the other present classes score 0."""
+    out = []
+    for k in range(1, hierarchy.height + 1):
+        m, _ = level_confusion(leaf_matrix.cpu(), hierarchy, hierarchy.height + 1 - k)
+        gt = m.sum(1).double()
+        present = int((gt > 0).sum())
+        out.append(float(gt.max() / gt.sum()) / present if present else math.nan)
+    return out
+
+
+def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> float:
+    """Mean tree distance between ground-truth and predicted leaf over the wrong pixels (NaN if none)."""
+    m = leaf_matrix.cpu().double()
+    wrong = m.sum() - m.diagonal().sum()
+    if wrong == 0:
+        return math.nan
+    return float((m * hierarchy.tree_distance.double()).sum() / wrong)
+
+
+def violation_mask(scores: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.5) -> torch.Tensor:
+    """(B, H, W) bool: pixels where some node scores > threshold while its parent scores <= threshold.
+
+    scores: (B, C, H, W) sigmoid scores (probabilities, not logits).
+    """
+    parents = torch.tensor(hierarchy.parents, device=scores.device)
+    child = torch.nonzero(parents >= 0).flatten()
+    if len(child) == 0:
+        return torch.zeros(scores.shape[:1] + scores.shape[2:], dtype=torch.bool, device=scores.device)
+    on = scores[:, child] > threshold
+    parent_off = scores[:, parents[child]] <= threshold
+    return (on & parent_off).any(dim=1)
+
+
+class HierarchicalMetrics:
+    """Accumulates the leaf confusion matrix and the violation counts; :meth:`compute` gives the report.
+
+    ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None)``: leaf channel ids,
+    ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid scores path inference used.
+    """
+
+    def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu"):
+        self.hierarchy, self.ignore_index = hierarchy, int(ignore_index)
+        self.confusion = ConfusionMatrix(hierarchy.num_leaves, device)
+        self.leaf_pos = _leaf_positions(hierarchy).to(device)
+        self.counts = torch.zeros(2, dtype=torch.int64, device=device)  # violating pixels, scored pixels
+
+    def update(self, leaf_pred: torch.Tensor, target: torch.Tensor, scores: torch.Tensor | None = None) -> None:
+        target = target.to(self.leaf_pos.device)
+        valid = target != self.ignore_index
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        gt_pos = self.leaf_pos[safe_target.long()]
+        if bool((valid & (gt_pos < 0)).any()):
+            raise ValueError("target holds ids that are neither leaves nor ignore_index")
+        pred_pos = self.leaf_pos[leaf_pred.to(self.leaf_pos.device).long()]
+        self.confusion.update(pred_pos, gt_pos, valid)
+        if scores is not None:
+            bad = violation_mask(scores, self.hierarchy).to(valid.device)
+            self.counts += torch.stack([(bad & valid).sum(), valid.sum()])
+
+    def all_reduce(self) -> None:
+        """Sum the counts of all processes (no-op outside torch.distributed)."""
+        self.confusion.all_reduce()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.counts)
+
+    def compute(self) -> dict:
+        """``{"levels": per_level_iou(...), "pixel_acc", "mistake_severity", "violation_rate",
+        "num_pixels", "confusion"}`` (fractions, NaN where undefined; ``confusion`` = the (L, L) leaf
+        matrix as nested lists, rows = ground truth, in ``hierarchy.leaves`` order)."""
+        m = self.confusion.matrix.cpu()
+        levels = per_level_iou(m, self.hierarchy)
+        viol, scored = self.counts.tolist()
+        return {
+            "levels": levels,
+            "pixel_acc": levels[0]["pixel_acc"],
+            "mistake_severity": mistake_severity(m, self.hierarchy),
+            "violation_rate": viol / scored if scored else math.nan,
+            "num_pixels": int(m.sum()),
+            "confusion": m.tolist(),
+        }
+
+
+def format_report(report: dict, per_class: bool = False) -> str:
+    """A plain-text table of :meth:`HierarchicalMetrics.compute` (percentages)."""
+    lines = [f"{'level':<8}{'tree level':>11}{'classes':>9}{'mIoU %':>9}{'pixel acc %':>13}"]
+    for lv in report["levels"]:
+        lines.append(f"{'mIoU^' + str(lv['k']):<8}{lv['tree_level']:>11}{len(lv['iou']):>9}"
+                     f"{100 * lv['miou']:>9.2f}{100 * lv['pixel_acc']:>13.2f}")
+    lines.append(f"mistake severity (mean tree distance of wrong pixels): {report['mistake_severity']:.3f}")
+    lines.append(f"hierarchy violations before path inference: {100 * report['violation_rate']:.2f}% of pixels")
+    if per_class:
+        for lv in report["levels"]:
+            lines.append(f"-- per-class IoU %, mIoU^{lv['k']}")
+            lines += [f"  {name:<28}{100 * v:7.2f}" for name, v in lv["iou"].items()]
+    return "\n".join(lines)
+
+
+def to_json_ready(report: dict) -> dict:
+    """``report`` with NaN replaced by None (strict JSON)."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(report)

@@ -1,0 +1,88 @@
+"""``hssn predict``: per image, the leaf id map PNG and one colourised PNG per tree level."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt
+from .distributed import pick_device
+from .inference import model_logits_fn, path_inference, tta_scores
+from .runs import load_trained_model
+
+
+def label_meta(cfg: dict, checkpoint: dict | None = None) -> dict:
+    """``{"hierarchy", "palette" (L, 3) uint8, "flip_pairs", "ignore_index"}`` from the checkpoint's
+    stored metadata, else from the shipped tree of ``data.name``, else from the val dataset."""
+    meta = ckpt.checkpoint_meta(checkpoint) if checkpoint is not None else None
+    if meta is not None:
+        return meta
+    from hssn import hierarchies
+
+    name = cfg["data"]["name"]
+    if name in hierarchies.available():
+        extra = hierarchies.metadata(name)
+        return {"hierarchy": hierarchies.get(name), "palette": torch.tensor(extra["leaf_colors"], dtype=torch.uint8),
+                "flip_pairs": [tuple(p) for p in extra["flip_pairs"]], "ignore_index": 255}
+    from .builders import build_dataset
+
+    ds = build_dataset(cfg, "val")
+    return {"hierarchy": ds.hierarchy, "palette": ds.palette, "flip_pairs": ds.flip_pairs,
+            "ignore_index": ds.ignore_index}
+
+
+def save_leaf_png(leaf: torch.Tensor, path: Path) -> None:
+    """(H, W) leaf ids as an 8-bit greyscale PNG (16-bit when an id exceeds 255)."""
+    arr = leaf.cpu().numpy()
+    img = Image.fromarray(arr.astype(np.uint8), "L") if arr.max(initial=0) < 256 else \
+        Image.fromarray(arr.astype(np.uint16))
+    img.save(path)
+
+
+def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path,
+                  scales: Sequence[float] | None = None, flip: bool | None = None) -> list[Path]:
+    """Segment each image file; writes ``{stem}_leaf.png`` (leaf ids) and ``{stem}_level{l}.png`` for tree
+    levels l = 1 (coarsest) .. D (leaves) into ``out_dir``. Returns the written paths."""
+    from hssn.data.common import read_image
+    from hssn.data.palettes import colorize_level
+    from hssn.data.transforms import resize_image
+
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg["train"]["device"])
+    meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path))
+    hierarchy = meta["hierarchy"]
+    model = load_trained_model(cfg, checkpoint_path, hierarchy, device)
+    amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
+    fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], amp)
+    ev = cfg["eval"]
+    written = []
+    for path in paths:
+        image = read_image(path)
+        size = tuple(image.shape[1:])
+        if cfg["data"]["eval_size"] is not None:
+            eh, ew = cfg["data"]["eval_size"]
+            s = min(eh / size[0], ew / size[1])
+            image = resize_image(image, (max(1, round(size[0] * s)), max(1, round(size[1] * s))))
+        with torch.no_grad():
+            scores = tta_scores(fn, image[None].to(device), ev["scales"] if scales is None else scales,
+                                ev["flip"] if flip is None else flip, meta["flip_pairs"], out_size=size,
+                                mode=ev["mode"], crop_size=ev["crop_size"], stride=ev["stride"])
+            leaf, _ = path_inference(scores, hierarchy, cfg["loss"]["backend"])
+        leaf = leaf[0].cpu()
+        target = out_dir / f"{path.stem}_leaf.png"
+        save_leaf_png(leaf, target)
+        written.append(target)
+        for level in range(1, hierarchy.height + 1):
+            rgb = colorize_level(leaf, hierarchy, meta["palette"], level, meta["ignore_index"])
+            target = out_dir / f"{path.stem}_level{level}.png"
+            Image.fromarray(rgb.numpy()).save(target)
+            written.append(target)
+    return written

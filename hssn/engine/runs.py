@@ -1,0 +1,43 @@
+"""Whole commands built from a config: ``run_eval`` (``hssn eval``) and model loading from a checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import builders, checkpoint as ckpt
+from .distributed import cleanup, init_distributed
+from .evaluator import evaluate
+from .metrics import format_report, to_json_ready
+
+
+def load_trained_model(cfg: dict, checkpoint_path: str | Path, hierarchy, device: torch.device) -> torch.nn.Module:
+    """The config's model with the checkpoint's weights (no pretrained download), in eval mode."""
+    state = ckpt.load_checkpoint(checkpoint_path, map_location="cpu")
+    model = builders.build_model(cfg, hierarchy, pretrained=False)
+    model.load_state_dict(ckpt.model_weights(state))
+    return model.to(device).eval()
+
+
+def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | None = None, flip: bool | None = None,
+             out: str | Path | None = None, per_class: bool = False) -> dict:
+    """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
+    the metrics JSON to ``out`` (default ``<checkpoint>.metrics.json``). Returns the report."""
+    info = init_distributed(cfg["train"]["device"])
+    try:
+        dataset = builders.build_dataset(cfg, "val")
+        model = load_trained_model(cfg, checkpoint_path, dataset.hierarchy, info.device)
+        amp = bool(cfg["train"]["amp"]) and info.device.type == "cuda"
+        report = evaluate(model, dataset, cfg["eval"], cfg["model"]["mean"], cfg["model"]["std"], info, amp,
+                          cfg["loss"]["backend"], scales=scales, flip=flip, progress=cfg["train"]["progress"])
+        if info.is_main:
+            print(format_report(report, per_class=per_class))
+            path = Path(out) if out else Path(str(checkpoint_path) + ".metrics.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
+            print(f"metrics: {path}")
+        return report
+    finally:
+        cleanup()

@@ -1,0 +1,265 @@
+"""The training loop: plain PyTorch, optional DDP (torchrun), bf16 autocast on GPU, checkpoints with resume.
+
+One step = ``train.accumulate`` micro-batches of ``batch_size / (world_size * accumulate)`` images per
+process, then one optimizer and one scheduler step. The loss is computed on the logits upsampled
+(bilinear) to the label size, plus beta(step) x tree-triplet on the embeddings, plus the model's
+auxiliary terms.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hssn_kernels import cosine_beta
+
+from . import builders, checkpoint as ckpt
+from .config import dump_config
+from .distributed import DistInfo, ResumableDistributedSampler, all_true, cleanup, gather_objects, init_distributed
+from .evaluator import evaluate
+from .inference import normalize
+from .logger import RunLogger
+from .metrics import format_report, to_json_ready
+
+
+def output_dir(cfg: dict) -> Path:
+    """``train.output_dir`` with ``{name}`` filled in."""
+    return Path(str(cfg["train"]["output_dir"]).format(name=cfg["name"]))
+
+
+def micro_batch_size(cfg: dict, world_size: int) -> int:
+    """Images per process per micro-batch; ValueError when the global batch does not split evenly."""
+    t = cfg["train"]
+    parts = world_size * t["accumulate"]
+    if t["batch_size"] % parts:
+        raise ValueError(f"train.batch_size={t['batch_size']} must be a multiple of world_size x train.accumulate "
+                         f"= {world_size} x {t['accumulate']}")
+    return t["batch_size"] // parts
+
+
+class _Batches:
+    """Endless micro-batches of one rank, epoch after epoch, with a resumable position."""
+
+    def __init__(self, dataset, cfg: dict, info: DistInfo, micro: int, epoch: int = 0, consumed: int = 0):
+        self.dataset, self.cfg, self.info, self.micro = dataset, cfg, info, micro
+        self.sampler = ResumableDistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
+                                                   seed=cfg["train"]["seed"])
+        if self.sampler.num_samples < micro:
+            raise ValueError(f"dataset of {len(dataset)} items is too small for {info.world_size} process(es) "
+                             f"x micro-batch {micro}")
+        self.epoch, self.consumed = epoch, consumed
+        self._it = None
+
+    def _start_epoch(self) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start(self.consumed * self.micro)
+        workers = int(self.cfg["data"]["num_workers"])
+        seed = ((self.cfg["train"]["seed"] * 1009 + self.info.rank) * 100003 + self.epoch) * 1000003 + self.consumed
+        gen = torch.Generator().manual_seed(seed % 2**63)
+        loader = DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=workers,
+                            drop_last=True, pin_memory=self.info.device.type == "cuda", generator=gen,
+                            persistent_workers=False)
+        self._it = iter(loader)
+
+    def next(self) -> dict:
+        if self._it is None:
+            self._start_epoch()
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._start_epoch()
+            batch = next(self._it)
+        self.consumed += 1
+        return batch
+
+
+class Trainer:
+    """Builds everything from a config and runs :meth:`fit`; see the module docstring."""
+
+    def __init__(self, cfg: dict, info: DistInfo | None = None):
+        self.cfg = cfg
+        self.info = info or init_distributed(cfg["train"]["device"])
+        t = cfg["train"]
+        torch.manual_seed(t["seed"] + self.info.rank)
+        self.out_dir = output_dir(cfg)
+        self.micro = micro_batch_size(cfg, self.info.world_size)
+        self.train_set = builders.build_dataset(cfg, "train")
+        self.hierarchy = self.train_set.hierarchy
+        self.ignore_index = self.train_set.ignore_index
+        self.device = self.info.device
+        self.amp = bool(t["amp"]) and self.device.type == "cuda"
+        model = builders.build_model(cfg, self.hierarchy).to(self.device)
+        if self.info.distributed and self.device.type == "cuda" and t["sync_bn"]:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.loss_fn = builders.build_loss(cfg, self.hierarchy, self.ignore_index)
+        self.optimizer = builders.build_optimizer(cfg, model)
+        self.scheduler = builders.build_scheduler(cfg, self.optimizer)
+        self.step, epoch, consumed = 0, 0, 0
+        resume = ckpt.resolve_resume(t["resume"], self.out_dir)
+        if resume is not None:
+            epoch, consumed = self._restore(resume)
+        self.batches = _Batches(self.train_set, cfg, self.info, self.micro, epoch, consumed)
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=ids,
+                                               find_unused_parameters=cfg["loss"]["triplet"] is None)
+        else:
+            self.ddp = model
+        self.logger = RunLogger(self.out_dir, enabled=self.info.is_main)
+        self.last_report: dict | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _meta(self) -> dict:
+        ds = self.train_set
+        return {"hierarchy": self.hierarchy.to_dict(), "palette": ds.palette.tolist(),
+                "flip_pairs": [list(p) for p in ds.flip_pairs], "ignore_index": ds.ignore_index,
+                "class_names": list(ds.class_names)}
+
+    def save(self) -> Path | None:
+        """Write the checkpoint of the current step (main process; every rank must call it)."""
+        rng = gather_objects(ckpt.rng_state())
+        if not self.info.is_main:
+            return None
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.batches.epoch,
+                 "consumed": self.batches.consumed, "world_size": self.info.world_size, "rng": rng,
+                 "config": self.cfg, "meta": self._meta()}
+        return ckpt.save_checkpoint(ckpt.checkpoint_path(self.out_dir, self.step), state,
+                                    self.cfg["train"]["keep_checkpoints"])
+
+    def _restore(self, path: Path) -> tuple[int, int]:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        ckpt.set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+        if state.get("world_size", 1) != self.info.world_size:
+            return int(state["epoch"]) + 1, 0  # the data order depends on the world size: start a new epoch
+        return int(state["epoch"]), int(state["consumed"])
+
+    # ------------------------------------------------------------------ one step
+    def _micro_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        target = batch["label"].to(self.device, non_blocking=True)
+        x = normalize(images, self.cfg["model"]["mean"], self.cfg["model"]["std"])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.ddp(x)
+        logits = F.interpolate(out["logits"].float(), size=tuple(target.shape[-2:]), mode="bilinear",
+                               align_corners=False)
+        emb = out.get("embeddings")
+        parts = self.loss_fn(logits, target, None if emb is None else emb.float(), step=self.step)
+        aux = self.model.auxiliary_losses(out, target, lambda z, t: self.loss_fn.segmentation_loss(z.float(), t),
+                                          self.ignore_index)
+        total = parts["loss"] + sum(aux.values()) if aux else parts["loss"]
+        terms = {"loss": total, "seg": parts["seg"], "triplet": parts["triplet"], **aux}
+        finite = bool(torch.isfinite(total.detach()))
+        if not all_true(finite, self.device):
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            raise FloatingPointError(f"non-finite loss at step {self.step} (on at least one process): {values}; "
+                                     "lower optim.lr, set optim.grad_clip or check the data")
+        (total / self.cfg["train"]["accumulate"]).backward()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step; returns the mean loss terms and the learning rate used."""
+        t = self.cfg["train"]
+        self.ddp.train()
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        for i in range(t["accumulate"]):
+            sync = i == t["accumulate"] - 1 or not self.info.distributed
+            with nullcontext() if sync else self.ddp.no_sync():
+                for k, v in self._micro_step(self.batches.next()).items():
+                    sums[k] += v / t["accumulate"]
+        if self.cfg["optim"]["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["optim"]["grad_clip"]))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return {**sums, "lr": lr, "beta": cosine_beta(self.step - 1, t["iters"], self.loss_fn.beta_max)}
+
+    # ------------------------------------------------------------------ loop
+    def validate(self, full_tta: bool = False) -> dict:
+        """Metrics on the val split: single scale without flip, or the config's TTA with ``full_tta``."""
+        if not hasattr(self, "val_set"):
+            self.val_set = builders.build_dataset(self.cfg, "val")
+        kwargs = {} if full_tta else {"scales": [1.0], "flip": False}
+        report = evaluate(self.model, self.val_set, self.cfg["eval"], self.cfg["model"]["mean"],
+                          self.cfg["model"]["std"], self.info, self.amp, self.cfg["loss"]["backend"],
+                          progress=self.cfg["train"]["progress"], **kwargs)
+        self.model.train()
+        if self.info.is_main:
+            flat = {f"mIoU{lv['k']}": lv["miou"] for lv in report["levels"]}
+            flat.update(pixel_acc=report["pixel_acc"], mistake_severity=report["mistake_severity"],
+                        violation_rate=report["violation_rate"])
+            self.logger.log("eval", self.step, flat)
+        return report
+
+    def fit(self) -> dict:
+        """Train to ``train.iters``; returns ``{"step", "checkpoint", "report", "seconds", "images_per_s"}``."""
+        t = self.cfg["train"]
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+        bar = tqdm(total=t["iters"], initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (t["progress"] and self.info.is_main))
+        window: dict[str, float] = defaultdict(float)
+        n_window, t_window = 0, time.perf_counter()
+        start, start_step = time.perf_counter(), self.step
+        path = None
+        while self.step < t["iters"]:
+            terms = self.train_step()
+            for k, v in terms.items():
+                window[k] += float(v)
+            n_window += 1
+            bar.update(1)
+            if self.step % t["log_interval"] == 0 or self.step == t["iters"]:
+                elapsed = time.perf_counter() - t_window
+                row = {k: v / n_window for k, v in window.items()}
+                row["images_per_s"] = n_window * t["batch_size"] / max(elapsed, 1e-9)
+                self.logger.log("train", self.step, row)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("beta",)}, refresh=False)
+                window, n_window, t_window = defaultdict(float), 0, time.perf_counter()
+            if self.step % t["checkpoint_interval"] == 0 or self.step == t["iters"]:
+                path = self.save()
+            if t["eval_interval"] and self.step % t["eval_interval"] == 0 and self.step < t["iters"]:
+                self.validate()
+        bar.close()
+        seconds = time.perf_counter() - start
+        if path is None and self.info.is_main:
+            found = ckpt.list_checkpoints(self.out_dir)
+            path = found[-1] if found else None
+        report = self.validate(full_tta=True) if t["eval_at_end"] else None
+        self.last_report = report
+        if self.info.is_main and report is not None:
+            (self.out_dir / "metrics.json").write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
+        self.logger.close()
+        done = self.step - start_step
+        return {"step": self.step, "checkpoint": path, "report": report, "seconds": seconds,
+                "images_per_s": done * t["batch_size"] / seconds if seconds > 0 and done else math.nan}
+
+
+def train(cfg: dict) -> dict:
+    """Run a whole training job from ``cfg`` (joins / leaves torchrun's process group); see :class:`Trainer`."""
+    info = init_distributed(cfg["train"]["device"])
+    try:
+        result = Trainer(cfg, info).fit()
+        if info.is_main and result["report"] is not None:
+            print(format_report(result["report"]))
+        return result
+    finally:
+        cleanup()
