@@ -93,7 +93,7 @@ def training_loss(model, out, target, loss_fn):
 PRESET_EXTRA = {
     "deeplabv3plus_r101": {"aux_logits"},
     "ocrnet_hrw48": {"aux_logits"},
-    "maskformer_swins": {"pred_logits", "pred_masks"},
+    "maskformer_swins": {"pred_logits", "pred_masks", "aux_pred_logits", "aux_pred_masks"},
 }
 
 
@@ -116,6 +116,8 @@ def test_preset_forward_backward_shapes(preset, hierarchy):
         if "pred_logits" in out:
             assert out["pred_logits"].shape == (1, 100, c)
             assert out["pred_masks"].shape == (1, 100, h // 4, w // 4)
+            assert out["aux_pred_logits"].shape == (1, 5, 100, c)  # deep supervision of decoder layers 1-5
+            assert out["aux_pred_masks"].shape == (1, 5, 100, h // 4, w // 4)
         target = blocky_target(1, h, w, hierarchy)
         loss = training_loss(model, out, target, loss_fn) + out["embeddings"].pow(2).mean()
         assert torch.isfinite(loss)
@@ -127,7 +129,7 @@ def test_preset_forward_backward_shapes(preset, hierarchy):
         model.eval()
         with torch.no_grad():
             ev = model(torch.randn(shape))
-        assert "embeddings" not in ev and "aux_logits" not in ev
+        assert set(ev) == {"logits"} | ({"pred_logits", "pred_masks"} & PRESET_EXTRA[preset])
         assert ev["logits"].shape == (1, c, h // 4, w // 4)
 
 
@@ -248,6 +250,8 @@ def test_pretrained_weights_from_a_local_file(tmp_path, hierarchy):
     assert not torch.equal(scratch.backbone.model.conv1.weight, reference.conv1.weight)
     with pytest.raises(FileNotFoundError):
         build_model("fcn:resnet18", hierarchy, pretrained=str(tmp_path / "missing.pth"))
+    with pytest.raises(TypeError, match="pretrained"):
+        build_model("fcn:resnet18", hierarchy, pretrained=1.5)
 
 
 # ---------------------------------------------------------------- MaskFormer
@@ -371,3 +375,22 @@ def test_summary_counts_parameters_and_flops(hierarchy):
     assert 3.5 < big["flops"] / s["flops"] < 4.5  # a conv net's FLOPs scale with the pixel count
     table = format_summary([s, big])
     assert "deeplabv3plus:resnet18" in table and len(table.splitlines()) == 4
+
+
+def test_maskformer_deep_supervision_adds_one_set_loss_per_layer(hierarchy):
+    torch.manual_seed(0)
+    kwargs = dict(head_channels=32, num_queries=6, dec_layers=3)
+    model = build_model("maskformer:resnet18", hierarchy, **kwargs).train()
+    images, target = torch.randn(2, 3, 64, 64), blocky_target(2, 64, 64, hierarchy)
+    out = model(images)
+    assert out["aux_pred_logits"].shape == (2, 2, 6, hierarchy.num_channels)
+    losses = model.auxiliary_losses(out, target, hssn_loss(hierarchy))
+    per_layer = [maskformer_losses(out["pred_logits"], out["pred_masks"], target, hierarchy)] + [
+        maskformer_losses(out["aux_pred_logits"][:, i], out["aux_pred_masks"][:, i], target, hierarchy) for i in range(2)
+    ]
+    for key, value in losses.items():
+        torch.testing.assert_close(value, sum(layer[key] for layer in per_layer))
+    flat = build_model("maskformer:resnet18", hierarchy, deep_supervision=False, **kwargs).train()
+    out = flat(images)
+    assert "aux_pred_logits" not in out
+    assert set(flat.auxiliary_losses(out, target, hssn_loss(hierarchy))) == {"mask_dice", "mask_focal", "query_cls"}

@@ -77,7 +77,16 @@ class TimmBackbone(nn.Module):
             kwargs["output_stride"] = output_stride
         if img_size is not None:
             kwargs["img_size"] = img_size
-        self.model = self._create(timm, name, kwargs)
+        try:
+            self.model = self._create(timm, name, kwargs)
+        except OSError as err:  # includes huggingface_hub's offline / not-cached errors
+            if pretrained is not True:
+                raise
+            raise RuntimeError(
+                f"could not fetch timm's pretrained weights for {name!r} ({type(err).__name__}: {err}); on an "
+                f"offline machine save `timm.create_model({name!r}, pretrained=True).state_dict()` elsewhere "
+                f"and pass pretrained='path/to/file.pth'"
+            ) from err
         info = self.model.feature_info
         keep = [i for i, r in enumerate(info.reduction()) if r >= MIN_REDUCTION]
         if not keep:

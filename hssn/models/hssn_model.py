@@ -32,7 +32,8 @@ class HSSNModel(nn.Module):
       (NOT upsampled: the caller resizes to the label size);
     * training mode only: ``"embeddings"`` ``(B, embed_dim, ...)`` = projection of the head's
       ``"feature"`` (see the head classes), and ``"aux_logits"`` where the head has one;
-    * MaskFormer heads also: ``"pred_logits"`` (B, Q, C) and ``"pred_masks"`` (B, Q, h, w).
+    * MaskFormer heads also: ``"pred_logits"`` (B, Q, C) and ``"pred_masks"`` (B, Q, h, w), and in
+      training with deep supervision ``"aux_pred_logits"`` (B, L-1, Q, C) / ``"aux_pred_masks"``.
 
     Any input size works: images are zero-padded right/bottom to a multiple of the backbone's
     coarsest stride and every map is cropped back to ``ceil(H * h_padded_out / H_padded)``.
@@ -81,9 +82,12 @@ class HSSNModel(nn.Module):
             result["embeddings"] = crop(self.projection(out["feature"]))
         if "aux_logits" in out:
             result["aux_logits"] = crop(out["aux_logits"])
-        if "pred_logits" in out:
-            result["pred_logits"] = out["pred_logits"]
-            result["pred_masks"] = crop(out["pred_masks"])
+        for key in ("pred_logits", "aux_pred_logits"):
+            if key in out:
+                result[key] = out[key]
+        for key in ("pred_masks", "aux_pred_masks"):
+            if key in out:
+                result[key] = crop(out[key])
         return result
 
     def auxiliary_losses(

@@ -60,6 +60,10 @@ class MaskFormerHead(SegHead):
     * ``pred_logits`` (B, Q, C): per-query node logits (sigmoid, not softmax: no null class).
     * ``pred_masks`` (B, Q, h, w): ``mask_embed(query) . mask_features`` at the finest stride (1/4).
     * ``logits``: :func:`mask_weighted_scores`; ``"feature"`` = the pixel decoder's mask features.
+    * ``deep_supervision`` (MaskFormer's default): in training, the class and mask predictions of
+      every earlier decoder layer (after the shared final LayerNorm) come back as
+      ``"aux_pred_logits"`` (B, L-1, Q, C) and ``"aux_pred_masks"`` (B, L-1, Q, h, w), and their set
+      losses are added to the final layer's (each layer matched on its own).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class MaskFormerHead(SegHead):
         dec_layers: int = 6,
         num_heads: int = 8,
         loss_weights: MaskLossWeights = MaskLossWeights(),
+        deep_supervision: bool = True,
     ):
         super().__init__()
         in_channels, reductions = check_features(in_channels, reductions)
@@ -84,13 +89,17 @@ class MaskFormerHead(SegHead):
         self.num_channels, self.feature_channels = num_channels, head_channels
         self.output_stride = reductions[0]
         self.num_queries, self.loss_weights = num_queries, loss_weights
+        self.deep_supervision = bool(deep_supervision)
         self.pixel_decoder = PixelDecoder(in_channels, head_channels)
         self.memory_proj = nn.Conv2d(in_channels[-1], head_channels, 1)
         self.query_embed = nn.Embedding(num_queries, head_channels)
-        layer = nn.TransformerDecoderLayer(
-            head_channels, num_heads, 8 * head_channels, dropout=0.0, batch_first=True, norm_first=True
+        self.decoder = nn.ModuleList(
+            nn.TransformerDecoderLayer(
+                head_channels, num_heads, 8 * head_channels, dropout=0.0, batch_first=True, norm_first=True
+            )
+            for _ in range(dec_layers)
         )
-        self.decoder = nn.TransformerDecoder(layer, dec_layers, norm=nn.LayerNorm(head_channels))
+        self.decoder_norm = nn.LayerNorm(head_channels)
         self.class_embed = nn.Linear(head_channels, num_channels)
         self.mask_embed = nn.Sequential(
             nn.Linear(head_channels, head_channels), nn.ReLU(inplace=True),
@@ -102,16 +111,25 @@ class MaskFormerHead(SegHead):
         mask_features = self.pixel_decoder(features)
         mem = self.memory_proj(features[-1])
         mem = (mem + sine_position_encoding(mem, mem.shape[1])).flatten(2).transpose(1, 2)  # (B, hw, d)
-        queries = self.query_embed.weight[None].expand(mem.shape[0], -1, -1)
-        hs = self.decoder(queries, mem)  # (B, Q, d)
-        pred_logits = self.class_embed(hs)
-        pred_masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(hs), mask_features)
-        return {
+        x = self.query_embed.weight[None].expand(mem.shape[0], -1, -1)
+        supervised = []
+        for i, layer in enumerate(self.decoder):
+            x = layer(x, mem)  # (B, Q, d)
+            if i == len(self.decoder) - 1 or (self.training and self.deep_supervision):
+                supervised.append(self.decoder_norm(x))
+        hs = torch.stack(supervised, dim=1)  # (B, L', Q, d)
+        all_logits = self.class_embed(hs)
+        all_masks = torch.einsum("blqd,bdhw->blqhw", self.mask_embed(hs), mask_features)
+        pred_logits, pred_masks = all_logits[:, -1], all_masks[:, -1]
+        out = {
             "feature": mask_features,
             "logits": mask_weighted_scores(pred_logits, pred_masks),
             "pred_logits": pred_logits,
             "pred_masks": pred_masks,
         }
+        if hs.shape[1] > 1:
+            out["aux_pred_logits"], out["aux_pred_masks"] = all_logits[:, :-1], all_masks[:, :-1]
+        return out
 
     def auxiliary_losses(
         self,
@@ -121,8 +139,14 @@ class MaskFormerHead(SegHead):
         hierarchy: ClassHierarchy,
         ignore_index: int = 255,
     ) -> dict[str, torch.Tensor]:
-        """The matched set losses ``{"mask_dice", "mask_focal", "query_cls"}`` (``loss_fn`` is the
-        engine's per-pixel loss, applied by the engine to ``"logits"``; not used here)."""
-        return maskformer_losses(
-            outputs["pred_logits"], outputs["pred_masks"], target, hierarchy, self.loss_weights, ignore_index
-        )
+        """The matched set losses ``{"mask_dice", "mask_focal", "query_cls"}``, each summed over the
+        final and (deep supervision) earlier decoder layers. ``loss_fn`` is the engine's per-pixel loss,
+        which the engine applies to ``"logits"``; it is not used here."""
+        layers = [(outputs["pred_logits"], outputs["pred_masks"])]
+        if "aux_pred_logits" in outputs:
+            layers += list(zip(outputs["aux_pred_logits"].unbind(1), outputs["aux_pred_masks"].unbind(1)))
+        total: dict[str, torch.Tensor] = {}
+        for logits, masks in layers:
+            for key, value in maskformer_losses(logits, masks, target, hierarchy, self.loss_weights, ignore_index).items():
+                total[key] = total[key] + value if key in total else value
+        return total
