@@ -53,7 +53,7 @@ class DeepLabV3PlusHead(SegHead):
         in_channels, reductions = check_features(in_channels, reductions, minimum=2)
         if reductions[0] >= reductions[-1]:
             raise ValueError(f"DeepLabV3+ needs a finer low-level feature than the last one, got {reductions}")
-        aux_channels = aux_channels or max(head_channels // 2, 1)
+        aux_channels = max(head_channels // 2, 1) if aux_channels is None else aux_channels
         check_positive(num_channels=num_channels, head_channels=head_channels,
                        low_level_channels=low_level_channels, aux_channels=aux_channels)
         stride = reductions[-1]

@@ -27,7 +27,7 @@ class FCNHead(SegHead):
     ):
         super().__init__()
         in_channels, reductions = check_features(in_channels, reductions, minimum=2 if aux_head else 1)
-        aux_channels = aux_channels or max(head_channels // 2, 1)
+        aux_channels = max(head_channels // 2, 1) if aux_channels is None else aux_channels
         check_positive(num_channels=num_channels, head_channels=head_channels, num_convs=num_convs,
                        aux_channels=aux_channels)
         self.num_channels, self.feature_channels = num_channels, head_channels
