@@ -119,7 +119,7 @@ def render(rng: np.random.Generator, height: int, width: int, max_textures: int 
         label[box] = LEAF[name]
     for _ in range(rng.integers(1, max_shapes + 1)):
         name = list(SHAPES)[rng.integers(len(SHAPES))]
-        r = rng.uniform(size / 10, size / 5)
+        r = rng.uniform(size / 8, size / 4)
         cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
         mask = SHAPES[name](rng, yy, xx, cy, cx, r)
         image[mask] = _colour(rng)

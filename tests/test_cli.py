@@ -1,0 +1,86 @@
+"""The ``hssn`` command line: help, config errors, configs listing, eval and predict on a tiny checkpoint."""
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from hssn.cli import main  # noqa: E402
+
+TINY = ["model.name=deeplabv3plus:resnet10t", "model.kwargs={head_channels: 16, aux_head: false, embed_dim: 16}",
+        "data.kwargs={size: 32}", "data.train_kwargs={length: 16}", "data.val_kwargs={length: 3}",
+        "train.batch_size=4", "train.iters=2", "train.progress=false", "loss.num_triplets=20"]
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "predict", "models", "demo", "torchrun"):
+        assert command in out
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run([sys.executable, "-m", "hssn", "train", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "key.sub=value" in proc.stdout
+
+
+def test_train_with_unknown_key_fails_clearly(capsys):
+    assert main(["train", "synthetic", "train.iterz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'train.iterz'" in err and "iters" in err
+
+
+def test_missing_config_and_bad_value(capsys):
+    assert main(["train", "no_such_config"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "synthetic", "loss.distance=manhattan"]) == 2
+    assert "loss.distance" in capsys.readouterr().err
+
+
+def test_configs_listing_and_show(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "deeplabv3plus_r101_cityscapes" in out and "synthetic" in out
+    assert main(["configs", "--show", "ocrnet_hrw48_lip", "train.iters=5"]) == 0
+    assert "iters: 5" in capsys.readouterr().out
+
+
+def test_train_eval_predict_round_trip(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "synthetic", *TINY, f"train.output_dir={run}"]) == 0
+    checkpoint = run / "checkpoints" / "step_0000002.pt"
+    assert checkpoint.is_file()
+    capsys.readouterr()
+
+    metrics = tmp_path / "m.json"
+    assert main(["eval", "synthetic", *TINY, "--checkpoint", str(checkpoint), "--scales", "0.75", "1.0",
+                 "--no-flip", "--out", str(metrics), "--per-class"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU^3" in out and "per-class IoU" in out
+    report = json.loads(metrics.read_text())
+    assert report["scales"] == [0.75, 1.0] and report["flip"] is False and report["num_images"] == 3
+    assert [lv["k"] for lv in report["levels"]] == [1, 2, 3]
+
+    images = []
+    for i, size in enumerate([(30, 40), (24, 24)]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+        images.append(str(path))
+    out_dir = tmp_path / "pred"
+    assert main(["predict", "synthetic", *images, "--checkpoint", str(checkpoint), "--out", str(out_dir),
+                 "--set", *TINY]) == 0
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == sorted(f"img{i}_{s}.png" for i in range(2) for s in ("leaf", "level1", "level2", "level3"))
+    leaf = np.asarray(Image.open(out_dir / "img0_leaf.png"))
+    assert leaf.shape == (30, 40) and leaf.max() < 11
+    colour = np.asarray(Image.open(out_dir / "img0_level1.png"))
+    assert colour.shape == (30, 40, 3)
+    assert main(["predict", "synthetic", str(tmp_path / "nope.png"), "--checkpoint", str(checkpoint),
+                 "--out", str(out_dir)]) == 2

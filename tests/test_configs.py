@@ -1,0 +1,156 @@
+"""Configs: every shipped config parses, builds its model (full size, on the meta device) and its datasets
+(tiny on-disk fixtures); defaults, bases, overrides and unknown keys."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hssn import hierarchies  # noqa: E402
+from hssn.engine import builders  # noqa: E402
+from hssn.engine.config import DEFAULTS, available, load_config, parse_override  # noqa: E402
+
+ARCHS = ("deeplabv3plus_r101", "ocrnet_hrw48", "maskformer_swins")
+DATASETS = ("cityscapes", "mapillary_v2", "lip", "pascal_person_part")
+PAPER = {  # iterations, batch, crop
+    "cityscapes": (80000, 8, [512, 1024]), "mapillary_v2": (240000, 8, [512, 1024]),
+    "lip": (160000, 16, [480, 480]), "pascal_person_part": (80000, 16, [480, 480]),
+}
+
+
+def test_shipped_configs():
+    assert set(available()) == {f"{a}_{d}" for a in ARCHS for d in DATASETS} | {"synthetic"}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_paper_settings(arch, dataset):
+    cfg = load_config(f"{arch}_{dataset}")
+    assert cfg["name"] == f"{arch}_{dataset}"
+    assert cfg["model"]["name"] == arch and cfg["data"]["name"] == dataset
+    iters, batch, crop = PAPER[dataset]
+    assert (cfg["train"]["iters"], cfg["train"]["batch_size"], cfg["data"]["crop_size"]) == (iters, batch, crop)
+    assert cfg["data"]["scale_range"] == [0.5, 2.0]
+    assert cfg["loss"] == {**DEFAULTS["loss"], "segmentation": "ftm", "gamma": 2.0, "triplet": "hierarchy",
+                           "num_triplets": 200, "beta_max": 0.5}
+    assert cfg["eval"]["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and cfg["eval"]["flip"] is True
+    o = cfg["optim"]
+    if arch == "maskformer_swins":
+        assert (o["name"], o["lr"], o["weight_decay"]) == ("adamw", 6e-5, 0.01)
+    else:
+        assert (o["name"], o["lr"], o["momentum"], o["weight_decay"]) == ("sgd", 0.01, 0.9, 1e-4)
+    assert o["poly_power"] == 0.9
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_configs_build_their_models(arch):
+    """The full-size model of every dataset, built on the meta device (shapes only), runs a forward."""
+    for dataset in DATASETS:
+        cfg = load_config(f"{arch}_{dataset}")
+        hierarchy = hierarchies.get(dataset)
+        with torch.device("meta"):
+            model = builders.build_model(cfg, hierarchy, pretrained=False)
+        out = model.eval()(torch.empty(1, 3, 64, 96, device="meta"))
+        assert out["logits"].shape[:2] == (1, hierarchy.num_channels)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_configs_build_their_datasets(dataset, tmp_path):
+    import fixtures_datasets as fx
+
+    makers = {
+        "cityscapes": lambda r, s: fx.make_cityscapes(r, s),
+        "mapillary_v2": lambda r, s: fx.make_mapillary(r, {"train": "training", "val": "validation"}[s]),
+        "lip": lambda r, s: fx.make_lip(r, s),
+        "pascal_person_part": lambda r, s: fx.make_pascal_person_part(r, s),
+    }
+    for split in ("train", "val"):
+        makers[dataset](tmp_path, split)
+    cfg = load_config(f"deeplabv3plus_r101_{dataset}", [f"data.root={tmp_path}", "data.crop_size=[24, 40]"])
+    if dataset == "mapillary_v2":
+        cfg = load_config(f"deeplabv3plus_r101_{dataset}", [f"data.root={tmp_path}", "data.crop_size=[24, 40]",
+                                                            "data.train_resize=[64, 96]", "data.eval_size=[16, 24]"])
+    train, val = builders.build_dataset(cfg, "train"), builders.build_dataset(cfg, "val")
+    item = train[0]
+    assert item["image"].shape == (3, 24, 40) and item["label"].shape == (24, 40)
+    vitem = val[0]
+    assert vitem["image"].shape[1:] == vitem["label"].shape
+    if dataset == "lip":
+        assert len(train.flip_pairs) == 3
+
+
+def test_synthetic_config_builds_small_model():
+    cfg = load_config("synthetic")
+    ds = builders.build_dataset(cfg, "val")
+    model = builders.build_model(cfg, ds.hierarchy)
+    out = model.eval()(torch.rand(1, 3, 32, 32))
+    assert out["logits"].shape[1] == ds.hierarchy.num_channels
+    assert cfg["model"]["pretrained"] is False and cfg["train"]["device"] == "cpu"
+
+
+def test_defaults_without_file_and_name_from_file(tmp_path):
+    assert load_config()["train"] == DEFAULTS["train"]
+    path = tmp_path / "mine.yaml"
+    path.write_text("train: {iters: 5}\n")
+    cfg = load_config(path)
+    assert cfg["name"] == "mine" and cfg["train"]["iters"] == 5 and cfg["train"]["batch_size"] == 8
+
+
+def test_base_configs_merge_in_order(tmp_path):
+    (tmp_path / "a.yaml").write_text("train: {iters: 7, batch_size: 4}\nmodel: {kwargs: {head_channels: 32}}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain: {iters: 9}\nmodel: {kwargs: {aux_head: false}}\n")
+    cfg = load_config(tmp_path / "b.yaml", ["train.seed=3"])
+    assert (cfg["train"]["iters"], cfg["train"]["batch_size"], cfg["train"]["seed"]) == (9, 4, 3)
+    assert cfg["model"]["kwargs"] == {"head_channels": 32, "aux_head": False}
+    (tmp_path / "c.yaml").write_text("base: synthetic\n")
+    assert load_config(tmp_path / "c.yaml")["data"]["name"] == "synthetic"
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config("synthetic", ["loss.triplet=null", "optim.lr=1e-4", "eval.scales=[0.5, 1.0]",
+                                    "model.kwargs.head_channels=8", "train.amp=false"])
+    assert cfg["loss"]["triplet"] is None and cfg["optim"]["lr"] == 1e-4
+    assert cfg["eval"]["scales"] == [0.5, 1.0] and cfg["model"]["kwargs"]["head_channels"] == 8
+    assert cfg["train"]["amp"] is False
+    assert parse_override("a.b= x") == (["a", "b"], "x")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.itres=5", "'train.itres'"), ("bogus=1", "'bogus'"), ("train=3", "section"),
+    ("loss.segmentation=dice", "loss.segmentation"), ("train.iters=0", "train.iters"),
+    ("eval.scales=[]", "eval.scales"), ("noequals", "key.sub=value"), ("data.crop_size=[1]", "data.crop_size"),
+])
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ValueError, match=match):
+        load_config("synthetic", [override])
+
+
+def test_unknown_key_in_file_and_missing_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim: {learning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match="'optim.learning_rate'"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_optimizer_and_poly_schedule():
+    cfg = load_config("maskformer_swins_lip", ["train.iters=10"])
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    opt = builders.build_optimizer(cfg, model)
+    assert isinstance(opt, torch.optim.AdamW) and [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    sched = builders.build_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(6e-5)
+    assert lrs[5] == pytest.approx(6e-5 * 0.5 ** 0.9)
+    assert opt.param_groups[0]["lr"] == 0.0
+    warm = builders.PolySchedule(100, 1.0, 0.0, warmup_iters=10, warmup_ratio=0.1)
+    assert warm(0) == pytest.approx(0.1) and warm(10) == pytest.approx(0.9)

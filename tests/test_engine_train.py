@@ -1,0 +1,102 @@
+"""Training engine on CPU: a short run lowers the loss, resume continues exactly, non-finite loss stops,
+and a 2-process gloo torchrun job finishes with one checkpoint."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hssn.engine import checkpoint as ckpt  # noqa: E402
+from hssn.engine.config import load_config  # noqa: E402
+from hssn.engine.trainer import Trainer, micro_batch_size  # noqa: E402
+
+TINY = ["model.name=deeplabv3plus:resnet10t", "model.kwargs={head_channels: 16, aux_head: false, embed_dim: 16}",
+        "data.kwargs={size: 32, seed: 1}", "data.train_kwargs={length: 64}", "data.val_kwargs={length: 4}",
+        "loss.num_triplets=50", "train.batch_size=8", "train.log_interval=1", "train.progress=false",
+        "eval.batch_size=4"]
+
+
+def tiny_cfg(out: Path, *extra: str) -> dict:
+    return load_config("synthetic", [*TINY, f"train.output_dir={out}", *extra])
+
+
+def read_log(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_short_run_lowers_the_loss(tmp_path):
+    result = Trainer(tiny_cfg(tmp_path, "train.iters=30", "optim.lr=3e-3")).fit()
+    rows = read_log(tmp_path / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    first = sum(r["seg"] for r in rows[:5]) / 5
+    last = sum(r["seg"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert rows[-1]["lr"] < rows[0]["lr"] and rows[-1]["beta"] > rows[1]["beta"] > 0
+    assert result["step"] == 30 and result["checkpoint"] == ckpt.checkpoint_path(tmp_path, 30)
+    report = result["report"]
+    assert len(report["levels"]) == 3 and report["num_images"] == 4 and report["flip"] is True
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "config.yaml").is_file()
+    assert (tmp_path / "eval_log.csv").is_file() and any((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_continues_at_the_same_step_with_the_same_lr(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["train.iters=8", "train.checkpoint_interval=4", "train.keep_checkpoints=5", "train.eval_at_end=false"]
+    Trainer(tiny_cfg(a, *common)).fit()
+    assert [p.name for p in ckpt.list_checkpoints(a)] == ["step_0000004.pt", "step_0000008.pt"]
+    full = read_log(a / "train_log.csv")
+    resumed = Trainer(tiny_cfg(b, *common, f"train.resume={ckpt.checkpoint_path(a, 4)}"))
+    assert resumed.step == 4
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(full[4]["lr"], rel=1e-12)
+    resumed.fit()
+    tail = read_log(b / "train_log.csv")
+    assert [int(r["step"]) for r in tail] == [5, 6, 7, 8]
+    for x, y in zip(full[4:], tail):
+        assert y["lr"] == pytest.approx(x["lr"], rel=1e-12)
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)  # same data, weights and RNG: same step
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(b, 8))
+    assert state["step"] == 8 and state["meta"]["hierarchy"]["names"][0] == "plain"
+    # "auto" picks the newest checkpoint of the output folder; nothing is left to do
+    again = Trainer(tiny_cfg(a, *common, "train.resume=auto"))
+    assert again.step == 8
+
+
+def test_gradient_accumulation_splits_the_batch(tmp_path):
+    cfg = tiny_cfg(tmp_path, "train.accumulate=2", "train.iters=1", "train.eval_at_end=false")
+    assert micro_batch_size(cfg, 1) == 4
+    with pytest.raises(ValueError, match="multiple"):
+        micro_batch_size(cfg, 3)
+    tr = Trainer(cfg)
+    tr.fit()
+    assert tr.batches.consumed == 2
+
+
+def test_non_finite_loss_stops_training(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, "train.iters=2", "train.eval_at_end=false", "loss.segmentation=bce"))
+    with torch.no_grad():
+        for p in tr.model.head.classifier.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 0"):
+        tr.fit()
+
+
+def test_torchrun_two_gloo_processes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hssn",
+           "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=3", "data.num_workers=0"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000003.pt"]
+    state = ckpt.load_checkpoint(out / "checkpoints" / "step_0000003.pt")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    rows = read_log(out / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]  # rank 0 logs once per step
+    assert "mIoU^1" in proc.stdout  # the final evaluation (sharded, reduced) is printed once
+    assert proc.stdout.count("mIoU^1") == 1

@@ -1,0 +1,110 @@
+"""Per-level metrics against hand-computed confusion matrices, violations, mistake severity."""
+import math
+
+import pytest
+import torch
+
+from hssn_kernels import ClassHierarchy
+from hssn.engine.metrics import (ConfusionMatrix, HierarchicalMetrics, iou, level_confusion, majority_baseline,
+                                 mistake_severity, per_level_iou, violation_mask)
+
+# Unbalanced: leaf "c" hangs from the root and stands for itself at the leaf level.
+TREE = ClassHierarchy.from_nested({"A": {"a1": {}, "a2": {}}, "B": {"b1": {}}, "c": {}})
+a1, a2, b1, c, A, B = (TREE.names.index(n) for n in ("a1", "a2", "b1", "c", "A", "B"))
+
+# (gt, pred, count); plus 2 ignored pixels
+PAIRS = [(a1, a1, 3), (a1, a2, 1), (a2, a2, 2), (b1, a1, 1), (c, c, 2), (c, b1, 1)]
+
+
+def _maps():
+    gt = [g for g, _, n in PAIRS for _ in range(n)] + [255, 255]
+    pred = [p for _, p, n in PAIRS for _ in range(n)] + [a1, b1]
+    return torch.tensor(gt)[None, None], torch.tensor(pred)[None, None]  # (1, 1, 12)
+
+
+def test_leaf_order_of_the_test_tree():
+    assert (a1, a2, b1, c) == (0, 1, 2, 3) and TREE.height == 2
+
+
+def test_per_level_iou_matches_hand_computation():
+    gt, pred = _maps()
+    m = HierarchicalMetrics(TREE)
+    m.update(pred, gt)
+    rep = m.compute()
+    leaf, top = rep["levels"]
+    assert (leaf["k"], leaf["tree_level"], top["k"], top["tree_level"]) == (1, 2, 2, 1)
+    # leaves: a1 3/(3+1+1), a2 2/3, b1 0/2, c 2/3
+    assert leaf["iou"]["a1"] == pytest.approx(0.6) and leaf["iou"]["a2"] == pytest.approx(2 / 3)
+    assert leaf["iou"]["b1"] == 0.0 and leaf["iou"]["c"] == pytest.approx(2 / 3)
+    assert leaf["miou"] == pytest.approx((0.6 + 2 / 3 + 0 + 2 / 3) / 4)
+    assert leaf["pixel_acc"] == pytest.approx(7 / 10)
+    # top level: A 6/7, B 0/2, c (a leaf standing for itself) 2/3
+    assert set(top["iou"]) == {"A", "B", "c"}
+    assert top["iou"]["A"] == pytest.approx(6 / 7) and top["iou"]["B"] == 0.0 and top["iou"]["c"] == pytest.approx(2 / 3)
+    assert top["miou"] == pytest.approx((6 / 7 + 2 / 3) / 3)
+    assert top["pixel_acc"] == pytest.approx(8 / 10)
+    assert rep["num_pixels"] == 10
+    # wrong pixels: a1->a2 (2 edges), b1->a1 (4, through the root), c->b1 (3)
+    assert rep["mistake_severity"] == pytest.approx(3.0)
+    assert rep["pixel_acc"] == leaf["pixel_acc"]
+
+
+def test_level_confusion_sums_groups():
+    leaf = torch.zeros(4, 4, dtype=torch.int64)
+    for g, p, n in PAIRS:
+        leaf[g, p] += n
+    top, classes = level_confusion(leaf, TREE, 1)
+    assert classes == sorted([c, A, B])
+    expected = {(A, A): 6, (B, A): 1, (c, c): 2, (c, B): 1}
+    for (g, p), n in expected.items():
+        assert top[classes.index(g), classes.index(p)] == n
+    assert top.sum() == 10
+
+
+def test_iou_nan_for_absent_classes_and_mean_skips_them():
+    m = torch.tensor([[5, 0], [0, 0]])
+    v = iou(m)
+    assert v[0] == 1.0 and math.isnan(v[1])
+    lv = per_level_iou(torch.diag(torch.tensor([4, 0, 0, 0])), TREE)
+    assert lv[0]["miou"] == 1.0
+
+
+def test_confusion_matrix_bincount_and_validation():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 2, 2, 1]), torch.tensor([True, True, True, False]))
+    assert cm.matrix.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
+    with pytest.raises(ValueError, match="shapes differ"):
+        cm.update(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_classes"):
+        ConfusionMatrix(0)
+
+
+def test_non_leaf_target_is_rejected():
+    m = HierarchicalMetrics(TREE)
+    with pytest.raises(ValueError, match="neither leaves"):
+        m.update(torch.zeros(1, 1, 2, dtype=torch.long), torch.tensor([[[A, a1]]]))
+
+
+def test_violation_mask_and_rate():
+    # channels: a1 a2 b1 c A B; pixel 0 consistent, pixel 1: a1 on with A off, pixel 2: B off / b1 off (fine)
+    s = torch.tensor([
+        [0.9, 0.1, 0.1, 0.1, 0.8, 0.1],
+        [0.7, 0.1, 0.1, 0.1, 0.3, 0.1],
+        [0.1, 0.1, 0.4, 0.9, 0.2, 0.5],
+        [0.2, 0.1, 0.6, 0.1, 0.2, 0.5],   # b1 on, its parent B exactly 0.5 (<= 0.5): violation
+    ]).T.reshape(1, 6, 1, 4)
+    assert violation_mask(s, TREE).tolist() == [[[False, True, False, True]]]
+    m = HierarchicalMetrics(TREE)
+    m.update(torch.tensor([[[a1, a1, c, b1]]]), torch.tensor([[[a1, 255, c, b1]]]), s)
+    assert m.compute()["violation_rate"] == pytest.approx(1 / 3)  # the ignored pixel is not counted
+
+
+def test_mistake_severity_nan_without_mistakes():
+    assert math.isnan(mistake_severity(torch.diag(torch.tensor([1, 2, 3, 4])), TREE))
+
+
+def test_majority_baseline():
+    leaf = torch.zeros(4, 4, dtype=torch.int64)
+    leaf[a1, a1], leaf[b1, b1], leaf[c, c] = 6, 2, 2
+    # leaves: 3 present classes, majority share 0.6 -> 0.2; top: A 0.6 of {A, B, c} -> 0.2
+    assert majority_baseline(leaf, TREE) == pytest.approx([0.2, 0.2])
