@@ -1,0 +1,60 @@
+// Helpers of the CPU kernels: target dtype dispatch and label checks.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "../kernels/common.h"
+
+namespace hssn {
+
+// Calls f(tag) with a value of the C++ type of the target dtype (int64, int32 or uint8; checked upstream).
+template <class F>
+void dispatch_target(at::ScalarType st, F&& f) {
+  switch (st) {
+    case at::kLong: f(int64_t{}); break;
+    case at::kInt: f(int32_t{}); break;
+    default: f(uint8_t{}); break;
+  }
+}
+
+// Leaf flags of the tree from its parent table.
+inline std::vector<uint8_t> leaf_flags(const int32_t* parent, int num_c) {
+  std::vector<uint8_t> leaf(num_c, 1);
+  for (int c = 0; c < num_c; ++c)
+    if (parent[c] >= 0) leaf[parent[c]] = 0;
+  return leaf;
+}
+
+// Count non-ignored pixels; raise a readable error for a label that is neither a leaf nor ignore_index.
+template <class tgt_t>
+int64_t count_valid(const tgt_t* t, PixelLayout tl, int64_t num_p, const std::vector<uint8_t>& leaf,
+                    int64_t ignore_index, const char* op) {
+  const int64_t num_c = static_cast<int64_t>(leaf.size());
+  std::atomic<int64_t> bad{std::numeric_limits<int64_t>::min()};
+  const int64_t total = at::parallel_reduce(
+      0, num_p, 4096, int64_t{0},
+      [&](int64_t b, int64_t e, int64_t acc) {
+        for (int64_t p = b; p < e; ++p) {
+          const int64_t y = static_cast<int64_t>(t[tl.offset(p)]);
+          if (y == ignore_index) continue;
+          if (y < 0 || y >= num_c || !leaf[y]) bad.store(y);
+          ++acc;
+        }
+        return acc;
+      },
+      std::plus<int64_t>());
+  const int64_t b = bad.load();
+  TORCH_CHECK(b == std::numeric_limits<int64_t>::min(), op, ": target holds ", b,
+              ", which is neither a leaf channel of the hierarchy (", num_c, " channels) nor ignore_index=",
+              ignore_index);
+  return total;
+}
+
+}  // namespace hssn

@@ -1,0 +1,78 @@
+// Torch-free interface between the CUDA kernels (*.cu) and their launchers (ops_cuda.cpp).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../kernels/common.h"
+
+namespace hssn {
+namespace cuda {
+
+enum class Dtype { kFloat, kHalf, kBFloat16 };
+enum class TargetType { kLong, kInt, kByte };
+
+struct FtmParams {
+  const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;
+  const void* t; PixelLayout tl; TargetType ttype;
+  void* g; PixelLayout gl; int64_t gsc;         // gradient (logits' dtype) or null
+  const float* grad_loss; PixelLayout gll;      // per-pixel weights (backward of reduction none) or null
+  const int64_t* count;                         // valid pixels: the gradient is divided by it (mean) or null
+  float* loss_pix;                              // per-pixel loss (reduction none) or null
+  float* partial;                               // per-block loss sums (one per block) or null
+  const int32_t *parent, *bottom_up, *ancestors;
+  int num_c, depth;
+  int64_t num_p;
+  float gamma;
+  int64_t ignore_index;
+  unsigned char* scratch;                       // per-block [C][P] scratch when it does not fit in shared memory
+};
+
+// Threads per block, blocks, dynamic shared memory and global scratch bytes for num_c channels.
+struct TileConfig { int threads; int blocks; size_t smem; size_t scratch_bytes; };
+TileConfig ftm_config(int num_c, int64_t num_p);
+cudaError_t launch_ftm(const FtmParams& p, const TileConfig& cfg, cudaStream_t stream);
+
+struct PathParams {
+  const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;
+  const int32_t *parent, *bottom_up, *leaves;
+  const int64_t* level_map;                     // (D, C)
+  int64_t* leaf_map;                            // (P,)
+  int64_t* level_maps;                          // (D, P) or null
+  int num_c, num_leaves, depth;
+  int64_t num_p;
+  float* scratch;
+};
+TileConfig path_config(int num_c, int num_leaves, int64_t num_p);
+cudaError_t launch_path_argmax(const PathParams& p, const TileConfig& cfg, cudaStream_t stream);
+
+struct SampleParams {
+  const void* t; TargetType ttype;              // flat contiguous target
+  const int64_t* csum;                          // inclusive prefix count of valid pixels (P,)
+  int64_t num_p;
+  const int32_t* leaf_index; int num_c;
+  const int32_t* dist; int num_l;
+  int64_t* out; int64_t* count;                 // (T, 3) pre-filled with -1; 0-d
+  int64_t num_triplets;
+  uint32_t seed;
+  int mode;
+};
+cudaError_t launch_sample_triplets(const SampleParams& p, cudaStream_t stream);
+
+struct TripletParams {
+  const void* e; PixelLayout el; int64_t esc; Dtype dtype; int64_t num_e; int64_t num_p;
+  const void* t; PixelLayout tl; TargetType ttype;
+  const int64_t* triplets; const int64_t* count; int64_t num_t;
+  const int32_t* leaf_index; int num_c;
+  const int32_t* dist; int num_l;
+  float margin_eps, margin_scale; int height; bool hierarchy_margin; int distance;
+  float* hinge;                                 // (T,)
+  float* coef;                                  // (T, 8) gradient coefficients or null
+  void* g; PixelLayout gl; int64_t gsc;         // zero-filled gradient or null
+};
+cudaError_t launch_triplet_forward(const TripletParams& p, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace hssn

@@ -1,0 +1,222 @@
+// Thin CUDA launchers: checks, output allocation and the ATen glue (valid counts, prefix sums, final
+// sums) around the torch-free kernels of *.cu; registered for the CUDA dispatch key.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/clamp_min.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/ne.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../ops_common.h"
+#include "launch.h"
+
+namespace hssn {
+namespace {
+
+cuda::Dtype cuda_dtype(const at::Tensor& x, const char* op, const char* name) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return cuda::Dtype::kFloat;
+    case at::kHalf: return cuda::Dtype::kHalf;
+    case at::kBFloat16: return cuda::Dtype::kBFloat16;
+    default: TORCH_CHECK(false, op, ": the CUDA kernels take float32, float16 or bfloat16 ", name, ", got ",
+                         x.scalar_type(), " (use the 'cpu' or 'reference' backend for float64)");
+  }
+}
+
+cuda::TargetType target_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kLong: return cuda::TargetType::kLong;
+    case at::kInt: return cuda::TargetType::kInt;
+    default: return cuda::TargetType::kByte;
+  }
+}
+
+void check_cuda(cudaError_t err, const char* op) {
+  TORCH_CHECK(err == cudaSuccess, op, ": CUDA error ", cudaGetErrorString(err));
+}
+
+void check_on_cuda(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.is_cuda(), op, ": the CUDA kernel got ", x.device(), " tensors");
+}
+
+std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                            const at::Tensor& parent, const at::Tensor& bottom_up,
+                                            const at::Tensor& ancestors, double gamma, int64_t ignore_index,
+                                            int64_t reduction, bool compute_grad, const at::Tensor* grad_loss,
+                                            const char* op) {
+  check_scores(logits, op, "logits");
+  check_on_cuda(logits, op);
+  check_target(target, logits, op, "logits");
+  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
+  check_reduction(reduction, op);
+  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
+  if (grad_loss) check_grad_loss(*grad_loss, logits, op);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int num_c = static_cast<int>(logits.size(1));
+  const int64_t num_p = logits.numel() / num_c;
+  const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
+  const int64_t red = grad_loss ? 0 : reduction;
+  const cuda::TileConfig cfg = cuda::ftm_config(num_c, num_p);
+  at::Tensor count = at::ne(target, ignore_index).sum(at::kLong);
+  at::Tensor loss = (red == 0 && !grad_loss) ? at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat))
+                                             : at::Tensor();
+  at::Tensor partial = red != 0 ? at::zeros({cfg.blocks}, logits.options().dtype(at::kFloat)) : at::Tensor();
+  at::Tensor grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
+  at::Tensor scratch = cfg.scratch_bytes
+                           ? at::empty({static_cast<int64_t>(cfg.scratch_bytes)}, logits.options().dtype(at::kByte))
+                           : at::Tensor();
+  cuda::FtmParams p{};
+  p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
+  p.dtype = cuda_dtype(logits, op, "logits");
+  p.t = target.data_ptr(); p.tl = pixel_layout(target, false); p.ttype = target_type(target);
+  if (want_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
+  if (grad_loss) { p.grad_loss = grad_loss->data_ptr<float>(); p.gll = pixel_layout(*grad_loss, false); }
+  p.count = (!grad_loss && reduction == 2) ? count.data_ptr<int64_t>() : nullptr;
+  p.loss_pix = loss.defined() ? loss.data_ptr<float>() : nullptr;
+  p.partial = partial.defined() ? partial.data_ptr<float>() : nullptr;
+  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>();
+  p.ancestors = ancestors.data_ptr<int32_t>();
+  p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
+  p.ignore_index = ignore_index;
+  p.scratch = scratch.defined() ? static_cast<unsigned char*>(scratch.data_ptr()) : nullptr;
+  if (num_p > 0) check_cuda(cuda::launch_ftm(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
+  if (red != 0) {
+    loss = partial.sum();
+    if (reduction == 2) loss = at::div(loss, count.clamp_min(1));
+  }
+  return {loss, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> ftm_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                                    const at::Tensor& parent, const at::Tensor& bottom_up,
+                                                    const at::Tensor& ancestors, double gamma, int64_t ignore_index,
+                                                    int64_t reduction, bool compute_grad) {
+  return ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, nullptr,
+                  "hssn::ftm_forward");
+}
+
+at::Tensor ftm_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                             const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
+                             double gamma, int64_t ignore_index) {
+  return std::get<1>(ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, &grad_loss,
+                              "hssn::ftm_backward"));
+}
+
+std::tuple<at::Tensor, at::Tensor> path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent,
+                                                    const at::Tensor& bottom_up, const at::Tensor& leaves,
+                                                    const at::Tensor& level_map, bool with_levels) {
+  const char* op = "hssn::path_argmax";
+  check_scores(logits, op, "logits");
+  check_on_cuda(logits, op);
+  const int64_t num_c = logits.size(1);
+  TORCH_CHECK(num_c >= 1 && num_c <= 4096, op, ": logits have ", num_c, " channels; supported: 1 to 4096");
+  check_table(parent, logits, op, "parent", {num_c});
+  check_table(bottom_up, logits, op, "bottom_up", {num_c});
+  check_table(leaves, logits, op, "leaves", {-1});
+  check_table(level_map, logits, op, "level_map", {-1, num_c}, at::kLong);
+  TORCH_CHECK(leaves.numel() >= 1 && leaves.numel() <= num_c, op, ": bad leaves table of ", leaves.numel(), " entries");
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int64_t num_p = logits.numel() / num_c;
+  const int64_t depth = level_map.size(0);
+  auto shape = pixel_shape(logits);
+  at::Tensor leaf_map = at::empty(shape, logits.options().dtype(at::kLong));
+  std::vector<int64_t> lshape{with_levels ? depth : 0};
+  if (with_levels) lshape.insert(lshape.end(), shape.begin(), shape.end());
+  at::Tensor level_maps = at::empty(lshape, logits.options().dtype(at::kLong));
+  const cuda::TileConfig cfg = cuda::path_config(static_cast<int>(num_c), static_cast<int>(leaves.numel()), num_p);
+  at::Tensor scratch = cfg.scratch_bytes
+                           ? at::empty({static_cast<int64_t>(cfg.scratch_bytes / 4)}, logits.options().dtype(at::kFloat))
+                           : at::Tensor();
+  cuda::PathParams p{};
+  p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
+  p.dtype = cuda_dtype(logits, op, "logits");
+  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>(); p.leaves = leaves.data_ptr<int32_t>();
+  p.level_map = level_map.data_ptr<int64_t>();
+  p.leaf_map = leaf_map.data_ptr<int64_t>();
+  p.level_maps = with_levels ? level_maps.data_ptr<int64_t>() : nullptr;
+  p.num_c = static_cast<int>(num_c); p.num_leaves = static_cast<int>(leaves.numel()); p.depth = static_cast<int>(depth);
+  p.num_p = num_p;
+  p.scratch = scratch.defined() ? scratch.data_ptr<float>() : nullptr;
+  if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
+  return {leaf_map, level_maps};
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_triplets_cuda(const at::Tensor& target, const at::Tensor& leaf_index,
+                                                        const at::Tensor& tree_distance, int64_t num_triplets,
+                                                        int64_t seed, int64_t ignore_index, int64_t mode) {
+  const char* op = "hssn::sample_triplets";
+  const auto st = target.scalar_type();
+  TORCH_CHECK(st == at::kLong || st == at::kInt || st == at::kByte, op,
+              ": target must be int64, int32 or uint8 leaf ids, got ", st);
+  check_on_cuda(target, op);
+  check_table(leaf_index, target, op, "leaf_index", {-1});
+  check_table(tree_distance, target, op, "tree_distance", {-1, -1});
+  TORCH_CHECK(num_triplets >= 0, op, ": num_triplets must be >= 0, got ", num_triplets);
+  TORCH_CHECK(seed >= 0 && seed < (int64_t{1} << 32), op, ": seed must be in [0, 2**32), got ", seed);
+  TORCH_CHECK(mode == 0 || mode == 1, op, ": mode must be 0 (tree) or 1 (vanilla), got ", mode);
+  const c10::cuda::CUDAGuard guard(target.device());
+  at::Tensor out = at::full({num_triplets, 3}, -1, target.options().dtype(at::kLong));
+  at::Tensor count = at::zeros({}, target.options().dtype(at::kLong));
+  const at::Tensor flat = target.reshape({-1}).contiguous();
+  if (flat.numel() == 0 || num_triplets == 0) return {out, count};
+  const at::Tensor csum = at::cumsum(at::ne(flat, ignore_index), 0, at::kLong);
+  cuda::SampleParams p{};
+  p.t = flat.data_ptr(); p.ttype = target_type(flat); p.csum = csum.data_ptr<int64_t>(); p.num_p = flat.numel();
+  p.leaf_index = leaf_index.data_ptr<int32_t>(); p.num_c = static_cast<int>(leaf_index.numel());
+  p.dist = tree_distance.data_ptr<int32_t>(); p.num_l = static_cast<int>(tree_distance.size(0));
+  p.out = out.data_ptr<int64_t>(); p.count = count.data_ptr<int64_t>(); p.num_triplets = num_triplets;
+  p.seed = static_cast<uint32_t>(seed); p.mode = static_cast<int>(mode);
+  check_cuda(cuda::launch_sample_triplets(p, c10::cuda::getCurrentCUDAStream()), op);
+  return {out, count};
+}
+
+std::tuple<at::Tensor, at::Tensor> triplet_forward_cuda(const at::Tensor& embeddings, const at::Tensor& target,
+                                                        const at::Tensor& triplets, const at::Tensor& count,
+                                                        const at::Tensor& leaf_index, const at::Tensor& tree_distance,
+                                                        double margin_eps, double margin_scale, int64_t height,
+                                                        bool hierarchy_margin, int64_t distance, bool compute_grad) {
+  const char* op = "hssn::triplet_forward";
+  check_triplet_args(embeddings, target, triplets, count, leaf_index, tree_distance, height, distance, op);
+  check_on_cuda(embeddings, op);
+  const c10::cuda::CUDAGuard guard(embeddings.device());
+  const int64_t num_t = triplets.size(0);
+  const int64_t num_e = embeddings.size(1);
+  at::Tensor grad = compute_grad ? at::zeros(embeddings.sizes(), embeddings.options()) : at::empty({0}, embeddings.options());
+  at::Tensor hinge = at::zeros({num_t}, embeddings.options().dtype(at::kFloat));
+  at::Tensor coef = compute_grad ? at::empty({num_t, 8}, embeddings.options().dtype(at::kFloat)) : at::Tensor();
+  const at::Tensor trip = triplets.contiguous();
+  cuda::TripletParams p{};
+  p.e = embeddings.data_ptr(); p.el = pixel_layout(embeddings, true); p.esc = embeddings.stride(1);
+  p.dtype = cuda_dtype(embeddings, op, "embeddings"); p.num_e = num_e;
+  p.num_p = num_e > 0 ? embeddings.numel() / num_e : 0;
+  p.t = target.data_ptr(); p.tl = pixel_layout(target, false); p.ttype = target_type(target);
+  p.triplets = trip.data_ptr<int64_t>(); p.count = count.data_ptr<int64_t>(); p.num_t = num_t;
+  p.leaf_index = leaf_index.data_ptr<int32_t>(); p.num_c = static_cast<int>(leaf_index.numel());
+  p.dist = tree_distance.data_ptr<int32_t>(); p.num_l = static_cast<int>(tree_distance.size(0));
+  p.margin_eps = static_cast<float>(margin_eps); p.margin_scale = static_cast<float>(margin_scale);
+  p.height = static_cast<int>(height); p.hierarchy_margin = hierarchy_margin; p.distance = static_cast<int>(distance);
+  p.hinge = hinge.data_ptr<float>();
+  p.coef = compute_grad ? coef.data_ptr<float>() : nullptr;
+  if (compute_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
+  if (p.num_p > 0) check_cuda(cuda::launch_triplet_forward(p, c10::cuda::getCurrentCUDAStream()), op);
+  at::Tensor loss = at::div(hinge.sum(), count.clamp_min(1));
+  return {loss, grad};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(hssn, CUDA, m) {
+  m.impl("ftm_forward", &ftm_forward_cuda);
+  m.impl("ftm_backward", &ftm_backward_cuda);
+  m.impl("path_argmax", &path_argmax_cuda);
+  m.impl("sample_triplets", &sample_triplets_cuda);
+  m.impl("triplet_forward", &triplet_forward_cuda);
+}
+
+}  // namespace hssn

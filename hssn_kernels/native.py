@@ -1,0 +1,202 @@
+"""The "cpu" and "cuda" backends: the compiled extension ``hssn_kernels._C`` (csrc/) behind the backend
+interface of :mod:`hssn_kernels.backends`, plus the autograd formulas and fake (meta) kernels of its ops.
+
+Ops (``torch.ops.hssn.*``, schemas in csrc/hssn.cpp): ``ftm_forward``, ``ftm_backward``,
+``path_argmax``, ``sample_triplets``, ``triplet_forward``. Tables come from ``hierarchy.tables(device)``.
+Importing this module never fails: when the extension is missing or was built against another torch,
+:func:`unavailable_reason` says why and how to rebuild.
+"""
+from __future__ import annotations
+
+import torch
+
+from .hierarchy import ClassHierarchy
+
+REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+MODES = {"tree": 0, "vanilla": 1}
+DISTANCES = {"cosine": 0, "euclidean": 1}
+REBUILD = 'rebuild it with: pip install --no-build-isolation -e ".[test]"'
+
+
+def _load():
+    """(module, None) or (None, why the extension cannot be used)."""
+    try:
+        from . import _C
+    except ImportError as err:
+        return None, (f"the native extension hssn_kernels._C is not built or does not load ({err}); "
+                      f"with torch {torch.__version__} installed, {REBUILD}")
+    if _C.torch_version != torch.__version__:
+        return None, (f"hssn_kernels._C was built against torch {_C.torch_version} but torch "
+                      f"{torch.__version__} is installed; {REBUILD}")
+    if _C.cuda_version and torch.version.cuda and _C.cuda_version != torch.version.cuda:
+        return None, (f"hssn_kernels._C was built for CUDA {_C.cuda_version} but torch uses CUDA "
+                      f"{torch.version.cuda}; {REBUILD}")
+    return _C, None
+
+
+_C, _LOAD_ERROR = _load()
+
+
+def build_info() -> dict:
+    """Versions the extension was built with, its CUDA architectures, and the load error if any."""
+    if _C is None:
+        return {"loaded": False, "error": _LOAD_ERROR}
+    archs = [a for a in _C.cuda_archs.split(";") if a]
+    return {"loaded": True, "path": _C.__file__, "torch_version": _C.torch_version,
+            "cuda_version": _C.cuda_version or None, "cuda_archs": archs, "error": None}
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether ``hssn::<op>`` has a kernel for ``dispatch_key`` ("CPU" / "CUDA")."""
+    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"hssn::{op}", dispatch_key)
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when the native kernels can run on ``device``, else why not."""
+    device = torch.device(device)
+    if _C is None:
+        return _LOAD_ERROR
+    if device.type == "cpu":
+        return None
+    if device.type != "cuda":
+        return f"the native kernels run CPU and CUDA tensors, got {device.type} tensors"
+    if not has_kernel("ftm_forward", "CUDA"):
+        return ("hssn_kernels._C was built without CUDA kernels (CPU-only torch or no nvcc at build time); "
+                f"install a CUDA toolkit and {REBUILD} (HSSN_FORCE_CUDA=1 forces the CUDA build)")
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    major, minor = torch.cuda.get_device_capability(device)
+    archs = build_info()["cuda_archs"]
+    if archs and not any(_runs_on(a, major, minor) for a in archs):
+        return (f"hssn_kernels._C holds code for sm {archs} but {torch.cuda.get_device_name(device)} is "
+                f"sm_{major}{minor}; {REBUILD} with TORCH_CUDA_ARCH_LIST='{major}.{minor}'")
+    return None
+
+
+def _runs_on(arch: str, major: int, minor: int) -> bool:
+    """A cubin for ``arch`` ("8.0", "9.0+PTX") runs on compute capability major.minor (same major, >= minor)."""
+    base = arch.split("+")[0]
+    a_major, a_minor = (int(x) for x in base.split("."))
+    if arch.endswith("+PTX"):
+        return (major, minor) >= (a_major, a_minor)
+    return major == a_major and minor >= a_minor
+
+
+def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
+    return (x.shape[0],) + tuple(x.shape[2:])
+
+
+# ----------------------------------------------------------------------------- fake kernels and autograd
+def _register() -> None:
+    lib = "hssn::"
+
+    @torch.library.register_fake(lib + "ftm_forward")
+    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad):
+        loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=torch.float32)
+        grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
+        return loss, grad
+
+    @torch.library.register_fake(lib + "ftm_backward")
+    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index):
+        return logits.new_empty(logits.shape)
+
+    @torch.library.register_fake(lib + "path_argmax")
+    def _(logits, parent, bottom_up, leaves, level_map, with_levels):
+        shape = _pixel_shape(logits)
+        levels = (level_map.shape[0],) + shape if with_levels else (0,)
+        return logits.new_empty(shape, dtype=torch.int64), logits.new_empty(levels, dtype=torch.int64)
+
+    @torch.library.register_fake(lib + "sample_triplets")
+    def _(target, leaf_index, tree_distance, num_triplets, seed, ignore_index, mode):
+        return target.new_empty((num_triplets, 3), dtype=torch.int64), target.new_empty((), dtype=torch.int64)
+
+    @torch.library.register_fake(lib + "triplet_forward")
+    def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps, margin_scale, height,
+          hierarchy_margin, distance, compute_grad):
+        grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
+        return embeddings.new_empty((), dtype=torch.float32), grad
+
+    def ftm_setup(ctx, inputs, output):
+        logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, _ = inputs
+        ctx.save_for_backward(logits, target, parent, bottom_up, ancestors, output[1])
+        ctx.gamma, ctx.ignore_index, ctx.reduction = gamma, ignore_index, reduction
+
+    def ftm_backward(ctx, grad_loss, _grad_of_grad):
+        logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
+        if ctx.reduction != 0 and grad.numel() == logits.numel():  # gradient fused into the forward
+            return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
+        weight = grad_loss.float()
+        if ctx.reduction != 0:  # forward ran without the gradient: per-pixel weights, no host sync
+            if ctx.reduction == 2:
+                weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
+            weight = weight.expand(target.shape)
+        out = torch.ops.hssn.ftm_backward(weight, logits, target, parent, bottom_up, ancestors, ctx.gamma,
+                                          ctx.ignore_index)
+        return (out,) + (None,) * 8
+
+    torch.library.register_autograd(lib + "ftm_forward", ftm_backward, setup_context=ftm_setup)
+
+    def triplet_setup(ctx, inputs, output):
+        ctx.args = inputs[6:11]
+        ctx.save_for_backward(*inputs[:6], output[1])
+
+    def triplet_backward(ctx, grad_loss, _grad_of_grad):
+        embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
+        if grad.numel() != embeddings.numel():  # forward ran without the gradient
+            grad = torch.ops.hssn.triplet_forward(embeddings, target, triplets, count, leaf_index, tree_distance,
+                                                  *ctx.args, True)[1]
+        return (grad * grad_loss.to(grad.dtype),) + (None,) * 11
+
+    torch.library.register_autograd(lib + "triplet_forward", triplet_backward, setup_context=triplet_setup)
+
+
+if _C is not None:
+    _register()
+
+
+# ----------------------------------------------------------------------------- backend interface
+def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float = 2.0,
+                        ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
+    """Focal tree-min loss with the native kernels (inputs validated upstream); the logits' dtype."""
+    tabs = hierarchy.tables(logits.device)
+    red = REDUCTIONS[reduction]
+    compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
+    loss, _ = torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
+                                         int(ignore_index), red, compute_grad)
+    return loss.to(logits.dtype)
+
+
+def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
+    tabs = hierarchy.tables(logits.device)
+    leaf, _ = torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.level_map, False)
+    return leaf
+
+
+def hierarchical_argmax_levels(logits: torch.Tensor, hierarchy: ClassHierarchy) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leaf map and the (D, *pixel shape) int64 maps at levels 1..D, in one pass."""
+    tabs = hierarchy.tables(logits.device)
+    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.level_map, True)
+
+
+def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
+                           ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
+    """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
+    tabs = hierarchy.tables(target.device)
+    return torch.ops.hssn.sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
+                                          int(ignore_index), MODES[mode])
+
+
+def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int,
+                      margin_eps: float, margin_scale: float, hierarchy_margin: bool, distance: str, seed: int,
+                      ignore_index: int, mode: str) -> torch.Tensor:
+    """Tree-triplet loss (mean hinge over sampled triplets, 0 if none) in the embeddings' dtype."""
+    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+    tabs = hierarchy.tables(embeddings.device)
+    compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
+    loss, _ = torch.ops.hssn.triplet_forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance,
+                                             float(margin_eps), float(margin_scale), hierarchy.height,
+                                             bool(hierarchy_margin), DISTANCES[distance], compute_grad)
+    return loss.to(embeddings.dtype)
