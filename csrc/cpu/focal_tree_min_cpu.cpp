@@ -1,5 +1,5 @@
-// CPU kernels of hssn::ftm_forward / hssn::ftm_backward: tiles of kTile pixels, each tile loaded as a
-// [C][kTile] column block (fp32 math, fp64 for fp64 logits), one O(C) pass per pixel
+// CPU kernels of hssn::ftm_forward / hssn::ftm_backward: tiles of kTile pixels, each tile loaded
+// channel by channel (contiguous runs of pixels) into a pixel-major [kTile][C] scratch block (fp32 math, fp64 for fp64 logits), one O(C) pass per pixel
 // (kernels/common.h: ftm_pixel), the gradient written once per element. Deterministic: loss partial
 // sums per fixed tile, added in tile order.
 #include <ATen/Dispatch.h>
@@ -17,7 +17,7 @@
 namespace hssn {
 namespace {
 
-constexpr int64_t kTile = 32;
+constexpr int64_t kTile = 64;
 
 struct FtmArgs {
   int num_c, depth;
@@ -52,12 +52,10 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
       }
       bool nan[kTile] = {};
       for (int c = 0; c < num_c; ++c) {
-        acc_t* vc = v.data() + static_cast<int64_t>(c) * kTile;
-        int16_t* wc = w.data() + static_cast<int64_t>(c) * kTile;
         for (int64_t i = 0; i < n; ++i) {
           const acc_t x = y[i] >= 0 ? static_cast<acc_t>(z[zoff[i] + c * zsc]) : acc_t(0);
-          vc[i] = x;
-          wc[i] = static_cast<int16_t>(c);
+          v[i * num_c + c] = x;
+          w[i * num_c + c] = static_cast<int16_t>(c);
           nan[i] |= x != x;
         }
       }
@@ -67,7 +65,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
         if (y[i] >= 0) {
           const int64_t zo = zoff[i];
           auto z_at = [&](int c) { return static_cast<acc_t>(z[zo + c * zsc]); };
-          loss = static_cast<double>(ftm_pixel<acc_t, int16_t>(v.data() + i, w.data() + i, kTile, num_c, a.parent,
+          loss = static_cast<double>(ftm_pixel<acc_t, int16_t>(v.data() + i * num_c, w.data() + i * num_c, 1, num_c, a.parent,
                                                                a.bottom_up, a.ancestors + y[i] * a.depth, a.depth,
                                                                z_at, static_cast<acc_t>(a.gamma), a.grad));
           if (nan[i]) loss = std::numeric_limits<double>::quiet_NaN();
@@ -82,11 +80,9 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
         const double s = a.grad_loss ? static_cast<double>(a.grad_loss[a.gll.offset(p0 + i)]) : a.grad_scale;
         scale[i] = static_cast<acc_t>(s);
       }
-      for (int c = 0; c < num_c; ++c) {
-        const acc_t* vc = v.data() + static_cast<int64_t>(c) * kTile;
+      for (int c = 0; c < num_c; ++c)
         for (int64_t i = 0; i < n; ++i)
-          g[goff[i] + c * gsc] = static_cast<scalar_t>(y[i] >= 0 ? vc[i] * scale[i] : acc_t(0));
-      }
+          g[goff[i] + c * gsc] = static_cast<scalar_t>(y[i] >= 0 ? v[i * num_c + c] * scale[i] : acc_t(0));
     }
   });
 }

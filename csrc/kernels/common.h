@@ -28,7 +28,12 @@ struct PixelLayout {
 };
 
 template <class T> HSSN_HD T fexp(T x) { if constexpr (sizeof(T) == 4) return expf(x); else return exp(x); }
-template <class T> HSSN_HD T flog1p(T x) { if constexpr (sizeof(T) == 4) return log1pf(x); else return log1p(x); }
+template <class T> HSSN_HD T flog(T x) { if constexpr (sizeof(T) == 4) return logf(x); else return log(x); }
+// log(1 + x) for x in [0, 1] with log() and the Kahan correction (log1p is several times slower).
+template <class T> HSSN_HD T log1p_small(T x) {
+  const T u = T(1) + x;
+  return u == T(1) ? x : flog(u) * (x / (u - T(1)));
+}
 template <class T> HSSN_HD T fabs_(T x) { return x < T(0) ? -x : x; }
 
 // The focal weight x^gamma from log x (gamma 0 and 2 take exact shortcuts).
@@ -47,7 +52,7 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T inv = T(1) / (T(1) + e);
   const T p = z >= T(0) ? inv : e * inv;
   const T q = z >= T(0) ? e * inv : inv;
-  const T log_p = (z < T(0) ? z : T(0)) - flog1p(e);
+  const T log_p = (z < T(0) ? z : T(0)) - log1p_small(e);
   const T log_q = log_p - z;
   Term<T> out;
   if (positive) {
@@ -69,17 +74,16 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
 template <class T, class Idx, class ZAt>
 HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, const int32_t* bottom_up,
                     const int32_t* anc_row, int depth, ZAt z_at, T gamma, bool grad) {
-  // 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
+  // 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties); branch-free selects.
   for (int i = 0; i < num_c; ++i) {
     const int c = bottom_up[i];
     const int p = parent[c];
     if (p < 0) continue;
     const T vc = v[c * st], vp = v[p * st];
     const Idx wc = w[c * st], wp = w[p * st];
-    if (vc > vp || (vc == vp && wc < wp)) {
-      v[p * st] = vc;
-      w[p * st] = wc;
-    }
+    const bool take = (vc > vp) | ((vc == vp) & (wc < wp));
+    v[p * st] = take ? vc : vp;
+    w[p * st] = take ? wc : wp;
   }
   // 2. mark the target's path A(y): its nodes take the positive terms.
   int len = 0;
@@ -100,9 +104,10 @@ HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, 
     loss += t.loss;
     if (grad) {
       const int p = parent[c];
-      T owed = t.dz;
-      if (p >= 0 && w[p * st] == wc) owed += v[p * st];
-      v[c * st] = owed;
+      const int pc = p >= 0 ? p : c;
+      const bool carry = (p >= 0) & (w[pc * st] == wc);
+      const T from_parent = v[pc * st];
+      v[c * st] = t.dz + (carry ? from_parent : T(0));
     }
   }
   // 4. the path, root first: running min over A(v) (lowest channel on ties), positive terms.
@@ -123,7 +128,8 @@ HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, 
   if (grad) {
     for (int c = 0; c < num_c; ++c) {
       const Idx wc = w[c * st];
-      if (wc != Idx(-1) && wc != Idx(c)) v[c * st] = T(0);
+      const T g = v[c * st];
+      v[c * st] = ((wc != Idx(-1)) & (wc != Idx(c))) ? T(0) : g;
     }
   }
   return loss;
