@@ -1,0 +1,222 @@
+"""The native CPU kernels (hssn_kernels._C, backend "cpu") against the reference ops."""
+import math
+
+import pytest
+import torch
+
+import hssn_kernels as hk
+from hssn_kernels import native
+from hssn_kernels import reference as R
+from trees import chain_tree, cityscapes_like, random_tree, wide_tree
+
+pytestmark = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
+                                reason=f"native extension unavailable: {native.unavailable_reason(torch.device('cpu'))}")
+
+TREES = {
+    "cityscapes": cityscapes_like,
+    "wide": wide_tree,
+    "chain16": lambda: chain_tree(16),
+    "shuffled": lambda: random_tree(7, max_depth=4, max_channels=40, shuffle=True),
+    "unbalanced": lambda: random_tree(11, max_depth=5, max_channels=30, shuffle=False),
+}
+# relative tolerance of the loss / gradient per logits dtype (the kernels do fp32 math, fp64 for fp64)
+TOL = {torch.float64: 1e-5, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+def make_inputs(h, shape, dtype=torch.float32, ignore_frac=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn((shape[0], h.num_channels) + tuple(shape[1:]), generator=g) * 3).to(dtype)
+    leaves = torch.tensor(h.leaves)
+    t = leaves[torch.randint(len(leaves), shape, generator=g)]
+    t[torch.rand(shape, generator=g) < ignore_frac] = 255
+    return x, t
+
+
+def close(a, b, rtol):
+    a, b = a.double(), b.double()
+    scale = b.abs().max().clamp(min=1e-6)
+    assert torch.isfinite(a).all() == torch.isfinite(b).all()
+    err = ((a - b).abs().max() / scale).item()
+    assert err <= rtol, f"max relative error {err:.3g} > {rtol}"
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_ftm_matches_reference(tree, dtype, reduction):
+    h = TREES[tree]()
+    x, t = make_inputs(h, (2, 5, 7), dtype)
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    la = hk.focal_tree_min_loss(xa, t, h, reduction=reduction, backend="cpu")
+    lb = R.focal_tree_min_loss(xb, t, h, reduction=reduction)
+    assert la.dtype == lb.dtype == dtype and la.shape == lb.shape
+    close(la, lb, TOL[dtype])
+    go = torch.rand_like(la, dtype=torch.float32).to(dtype) + 0.5
+    (ga,) = torch.autograd.grad(la, xa, go)
+    (gb,) = torch.autograd.grad(lb, xb, go)
+    assert ga.dtype == dtype
+    close(ga, gb, TOL[dtype])
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.0])
+def test_ftm_gammas_and_nc_layout(gamma):
+    h = random_tree(3, max_channels=50)
+    x, t = make_inputs(h, (37,), torch.float64)  # (N, C) with an odd N
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    la = hk.focal_tree_min_loss(xa, t, h, gamma=gamma, backend="cpu")
+    lb = R.focal_tree_min_loss(xb, t, h, gamma=gamma)
+    close(la, lb, 1e-5)
+    close(torch.autograd.grad(la, xa)[0], torch.autograd.grad(lb, xb)[0], 1e-5)
+
+
+def test_ftm_non_contiguous_and_target_dtypes():
+    h = cityscapes_like()
+    base, t = make_inputs(h, (2, 9, 11))
+    x = base.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)[:, :, 1:, ::2]  # strided view
+    t = t[:, 1:, ::2]
+    assert not x.is_contiguous()
+    ref = R.focal_tree_min_loss(x, t, h, reduction="none")
+    for dt in (torch.int64, torch.int32, torch.uint8):
+        close(hk.focal_tree_min_loss(x, t.to(dt), h, reduction="none", backend="cpu"), ref, 1e-4)
+    xa = x.detach().clone().requires_grad_(True)
+    ga = torch.autograd.grad(hk.focal_tree_min_loss(xa, t, h, backend="cpu"), xa)[0]
+    gb = torch.autograd.grad(R.focal_tree_min_loss(xa, t, h), xa)[0]
+    close(ga, gb, 1e-4)
+
+
+def test_ftm_ties_go_to_lowest_channel():
+    h = random_tree(5, max_channels=30)
+    x = torch.zeros(4, h.num_channels, 3, 3, dtype=torch.float64)  # every logit ties
+    x[1] = 1.0
+    x[2, ::2] = -0.5
+    t = torch.tensor(h.leaves)[torch.arange(36) % h.num_leaves].reshape(4, 3, 3)
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    ga = torch.autograd.grad(hk.focal_tree_min_loss(xa, t, h, reduction="sum", backend="cpu"), xa)[0]
+    gb = torch.autograd.grad(R.focal_tree_min_loss(xb, t, h, reduction="sum"), xb)[0]
+    close(ga, gb, 1e-6)
+
+
+def test_ftm_all_ignored_and_nan_rule():
+    h = cityscapes_like()
+    x, t = make_inputs(h, (1, 4, 4))
+    t_ign = torch.full_like(t, 255)
+    xa = x.clone().requires_grad_(True)
+    loss = hk.focal_tree_min_loss(xa, t_ign, h, backend="cpu")
+    assert loss.item() == 0.0
+    (g,) = torch.autograd.grad(loss, xa)
+    assert (g == 0).all()
+    # NaN at a non-ignored pixel -> NaN loss there; NaN at an ignored pixel is never read
+    x2 = x.clone()
+    t2 = t.clone()
+    t2[0, 0, 0] = h.leaves[0]
+    t2[0, 0, 1] = 255
+    x2[0, 3, 0, 0] = float("nan")
+    x2[0, 5, 0, 1] = float("nan")
+    per = hk.focal_tree_min_loss(x2, t2, h, reduction="none", backend="cpu", nan_policy="propagate")
+    assert math.isnan(per[0, 0, 0].item()) and per[0, 0, 1].item() == 0.0
+    assert torch.isfinite(per.flatten()[2:]).all()
+
+
+def test_ftm_outputs_fully_written():
+    """Poison the allocator's memory first: unwritten output elements would show up as NaN."""
+    h = wide_tree()
+    x, t = make_inputs(h, (1, 3, 67), ignore_frac=0.5)
+    for _ in range(3):
+        torch.full((x.numel() * 2,), float("nan"))
+        torch.full((t.numel(),), float("nan"))
+    loss, grad = torch.ops.hssn.ftm_forward(x, t, *_ftm_tables(h), 2.0, 255, 2, True)
+    assert torch.isfinite(grad).all() and torch.isfinite(loss)
+    per, _ = torch.ops.hssn.ftm_forward(x, t, *_ftm_tables(h), 2.0, 255, 0, True)
+    assert torch.isfinite(per).all() and (per[t == 255] == 0).all()
+    gb = torch.ops.hssn.ftm_backward(torch.ones(t.shape), x, t, *_ftm_tables(h), 2.0, 255)
+    assert torch.isfinite(gb).all() and (gb.permute(0, 2, 3, 1)[t == 255] == 0).all()
+
+
+def test_ftm_forward_only_and_not_below_bce():
+    h = random_tree(2, max_channels=45)
+    x, t = make_inputs(h, (2, 6, 6))
+    with torch.no_grad():
+        loss = hk.focal_tree_min_loss(x.requires_grad_(True), t, h, gamma=0.0, reduction="none", backend="cpu")
+    bce = R.bce_loss(x.detach(), t, h, reduction="none")
+    assert (loss >= bce - 1e-5).all()
+    _, grad = torch.ops.hssn.ftm_forward(x.detach(), t, *_ftm_tables(h), 2.0, 255, 2, False)
+    assert grad.numel() == 0
+
+
+def test_ftm_deterministic():
+    h = wide_tree()
+    x, t = make_inputs(h, (2, 7, 9))
+    a = torch.ops.hssn.ftm_forward(x, t, *_ftm_tables(h), 2.0, 255, 2, True)
+    b = torch.ops.hssn.ftm_forward(x, t, *_ftm_tables(h), 2.0, 255, 2, True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def _ftm_tables(h, device="cpu"):
+    tabs = h.tables(device)
+    return tabs.parent, tabs.bottom_up, tabs.ancestors
+
+
+@pytest.mark.parametrize("tree", list(TREES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_path_argmax_matches_reference(tree, dtype):
+    h = TREES[tree]()
+    x, _ = make_inputs(h, (2, 5, 9), dtype)
+    leaf = hk.hierarchical_argmax(x, h, backend="cpu")
+    assert leaf.dtype == torch.int64
+    assert torch.equal(leaf, R.hierarchical_argmax(x, h))
+    leaf2, levels = native.hierarchical_argmax_levels(x[:, :, :, ::2], h)
+    ref_leaf, ref_levels = hk.hierarchical_argmax(x[:, :, :, ::2], h, backend="reference", levels=True)
+    assert torch.equal(leaf2, ref_leaf)
+    assert torch.equal(levels, torch.stack(ref_levels))
+
+
+def test_path_argmax_ties_lowest_leaf():
+    h = cityscapes_like()
+    x = torch.zeros(3, h.num_channels)
+    assert torch.equal(hk.hierarchical_argmax(x, h, backend="cpu"), R.hierarchical_argmax(x, h))
+
+
+@pytest.mark.parametrize("mode", ["tree", "vanilla"])
+@pytest.mark.parametrize("seed", [0, 12345, 2**32 - 1])
+def test_same_triplets_as_reference(mode, seed):
+    h = random_tree(4, max_channels=40)
+    _, t = make_inputs(h, (2, 8, 9), ignore_frac=0.3)
+    for dt in (torch.int64, torch.uint8):
+        a = native.sample_triplets_padded(t.to(dt), h, 60, seed, 255, mode)
+        b = R.sample_triplets_padded(t, h, 60, seed, 255, mode)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    empty = native.sample_triplets_padded(torch.full_like(t, 255), h, 5, seed, 255, mode)
+    assert empty[1].item() == 0 and (empty[0] == -1).all()
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("hierarchy_margin", [True, False])
+def test_triplet_loss_matches_reference(distance, dtype, hierarchy_margin):
+    h = cityscapes_like()
+    _, t = make_inputs(h, (2, 6, 5))
+    e = torch.randn(2, 16, 6, 5).to(dtype)
+    e[0, :, 0, 0] = 0  # a zero embedding (clamped cosine)
+    ea = e.clone().requires_grad_(True)
+    eb = e.clone().requires_grad_(True)
+    kw = dict(num_triplets=40, distance=distance, hierarchy_margin=hierarchy_margin, seed=3)
+    la = hk.tree_triplet_loss(ea, t, h, backend="cpu", **kw)
+    lb = R.tree_triplet_loss(eb, t, h, **kw)
+    close(la, lb, TOL[dtype])
+    close(torch.autograd.grad(la, ea)[0], torch.autograd.grad(lb, eb)[0], TOL[dtype])
+
+
+def test_triplet_forward_only_and_none():
+    h = cityscapes_like()
+    t = torch.full((1, 4, 4), 255)
+    e = torch.randn(1, 8, 4, 4, requires_grad=True)
+    loss = hk.tree_triplet_loss(e, t, h, backend="cpu")
+    assert loss.item() == 0.0
+    assert (torch.autograd.grad(loss, e)[0] == 0).all()
+    _, t2 = make_inputs(h, (1, 4, 4), ignore_frac=0.0)
+    with torch.no_grad():
+        l2 = hk.tree_triplet_loss(e, t2, h, backend="cpu", num_triplets=10)
+    close(l2, R.tree_triplet_loss(e.detach(), t2, h, num_triplets=10), 1e-5)
