@@ -55,6 +55,8 @@ def unavailable_reason(name: str, device: torch.device, op: str | None = None) -
     """None when backend ``name`` can run ``op`` on ``device``; otherwise why not."""
     if name not in _MODULES:
         return f"unknown backend {name!r}; choose from {names()}"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available (no GPU or a CPU-only torch build)"
     module, err = _load(name)
     if module is None:
         return f"backend {name!r} failed to load ({err})"
