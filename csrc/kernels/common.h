@@ -29,11 +29,6 @@ struct PixelLayout {
 
 template <class T> HSSN_HD T fexp(T x) { if constexpr (sizeof(T) == 4) return expf(x); else return exp(x); }
 template <class T> HSSN_HD T flog(T x) { if constexpr (sizeof(T) == 4) return logf(x); else return log(x); }
-// log(1 + x) for x in [0, 1] with log() and the Kahan correction (log1p is several times slower).
-template <class T> HSSN_HD T log1p_small(T x) {
-  const T u = T(1) + x;
-  return u == T(1) ? x : flog(u) * (x / (u - T(1)));
-}
 template <class T> HSSN_HD T fabs_(T x) { return x < T(0) ? -x : x; }
 
 // The focal weight x^gamma from log x (gamma 0 and 2 take exact shortcuts).
@@ -49,10 +44,14 @@ template <class T> struct Term { T loss; T dz; };
 // and its derivative with respect to z.
 template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T e = fexp(-fabs_(z));
-  const T inv = T(1) / (T(1) + e);
+  const T u = T(1) + e;
+  const T inv = T(1) / u;
+  // log1p(e) = log(u) + log(1 + (e - (u - 1)) / u): u - 1 is exact, the rounding error of u is
+  // restored to first order (log1p itself is several times slower).
+  const T log1p_e = flog(u) + (e - (u - T(1))) * inv;
   const T p = z >= T(0) ? inv : e * inv;
   const T q = z >= T(0) ? e * inv : inv;
-  const T log_p = (z < T(0) ? z : T(0)) - log1p_small(e);
+  const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
   const T log_q = log_p - z;
   Term<T> out;
   if (positive) {
