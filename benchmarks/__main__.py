@@ -1,0 +1,63 @@
+"""``python -m benchmarks [--quick] [--ops ...] [--backends ...] [--shapes ...] [--dtypes ...] [--out DIR]``."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from pathlib import Path
+
+import torch
+
+from . import cases, report, runner
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny shapes, few repetitions (< 1 min on CPU)")
+    p.add_argument("--ops", help=f"comma list of {list(cases.OP_MODES)}")
+    p.add_argument("--modes", help=f"comma list of {list(cases.MODES)}")
+    p.add_argument("--backends", help=f"comma list of {list(cases.BACKENDS)} (default: every available one)")
+    p.add_argument("--shapes", help=f"comma list of shape names or groups {list(cases.GROUPS)}")
+    p.add_argument("--dtypes", help=f"comma list of {list(cases.DTYPES)} (default bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>-<date>/)")
+    p.add_argument("--no-errors", action="store_true", help="skip the float64 reference comparison")
+    p.add_argument("--list", action="store_true", help="print the cases and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        todo = cases.build_cases(device, _names(args.ops), _names(args.backends), _names(args.shapes),
+                                 _names(args.dtypes), _names(args.modes), quick=args.quick)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.list:
+        print("\n".join(c.id for c in todo))
+        return 0
+    if not todo:
+        print("error: no case matches the filters", file=sys.stderr)
+        return 2
+    slug = "cpu" if device.type == "cpu" else report.slug(runner.device_name(device))
+    out = args.out or RESULTS / f"{slug}-{datetime.date.today().isoformat()}"
+    data = runner.run(todo, device, quick=args.quick, check_errors=not args.no_errors,
+                      progress=not args.no_progress)
+    paths = report.write_all(data, out)
+    failed = [r for r in data["results"] if r["status"] not in ("ok",) and not r["status"].startswith("unsupported")]
+    print(report.markdown(data).split("\n## ", 2)[1].split("\n", 1)[1] if data["results"] else "")
+    print(f"{len(data['results'])} cases ({len(failed)} failed) -> {paths['json'].parent}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
