@@ -19,6 +19,8 @@ from .functional import (
 from .hierarchy import MAX_CHANNELS, MAX_DEPTH, ClassHierarchy, HierarchyTables
 from .modules import FocalTreeMinLoss, HierarchicalLoss, TreeTripletLoss, cosine_beta
 
+backends.preload()
+
 __all__ = [
     "ClassHierarchy", "HierarchyTables", "MAX_CHANNELS", "MAX_DEPTH",
     "focal_tree_min_loss", "tree_min_loss", "bce_loss", "focal_bce_loss", "leaf_cross_entropy",

@@ -101,7 +101,8 @@ def raise_on_nan(loss: torch.Tensor, what: str) -> None:
         return
     if bool(torch.isnan(loss.detach()).any()):
         raise ValueError(
-            f"{what} is NaN: the inputs contain NaN at non-ignored pixels "
+            f"{what} is NaN: the inputs contain NaN at non-ignored pixels, or (CUDA kernels with "
+            f"validate=False) labels that are neither leaves nor ignore_index "
             f"(pass nan_policy='propagate' to get the NaN instead of this error)"
         )
 

@@ -42,13 +42,28 @@ def names() -> tuple[str, ...]:
 def register_backend(name: str, module_path: str) -> None:
     """Add (or replace) a backend implemented by the module at ``module_path``."""
     _MODULES[name] = module_path
+    _LOADED.pop(name, None)
+
+
+_LOADED: dict[str, tuple[ModuleType | None, str | None]] = {}
 
 
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
-    try:
-        return importlib.import_module(_MODULES[name]), None
-    except Exception as err:  # an optional dependency or the extension may be missing
-        return None, f"{type(err).__name__}: {err}"
+    """(module, None) or (None, why it failed to import); imported once and cached."""
+    hit = _LOADED.get(name)
+    if hit is None:
+        try:
+            hit = importlib.import_module(_MODULES[name]), None
+        except Exception as err:  # an optional dependency or the extension may be missing
+            hit = None, f"{type(err).__name__}: {err}"
+        _LOADED[name] = hit
+    return hit
+
+
+def preload() -> None:
+    """Import every backend module now, so later lookups are plain dict reads (``torch.compile``-safe)."""
+    for name in _MODULES:
+        _load(name)
 
 
 def unavailable_reason(name: str, device: torch.device, op: str | None = None) -> str | None:
@@ -72,18 +87,26 @@ def unavailable_reason(name: str, device: torch.device, op: str | None = None) -
     return None
 
 
-def resolve(name: str, device: torch.device, op: str) -> ModuleType:
-    """The module that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above."""
+@torch.compiler.assume_constant_result
+def _choose(name: str, device_type: str, device_index: int, op: str) -> str:
+    """The backend name that runs ``op`` on the device; a constant for ``torch.compile``."""
+    device = torch.device(device_type, device_index) if device_index >= 0 else torch.device(device_type)
     if name == "auto":
         order = AUTO_CPU_PREFERENCE if device.type == "cpu" else AUTO_CUDA_PREFERENCE.get(op, ("reference",))
         for candidate in order:
             if unavailable_reason(candidate, device, op) is None:
-                return _load(candidate)[0]
+                return candidate
         name = "reference"
     reason = unavailable_reason(name, device, op)
     if reason is not None:
         raise RuntimeError(reason)
-    return _load(name)[0]
+    return name
+
+
+def resolve(name: str, device: torch.device, op: str) -> ModuleType:
+    """The module that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above."""
+    chosen = _choose(name, device.type, -1 if device.index is None else device.index, op)
+    return _LOADED[chosen][0]
 
 
 def available(device: torch.device | str) -> dict[str, str | None]:
