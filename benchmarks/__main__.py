@@ -26,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shapes", help=f"comma list of shape names or groups {list(cases.GROUPS)}")
     p.add_argument("--dtypes", help=f"comma list of {list(cases.DTYPES)} (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads; default: torch's)")
     p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>-<date>/)")
     p.add_argument("--no-errors", action="store_true", help="skip the float64 reference comparison")
     p.add_argument("--list", action="store_true", help="print the cases and exit")
@@ -36,6 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     try:
         todo = cases.build_cases(device, _names(args.ops), _names(args.backends), _names(args.shapes),
                                  _names(args.dtypes), _names(args.modes), quick=args.quick)
@@ -54,7 +60,7 @@ def main(argv=None) -> int:
                       progress=not args.no_progress)
     paths = report.write_all(data, out)
     failed = [r for r in data["results"] if r["status"] not in ("ok",) and not r["status"].startswith("unsupported")]
-    print(report.markdown(data).split("\n## ", 2)[1].split("\n", 1)[1] if data["results"] else "")
+    print("\n".join(report.headline_table(data)))
     print(f"{len(data['results'])} cases ({len(failed)} failed) -> {paths['json'].parent}")
     return 1 if failed else 0
 

@@ -53,6 +53,10 @@ def _fmt(value, spec: str = ".3g", scale: float = 1.0) -> str:
     return "-" if value is None else format(value / scale, spec)
 
 
+def _load(avg) -> str:
+    return "-" if not avg else f"{avg[0]:.2f}"
+
+
 def _err(r: dict) -> str:
     if "argmax_mismatch" in r:
         return f"{r['argmax_mismatch']:.1e} px"
@@ -89,6 +93,12 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def headline_table(data: dict) -> list[str]:
+    """Table lines of the focal tree-min loss, forward + backward, at the paper shapes."""
+    rows = with_ratios(data["results"])
+    return _table([r for r in rows if (r["op"], r["mode"]) == HEADLINE and r["group"] == "paper"])
+
+
 def markdown(data: dict) -> str:
     """The run as Markdown: metadata, the headline (FTM forward+backward) table, then every op."""
     meta, rows = data["meta"], with_ratios(data["results"])
@@ -98,7 +108,8 @@ def markdown(data: dict) -> str:
         "",
         f"- date {meta['date']}, commit `{meta['git_commit']}`{' (dirty)' if meta['git_dirty'] else ''}",
         f"- torch {meta['torch']}, triton {meta['triton']}, CUDA {meta['cuda']}, python {meta['python']}",
-        f"- {meta['cpu_count']} CPUs, {meta['torch_threads']} torch threads, load average {meta['load_average']}",
+        f"- {meta['cpu_count']} CPUs, {meta['torch_threads']} torch threads, 1-min load average "
+        f"{_load(meta.get('load_average_start'))} at the start, {_load(meta.get('load_average_end'))} at the end",
         f"- pixel sides divided by {meta['cpu_side_scale']} (CPU scaling){' - quick run' if meta['quick'] else ''}",
         f"- device-to-device copy: {bw:.1f} GB/s (read + write)",
         f"- timing: {meta['timing']}; memory: {meta['memory']}",
@@ -113,7 +124,7 @@ def markdown(data: dict) -> str:
         "## Headline: focal tree-min loss, forward + backward",
         "",
     ]
-    lines += _table([r for r in rows if (r["op"], r["mode"]) == HEADLINE and r["group"] == "paper"])
+    lines += headline_table(data)
     by_op = defaultdict(list)
     for r in rows:
         by_op[r["op"]].append(r)

@@ -45,8 +45,8 @@ def time_gpu(call: Callable, grad_to_none: list[torch.Tensor], quick: bool) -> t
 
 
 def time_cpu(call: Callable, grad_to_none: list[torch.Tensor], quick: bool) -> tuple[list[float], int]:
-    """[median, p20, p80] in ms of wall-clock time over at least 3 calls (2 with ``quick``), up to 1 s."""
-    min_reps, budget_s, max_reps = (2, 0.1, 5) if quick else (3, 1.0, 30)
+    """[median, p20, p80] in ms of wall-clock time over at least 5 calls (2 with ``quick``), up to 2 s."""
+    min_reps, budget_s, max_reps = (2, 0.1, 5) if quick else (5, 2.0, 50)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < max_reps):
@@ -253,7 +253,7 @@ def environment(device: torch.device, quick: bool, shapes) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "quick": quick,
         "cpu_side_scale": CPU_SIDE_SCALE if device.type == "cpu" and not quick else 1,
         "backends": hk.backends.available(device),
@@ -261,7 +261,7 @@ def environment(device: torch.device, quick: bool, shapes) -> dict:
         "trees": {t: {"channels": get_tree(t).num_channels, "leaves": get_tree(t).num_leaves,
                       "height": get_tree(t).height, "source": tree_source(t)} for t in sorted(trees)},
         "timing": ("triton.testing.do_bench, quantiles 0.5/0.2/0.8" if device.type == "cuda"
-                   else "wall clock (time.perf_counter), >= 3 calls and up to 1 s per case"),
+                   else "wall clock (time.perf_counter), >= 5 calls and up to 2 s per case"),
         "memory": ("torch.cuda.max_memory_allocated after reset_peak_memory_stats" if device.type == "cuda"
                    else "torch.profiler(profile_memory=True) allocation events: peak of live CPU tensor bytes"),
     }
@@ -309,6 +309,7 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
     groups: dict[tuple, list[Case]] = defaultdict(list)
     for c in cases:
         groups[(c.op, c.shape, c.dtype)].append(c)
+    load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     copy_bw = copy_bandwidth(device)
     results = []
     bar = tqdm(total=len(cases), disable=not progress, unit="case", dynamic_ncols=True)
@@ -351,5 +352,6 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
         del inputs, truth
         _free()
     bar.close()
-    return {"meta": environment(device, quick, [c.shape for c in cases]), "copy_bandwidth_Bps": copy_bw,
-            "results": results}
+    meta = environment(device, quick, [c.shape for c in cases])
+    meta["load_average_start"] = load_start
+    return {"meta": meta, "copy_bandwidth_Bps": copy_bw, "results": results}
