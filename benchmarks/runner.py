@@ -245,7 +245,8 @@ def environment(device: torch.device, quick: bool, shapes) -> dict:
         "device_type": device.type,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--", "hssn_kernels", "csrc", "benchmarks")),
+        "git_dirty": bool(_git("status", "--porcelain", "--", "hssn_kernels", "csrc", "benchmarks",
+                                ":!benchmarks/results")),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "triton": triton_version,
@@ -336,8 +337,12 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
                 try:
                     fn = ops.make_callable(op, case.backend, shape)
                     if check_errors and case.backend not in err_cache:
-                        err_cache[case.backend] = (errors(evaluate(fn, inputs), truth) if truth is not None
-                                                   else {"error_status": oracle_status})
+                        t0 = time.perf_counter()
+                        result = evaluate(fn, inputs)
+                        err_cache[case.backend] = {"check_call_s": time.perf_counter() - t0}
+                        err_cache[case.backend].update(errors(result, truth) if truth is not None
+                                                       else {"error_status": oracle_status})
+                        del result
                     row.update(err_cache.get(case.backend, {}))
                     row.update(_measure(case, fn, inputs, device, quick))
                     row["achieved_Bps"] = row["floor_bytes"] / (row["ms_median"] * 1e-3)
