@@ -120,6 +120,7 @@ def _register() -> None:
         logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, _ = inputs
         ctx.save_for_backward(logits, target, parent, bottom_up, ancestors, output[1])
         ctx.gamma, ctx.ignore_index, ctx.reduction = gamma, ignore_index, reduction
+        ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
 
     def ftm_backward(ctx, grad_loss, _grad_of_grad):
         logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
@@ -139,6 +140,7 @@ def _register() -> None:
     def triplet_setup(ctx, inputs, output):
         ctx.args = inputs[6:11]
         ctx.save_for_backward(*inputs[:6], output[1])
+        ctx.set_materialize_grads(False)
 
     def triplet_backward(ctx, grad_loss, _grad_of_grad):
         embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
