@@ -73,10 +73,10 @@ def _background(rng, yy, xx):
 
 
 TEXTURES: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray], np.ndarray]] = {
-    "horizontal-stripes": lambda rng, yy, xx: (yy // rng.integers(2, 4)) % 2 == 0,
-    "vertical-stripes": lambda rng, yy, xx: (xx // rng.integers(2, 4)) % 2 == 0,
-    "checker": lambda rng, yy, xx: ((yy // (c := rng.integers(2, 4))) + (xx // c)) % 2 == 0,
-    "dots": lambda rng, yy, xx: ((yy % (p := rng.integers(4, 6))) < 2) & ((xx % p) < 2),
+    "horizontal-stripes": lambda rng, yy, xx: (yy // rng.integers(3, 5)) % 2 == 0,
+    "vertical-stripes": lambda rng, yy, xx: (xx // rng.integers(3, 5)) % 2 == 0,
+    "checker": lambda rng, yy, xx: ((yy // (c := rng.integers(3, 5))) + (xx // c)) % 2 == 0,
+    "dots": lambda rng, yy, xx: ((yy % (p := rng.integers(6, 8))) < 3) & ((xx % p) < 3),
 }
 """Texture name -> boolean foreground-colour mask over pixel coordinates."""
 
@@ -109,7 +109,7 @@ def render(rng: np.random.Generator, height: int, width: int, max_textures: int 
     size = min(height, width)
     for _ in range(rng.integers(1, max_textures + 1)):
         name = list(TEXTURES)[rng.integers(len(TEXTURES))]
-        th, tw = rng.integers(size // 4, size // 2 + 1, size=2)
+        th, tw = rng.integers(size // 3, size // 2 + 1, size=2)
         top, left = rng.integers(0, height - th + 1), rng.integers(0, width - tw + 1)
         box = (yy >= top) & (yy < top + th) & (xx >= left) & (xx < left + tw)
         fg = TEXTURES[name](rng, yy.astype(np.int64), xx.astype(np.int64))
