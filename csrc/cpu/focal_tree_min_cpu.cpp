@@ -1,7 +1,13 @@
 // CPU kernels of hssn::ftm_forward / hssn::ftm_backward: tiles of kTile pixels, each tile loaded
-// channel by channel (contiguous runs of pixels) into a pixel-major [kTile][C] scratch block (fp32 math, fp64 for fp64 logits), one O(C) pass per pixel
-// (kernels/common.h: ftm_pixel), the gradient written once per element. Deterministic: loss partial
-// sums per fixed tile, added in tile order.
+// channel by channel (contiguous runs of pixels) into a channel-major [C][kTile] scratch block (fp32
+// math, fp64 for fp64 logits); the steps of kernels/common.h: ftm_pixel run node by node with inner
+// loops over the tile's pixels (auto-vectorised; exp / log from vec_math.h); the gradient is written
+// once per element. Deterministic: loss partial sums per fixed tile, added in tile order.
+// GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated:
+// this file is compiled as with -fno-trapping-math (no code here reads floating-point exception flags).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -13,11 +19,12 @@
 
 #include "../ops_common.h"
 #include "cpu_common.h"
+#include "vec_math.h"
 
 namespace hssn {
 namespace {
 
-constexpr int64_t kTile = 64;
+constexpr int64_t kTile = 64;  // pixels per tile; the [C][kTile] passes run over the pixels (vectorised)
 
 struct FtmArgs {
   int num_c, depth;
@@ -32,57 +39,187 @@ struct FtmArgs {
   PixelLayout gll;
 };
 
+// The steps of kernels/common.h: ftm_pixel, run node by node over a channel-major [C][kTile] tile
+// (v: values, w: winners) so that every inner loop runs over kTile pixels.
+// 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
+template <class T>
+void tile_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up) {
+  for (int k = 0; k < num_c; ++k) {
+    const int c = bottom_up[k];
+    const int p = parent[c];
+    if (p < 0) continue;
+    const T* vc = v + c * kTile;
+    const int32_t* wc = w + c * kTile;
+    T* vp = v + p * kTile;
+    int32_t* wp = w + p * kTile;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) {
+      const bool take = (vc[i] > vp[i]) | ((vc[i] == vp[i]) & (wc[i] < wp[i]));
+      vp[i] = take ? vc[i] : vp[i];
+      wp[i] = take ? wc[i] : wp[i];
+    }
+  }
+}
+
+// 3. top-down: negative terms of the off-path nodes (w = -1 marks the path) into loss, and (grad) the
+// gradient owed to each winner carried down its chain, in place of v.
+template <int kGamma, bool kGrad, class T>
+void tile_top_down(T* v, const int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up, T gamma,
+                   T* loss) {
+  for (int k = num_c - 1; k >= 0; --k) {
+    const int c = bottom_up[k];
+    const int p = parent[c];
+    T* vc = v + c * kTile;
+    const int32_t* wc = w + c * kTile;
+    const T* vp = v + (p >= 0 ? p : c) * kTile;
+    const int32_t* wp = w + (p >= 0 ? p : c) * kTile;
+    const bool root = p < 0;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) {
+      T l, dz;
+      vneg_term<kGamma>(vc[i], gamma, &l, &dz);
+      const bool off_path = wc[i] != -1;
+      loss[i] += keep_if(l, off_path);
+      if constexpr (kGrad) {
+        const bool carry = !root & (wp[i] == wc[i]);
+        vc[i] = keep_if(dz + keep_if(vp[i], carry), off_path);
+      }
+    }
+  }
+}
+
+// 5. keep the gradient only where it landed: path nodes and the winners of their own chains.
+template <class T>
+void tile_keep(T* v, const int32_t* w, int num_c) {
+  for (int c = 0; c < num_c; ++c) {
+    T* vc = v + c * kTile;
+    const int32_t* wc = w + c * kTile;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) vc[i] = ((wc[i] != -1) & (wc[i] != c)) ? T(0) : vc[i];
+  }
+}
+
+// Whether a full tile's pixel offsets are consecutive (one contiguous run per channel).
+inline bool unit_stride(const int64_t* off, int64_t n) {
+  bool ok = n == kTile;
+  for (int i = 1; i < kTile; ++i) ok &= off[i] == off[0] + i;
+  return ok;
+}
+
+// The step-3 instantiation for this gamma (exact shortcuts for 0 and 2) and gradient flag.
+template <class T>
+auto top_down_kernel(double gamma, bool grad) {
+  using Fn = void (*)(T*, const int32_t*, int, const int32_t*, const int32_t*, T, T*);
+  static constexpr Fn kFns[2][3] = {{tile_top_down<0, false, T>, tile_top_down<1, false, T>, tile_top_down<2, false, T>},
+                                     {tile_top_down<0, true, T>, tile_top_down<1, true, T>, tile_top_down<2, true, T>}};
+  return kFns[grad ? 1 : 0][gamma == 2.0 ? 2 : (gamma == 0.0 ? 0 : 1)];
+}
+
 template <class scalar_t, class acc_t, class tgt_t>
 void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, PixelLayout tl, scalar_t* g,
                PixelLayout gl, int64_t gsc, float* loss_pix, double* partial, int64_t num_p, const FtmArgs& a) {
   const int64_t tiles = (num_p + kTile - 1) / kTile;
   const int num_c = a.num_c;
+  const acc_t gamma = static_cast<acc_t>(a.gamma);
+  const auto top_down = top_down_kernel<acc_t>(a.gamma, a.grad);
   at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
     std::vector<acc_t> v(static_cast<size_t>(num_c) * kTile);
-    std::vector<int16_t> w(static_cast<size_t>(num_c) * kTile);
+    std::vector<int32_t> w(static_cast<size_t>(num_c) * kTile);
     int64_t zoff[kTile], goff[kTile], y[kTile];
+    acc_t loss[kTile];
+    int32_t valid[kTile];
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, num_p - p0);
-      for (int64_t i = 0; i < n; ++i) {
-        zoff[i] = zl.offset(p0 + i);
-        goff[i] = g ? gl.offset(p0 + i) : 0;
-        const int64_t yi = static_cast<int64_t>(t[tl.offset(p0 + i)]);
+      bool any = false;
+      for (int64_t i = 0; i < kTile; ++i) {
+        const bool in = i < n;
+        zoff[i] = in ? zl.offset(p0 + i) : 0;
+        goff[i] = (in && g) ? gl.offset(p0 + i) : 0;
+        const int64_t yi = in ? static_cast<int64_t>(t[tl.offset(p0 + i)]) : -1;
         y[i] = (yi >= 0 && yi < num_c && a.leaf[yi]) ? yi : -1;  // ignored (or, defensively, invalid)
+        valid[i] = y[i] >= 0;
+        any |= y[i] >= 0;
+        loss[i] = acc_t(0);
       }
       bool nan[kTile] = {};
-      for (int c = 0; c < num_c; ++c) {
-        for (int64_t i = 0; i < n; ++i) {
-          const acc_t x = y[i] >= 0 ? static_cast<acc_t>(z[zoff[i] + c * zsc]) : acc_t(0);
-          v[i * num_c + c] = x;
-          w[i * num_c + c] = static_cast<int16_t>(c);
-          nan[i] |= x != x;
+      if (any) {
+        const bool dense = unit_stride(zoff, n);
+        for (int c = 0; c < num_c; ++c) {
+          acc_t* vc = v.data() + c * kTile;
+          int32_t* wc = w.data() + c * kTile;
+          if (dense) {
+            const scalar_t* zc = z + zoff[0] + c * zsc;
+            for (int i = 0; i < kTile; ++i) {
+              const acc_t x = static_cast<acc_t>(zc[i]);
+              vc[i] = valid[i] ? x : acc_t(0);
+            }
+          } else {
+            for (int i = 0; i < kTile; ++i) {  // zoff is 0 past the end: a readable element
+              const acc_t x = static_cast<acc_t>(z[zoff[i] + c * zsc]);
+              vc[i] = valid[i] ? x : acc_t(0);
+            }
+          }
+          for (int i = 0; i < kTile; ++i) {
+            wc[i] = c;
+            nan[i] |= vc[i] != vc[i];
+          }
         }
+        tile_bottom_up(v.data(), w.data(), num_c, a.parent, a.bottom_up);
+        for (int64_t i = 0; i < n; ++i) {  // 2. mark the target's path A(y)
+          if (y[i] < 0) continue;
+          const int32_t* anc = a.ancestors + y[i] * a.depth;
+          for (int k = 0; k < a.depth && anc[k] >= 0; ++k) w[anc[k] * kTile + i] = -1;
+        }
+        top_down(v.data(), w.data(), num_c, a.parent, a.bottom_up, gamma, loss);
+        for (int64_t i = 0; i < n; ++i) {  // 4. the path, root first: running min over A(v), positive terms
+          if (y[i] < 0) continue;
+          const int32_t* anc = a.ancestors + y[i] * a.depth;
+          int len = 0;
+          while (len < a.depth && anc[len] >= 0) ++len;
+          acc_t run_v = acc_t(0);
+          int run_i = -1;
+          for (int k = len - 1; k >= 0; --k) {
+            const int c = anc[k];
+            const acc_t zc = static_cast<acc_t>(z[zoff[i] + c * zsc]);
+            if (run_i < 0 || zc < run_v || (zc == run_v && c < run_i)) {
+              run_v = zc;
+              run_i = c;
+            }
+            const Term<acc_t> tp = focal_term(run_v, true, gamma);
+            loss[i] += tp.loss;
+            if (a.grad) v[run_i * kTile + i] += tp.dz;
+          }
+        }
+        if (a.grad) tile_keep(v.data(), w.data(), num_c);
       }
       double tile_sum = 0.0;
       for (int64_t i = 0; i < n; ++i) {
-        double loss = 0.0;
-        if (y[i] >= 0) {
-          const int64_t zo = zoff[i];
-          auto z_at = [&](int c) { return static_cast<acc_t>(z[zo + c * zsc]); };
-          loss = static_cast<double>(ftm_pixel<acc_t, int16_t>(v.data() + i * num_c, w.data() + i * num_c, 1, num_c, a.parent,
-                                                               a.bottom_up, a.ancestors + y[i] * a.depth, a.depth,
-                                                               z_at, static_cast<acc_t>(a.gamma), a.grad));
-          if (nan[i]) loss = std::numeric_limits<double>::quiet_NaN();
-        }
-        if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = static_cast<float>(loss);
-        tile_sum += loss;
+        double l = 0.0;
+        if (y[i] >= 0) l = nan[i] ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(loss[i]);
+        if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = static_cast<float>(l);
+        tile_sum += l;
       }
       if (a.reduction != 0) partial[tile] = tile_sum;
       if (!g) continue;
       acc_t scale[kTile];
       for (int64_t i = 0; i < n; ++i) {
         const double s = a.grad_loss ? static_cast<double>(a.grad_loss[a.gll.offset(p0 + i)]) : a.grad_scale;
-        scale[i] = static_cast<acc_t>(s);
+        scale[i] = y[i] >= 0 ? static_cast<acc_t>(s) : acc_t(0);
       }
-      for (int c = 0; c < num_c; ++c)
-        for (int64_t i = 0; i < n; ++i)
-          g[goff[i] + c * gsc] = static_cast<scalar_t>(y[i] >= 0 ? v[i * num_c + c] * scale[i] : acc_t(0));
+      const bool dense = unit_stride(goff, n);
+      for (int c = 0; c < num_c; ++c) {
+        const acc_t* vc = v.data() + c * kTile;
+        if (dense) {
+          scalar_t* gc = g + goff[0] + c * gsc;
+          for (int i = 0; i < kTile; ++i) {
+            const acc_t r = vc[i] * scale[i];
+            gc[i] = static_cast<scalar_t>(valid[i] ? r : acc_t(0));
+          }
+        } else {
+          for (int64_t i = 0; i < n; ++i) g[goff[i] + c * gsc] = static_cast<scalar_t>(y[i] >= 0 ? vc[i] * scale[i] : acc_t(0));
+        }
+      }
     }
   });
 }

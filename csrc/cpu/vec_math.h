@@ -1,0 +1,94 @@
+// exp / log written as plain arithmetic (Cephes polynomials, about 1 ulp in float32) so that loops over
+// the pixels of a tile auto-vectorise at -O3 without -ffast-math; float64 uses std::exp / std::log.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace hssn {
+
+inline float bits_to_float(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+inline int32_t float_to_bits(float f) { int32_t b; std::memcpy(&b, &f, 4); return b; }
+
+// exp(x) for x <= 0 (NaN propagates; 0 below -87.3 instead of a denormal). Selects of values only, no
+// branch holding arithmetic, so that GCC if-converts the loops (it does not speculate float ops).
+inline float vexp_nonpos(float x) {
+  const bool tiny = x < -87.3f;
+  x = tiny ? 0.0f : x;
+  const float magic = 12582912.0f;               // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + magic) - magic;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // Cody-Waite: ln2 = 0.693359375 - 2.12e-4
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float r2 = p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  return tiny ? 0.0f : r2;
+}
+
+// log(x) for a positive normal x (NaN propagates).
+inline float vlog_pos(float x) {
+  const int32_t b = float_to_bits(x);
+  float e = static_cast<float>(((b >> 23) & 0xff) - 126);
+  float m = bits_to_float((b & 0x007fffff) | 0x3f000000);  // x = m * 2^e, m in [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e -= small ? 1.0f : 0.0f;
+  m = m * (small ? 2.0f : 1.0f) - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return (m + y) + 0.693359375f * e;
+}
+
+// x where keep, else +0: a bit mask, not a select (GCC turns some selects feeding stores into branches).
+template <class T> inline T keep_if(T x, bool keep) {
+  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  I b;
+  std::memcpy(&b, &x, sizeof(T));
+  b &= -static_cast<I>(keep);
+  std::memcpy(&x, &b, sizeof(T));
+  return x;
+}
+
+inline double vexp_nonpos(double x) { return std::exp(x); }
+inline double vlog_pos(double x) { return std::log(x); }
+
+// x^gamma from log x: kGamma 0 and 2 are exact shortcuts, kGamma 1 means any other gamma.
+template <int kGamma, class T> inline T vfocal_pow(T x, T log_x, T gamma) {
+  if constexpr (kGamma == 2) return x * x;
+  else if constexpr (kGamma == 0) return T(1);
+  else return vexp_nonpos(gamma * log_x);
+}
+
+// Negative focal term -p^g log(1-p) at p = sigmoid(z) and its derivative (kernels/common.h: focal_term
+// with positive = false, same formulas).
+template <int kGamma, class T> inline void vneg_term(T z, T gamma, T* loss, T* dz) {
+  const T e = vexp_nonpos(z < T(0) ? z : -z);
+  const T u = T(1) + e;
+  const T inv = T(1) / u;
+  const T log1p_e = vlog_pos(u) + (e - (u - T(1))) * inv;
+  const T p = z >= T(0) ? inv : e * inv;
+  const T q = z >= T(0) ? e * inv : inv;
+  const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
+  const T log_q = log_p - z;
+  const T wp = vfocal_pow<kGamma>(p, log_p, gamma);
+  *loss = -wp * log_q;
+  *dz = wp * (p - gamma * q * log_q);
+}
+
+}  // namespace hssn
