@@ -1,0 +1,126 @@
+"""Ahead-of-time compile every hssn Triton kernel for an NVIDIA target and print registers / spills.
+
+No GPU needed: ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` produces the
+cubin, and the ``cuobjdump --dump-resource-usage`` shipped inside the triton package reads its
+registers and stack (spills show as STACK / spill bytes in the PTXAS log).
+
+    python tools/triton_resources.py [--arch 90 80] [--channels 26 166] [--json out.json]
+
+Must run WITHOUT ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    sys.exit("tools/triton_resources.py compiles real kernels: unset TRITON_INTERPRET")
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hssn_kernels import focal_tree_min as ftm  # noqa: E402
+from hssn_kernels import path_argmax as pam  # noqa: E402
+from hssn_kernels import tree_triplet as tt  # noqa: E402
+
+
+def _sig(fn, types: dict[str, str], constexprs: dict[str, object]) -> dict[str, str]:
+    """Full signature: every non-constexpr argument typed from ``types`` (default i32)."""
+    return {name: ("constexpr" if name in constexprs else types.get(name, "i32")) for name in fn.arg_names}
+
+
+def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32") -> list[tuple[str, object, dict, dict, int]]:
+    """(label, jit fn, signature, constexprs, num_warps) for every kernel at ``channels`` / ``depth``."""
+    c_pad = triton.next_power_of_2(channels)
+    block_p, warps = ftm._config(c_pad)
+    ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "ppos_ptr", "path_ptr")}
+    ftm_types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
+                 "grad_ptr": f"*{logits_dtype}", "count_ptr": "*i64", "gamma": "fp32", **ptr32}
+    specs = []
+    for label, red, loss, grad, per_pixel in (("ftm fwd+grad (mean)", 2, True, True, False),
+                                             ("ftm fwd only (none)", 0, True, False, False),
+                                             ("ftm bwd (none)", 0, False, True, True)):
+        cx = dict(DEPTH=depth, LOG_C=channels.bit_length(), BLOCK_P=block_p, C_PAD=c_pad, REDUCTION=red,
+                  COMPUTE_LOSS=loss, COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False)
+        specs.append((f"{label} C={channels} {logits_dtype}", ftm._ftm_kernel,
+                      _sig(ftm._ftm_kernel, ftm_types, cx), cx, warps))
+    block_p, warps = pam._config(c_pad)
+    cx = dict(DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, WITH_LEVELS=True, FP64=False)
+    pam_types = {"z_ptr": f"*{logits_dtype}", "parent_ptr": "*i32", "leaf_index_ptr": "*i32",
+                 "level_map_ptr": "*i64", "leaf_out_ptr": "*i64", "level_out_ptr": "*i64"}
+    specs.append((f"path_argmax C={channels} {logits_dtype}", pam._path_argmax_kernel,
+                  _sig(pam._path_argmax_kernel, pam_types, cx), cx, warps))
+    return specs
+
+
+def triplet_specs(embed: int = 256) -> list[tuple[str, object, dict, dict, int]]:
+    cx = dict(MODE=0, BLOCK=256)
+    types = {"t_ptr": "*i64", "csum_ptr": "*i32", "leaf_index_ptr": "*i32", "dist_ptr": "*i32",
+             "out_ptr": "*i64", "count_ptr": "*i64", "seed": "i64"}
+    specs = [("sample_triplets", tt._sample_kernel, _sig(tt._sample_kernel, types, cx), cx, 4)]
+    block_e = tt._block_e(embed)
+    cx = dict(HIER_MARGIN=True, DIST=0, COMPUTE_GRAD=True, BLOCK_E=block_e)
+    types = {"e_ptr": "*fp32", "t_ptr": "*i64", "trip_ptr": "*i64", "count_ptr": "*i64", "leaf_index_ptr": "*i32",
+             "dist_ptr": "*i32", "hinge_ptr": "*fp32", "part_ptr": "*fp32", "margin_eps": "fp32",
+             "margin_scale": "fp32", "inv_two_height": "fp32", "eps": "fp32"}
+    specs.append((f"triplet fwd+grad E={embed}", tt._triplet_kernel, _sig(tt._triplet_kernel, types, cx), cx, 4))
+    cx = dict(BLOCK_E=block_e)
+    types = {"part_ptr": "*fp32", "key_ptr": "*i64", "order_ptr": "*i64", "run_end_ptr": "*i64", "grad_ptr": "*fp32"}
+    specs.append((f"triplet grad gather E={embed}", tt._gather_grad_kernel,
+                  _sig(tt._gather_grad_kernel, types, cx), cx, 4))
+    return specs
+
+
+def _cuobjdump() -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump")
+
+
+def resources(fn, signature: dict, constexprs: dict, num_warps: int, arch: int) -> dict:
+    """Compile for sm_``arch`` and return {regs, stack, spill_stores, spill_loads, shared}."""
+    target = GPUTarget("cuda", arch, 32)
+    kernel = triton.compile(ASTSource(fn, signature=signature, constexprs=constexprs), target=target,
+                            options={"num_warps": num_warps})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(kernel.asm["cubin"])
+        text = subprocess.run([_cuobjdump(), "--dump-resource-usage", str(path)], capture_output=True,
+                              text=True, check=True).stdout
+    found = dict(re.findall(r"(REG|STACK|SHARED):(\d+)", text))
+    ptx = kernel.asm["ptx"]
+    spill_lines = re.findall(r"\.local\b", ptx)
+    return {"regs": int(found.get("REG", -1)), "stack": int(found.get("STACK", -1)),
+            "shared": int(kernel.metadata.shared), "local_decls_in_ptx": len(spill_lines)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[90, 80])
+    parser.add_argument("--channels", type=int, nargs="+", default=[26, 166])
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    specs = [s for c in args.channels for s in kernel_specs(c, args.depth, args.dtype)] + triplet_specs()
+    rows = []
+    print(f"{'kernel':40s} {'arch':>5s} {'warps':>5s} {'regs':>5s} {'stack':>6s} {'smem':>6s}")
+    for arch in args.arch:
+        for label, fn, sig, cx, warps in specs:
+            res = resources(fn, sig, cx, warps, arch)
+            rows.append({"kernel": label, "arch": arch, "num_warps": warps, **res})
+            print(f"{label:40s} {arch:5d} {warps:5d} {res['regs']:5d} {res['stack']:6d} {res['shared']:6d}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 1 if any(r["stack"] != 0 for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
