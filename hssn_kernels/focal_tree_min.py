@@ -24,6 +24,9 @@ from .hierarchy import ClassHierarchy
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 
+_empty = torch.empty
+"""Allocator of every kernel output (the tests swap in a poisoning one to catch unwritten elements)."""
+
 
 # ----------------------------------------------------------------------------- kernel
 @triton.jit
@@ -146,9 +149,9 @@ def _ftm_kernel(
         loss = tl.where(has_nan, float("nan"), loss)
         loss = tl.where(valid, loss, 0.0)
         if REDUCTION == 0:
-            tl.store(loss_ptr + pix, loss.to(tl.float32), mask=pmask)
+            tl.store(loss_ptr + pix, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
         else:
-            tl.store(loss_ptr + pid, tl.sum(loss, axis=0).to(tl.float32))
+            tl.store(loss_ptr + pid, tl.sum(loss, axis=0).to(loss_ptr.dtype.element_ty))
 
     if COMPUTE_GRAD:
         base = tl.where(neg, wp * (tl.exp(lp) - gamma * tl.exp(lq) * lq), zero)
@@ -203,10 +206,10 @@ def ftm_tables(hierarchy: ClassHierarchy, device: torch.device | str) -> tuple[t
 
 # ----------------------------------------------------------------------------- launcher
 def _config(c_pad: int) -> tuple[int, int]:
-    """(BLOCK_P, num_warps): a tile of about 2048 elements (measured spill-free, see docs/triton.md)."""
-    block_p = max(1, min(64, 2048 // c_pad))
-    num_warps = 4 if block_p * c_pad <= 2048 else 8
-    return block_p, num_warps
+    """(BLOCK_P, num_warps): a 512-element tile, 2 elements per thread (spill-free for C <= 256 on
+    sm_80/sm_90, measured with tools/triton_resources.py; wider trees spill but stay correct)."""
+    block_p = max(1, min(64, 512 // c_pad))
+    return block_p, max(1, min(8, block_p * c_pad // 64))
 
 
 def _pixel_strides(x: torch.Tensor, channel_dim: bool) -> tuple[int, int, int, int, int, int]:
@@ -218,6 +221,10 @@ def _pixel_strides(x: torch.Tensor, channel_dim: bool) -> tuple[int, int, int, i
     if x.dim() == 1:
         return x.shape[0], 1, 1, x.stride(0), 0, 0
     return x.shape[0], x.shape[1], x.shape[2], x.stride(0), x.stride(1), x.stride(2)
+
+
+def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out):
@@ -232,11 +239,12 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     grid = triton.cdiv(num_p, block_p)
     dev = logits.device
     count = (target != ignore_index).sum()
+    loss_dtype = _loss_dtype(logits)
     if reduction == 0:
-        loss = torch.empty(num_p, dtype=torch.float32, device=dev)
+        loss = _empty(num_p, dtype=loss_dtype, device=dev)
     else:
-        loss = torch.zeros(max(grid, 1), dtype=torch.float32, device=dev)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
+        loss = torch.zeros(max(grid, 1), dtype=loss_dtype, device=dev)
+    grad = _empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
     per_pixel = grad_out is not None
     if per_pixel:
         _, _, _, s_ob, s_oh, s_ow = _pixel_strides(grad_out, False)
@@ -270,7 +278,7 @@ def _pixel_shape(logits: torch.Tensor) -> tuple[int, ...]:
 def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, size: torch.Tensor,
                 parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
                 reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss (fp32: () for sum/mean, pixel-shaped for none) and, when ``compute_grad`` and reduction is
+    """Loss (fp32, fp64 for fp64 logits: () for sum/mean, pixel-shaped for none) and, when ``compute_grad`` and reduction is
     sum/mean, d loss / d logits in the logits' dtype (already divided by the valid count for mean)."""
     with_grad = compute_grad and reduction != 0
     loss, grad, count = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index,
@@ -289,7 +297,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 @ftm_forward.register_fake
 def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad):
     shape = _pixel_shape(logits) if reduction == 0 else ()
-    loss = logits.new_empty(shape, dtype=torch.float32)
+    loss = logits.new_empty(shape, dtype=_loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
     return loss, grad
 

@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import focal_tree_min as _ftm
 from .focal_tree_min import _pixel_strides
 from .hierarchy import ClassHierarchy
 
@@ -61,8 +62,9 @@ def _path_argmax_kernel(
 
 
 def _config(c_pad: int) -> tuple[int, int]:
-    block_p = max(1, min(128, 4096 // c_pad))
-    return block_p, 4 if block_p * c_pad <= 2048 else 8
+    """(BLOCK_P, num_warps): a 1024-element tile, 4 elements per thread (see docs/triton.md)."""
+    block_p = max(1, min(128, 1024 // c_pad))
+    return block_p, max(1, min(8, block_p * c_pad // 128))
 
 
 @torch.library.custom_op("hssn::triton_path_argmax", mutates_args=())
@@ -77,8 +79,8 @@ def path_argmax(logits: torch.Tensor, parent: torch.Tensor, leaf_index: torch.Te
     nb, nh, nw, s_zb, s_zh, s_zw = _pixel_strides(logits, True)
     pix_shape = (logits.shape[0],) + tuple(logits.shape[2:])
     num_p = nb * nh * nw
-    leaf = torch.empty(pix_shape, dtype=torch.int64, device=logits.device)
-    levels = torch.empty(((depth,) + pix_shape) if with_levels else (0,), dtype=torch.int64, device=logits.device)
+    leaf = _ftm._empty(pix_shape, dtype=torch.int64, device=logits.device)
+    levels = _ftm._empty(((depth,) + pix_shape) if with_levels else (0,), dtype=torch.int64, device=logits.device)
     if num_p > 0:
         c_pad = triton.next_power_of_2(num_c)
         block_p, num_warps = _config(c_pad)

@@ -1,0 +1,61 @@
+"""Triton path argmax vs the reference (under TRITON_INTERPRET=1 on CPU)."""
+import pytest
+import torch
+
+from hssn_kernels import reference as ref
+from hssn_kernels.path_argmax import hierarchical_argmax
+from triton_helpers import poisoned  # noqa: F401
+from trees import chain_tree, cityscapes_like, random_tree, wide_tree
+
+TREES = [cityscapes_like, lambda: random_tree(6, max_depth=4), lambda: chain_tree(16, 2), wide_tree]
+
+
+def _leaf_scores(logits, hierarchy):
+    """(P, L) fp32 root-path score sums, for near-tie diagnostics."""
+    s = torch.sigmoid(logits.movedim(1, -1).reshape(-1, logits.shape[1]).float())
+    return torch.stack([s[:, list(hierarchy.ancestors(leaf))].sum(1) for leaf in hierarchy.leaves], 1)
+
+
+def _check(logits, hierarchy):
+    want = ref.hierarchical_argmax(logits, hierarchy)
+    got, levels = hierarchical_argmax(logits, hierarchy, levels=True)
+    assert got.dtype == torch.int64 and got.shape == want.shape
+    differ = got != want
+    if differ.any():  # only sigmoid ulp differences on near ties are tolerated
+        scores = _leaf_scores(logits, hierarchy)[differ.reshape(-1)]
+        pos = {c: i for i, c in enumerate(hierarchy.leaves)}
+        gi = torch.tensor([pos[int(c)] for c in got[differ]])
+        wi = torch.tensor([pos[int(c)] for c in want[differ]])
+        gap = (scores.gather(1, gi[:, None]) - scores.gather(1, wi[:, None])).abs()
+        assert (gap < 1e-5).all()
+    table = hierarchy.tables("cpu").level_map
+    assert levels.shape == (hierarchy.height,) + tuple(got.shape)
+    for lvl in range(hierarchy.height):
+        assert torch.equal(levels[lvl], table[lvl][got])
+
+
+@pytest.mark.parametrize("make", TREES)
+def test_matches_reference(make, poisoned):  # noqa: F811
+    hierarchy = make()
+    _check(torch.randn(2, hierarchy.num_channels, 3, 5) * 2, hierarchy)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_dtypes(dtype, poisoned):  # noqa: F811
+    hierarchy = cityscapes_like()
+    _check((torch.randn(1, 26, 4, 5) * 2).to(dtype), hierarchy)
+
+
+def test_non_contiguous_and_flat(poisoned):  # noqa: F811
+    hierarchy = cityscapes_like()
+    _check(torch.randn(2, 30, 3, 5)[:, 1:27], hierarchy)
+    _check(torch.randn(2, 26, 5, 3).transpose(2, 3), hierarchy)
+    _check(torch.randn(26, 19).t(), hierarchy)
+
+
+def test_ties_lowest_leaf_and_empty(poisoned):  # noqa: F811
+    hierarchy = random_tree(9, max_depth=3)
+    x = torch.zeros(5, hierarchy.num_channels)
+    assert torch.equal(hierarchical_argmax(x, hierarchy), ref.hierarchical_argmax(x, hierarchy))
+    leaf = hierarchical_argmax(torch.zeros(0, hierarchy.num_channels, 2, 2), hierarchy)
+    assert leaf.shape == (0, 2, 2)

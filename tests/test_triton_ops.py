@@ -1,0 +1,88 @@
+"""The Triton custom ops: opcheck, torch.compile(fullgraph=True), and the "triton" backend entry."""
+import os
+
+import pytest
+import torch
+
+import hssn_kernels as hk
+from hssn_kernels import triton_backend
+from hssn_kernels.focal_tree_min import ftm_backward, ftm_forward, ftm_tables
+from hssn_kernels.path_argmax import path_argmax
+from hssn_kernels.tree_triplet import sample_triplets, triplet_forward
+from triton_helpers import random_targets
+from trees import cityscapes_like
+
+H = cityscapes_like()
+
+
+def _opcheck(op, args):
+    torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_opcheck_ftm():
+    tabs = ftm_tables(H, "cpu")
+    x = torch.randn(1, 26, 2, 3, requires_grad=True)
+    t = random_targets(H, (1, 2, 3))
+    for reduction, grad in ((2, True), (1, False), (0, False)):
+        _opcheck(ftm_forward, (x, t, *tabs, 2.0, 255, reduction, grad))
+    _opcheck(ftm_backward, (torch.randn(1, 2, 3), x.detach(), t, *tabs, 2.0, 255))
+
+
+def test_opcheck_argmax_and_triplets():
+    tabs = H.tables("cpu")
+    _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.parent, tabs.leaf_index, tabs.level_map, True))
+    t = random_targets(H, (1, 3, 4))
+    _opcheck(sample_triplets, (t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0))
+    table, count = sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0)
+    e = torch.randn(1, 5, 3, 4, requires_grad=True)
+    _opcheck(triplet_forward, (e, t, table, count, tabs.leaf_index, tabs.tree_distance, 0.1, 0.5, H.height,
+                               True, 0, True))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 26, 1)
+
+        def forward(self, x, t):
+            z = self.conv(x)
+            loss = hk.focal_tree_min_loss(z, t, H, backend="triton", validate=False, nan_policy="propagate")
+            return loss + 0.1 * hk.tree_triplet_loss(x, t, H, num_triplets=8, backend="triton", validate=False)
+
+    model = Head()
+    x = torch.randn(1, 4, 3, 4)
+    t = random_targets(H, (1, 3, 4))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, t)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager = model(x, t)
+    eager.backward()
+    torch.testing.assert_close(loss, eager)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_backend_entry():
+    assert triton_backend.unavailable_reason(torch.device("cpu")) is None  # conftest sets TRITON_INTERPRET=1
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    assert triton_backend.unavailable_reason(torch.device("meta")) is not None
+    x = torch.randn(2, 26, 3, 3)
+    t = random_targets(H, (2, 3, 3))
+    torch.testing.assert_close(hk.focal_tree_min_loss(x, t, H, backend="triton"),
+                               hk.focal_tree_min_loss(x, t, H, backend="reference"))
+    leaf, levels = hk.hierarchical_argmax(x, H, backend="triton", levels=True)
+    assert torch.equal(leaf, hk.hierarchical_argmax(x, H, backend="reference"))
+    a = hk.sample_triplets(t, H, 10, seed=4, backend="triton")
+    b = hk.sample_triplets(t, H, 10, seed=4, backend="reference")
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_cpu_needs_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    reason = triton_backend.unavailable_reason(torch.device("cpu"))
+    assert reason is not None and "TRITON_INTERPRET=1" in reason
