@@ -124,3 +124,17 @@ def test_never_below_bce():
     tm = focal_tree_min_loss(x, t, hierarchy, 0.0, 255, "none")
     bce = ref.bce_loss(x, t, hierarchy, reduction="none")
     assert (tm >= bce - 1e-5).all()
+
+
+def test_thousand_channels():
+    hierarchy = wide_tree(900, 80, 20)  # 1000 channels: the generic tile path at C_PAD = 1024
+    x = torch.randn(3, hierarchy.num_channels) * 3
+    t = torch.tensor(hierarchy.leaves)[torch.randint(hierarchy.num_leaves, (3,))]
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    la = ref.focal_tree_min_loss(a, t, hierarchy, 2.0, -1, "sum")
+    lb = focal_tree_min_loss(b, t, hierarchy, 2.0, -1, "sum")
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(b.grad, a.grad, **TOL[torch.float32])
