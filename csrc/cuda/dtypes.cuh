@@ -63,5 +63,20 @@ constexpr int kMaxScratchBlocks = 256;    // blocks when the tile lives in globa
 
 __host__ __device__ inline size_t align16(size_t x) { return (x + 15) / 16 * 16; }
 
+// Launch shape for a kernel with `fixed` shared bytes of tables and `per_thread` bytes per pixel column:
+// the tile in shared memory when it fits, else (very wide trees) 32 threads over a global scratch.
+inline TileConfig make_tile_config(size_t fixed, size_t per_thread, int64_t num_p) {
+  TileConfig cfg{};
+  cfg.threads = tile_threads(fixed, per_thread, kSmemLimit);
+  const bool scratch = cfg.threads == 0;
+  if (scratch) cfg.threads = 32;
+  cfg.smem = scratch ? fixed : fixed + per_thread * cfg.threads;
+  const int max_blocks = scratch ? kMaxScratchBlocks : kMaxBlocks;
+  const int64_t tiles = (num_p + cfg.threads - 1) / cfg.threads;
+  cfg.blocks = static_cast<int>(tiles < max_blocks ? (tiles > 0 ? tiles : 1) : max_blocks);
+  cfg.scratch_bytes = scratch ? per_thread * cfg.threads * cfg.blocks : 0;
+  return cfg;
+}
+
 }  // namespace cuda
 }  // namespace hssn

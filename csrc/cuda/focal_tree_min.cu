@@ -90,16 +90,7 @@ __global__ void ftm_kernel(FtmParams p) {
 TileConfig ftm_config(int num_c, int64_t num_p) {
   const size_t fixed = align16(static_cast<size_t>(num_c) * 9);
   const size_t per_thread = static_cast<size_t>(num_c) * 6;
-  TileConfig cfg{};
-  cfg.threads = tile_threads(fixed, per_thread, kSmemLimit);
-  const bool scratch = cfg.threads == 0;  // very wide trees: the tile lives in global memory
-  if (scratch) cfg.threads = 32;
-  cfg.smem = scratch ? fixed : fixed + per_thread * cfg.threads;
-  const int max_blocks = scratch ? kMaxScratchBlocks : kMaxBlocks;
-  const int64_t tiles = (num_p + cfg.threads - 1) / cfg.threads;
-  cfg.blocks = static_cast<int>(tiles < max_blocks ? (tiles > 0 ? tiles : 1) : max_blocks);
-  cfg.scratch_bytes = scratch ? per_thread * cfg.threads * cfg.blocks : 0;
-  return cfg;
+  return make_tile_config(fixed, per_thread, num_p);
 }
 
 cudaError_t launch_ftm(const FtmParams& p, const TileConfig& cfg, cudaStream_t stream) {

@@ -45,16 +45,7 @@ __global__ void path_argmax_kernel(PathParams p) {
 TileConfig path_config(int num_c, int num_leaves, int64_t num_p) {
   const size_t fixed = align16(sizeof(int32_t) * (2 * static_cast<size_t>(num_c) + num_leaves));
   const size_t per_thread = static_cast<size_t>(num_c) * sizeof(float);
-  TileConfig cfg{};
-  cfg.threads = tile_threads(fixed, per_thread, kSmemLimit);
-  const bool scratch = cfg.threads == 0;
-  if (scratch) cfg.threads = 32;
-  cfg.smem = scratch ? fixed : fixed + per_thread * cfg.threads;
-  const int max_blocks = scratch ? kMaxScratchBlocks : kMaxBlocks;
-  const int64_t tiles = (num_p + cfg.threads - 1) / cfg.threads;
-  cfg.blocks = static_cast<int>(tiles < max_blocks ? (tiles > 0 ? tiles : 1) : max_blocks);
-  cfg.scratch_bytes = scratch ? per_thread * cfg.threads * cfg.blocks : 0;
-  return cfg;
+  return make_tile_config(fixed, per_thread, num_p);
 }
 
 cudaError_t launch_path_argmax(const PathParams& p, const TileConfig& cfg, cudaStream_t stream) {
