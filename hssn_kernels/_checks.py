@@ -35,14 +35,21 @@ def check_ignore_index(ignore_index: int, hierarchy: ClassHierarchy) -> int:
     return ignore_index
 
 
-def check_target(target, like: torch.Tensor, name: str = "logits", channel_dim: bool = True) -> None:
-    """``target`` must be an integer tensor shaped like ``like`` without its channel dim, on its device."""
+def check_target(target, like: torch.Tensor, name: str = "logits", channel_dim: bool = True, upsample=None) -> None:
+    """``target`` must be an integer tensor shaped like ``like`` without its channel dim, on its device.
+
+    With ``upsample`` set, ``like`` must be (B, C, h, w) and target (B, H, W) of any H, W > 0."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target must be an integer tensor of leaf channel ids, got {target.dtype}")
     expected = (like.shape[0],) + tuple(like.shape[2:]) if channel_dim else tuple(like.shape)
-    if tuple(target.shape) != expected:
+    if upsample is not None:
+        if like.dim() != 4 or target.dim() != 3 or target.shape[0] != like.shape[0] or 0 in target.shape[1:] \
+                or 0 in like.shape[2:]:
+            raise ValueError(f"upsample={upsample!r} needs {name} (B, C, h, w) and target (B, H, W) with the same B "
+                             f"and nonzero sizes, got {name} {tuple(like.shape)} and target {tuple(target.shape)}")
+    elif tuple(target.shape) != expected:
         raise ValueError(f"target shape {tuple(target.shape)} does not match {name} shape {tuple(like.shape)}: expected {expected}")
     if target.device != like.device:
         raise ValueError(f"target is on {target.device} but {name} are on {like.device}")

@@ -103,10 +103,14 @@ def _choose(name: str, device_type: str, device_index: int, op: str) -> str:
     return name
 
 
+def resolve_name(name: str, device: torch.device, op: str) -> str:
+    """The backend name that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above."""
+    return _choose(name, device.type, -1 if device.index is None else device.index, op)
+
+
 def resolve(name: str, device: torch.device, op: str) -> ModuleType:
     """The module that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above."""
-    chosen = _choose(name, device.type, -1 if device.index is None else device.index, op)
-    return _LOADED[chosen][0]
+    return _LOADED[resolve_name(name, device, op)][0]
 
 
 def available(device: torch.device | str) -> dict[str, str | None]:

@@ -340,6 +340,20 @@ def _backward(ctx, grad_loss, _grad_grad):
 ftm_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
+               reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
+    return ftm_forward(logits, target, *ftm_tables(hierarchy, logits.device), float(gamma), int(ignore_index),
+                       int(reduction), bool(compute_grad))
+
+
+def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
+                        gamma: float, ignore_index: int) -> torch.Tensor:
+    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped fp32."""
+    return ftm_backward(weights, logits, target, *ftm_tables(hierarchy, logits.device), float(gamma),
+                        int(ignore_index))
+
+
 def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
                         gamma: float = 2.0, ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
     """Focal tree-min loss with the Triton kernel; inputs validated upstream. Returns the logits' dtype."""

@@ -13,13 +13,15 @@ import torch
 
 from . import _checks, backends
 from . import reference as _ref
+from . import upsample as _up
 from .hierarchy import ClassHierarchy
 
 
-def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate):
+def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False):
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
-    _checks.check_target(target, logits)
+    _up.check_upsample(upsample, align_corners)
+    _checks.check_target(target, logits, upsample=upsample)
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index, hierarchy)
     if validate:
@@ -36,26 +38,44 @@ def focal_tree_min_loss(
     backend: str = "auto",
     validate: bool = True,
     nan_policy: str = "raise",
+    upsample: str | None = None,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C) float; target (B, H, W) | (N,) int leaf ids.
 
     Returns a scalar (``"mean"``/``"sum"``) or the per-pixel map (``"none"``) in the logits' dtype.
+    ``upsample="bilinear"``: logits (B, C, h, w) of any smaller (or larger) size are resized to the target's
+    (H, W) as ``F.interpolate(logits, (H, W), mode="bilinear", align_corners=align_corners)`` would; the
+    fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
+    gradient on the low-res logits), the reference computes that expression.
     """
-    _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate)
+    _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners)
     _checks.check_nan_policy(nan_policy)
     if not (gamma >= 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-    impl = backends.resolve(backend, logits.device, "focal_tree_min_loss")
-    loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction)
+    name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss")
+    impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
+    if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
+        loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction)
+    elif name == "reference":
+        loss = _ref.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
+                                        validate=False, upsample=upsample, align_corners=align_corners)
+    else:
+        red = _checks.REDUCTIONS.index(reduction)
+        compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
+        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), float(gamma), int(ignore_index), red,
+                                    align_corners, name, compute_grad)
+        loss = loss.to(logits.dtype)
     if nan_policy == "raise":
         _checks.raise_on_nan(loss, "focal tree-min loss")
     return loss
 
 
 def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", backend="auto", validate=True,
-                  nan_policy="raise"):
+                  nan_policy="raise", upsample=None, align_corners=False):
     """Tree-min loss (Eq. 5) = focal tree-min loss with gamma = 0."""
-    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, backend, validate, nan_policy)
+    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, backend, validate, nan_policy,
+                               upsample, align_corners)
 
 
 def hierarchical_argmax(
@@ -64,19 +84,40 @@ def hierarchical_argmax(
     backend: str = "auto",
     levels: bool = False,
     ignore_index: int = 255,
-) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    size: tuple[int, int] | None = None,
+    align_corners: bool = False,
+    violations: bool = False,
+):
     """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel ids, lowest leaf on ties.
 
-    With ``levels=True`` also returns ``[map at level 1, ..., map at level D]`` (level D = the leaf map).
+    ``size=(H, W)``: the leaf map of the bilinearly upsampled (B, C, h, w) logits at (H, W), band by band
+    (no (B, C, H, W) tensor); equals path inference on ``F.interpolate(logits, (H, W), mode="bilinear",
+    align_corners=align_corners)``. With ``levels=True`` also returns ``[map at level 1, ..., map at
+    level D]`` (level D = the leaf map); with ``violations=True`` (needs ``size``) also the (B, H, W) bool
+    map of :func:`hssn_kernels.upsample.tree_violations` of the upsampled logits. Extra results follow
+    the leaf map in that order.
     """
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
     impl = backends.resolve(backend, logits.device, "hierarchical_argmax")
-    leaf = impl.hierarchical_argmax(logits, hierarchy)
-    if not levels:
-        return leaf
-    table = hierarchy.tables(leaf.device).level_map
-    return leaf, [table[lvl][leaf] for lvl in range(hierarchy.height)]
+    viol = None
+    if size is not None:
+        size = _up.check_size(size)
+        _up.check_upsample("bilinear", align_corners)
+        if logits.dim() != 4:
+            raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
+        leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, align_corners, impl, violations)
+    elif violations:
+        raise ValueError("violations=True needs size=(H, W)")
+    else:
+        leaf = impl.hierarchical_argmax(logits, hierarchy)
+    extra = []
+    if levels:
+        table = hierarchy.tables(leaf.device).level_map
+        extra.append([table[lvl][leaf] for lvl in range(hierarchy.height)])
+    if violations:
+        extra.append(viol)
+    return (leaf, *extra) if extra else leaf
 
 
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
@@ -156,6 +197,7 @@ def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin
 
 
 def _reference_only(fn):
+    """An ablation loss with only the reference backend; ``upsample=`` computes the F.interpolate expression."""
     def wrapper(logits, target, hierarchy, *args, backend="auto", **kwargs):
         if backend not in ("auto", "reference"):
             raise RuntimeError(f"{fn.__name__} has only the 'reference' backend, got backend={backend!r}")

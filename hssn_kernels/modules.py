@@ -11,13 +11,18 @@ from . import functional as Fn
 from .hierarchy import ClassHierarchy
 
 SEGMENTATION_LOSSES = {
-    "ftm": lambda z, t, h, gamma, ii, backend: Fn.focal_tree_min_loss(z, t, h, gamma, ii, "mean", backend),
-    "tm": lambda z, t, h, gamma, ii, backend: Fn.focal_tree_min_loss(z, t, h, 0.0, ii, "mean", backend),
-    "bce": lambda z, t, h, gamma, ii, backend: Fn.bce_loss(z, t, h, ii),
-    "focal": lambda z, t, h, gamma, ii, backend: Fn.focal_bce_loss(z, t, h, gamma, ii),
-    "cce": lambda z, t, h, gamma, ii, backend: Fn.leaf_cross_entropy(z, t, h, ii),
+    "ftm": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_tree_min_loss(
+        z, t, h, gamma, ii, "mean", backend, **checks, **up),
+    "tm": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_tree_min_loss(
+        z, t, h, 0.0, ii, "mean", backend, **checks, **up),
+    "bce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.bce_loss(z, t, h, ii, validate=checks["validate"], **up),
+    "focal": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_bce_loss(
+        z, t, h, gamma, ii, validate=checks["validate"], **up),
+    "cce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.leaf_cross_entropy(
+        z, t, h, ii, validate=checks["validate"], **up),
 }
-"""Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy."""
+"""Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy.
+``up`` = ``{"upsample", "align_corners"}``, ``checks`` = ``{"validate", "nan_policy"}``."""
 
 TRIPLET_VARIANTS = {
     "hierarchy": dict(mode="tree", hierarchy_margin=True),
@@ -28,17 +33,21 @@ TRIPLET_VARIANTS = {
 
 
 class FocalTreeMinLoss(nn.Module):
-    """Focal tree-min loss (Eq. 6) as a module; ``forward(logits, target)``."""
+    """Focal tree-min loss (Eq. 6) as a module; ``forward(logits, target)``. ``upsample="bilinear"``: logits
+    at any resolution, upsampled inside the loss (see :func:`hssn_kernels.focal_tree_min_loss`)."""
 
     def __init__(self, hierarchy: ClassHierarchy, gamma: float = 2.0, ignore_index: int = 255,
-                 reduction: str = "mean", backend: str = "auto"):
+                 reduction: str = "mean", backend: str = "auto", upsample: str | None = None,
+                 align_corners: bool = False):
         super().__init__()
         self.hierarchy, self.gamma, self.ignore_index = hierarchy, gamma, ignore_index
         self.reduction, self.backend = reduction, backend
+        self.upsample, self.align_corners = upsample, align_corners
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return Fn.focal_tree_min_loss(logits, target, self.hierarchy, self.gamma, self.ignore_index,
-                                      self.reduction, self.backend)
+                                      self.reduction, self.backend, upsample=self.upsample,
+                                      align_corners=self.align_corners)
 
 
 class TreeTripletLoss(nn.Module):
@@ -49,8 +58,9 @@ class TreeTripletLoss(nn.Module):
 
     def __init__(self, hierarchy: ClassHierarchy, num_triplets: int = 200, margin_eps: float = 0.1,
                  margin_scale: float = 0.5, variant: str = "hierarchy", distance: str = "cosine",
-                 ignore_index: int = 255, backend: str = "auto"):
+                 ignore_index: int = 255, backend: str = "auto", validate: bool = True):
         super().__init__()
+        self.validate = validate
         if variant not in TRIPLET_VARIANTS:
             raise ValueError(f"triplet variant must be one of {tuple(TRIPLET_VARIANTS)}, got {variant!r}")
         self.hierarchy, self.num_triplets = hierarchy, num_triplets
@@ -63,7 +73,7 @@ class TreeTripletLoss(nn.Module):
         opts = TRIPLET_VARIANTS[self.variant]
         return Fn.tree_triplet_loss(embeddings, target, self.hierarchy, self.num_triplets, self.margin_eps,
                                     self.margin_scale, opts["hierarchy_margin"], self.distance, seed,
-                                    self.ignore_index, self.backend, mode=opts["mode"])
+                                    self.ignore_index, self.backend, self.validate, mode=opts["mode"])
 
 
 def cosine_beta(step: int, total_steps: int, beta_max: float = 0.5) -> float:
@@ -78,8 +88,10 @@ class HierarchicalLoss(nn.Module):
     """The HSSN objective ``L_seg + beta(step) * L_TT``.
 
     ``forward(logits, target, embeddings=None, step=0)`` returns a dict with ``"loss"`` (the total),
-    ``"seg"``, ``"triplet"`` and ``"beta"``. ``logits`` (B, C, H, W) must be at the label resolution
-    (upsample first, as the paper does); ``embeddings`` (B, E, h, w) at any resolution.
+    ``"seg"``, ``"triplet"`` and ``"beta"``. ``logits`` (B, C, H, W) at the label resolution, or at any
+    resolution with ``upsample="bilinear"`` (upsampled inside the loss, as the paper upsamples before it);
+    ``embeddings`` (B, E, h, w) at any resolution. ``validate=False`` skips the label check and
+    ``nan_policy="propagate"`` the NaN check (both host syncs; the trainer validates labels in the dataset).
     ``segmentation``: "ftm" | "tm" | "bce" | "focal" | "cce"; ``triplet``: "hierarchy" | "constant" |
     "vanilla" | None; ``distance``: "cosine" | "euclidean".
     """
@@ -87,19 +99,22 @@ class HierarchicalLoss(nn.Module):
     def __init__(self, hierarchy: ClassHierarchy, segmentation: str = "ftm", gamma: float = 2.0,
                  triplet: str | None = "hierarchy", num_triplets: int = 200, margin_eps: float = 0.1,
                  margin_scale: float = 0.5, distance: str = "cosine", beta_max: float = 0.5,
-                 beta_steps: int = 1, ignore_index: int = 255, backend: str = "auto"):
+                 beta_steps: int = 1, ignore_index: int = 255, backend: str = "auto", upsample: str | None = None,
+                 align_corners: bool = False, validate: bool = True, nan_policy: str = "raise"):
         super().__init__()
+        self.up = {"upsample": upsample, "align_corners": align_corners}
+        self.checks = {"validate": validate, "nan_policy": nan_policy}
         if segmentation not in SEGMENTATION_LOSSES:
             raise ValueError(f"segmentation loss must be one of {tuple(SEGMENTATION_LOSSES)}, got {segmentation!r}")
         self.hierarchy, self.segmentation, self.gamma = hierarchy, segmentation, gamma
         self.ignore_index, self.backend = ignore_index, backend
         self.beta_max, self.beta_steps = beta_max, beta_steps
         self.triplet = None if triplet is None else TreeTripletLoss(
-            hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend)
+            hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend, validate)
 
     def segmentation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return SEGMENTATION_LOSSES[self.segmentation](logits, target, self.hierarchy, self.gamma,
-                                                      self.ignore_index, self.backend)
+                                                      self.ignore_index, self.backend, self.up, self.checks)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, embeddings: torch.Tensor | None = None,
                 step: int = 0) -> dict[str, torch.Tensor | float]:

@@ -168,6 +168,22 @@ def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: C
     return loss.to(logits.dtype)
 
 
+def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
+               reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
+    tabs = hierarchy.tables(logits.device)
+    return torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
+                                      int(ignore_index), int(reduction), bool(compute_grad))
+
+
+def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
+                        gamma: float, ignore_index: int) -> torch.Tensor:
+    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped fp32."""
+    tabs = hierarchy.tables(logits.device)
+    return torch.ops.hssn.ftm_backward(weights, logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors,
+                                       float(gamma), int(ignore_index))
+
+
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
     tabs = hierarchy.tables(logits.device)

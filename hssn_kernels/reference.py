@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
+from . import upsample as _up
 from .hierarchy import ClassHierarchy
 
 __all__ = [
@@ -114,6 +115,17 @@ def _node_labels(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy
     return tabs.is_ancestor[safe]
 
 
+def _upsampled(logits, target, upsample, align_corners):
+    """The loss's ``upsample=`` keyword: ``F.interpolate(logits, target's (H, W), mode=upsample)``, or logits."""
+    _up.check_upsample(upsample, align_corners)
+    if upsample is None:
+        return logits
+    _checks.check_target(target, logits, upsample=upsample)
+    if tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
+        return logits
+    return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=align_corners)
+
+
 def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, validate=True):
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
@@ -138,12 +150,16 @@ def focal_tree_min_loss(
     ignore_index: int = 255,
     reduction: str = "mean",
     validate: bool = True,
+    upsample: str | None = None,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids.
 
     ``p_v = sigmoid(min_{A(v)} z)`` for nodes on the target's path, ``sigmoid(max_{Dsc(v)} z)`` elsewhere;
-    per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``.
+    per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
+    loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
+    logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
     labels = _node_labels(t, valid, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
@@ -153,26 +169,33 @@ def focal_tree_min_loss(
     return _reduce(per_pixel, valid, reduction, logits)
 
 
-def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
+                  align_corners=False):
     """Tree-min loss (Eq. 5): the focal tree-min loss with gamma = 0."""
-    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate)
+    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample,
+                               align_corners)
 
 
-def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", validate=True):
+def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", validate=True,
+                   upsample=None, align_corners=False):
     """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes."""
+    logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
     per_pixel = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma)).sum(1)
     per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
     return _reduce(per_pixel, valid, reduction, logits)
 
 
-def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
+             align_corners=False):
     """Binary cross-entropy over all nodes (Eq. 2): focal BCE with gamma = 0."""
-    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate)
+    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample, align_corners)
 
 
-def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True):
+def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
+                       align_corners=False):
     """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline)."""
+    logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate)
     tabs = hierarchy.tables(z.device)
     leaf_t = tabs.leaf_index[torch.where(valid, t, torch.zeros_like(t).fill_(hierarchy.leaves[0]))].long()
@@ -182,14 +205,18 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
 
 
 # ----------------------------------------------------------------------------- path inference
-def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tuple[int, int] | None = None,
+                        align_corners: bool = False) -> torch.Tensor:
     """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel of the largest root-path score sum.
 
     ``S_leaf = sigmoid(z_level1) + sigmoid(z_level2) + ... + sigmoid(z_leaf)`` summed root first in
     float32 (float64 for float64 logits); the lowest leaf channel wins ties. NaN logits: unspecified leaf.
+    ``size=(H, W)``: path inference on ``F.interpolate(logits, size, mode="bilinear", align_corners=...)``.
     """
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
+    if size is not None:
+        logits = F.interpolate(logits, size=_up.check_size(size), mode="bilinear", align_corners=align_corners)
     s = torch.sigmoid(_flatten(logits))
     tabs = hierarchy.tables(s.device)
     path = tabs.path[tabs.leaves.long()].long()  # (L, D) root first, -1 past the leaf

@@ -10,11 +10,11 @@ import os
 
 import torch
 
-from .focal_tree_min import focal_tree_min_loss
+from .focal_tree_min import focal_tree_min_loss, ftm_kernel, ftm_kernel_backward
 from .path_argmax import hierarchical_argmax as _hierarchical_argmax
 from .tree_triplet import sample_triplets_padded, tree_triplet_loss
 
-__all__ = ["unavailable_reason", "focal_tree_min_loss", "hierarchical_argmax", "sample_triplets_padded",
+__all__ = ["unavailable_reason", "focal_tree_min_loss", "ftm_kernel", "ftm_kernel_backward", "hierarchical_argmax", "sample_triplets_padded",
            "tree_triplet_loss"]
 
 

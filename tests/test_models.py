@@ -67,7 +67,8 @@ def hierarchy():
 
 
 def hssn_loss(hierarchy):
-    return lambda logits, target: focal_tree_min_loss(logits, target, hierarchy)
+    """The engine's loss contract: logits at any resolution, upsampled inside the loss."""
+    return lambda logits, target: focal_tree_min_loss(logits, target, hierarchy, upsample="bilinear")
 
 
 def upsample(logits, size):
@@ -85,7 +86,7 @@ def blocky_target(batch, height, width, hierarchy, seed=0, block=16):
 
 
 def training_loss(model, out, target, loss_fn):
-    loss = loss_fn(upsample(out["logits"], tuple(target.shape[-2:])), target)
+    loss = loss_fn(out["logits"], target)
     return loss + sum(model.auxiliary_losses(out, target, loss_fn).values())
 
 
@@ -226,7 +227,8 @@ def test_aux_loss_is_weighted_loss_of_upsampled_aux_logits(hierarchy):
     loss_fn = hssn_loss(hierarchy)
     aux = model.auxiliary_losses(out, target, loss_fn)
     assert set(aux) == {"aux"}
-    torch.testing.assert_close(aux["aux"], 0.4 * loss_fn(upsample(out["aux_logits"], (64, 64)), target))
+    expected = 0.4 * focal_tree_min_loss(upsample(out["aux_logits"], (64, 64)), target, hierarchy)
+    torch.testing.assert_close(aux["aux"], expected)
     no_aux = build_model("deeplabv3plus:resnet18", hierarchy, head_channels=32, aux_head=False).train()
     out = no_aux(torch.randn(1, 3, 64, 64))
     assert "aux_logits" not in out and no_aux.auxiliary_losses(out, target[:1], loss_fn) == {}

@@ -48,14 +48,17 @@ def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
 
 
 def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
-    """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``train.iters``."""
+    """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``train.iters``.
+
+    The training form: logits at the head's resolution, bilinearly upsampled inside the loss; no host
+    syncs (labels are validated by the dataset, non-finite losses by the trainer at ``log_interval``)."""
     lc = cfg["loss"]
     return HierarchicalLoss(hierarchy, segmentation=lc["segmentation"], gamma=float(lc["gamma"]),
                             triplet=lc["triplet"], num_triplets=int(lc["num_triplets"]),
                             margin_eps=float(lc["margin_eps"]), margin_scale=float(lc["margin_scale"]),
                             distance=lc["distance"], beta_max=float(lc["beta_max"]),
                             beta_steps=int(cfg["train"]["iters"]), ignore_index=ignore_index,
-                            backend=lc["backend"])
+                            backend=lc["backend"], upsample="bilinear", validate=False, nan_policy="propagate")
 
 
 NO_DECAY_NAMES = ("absolute_pos_embed", "relative_position_bias_table", "pos_embed", "query_embed")

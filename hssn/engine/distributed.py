@@ -66,13 +66,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True iff ``flag`` is True on every process (a collective: every rank must call it)."""
+def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
+    """The element-wise max of ``value`` over every process (a collective: every rank must call it)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+        return value
+    out = value.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
 
 
 def gather_objects(obj) -> list:

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .distributed import DistInfo, ShardSampler
-from .inference import model_logits_fn, path_inference, tta_scores
+from .inference import model_logits_fn, predict_leaves
 from .metrics import HierarchicalMetrics
 
 
@@ -35,10 +35,10 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Seq
         for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
             images = batch["image"].to(info.device, non_blocking=True)
             label = batch["label"].to(info.device, non_blocking=True)
-            scores = tta_scores(fn, images, scales, flip, dataset.flip_pairs, out_size=tuple(label.shape[-2:]),
-                                mode=eval_cfg["mode"], crop_size=eval_cfg["crop_size"], stride=eval_cfg["stride"])
-            leaf, _ = path_inference(scores, hierarchy, backend)
-            metrics.update(leaf, label, scores)
+            leaf, violations = predict_leaves(fn, images, hierarchy, backend, scales, flip, dataset.flip_pairs,
+                                              tuple(label.shape[-2:]), eval_cfg["mode"], eval_cfg["crop_size"],
+                                              eval_cfg["stride"])
+            metrics.update(leaf, label, violations=violations)
     metrics.all_reduce()
     report = metrics.compute()
     report["scales"], report["flip"], report["num_images"] = scales, flip, length

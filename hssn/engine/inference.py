@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy
+from hssn_kernels.upsample import tree_violations
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 """``images (B, 3, H, W) in [0, 1] -> logits (B, C, h, w)`` at any resolution."""
@@ -99,15 +100,33 @@ def tta_scores(fn: LogitsFn, images: torch.Tensor, scales: Sequence[float] = (1.
         for flipped in ((False, True) if flip else (False,)):
             x = scaled.flip(-1) if flipped else scaled
             logits = slide_logits(fn, x, crop_size, stride) if mode == "slide" else fn(x)
-            logits = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False)
-            probs = torch.sigmoid(logits)
+            probs = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False).sigmoid_()
             if flipped:
                 if perm is None:
                     perm = flip_permutation(probs.shape[1], flip_pairs).to(probs.device)
                 probs = probs.flip(-1)[:, perm]
-            total = probs if total is None else total + probs
+            total = probs if total is None else total.add_(probs)  # one accumulator, whatever the passes
+            del probs
             passes += 1
-    return total / passes
+    return total.div_(passes)
+
+
+def predict_leaves(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy, backend: str = "auto",
+                   scales: Sequence[float] = (1.0,), flip: bool = False, flip_pairs: Sequence[Sequence[int]] = (),
+                   out_size: Sequence[int] | None = None, mode: str = "whole", crop_size: Sequence[int] = (512, 1024),
+                   stride: Sequence[int] = (341, 683)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(leaf map (B, H', W') int64, tree-violation map (B, H', W') bool) of ``images`` at ``out_size``.
+
+    One whole-image pass at scale 1 (no flip) runs path inference on the low-res logits with the
+    upsampling fused (``hierarchical_argmax(size=...)``: no full-resolution scores); otherwise the
+    :func:`tta_scores` average (one full-resolution accumulator) goes through :func:`path_inference`.
+    """
+    out_size = tuple(images.shape[-2:]) if out_size is None else (int(out_size[0]), int(out_size[1]))
+    if list(scales) == [1.0] and not flip and mode == "whole":
+        return hk.hierarchical_argmax(fn(images), hierarchy, backend=backend, size=out_size, violations=True)
+    scores = tta_scores(fn, images, scales, flip, flip_pairs, out_size, mode, crop_size, stride)
+    leaf, _ = path_inference(scores, hierarchy, backend)
+    return leaf, tree_violations(scores, hierarchy, threshold=0.5)
 
 
 def path_inference(scores: torch.Tensor, hierarchy: ClassHierarchy, backend: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from hssn_kernels import ClassHierarchy
+from hssn_kernels.upsample import tree_violations
 
 
 class ConfusionMatrix:
@@ -127,22 +128,17 @@ def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> fl
 def violation_mask(scores: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.5) -> torch.Tensor:
     """(B, H, W) bool: pixels where some node scores > threshold while its parent scores <= threshold.
 
-    scores: (B, C, H, W) sigmoid scores (probabilities, not logits).
+    scores: (B, C, H, W) sigmoid scores (probabilities, not logits); see ``hssn_kernels.upsample.tree_violations``.
     """
-    parents = torch.tensor(hierarchy.parents, device=scores.device)
-    child = torch.nonzero(parents >= 0).flatten()
-    if len(child) == 0:
-        return torch.zeros(scores.shape[:1] + scores.shape[2:], dtype=torch.bool, device=scores.device)
-    on = scores[:, child] > threshold
-    parent_off = scores[:, parents[child]] <= threshold
-    return (on & parent_off).any(dim=1)
+    return tree_violations(scores, hierarchy, threshold)
 
 
 class HierarchicalMetrics:
     """Accumulates the leaf confusion matrix and the violation counts; :meth:`compute` gives the report.
 
-    ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None)``: leaf channel ids,
-    ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid scores path inference used.
+    ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None, violations (B, H, W) or
+    None)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
+    scores path inference used, or ``violations`` = their :func:`violation_mask`, already computed.
     """
 
     def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu"):
@@ -151,7 +147,8 @@ class HierarchicalMetrics:
         self.leaf_pos = _leaf_positions(hierarchy).to(device)
         self.counts = torch.zeros(2, dtype=torch.int64, device=device)  # violating pixels, scored pixels
 
-    def update(self, leaf_pred: torch.Tensor, target: torch.Tensor, scores: torch.Tensor | None = None) -> None:
+    def update(self, leaf_pred: torch.Tensor, target: torch.Tensor, scores: torch.Tensor | None = None,
+               violations: torch.Tensor | None = None) -> None:
         target = target.to(self.leaf_pos.device)
         valid = target != self.ignore_index
         safe_target = torch.where(valid, target, torch.zeros_like(target))
@@ -161,7 +158,9 @@ class HierarchicalMetrics:
         pred_pos = self.leaf_pos[leaf_pred.to(self.leaf_pos.device).long()]
         self.confusion.update(pred_pos, gt_pos, valid)
         if scores is not None:
-            bad = violation_mask(scores, self.hierarchy).to(valid.device)
+            violations = violation_mask(scores, self.hierarchy)
+        if violations is not None:
+            bad = violations.to(valid.device)
             self.counts += torch.stack([(bad & valid).sum(), valid.sum()])
 
     def all_reduce(self) -> None:

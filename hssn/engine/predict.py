@@ -10,7 +10,7 @@ from PIL import Image
 
 from . import checkpoint as ckpt
 from .distributed import pick_device
-from .inference import model_logits_fn, path_inference, tta_scores
+from .inference import model_logits_fn, predict_leaves
 from .runs import load_trained_model
 
 
@@ -72,10 +72,9 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
             s = min(eh / size[0], ew / size[1])
             image = resize_image(image, (max(1, round(size[0] * s)), max(1, round(size[1] * s))))
         with torch.no_grad():
-            scores = tta_scores(fn, image[None].to(device), ev["scales"] if scales is None else scales,
-                                ev["flip"] if flip is None else flip, meta["flip_pairs"], out_size=size,
-                                mode=ev["mode"], crop_size=ev["crop_size"], stride=ev["stride"])
-            leaf, _ = path_inference(scores, hierarchy, cfg["loss"]["backend"])
+            leaf, _ = predict_leaves(fn, image[None].to(device), hierarchy, cfg["loss"]["backend"],
+                                     ev["scales"] if scales is None else scales, ev["flip"] if flip is None else flip,
+                                     meta["flip_pairs"], size, ev["mode"], ev["crop_size"], ev["stride"])
         leaf = leaf[0].cpu()
         target = out_dir / f"{path.stem}_leaf.png"
         save_leaf_png(leaf, target)

@@ -1,9 +1,13 @@
 """The training loop: plain PyTorch, optional DDP (torchrun), bf16 autocast on GPU, checkpoints with resume.
 
 One step = ``train.accumulate`` micro-batches of ``batch_size / (world_size * accumulate)`` images per
-process, then one optimizer and one scheduler step. The loss is computed on the logits upsampled
-(bilinear) to the label size, plus beta(step) x tree-triplet on the embeddings, plus the model's
-auxiliary terms.
+process, then one optimizer and one scheduler step. The loss takes the head's low-resolution logits (bf16
+under AMP, not cast) and upsamples them bilinearly to the label size inside the loss (no full-resolution
+logits tensor), plus beta(step) x tree-triplet on the embeddings, plus the model's auxiliary terms.
+
+No host sync inside a step: the loss terms and a non-finite flag accumulate on the device and are read
+once per ``log_interval`` (and at the end), by every rank together; a non-finite loss then raises a
+``FloatingPointError`` naming the first bad step and its loss terms on all ranks.
 """
 from __future__ import annotations
 
@@ -15,7 +19,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -24,7 +27,7 @@ from hssn_kernels import cosine_beta
 
 from . import builders, checkpoint as ckpt
 from .config import dump_config
-from .distributed import DistInfo, ResumableDistributedSampler, all_true, cleanup, gather_objects, init_distributed
+from .distributed import DistInfo, ResumableDistributedSampler, all_reduce_max, cleanup, gather_objects, init_distributed
 from .evaluator import evaluate
 from .inference import normalize
 from .logger import RunLogger
@@ -118,6 +121,7 @@ class Trainer:
             self.ddp = model
         self.logger = RunLogger(self.out_dir, enabled=self.info.is_main)
         self.last_report: dict | None = None
+        self._first_bad: torch.Tensor | None = None  # see _watch / check_finite
 
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> dict:
@@ -157,21 +161,37 @@ class Trainer:
         x = normalize(images, self.cfg["model"]["mean"], self.cfg["model"]["std"])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             out = self.ddp(x)
-        logits = F.interpolate(out["logits"].float(), size=tuple(target.shape[-2:]), mode="bilinear",
-                               align_corners=False)
         emb = out.get("embeddings")
-        parts = self.loss_fn(logits, target, None if emb is None else emb.float(), step=self.step)
-        aux = self.model.auxiliary_losses(out, target, lambda z, t: self.loss_fn.segmentation_loss(z.float(), t),
-                                          self.ignore_index)
+        parts = self.loss_fn(out["logits"], target, None if emb is None else emb.float(), step=self.step)
+        aux = self.model.auxiliary_losses(out, target, self.loss_fn.segmentation_loss, self.ignore_index)
         total = parts["loss"] + sum(aux.values()) if aux else parts["loss"]
         terms = {"loss": total, "seg": parts["seg"], "triplet": parts["triplet"], **aux}
-        finite = bool(torch.isfinite(total.detach()))
-        if not all_true(finite, self.device):
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            raise FloatingPointError(f"non-finite loss at step {self.step} (on at least one process): {values}; "
-                                     "lower optim.lr, set optim.grad_clip or check the data")
         (total / self.cfg["train"]["accumulate"]).backward()
-        return {k: v.detach() for k, v in terms.items()}
+        return {k: v.detach().float() for k, v in terms.items()}
+
+    def _watch(self, terms: dict[str, torch.Tensor]) -> None:
+        """Record (on the device, no sync) the first step whose loss terms are not all finite."""
+        values = torch.stack(list(terms.values()))
+        bad = ~torch.isfinite(values).all()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+            self._bad_terms = torch.zeros_like(values)
+        first = bad & (self._first_bad < 0)
+        self._first_bad = torch.where(first, torch.full_like(self._first_bad, self.step), self._first_bad)
+        self._bad_terms = torch.where(first, values, self._bad_terms)
+        self._term_names = list(terms)
+
+    def check_finite(self) -> None:
+        """Read the non-finite record on every rank together (one collective, one sync); raise on all ranks."""
+        if self._first_bad is None:
+            return
+        step = int(all_reduce_max(self._first_bad))
+        if step >= 0:
+            mine = self._bad_terms.tolist() if int(self._first_bad) == step else None
+            found = next(v for v in gather_objects(mine) if v is not None)
+            values = dict(zip(self._term_names, found))
+            raise FloatingPointError(f"non-finite loss at step {step} (on at least one process): {values}; "
+                                     "lower optim.lr, set optim.grad_clip or check the data")
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns the mean loss terms and the learning rate used."""
@@ -181,7 +201,9 @@ class Trainer:
         for i in range(t["accumulate"]):
             sync = i == t["accumulate"] - 1 or not self.info.distributed
             with nullcontext() if sync else self.ddp.no_sync():
-                for k, v in self._micro_step(self.batches.next()).items():
+                terms = self._micro_step(self.batches.next())
+                self._watch(terms)
+                for k, v in terms.items():
                     sums[k] += v / t["accumulate"]
         if self.cfg["optim"]["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["optim"]["grad_clip"]))
@@ -217,19 +239,20 @@ class Trainer:
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
         bar = tqdm(total=t["iters"], initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t["progress"] and self.info.is_main))
-        window: dict[str, float] = defaultdict(float)
+        window: dict = defaultdict(float)  # device tensors (loss terms) and floats (lr, beta), summed
         n_window, t_window = 0, time.perf_counter()
         start, start_step = time.perf_counter(), self.step
         path = None
         while self.step < t["iters"]:
             terms = self.train_step()
             for k, v in terms.items():
-                window[k] += float(v)
+                window[k] = window[k] + v
             n_window += 1
             bar.update(1)
             if self.step % t["log_interval"] == 0 or self.step == t["iters"]:
+                self.check_finite()
                 elapsed = time.perf_counter() - t_window
-                row = {k: v / n_window for k, v in window.items()}
+                row = {k: float(v) / n_window for k, v in window.items()}
                 row["images_per_s"] = n_window * t["batch_size"] / max(elapsed, 1e-9)
                 self.logger.log("train", self.step, row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("beta",)}, refresh=False)

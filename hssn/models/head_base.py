@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from hssn_kernels import ClassHierarchy
 
-from .layers import resize
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(logits (B, C, h, w) at any resolution, target (B, H, W)) -> scalar``: upsamples inside."""
 
 
 class SegHead(nn.Module):
@@ -40,11 +40,11 @@ class SegHead(nn.Module):
         hierarchy: ClassHierarchy,
         ignore_index: int = 255,
     ) -> dict[str, torch.Tensor]:
-        """``{"aux": aux_weight * loss_fn(aux_logits upsampled to target size, target)}``, or ``{}``."""
+        """``{"aux": aux_weight * loss_fn(aux_logits, target)}`` (the loss upsamples), or ``{}``."""
         aux = outputs.get("aux_logits")
         if aux is None:
             return {}
-        return {"aux": self.aux_weight * loss_fn(resize(aux, tuple(target.shape[-2:])), target)}
+        return {"aux": self.aux_weight * loss_fn(aux, target)}
 
 
 def check_features(in_channels, reductions, minimum: int = 1) -> tuple[list[int], list[int]]:

@@ -96,7 +96,7 @@ class HSSNModel(nn.Module):
         """The architecture's extra loss terms, already weighted (see the head's ``auxiliary_losses``).
 
         outputs: this model's training output; target (B, H, W) int64 leaf ids / ``ignore_index`` at
-        label resolution; ``loss_fn(logits (B, C, H, W), target) -> scalar`` is the HSSN pixel loss.
+        label resolution; ``loss_fn(logits (B, C, h, w), target) -> scalar`` is the HSSN pixel loss (it upsamples).
         """
         if not isinstance(target, torch.Tensor) or target.dtype != torch.int64 or target.dim() != 3:
             raise TypeError(f"target must be a (B, H, W) int64 tensor, got {getattr(target, 'dtype', type(target))}"

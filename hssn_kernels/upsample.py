@@ -1,0 +1,300 @@
+"""Bilinear upsampling fused into the focal tree-min loss and path inference (no full-resolution logits).
+
+``F.interpolate(x, size=(H, W), mode="bilinear")`` is separable: output row ``y`` mixes two low-res rows
+``(r0[y], r1[y])`` with weights ``(1 - l[y], l[y])``, and likewise for columns. The output rows that share
+one row pair form a *band* (about ``H / h`` rows). Per band we form the upsampled logits of those rows only
+(``(B, C, rows, W)``, fp32 math; fp64 for fp64 logits), run the backend's fused forward+gradient kernel on
+them, and fold the band's gradient back onto its two low-res rows: a weighted sum over the band's rows,
+then, per low-res column, a fixed-length gather over the output columns it feeds. Bands run in a fixed
+order and nothing is accumulated with atomics, so the gradient is deterministic. Memory: one band (at
+most ``BAND_ELEMENTS`` upsampled values; larger bands are split by rows) plus the low-res gradient.
+
+The interpolation weights follow PyTorch's ``upsample_bilinear2d`` (source index ``scale * (dst + 0.5) -
+0.5`` clamped at 0, or ``dst * (in - 1) / (out - 1)`` with ``align_corners``), with columns mixed first,
+so results agree with ``F.interpolate`` to rounding.
+
+Custom ops: ``hssn::upsampled_ftm`` (loss, and the low-res gradient when asked) and
+``hssn::upsampled_ftm_backward`` (per-pixel weights -> low-res gradient, for ``reduction="none"``).
+A backend module that runs them provides ``ftm_kernel`` and ``ftm_kernel_backward`` (see ``native.py``).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from . import _checks, backends
+from .hierarchy import ClassHierarchy
+
+UPSAMPLE_MODES = (None, "bilinear")
+"""Values of the ``upsample=`` keyword of the losses."""
+BAND_ELEMENTS = 1 << 20
+"""Most upsampled values (B x C x rows x W) held at once; a band with more is split by rows."""
+
+
+# ----------------------------------------------------------------------------- interpolation taps
+@functools.lru_cache(maxsize=64)
+def _taps(out_len: int, in_len: int, align_corners: bool, fp64: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i1, lam) of length ``out_len``: output i = (1 - lam) * x[i0] + lam * x[i1] (PyTorch's rule)."""
+    ft = np.float64 if fp64 else np.float32
+    dst = np.arange(out_len, dtype=ft)
+    if align_corners:
+        scale = ft(in_len - 1) / ft(out_len - 1) if out_len > 1 else ft(0)
+        src = scale * dst
+    else:
+        scale = ft(in_len) / ft(out_len)
+        src = np.maximum(scale * (dst + ft(0.5)) - ft(0.5), ft(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_len - 1)
+    lam = np.clip(src - i0.astype(ft), ft(0), ft(1)).astype(ft)
+    i1 = i0 + (i0 < in_len - 1)
+    return i0, i1, lam
+
+
+@functools.lru_cache(maxsize=64)
+def _transpose_taps(out_len: int, in_len: int, align_corners: bool, fp64: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(idx, wt), both (in_len, K): input j receives sum_k g[idx[j, k]] * wt[j, k] (the adjoint of the taps).
+
+    Padding entries repeat a real entry of the same row with weight 0, so they add no new NaN.
+    """
+    i0, i1, lam = _taps(out_len, in_len, align_corners, fp64)
+    one = lam.dtype.type(1)
+    lists: list[list[tuple[int, float]]] = [[] for _ in range(in_len)]
+    for i in range(out_len):
+        lists[i0[i]].append((i, one - lam[i]))  # 1 - lam formed in the compute dtype, as PyTorch does
+        lists[i1[i]].append((i, lam[i]))
+    k = max(len(entries) for entries in lists)
+    idx = np.zeros((in_len, k), dtype=np.int64)
+    wt = np.zeros((in_len, k), dtype=lam.dtype)
+    for j, entries in enumerate(lists):
+        entries = entries or [(0, 0.0)]
+        for n in range(k):
+            idx[j, n], wt[j, n] = entries[n] if n < len(entries) else (entries[0][0], 0.0)
+    return idx, wt
+
+
+def _bands(i0: np.ndarray, i1: np.ndarray, row_elements: int) -> list[tuple[int, int, int, int]]:
+    """[(y_start, y_stop, r0, r1)]: runs of output rows sharing one low-res row pair, split to the budget."""
+    rows_max = max(1, BAND_ELEMENTS // max(row_elements, 1))
+    out, start = [], 0
+    n = len(i0)
+    for y in range(1, n + 1):
+        if y == n or i0[y] != i0[start] or i1[y] != i1[start]:
+            for a in range(start, y, rows_max):
+                out.append((a, min(a + rows_max, y), int(i0[start]), int(i1[start])))
+            start = y
+    return out
+
+
+class _Plan:
+    """Device copies of the taps for one (h, w) -> (H, W) resize, and its bands."""
+
+    def __init__(self, logits: torch.Tensor, size: tuple[int, int], align_corners: bool):
+        nb, nc, h, w = logits.shape
+        self.fp64 = logits.dtype == torch.float64
+        self.dtype = torch.float64 if self.fp64 else torch.float32
+        dev = logits.device
+        H, W = size
+        i0h, i1h, lamh = _taps(H, h, align_corners, self.fp64)
+        i0w, i1w, lamw = _taps(W, w, align_corners, self.fp64)
+        self.spans = _bands(i0h, i1h, nb * nc * W)
+        self.h0 = torch.from_numpy(1 - lamh).to(dev)  # 1 - lam in the compute dtype (numpy keeps float32)
+        self.h1 = torch.from_numpy(lamh).to(dev)
+        self.c0 = torch.from_numpy(i0w).to(dev)
+        self.c1 = torch.from_numpy(i1w).to(dev)
+        self.w0 = torch.from_numpy(1 - lamw).to(dev)
+        self.w1 = torch.from_numpy(lamw).to(dev)
+        idx, wt = _transpose_taps(W, w, align_corners, self.fp64)
+        self.t_idx = torch.from_numpy(idx.reshape(-1)).to(dev)
+        self.t_wt = torch.from_numpy(wt).to(dev)
+        self.w_low = w
+
+    def row(self, logits: torch.Tensor, r: int) -> torch.Tensor:
+        """(B, C, W) low-res row r upsampled along the columns, in the compute dtype."""
+        x = logits[:, :, r].to(self.dtype)
+        return x.index_select(-1, self.c0) * self.w0 + x.index_select(-1, self.c1) * self.w1
+
+    def bands(self, logits: torch.Tensor):
+        """Yields (y0, y1, r0, r1, up): up (B, C, y1 - y0, W) = the upsampled logits of output rows [y0, y1),
+        mixed from low-res rows r0 and r1 (each column-mixed row is formed once)."""
+        rows: dict[int, torch.Tensor] = {}
+        for y0, y1, r0, r1 in self.spans:
+            rows = {r: rows[r] if r in rows else self.row(logits, r) for r in (r0, r1)}
+            up = rows[r0][:, :, None] * self.h0[y0:y1, None] + rows[r1][:, :, None] * self.h1[y0:y1, None]
+            yield y0, y1, r0, r1, up
+            del up  # the consumer holds the only reference: one band alive at a time
+
+    def fold_columns(self, g: torch.Tensor) -> torch.Tensor:
+        """(B, C, W) -> (B, C, w): the adjoint of the column mixing (fixed-order gather, no atomics)."""
+        taken = g.index_select(-1, self.t_idx).unflatten(-1, self.t_wt.shape)
+        return (taken * self.t_wt).sum(-1)
+
+
+# ----------------------------------------------------------------------------- drivers
+@functools.lru_cache(maxsize=16)
+def _hierarchy(parents: tuple[int, ...]) -> ClassHierarchy:
+    return ClassHierarchy.from_parents(parents)
+
+
+def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, align_corners, want_grad,
+               weights=None):
+    """The band loop. Returns (per-pixel loss map or summed loss or None, low-res gradient or None).
+
+    ``reduction``: 0 none (loss map), 1 sum; ``weights`` (B, H, W): per-pixel weights of the backward of
+    a per-pixel loss map (then only the gradient is computed).
+    """
+    nb, nc, h, w = logits.shape
+    size = tuple(target.shape[-2:])
+    plan = _Plan(logits, size, align_corners)
+    grad = logits.new_zeros((nb, nc, h, w), dtype=plan.dtype) if want_grad else None
+    loss_map = target.new_empty(target.shape, dtype=plan.dtype) if (reduction == 0 and weights is None) else None
+    total = logits.new_zeros((), dtype=plan.dtype) if (reduction == 1 and weights is None) else None
+    for y0, y1, r0, r1, up in plan.bands(logits):
+        t = target[:, y0:y1]
+        if weights is not None:
+            g = impl.ftm_kernel_backward(weights[:, y0:y1].float().contiguous(), up, t, hierarchy, gamma, ignore_index)
+        else:
+            loss, g = impl.ftm_kernel(up, t, hierarchy, gamma, ignore_index, reduction, want_grad)
+            if loss_map is not None:
+                loss_map[:, y0:y1] = loss
+            else:
+                total += loss.to(plan.dtype)
+        del up
+        if want_grad:
+            g = g.to(plan.dtype)
+            grad[:, :, r0] += plan.fold_columns(torch.einsum("bcyx,y->bcx", g, plan.h0[y0:y1]))
+            grad[:, :, r1] += plan.fold_columns(torch.einsum("bcyx,y->bcx", g, plan.h1[y0:y1]))
+    return (loss_map if loss_map is not None else total), grad
+
+
+def _impl(backend: str, device: torch.device):
+    return backends.resolve(backend, device, "ftm_kernel")  # a fast backend (the reference computes the expression)
+
+
+@torch.library.custom_op("hssn::upsampled_ftm", mutates_args=())
+def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], gamma: float, ignore_index: int,
+                  reduction: int, align_corners: bool, backend: str, compute_grad: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Focal tree-min loss of bilinearly upsampled logits (B, C, h, w) against target (B, H, W).
+
+    Returns the loss (() for sum / mean, (B, H, W) for none; fp32, fp64 for fp64 logits) and, when
+    ``compute_grad`` and reduction is sum / mean, d loss / d logits (B, C, h, w) in the logits' dtype.
+    """
+    hierarchy = _hierarchy(tuple(parents))
+    impl = _impl(backend, logits.device)
+    with_grad = compute_grad and reduction != 0
+    loss, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, min(reduction, 1), align_corners,
+                            with_grad)
+    if reduction == 2:
+        count = (target != ignore_index).sum().clamp(min=1)
+        loss = loss / count
+        if with_grad:
+            grad = grad / count
+    grad = grad.to(logits.dtype) if with_grad else logits.new_empty(0)
+    return loss, grad
+
+
+@upsampled_ftm.register_fake
+def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad):
+    torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
+    torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    loss = logits.new_empty(tuple(target.shape) if reduction == 0 else (), dtype=dtype)
+    grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
+    return loss, grad
+
+
+@torch.library.custom_op("hssn::upsampled_ftm_backward", mutates_args=())
+def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, parents: list[int],
+                           gamma: float, ignore_index: int, align_corners: bool, backend: str) -> torch.Tensor:
+    """d (sum of weights * per-pixel loss) / d logits, (B, C, h, w) in the logits' dtype; weights (B, H, W)."""
+    hierarchy = _hierarchy(tuple(parents))
+    impl = _impl(backend, logits.device)
+    _, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, 0, align_corners, True, weights)
+    return grad.to(logits.dtype)
+
+
+@upsampled_ftm_backward.register_fake
+def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend):
+    return logits.new_empty(logits.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, _ = inputs
+    grad = output[1]
+    ctx.fused = grad.numel() == logits.numel() and reduction != 0
+    # the fused gradient makes the logits unnecessary in backward: save only what backward reads
+    ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target)))
+    ctx.args = (parents, gamma, ignore_index, align_corners, backend)
+    ctx.reduction, ctx.target_shape = reduction, tuple(target.shape)
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad_loss, _grad_of_grad):
+    none = (None,) * 8
+    if grad_loss is None:
+        return (None,) + none
+    if ctx.fused:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss.to(grad.dtype),) + none
+    logits, target = ctx.saved_tensors
+    parents, gamma, ignore_index, align_corners, backend = ctx.args
+    weights = grad_loss.float()
+    if ctx.reduction != 0:
+        if ctx.reduction == 2:
+            weights = weights / (target != ignore_index).sum().clamp(min=1)
+        weights = weights.expand(ctx.target_shape)
+    out = upsampled_ftm_backward(weights, logits, target, parents, gamma, ignore_index, align_corners, backend)
+    return (out,) + none
+
+
+upsampled_ftm.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- path inference
+def tree_violations(x: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.0) -> torch.Tensor:
+    """(B, H, W) bool: pixels where some node's value is > threshold while its parent's is <= threshold.
+
+    x: (B, C, H, W) logits (threshold 0) or sigmoid scores (threshold 0.5): the same rule either way.
+    """
+    parents = hierarchy.tables(x.device).parent.long()
+    child = torch.nonzero(parents >= 0).flatten()
+    if len(child) == 0:
+        return torch.zeros(x.shape[:1] + x.shape[2:], dtype=torch.bool, device=x.device)
+    return ((x[:, child] > threshold) & (x[:, parents[child]] <= threshold)).any(dim=1)
+
+
+def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tuple[int, int], align_corners: bool,
+                     impl, with_violations: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, H, W) int64 leaf map of the bilinearly upsampled logits (B, C, h, w), band by band, and with
+    ``with_violations`` the (B, H, W) bool :func:`tree_violations` map of the upsampled logits."""
+    nb = logits.shape[0]
+    plan = _Plan(logits, size, align_corners)
+    leaf = torch.empty((nb,) + tuple(size), dtype=torch.int64, device=logits.device)
+    viol = torch.empty((nb,) + tuple(size), dtype=torch.bool, device=logits.device) if with_violations else None
+    with torch.no_grad():
+        for y0, y1, _, _, up in plan.bands(logits):
+            leaf[:, y0:y1] = impl.hierarchical_argmax(up, hierarchy)
+            if with_violations:
+                viol[:, y0:y1] = tree_violations(up, hierarchy)
+    return leaf, viol
+
+
+def check_upsample(upsample, align_corners) -> None:
+    """``upsample`` in :data:`UPSAMPLE_MODES`, ``align_corners`` a bool."""
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
+
+
+def check_size(size) -> tuple[int, int]:
+    """``size`` = (H, W) with positive ints."""
+    try:
+        H, W = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
+    if H <= 0 or W <= 0 or math.prod((H, W)) <= 0:
+        raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}")
+    return H, W
