@@ -83,8 +83,14 @@ inline void check_reduction(int64_t reduction, const char* op) {
               reduction);
 }
 
+// The dtype of a loss (and of its per-pixel weights): float64 for float64 logits, else float32.
+inline at::ScalarType loss_dtype(const at::Tensor& logits) {
+  return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 inline void check_grad_loss(const at::Tensor& grad_loss, const at::Tensor& logits, const char* op) {
-  TORCH_CHECK(grad_loss.scalar_type() == at::kFloat, op, ": grad_loss must be float32, got ", grad_loss.scalar_type());
+  TORCH_CHECK(grad_loss.scalar_type() == loss_dtype(logits), op, ": grad_loss must be ", loss_dtype(logits),
+              " for ", logits.scalar_type(), " logits, got ", grad_loss.scalar_type());
   TORCH_CHECK(grad_loss.device() == logits.device(), op, ": grad_loss is on ", grad_loss.device(), " but logits are on ",
               logits.device());
   TORCH_CHECK(grad_loss.sizes() == at::IntArrayRef(pixel_shape(logits)), op, ": grad_loss shape ", grad_loss.sizes(),

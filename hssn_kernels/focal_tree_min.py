@@ -349,7 +349,7 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
 
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
                         gamma: float, ignore_index: int) -> torch.Tensor:
-    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped fp32."""
+    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
     return ftm_backward(weights, logits, target, *ftm_tables(hierarchy, logits.device), float(gamma),
                         int(ignore_index))
 

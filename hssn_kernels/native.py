@@ -82,6 +82,11 @@ def _runs_on(arch: str, major: int, minor: int) -> bool:
     return major == a_major and minor >= a_minor
 
 
+def loss_dtype(logits: torch.Tensor) -> torch.dtype:
+    """The dtype of a loss and of its per-pixel weights: float64 for float64 logits, else float32."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
 def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
     return (x.shape[0],) + tuple(x.shape[2:])
 
@@ -92,7 +97,7 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "ftm_forward")
     def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad):
-        loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=torch.float32)
+        loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
         grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
         return loss, grad
 
@@ -126,7 +131,7 @@ def _register() -> None:
         logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
         if ctx.reduction != 0 and grad.numel() == logits.numel():  # gradient fused into the forward
             return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
-        weight = grad_loss.float()
+        weight = grad_loss.to(loss_dtype(logits))
         if ctx.reduction != 0:  # forward ran without the gradient: per-pixel weights, no host sync
             if ctx.reduction == 2:
                 weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
@@ -178,9 +183,9 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
 
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
                         gamma: float, ignore_index: int) -> torch.Tensor:
-    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped fp32."""
+    """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.ftm_backward(weights, logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors,
+    return torch.ops.hssn.ftm_backward(weights.to(loss_dtype(logits)), logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors,
                                        float(gamma), int(ignore_index))
 
 

@@ -153,7 +153,7 @@ def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, 
     for y0, y1, r0, r1, up in plan.bands(logits):
         t = target[:, y0:y1]
         if weights is not None:
-            g = impl.ftm_kernel_backward(weights[:, y0:y1].float().contiguous(), up, t, hierarchy, gamma, ignore_index)
+            g = impl.ftm_kernel_backward(weights[:, y0:y1].contiguous(), up, t, hierarchy, gamma, ignore_index)
         else:
             loss, g = impl.ftm_kernel(up, t, hierarchy, gamma, ignore_index, reduction, want_grad)
             if loss_map is not None:
@@ -240,7 +240,7 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         return (grad * grad_loss.to(grad.dtype),) + none
     logits, target = ctx.saved_tensors
     parents, gamma, ignore_index, align_corners, backend = ctx.args
-    weights = grad_loss.float()
+    weights = grad_loss.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
     if ctx.reduction != 0:
         if ctx.reduction == 2:
             weights = weights / (target != ignore_index).sum().clamp(min=1)

@@ -35,7 +35,7 @@ struct FtmArgs {
   bool grad;
   int64_t reduction;       // 0: per-pixel loss into loss_pix, else partial sums per tile
   double grad_scale;       // sum / mean scale when grad_loss is null
-  const float* grad_loss;  // per-pixel weights (backward of reduction none) or null
+  const double* grad_loss;  // per-pixel weights (backward of reduction none) or null
   PixelLayout gll;
 };
 
@@ -117,7 +117,7 @@ auto top_down_kernel(double gamma, bool grad) {
 
 template <class scalar_t, class acc_t, class tgt_t>
 void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, PixelLayout tl, scalar_t* g,
-               PixelLayout gl, int64_t gsc, float* loss_pix, double* partial, int64_t num_p, const FtmArgs& a) {
+               PixelLayout gl, int64_t gsc, double* loss_pix, double* partial, int64_t num_p, const FtmArgs& a) {
   const int64_t tiles = (num_p + kTile - 1) / kTile;
   const int num_c = a.num_c;
   const acc_t gamma = static_cast<acc_t>(a.gamma);
@@ -197,7 +197,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
       for (int64_t i = 0; i < n; ++i) {
         double l = 0.0;
         if (y[i] >= 0) l = nan[i] ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(loss[i]);
-        if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = static_cast<float>(l);
+        if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = l;
         tile_sum += l;
       }
       if (a.reduction != 0) partial[tile] = tile_sum;
@@ -244,7 +244,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   at::Tensor loss, grad;
   at::Tensor partial;
   if (reduction == 0 && !grad_loss) {
-    loss = at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat));
+    loss = at::empty(pixel_shape(logits), logits.options().dtype(at::kDouble));  // handed back in loss_dtype
   } else if (reduction != 0) {
     partial = at::empty({(num_p + kTile - 1) / kTile}, logits.options().dtype(at::kDouble));
   }
@@ -255,11 +255,12 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
     using tgt_t = decltype(tag);
     count = count_valid(target.data_ptr<tgt_t>(), pixel_layout(target, false), num_p, leaf, ignore_index, op);
   });
+  const at::Tensor grad_loss64 = grad_loss ? grad_loss->to(at::kDouble) : at::Tensor();
   FtmArgs a{num_c, depth, parent.data_ptr<int32_t>(), bottom_up.data_ptr<int32_t>(), ancestors.data_ptr<int32_t>(),
             leaf.data(), gamma, ignore_index, want_grad, grad_loss ? 0 : reduction,
             reduction == 2 ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0,
-            grad_loss ? grad_loss->data_ptr<float>() : nullptr,
-            grad_loss ? pixel_layout(*grad_loss, false) : PixelLayout{}};
+            grad_loss ? grad_loss64.data_ptr<double>() : nullptr,
+            grad_loss ? pixel_layout(grad_loss64, false) : PixelLayout{}};
   if (grad_loss) a.reduction = 0;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "hssn_ftm_cpu", [&] {
@@ -270,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
           logits.data_ptr<scalar_t>(), pixel_layout(logits, true), logits.stride(1), target.data_ptr<tgt_t>(),
           pixel_layout(target, false), want_grad ? grad.data_ptr<scalar_t>() : nullptr,
           want_grad ? pixel_layout(grad, true) : PixelLayout{}, want_grad ? grad.stride(1) : 0,
-          (reduction == 0 && !grad_loss) ? loss.data_ptr<float>() : nullptr,
+          (reduction == 0 && !grad_loss) ? loss.data_ptr<double>() : nullptr,
           reduction != 0 ? partial.data_ptr<double>() : nullptr, num_p, a);
     });
   });
@@ -280,8 +281,10 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
     const double* ps = partial.data_ptr<double>();
     for (int64_t i = 0; i < partial.numel(); ++i) total += ps[i];
     if (reduction == 2) total /= static_cast<double>(std::max<int64_t>(count, 1));
-    loss = at::zeros({}, logits.options().dtype(at::kFloat));
+    loss = at::zeros({}, logits.options().dtype(loss_dtype(logits)));
     loss.fill_(total);
+  } else if (loss.defined()) {
+    loss = loss.to(loss_dtype(logits));
   }
   return {loss, grad};
 }

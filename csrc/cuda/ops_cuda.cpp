@@ -76,7 +76,9 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   p.dtype = cuda_dtype(logits, op, "logits");
   p.t = target.data_ptr(); p.tl = pixel_layout(target, false); p.ttype = target_type(target);
   if (want_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
-  if (grad_loss) { p.grad_loss = grad_loss->data_ptr<float>(); p.gll = pixel_layout(*grad_loss, false); }
+  // fp32 math on CUDA: fp64 weights are read as fp32 and the loss handed back in loss_dtype(logits)
+  const at::Tensor grad_loss32 = grad_loss ? grad_loss->to(at::kFloat) : at::Tensor();
+  if (grad_loss) { p.grad_loss = grad_loss32.data_ptr<float>(); p.gll = pixel_layout(grad_loss32, false); }
   p.count = (!grad_loss && reduction == 2) ? count.data_ptr<int64_t>() : nullptr;
   p.loss_pix = loss.defined() ? loss.data_ptr<float>() : nullptr;
   p.partial = partial.defined() ? partial.data_ptr<float>() : nullptr;
@@ -90,6 +92,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
     loss = partial.sum();
     if (reduction == 2) loss = at::div(loss, count.clamp_min(1));
   }
+  if (loss.defined()) loss = loss.to(loss_dtype(logits));
   return {loss, grad};
 }
 
