@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shapes", help=f"comma list of shape names or groups {list(cases.GROUPS)}")
     p.add_argument("--dtypes", help=f"comma list of {list(cases.DTYPES)} (default bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--full-size", action="store_true",
+                   help="CPU: the paper shapes at their real size (for memory; the reference takes minutes)")
     p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads; default: torch's)")
     p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<device>-<date>/)")
     p.add_argument("--no-errors", action="store_true", help="skip the float64 reference comparison")
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         todo = cases.build_cases(device, _names(args.ops), _names(args.backends), _names(args.shapes),
-                                 _names(args.dtypes), _names(args.modes), quick=args.quick)
+                                 _names(args.dtypes), _names(args.modes), quick=args.quick,
+                                 full_size=args.full_size)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -57,7 +60,7 @@ def main(argv=None) -> int:
     slug = "cpu" if device.type == "cpu" else report.slug(runner.device_name(device))
     out = args.out or RESULTS / f"{slug}-{datetime.date.today().isoformat()}"
     data = runner.run(todo, device, quick=args.quick, check_errors=not args.no_errors,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, full_size=args.full_size)
     paths = report.write_all(data, out)
     failed = [r for r in data["results"] if r["status"] not in ("ok",) and not r["status"].startswith("unsupported")]
     print("\n".join(report.headline_table(data)))

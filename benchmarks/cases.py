@@ -27,8 +27,14 @@ OP_MODES: dict[str, tuple[str, ...]] = {
     "argmax": ("no_grad",),
     "triplet": MODES,
     "hssn_loss": MODES,
+    "ftm_interp": ("full",),
+    "ftm_upsample": ("full",),
+    "train_loss_interp": ("full",),
+    "train_loss": ("full",),
 }
-"""Ops: focal tree-min loss, path argmax, tree-triplet loss, the whole ``HierarchicalLoss``."""
+"""Ops: focal tree-min loss, path argmax, tree-triplet loss, the whole ``HierarchicalLoss``; the training-step
+family (benchmarks/ops.py): the loss from 1/4-resolution logits with F.interpolate first or fused upsampling,
+alone and as the trainer's whole loss (main + auxiliary + triplet)."""
 SWEEP_OPS = {"ftm": ("full", "no_grad"), "argmax": ("no_grad",)}
 """The scaling sweeps run only these ops and modes (the paper shapes run every op and mode)."""
 GROUPS = ("paper", "pixels", "channels")
@@ -141,12 +147,13 @@ QUICK_SHAPES = (
 )
 
 
-def shapes_for(device: torch.device, quick: bool = False) -> tuple[Shape, ...]:
-    """All shapes for ``device``: tiny ones with ``quick``; on CPU scaled down by ``CPU_SIDE_SCALE``."""
+def shapes_for(device: torch.device, quick: bool = False, full_size: bool = False) -> tuple[Shape, ...]:
+    """All shapes for ``device``: tiny ones with ``quick``; on CPU scaled down by ``CPU_SIDE_SCALE`` unless
+    ``full_size`` (memory at the real shapes: bytes are the same on every device)."""
     if quick:
         return QUICK_SHAPES
     shapes = PAPER_SHAPES + PIXEL_SWEEP + CHANNEL_SWEEP
-    if torch.device(device).type == "cpu":
+    if torch.device(device).type == "cpu" and not full_size:
         shapes = tuple(s.scaled(CPU_SIDE_SCALE) for s in shapes)
     return shapes
 
@@ -204,7 +211,7 @@ def check_names(kind: str, names: list[str] | None, allowed) -> None:
 
 
 def build_cases(device: torch.device | str, ops=None, backends=None, shapes=None, dtypes=None, modes=None,
-                quick: bool = False) -> list[Case]:
+                quick: bool = False, full_size: bool = False) -> list[Case]:
     """Every case for ``device`` after the filters (lists of names; None = the defaults)."""
     device = torch.device(device)
     check_names("ops", ops, OP_MODES)
@@ -215,7 +222,7 @@ def build_cases(device: torch.device | str, ops=None, backends=None, shapes=None
     backends = backends or list(default_backends(device))
     dtypes = dtypes or list(default_dtypes(device))
     cases = []
-    for shape in select_shapes(shapes_for(device, quick), shapes):
+    for shape in select_shapes(shapes_for(device, quick, full_size), shapes):
         for op in ops:
             op_modes = OP_MODES[op] if shape.group == "paper" else SWEEP_OPS.get(op, ())
             for mode in op_modes:

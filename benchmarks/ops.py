@@ -3,6 +3,11 @@
 Inputs are random but realistic: logits ``N(0, 3^2)``, leaf targets with 10% ignored pixels,
 embeddings ``(B, 256, H/8, W/8)`` with the target taken at every 8th pixel (the tree-triplet loss
 runs at 1/8 resolution with 200 triplets, as in the paper).
+
+The training-step ops take the head's outputs as a DeepLabV3+ makes them: logits at 1/4 of the label
+size (``LOGITS_STRIDE``), auxiliary logits and embeddings at 1/8. ``ftm_interp`` / ``train_loss_interp``
+upsample with ``F.interpolate`` before the loss (the old training loop); ``ftm_upsample`` / ``train_loss``
+pass ``upsample="bilinear"`` (fused on the fast backends; the reference computes the same expression).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 import hssn_kernels as hk
 from hssn_kernels import reference
@@ -23,6 +29,14 @@ EMBED_STRIDE = 8
 NUM_TRIPLETS = 200
 IGNORED_FRACTION = 0.1
 TARGET_DTYPE = torch.int64
+LOGITS_STRIDE = 4
+AUX_STRIDE = 8
+AUX_WEIGHT = 0.4
+TRAIN_OPS = ("ftm_interp", "ftm_upsample", "train_loss_interp", "train_loss")
+EXP_LOG_OPS = ("ftm", "ftm_interp", "ftm_upsample")
+"""Ops measured against the exp + log floor (one exp and one log per full-resolution logit)."""
+RATIO_BASE = {"ftm_upsample": "ftm_interp", "train_loss": "train_loss_interp"}
+"""Ops whose ``x ref`` / ``mem / ref`` columns compare with another op's reference row (same shape)."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -42,7 +56,14 @@ def make_inputs(op: str, shape: Shape, dtype: str, device, seed: int = 0) -> dic
         out["logits"] = (3 * torch.randn(shape.batch, shape.channels, shape.height, shape.width, generator=gen)
                          ).to(device=device, dtype=dt)
         out["target"] = _target(shape, shape.height, shape.width, gen, device)
-    if op in ("triplet", "hssn_loss"):
+    if op in TRAIN_OPS:
+        for key, stride in (("logits", LOGITS_STRIDE), ("aux_logits", AUX_STRIDE)):
+            if key == "aux_logits" and not op.startswith("train_loss"):
+                continue
+            h, w = max(1, shape.height // stride), max(1, shape.width // stride)
+            out[key] = (3 * torch.randn(shape.batch, shape.channels, h, w, generator=gen)).to(device=device, dtype=dt)
+        out["target"] = _target(shape, shape.height, shape.width, gen, device)
+    if op in ("triplet", "hssn_loss") or op.startswith("train_loss"):
         h, w = shape.height // EMBED_STRIDE, shape.width // EMBED_STRIDE
         out["embeddings"] = torch.randn(shape.batch, EMBED_DIM, h, w, generator=gen).to(device=device, dtype=dt)
         if op == "triplet":
@@ -77,6 +98,56 @@ def _hssn_module(backend, h, ii):
 def _hssn_loss(backend, shape):
     module = _hssn_module(backend, shape.hierarchy, shape.ignore_index)
     return lambda x: module(x["logits"], x["target"], x["embeddings"], step=0)["loss"]
+
+
+def _interp(z, size):
+    return F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+
+
+def _ftm_interp(backend, shape):
+    h, ii = shape.hierarchy, shape.ignore_index
+    return lambda x: hk.focal_tree_min_loss(_interp(x["logits"], x["target"].shape[-2:]), x["target"], h, GAMMA, ii,
+                                            backend=backend, validate=False, nan_policy="propagate")
+
+
+def _ftm_upsample(backend, shape):
+    h, ii = shape.hierarchy, shape.ignore_index
+    return lambda x: hk.focal_tree_min_loss(x["logits"], x["target"], h, GAMMA, ii, backend=backend, validate=False,
+                                            nan_policy="propagate", upsample="bilinear")
+
+
+def _train_module(backend, h, ii, upsample):
+    return hk.HierarchicalLoss(h, "ftm", GAMMA, "hierarchy", NUM_TRIPLETS, ignore_index=ii, backend=backend,
+                               upsample=upsample, validate=False, nan_policy="propagate")
+
+
+def _train_loss_call(module, interp):
+    """The trainer's loss: main + beta * triplet + AUX_WEIGHT * the auxiliary head's loss (beta at its max)."""
+    def fn(x):
+        size = x["target"].shape[-2:]
+        main, aux = (_interp(x["logits"], size), _interp(x["aux_logits"], size)) if interp else (x["logits"],
+                                                                                               x["aux_logits"])
+        parts = module(main, x["target"], x["embeddings"], step=module.beta_steps)
+        return parts["loss"] + AUX_WEIGHT * module.segmentation_loss(aux, x["target"])
+    return fn
+
+
+def _train_loss(backend, shape):
+    return _train_loss_call(_train_module(backend, shape.hierarchy, shape.ignore_index, "bilinear"), False)
+
+
+def _train_loss_interp(backend, shape):
+    return _train_loss_call(_train_module(backend, shape.hierarchy, shape.ignore_index, None), True)
+
+
+def _compiled_ftm_interp(h, ii):
+    fn = torch.compile(lambda z, t: reference.focal_tree_min_loss(_interp(z, t.shape[-2:]), t, h, GAMMA, ii, "mean",
+                                                                  validate=False))
+    return lambda x: fn(x["logits"], x["target"])
+
+
+def _not_compiled(h, ii):
+    raise RuntimeError("this op has no torch.compile form")
 
 
 def _compiled_ftm(h, ii):
@@ -116,6 +187,10 @@ OPS: dict[str, OpSpec] = {
     "argmax": OpSpec(_argmax, _compiled_argmax, ("hierarchical_argmax",)),
     "triplet": OpSpec(_triplet, _compiled_triplet, ("tree_triplet_loss",)),
     "hssn_loss": OpSpec(_hssn_loss, _compiled_hssn_loss, ("focal_tree_min_loss", "tree_triplet_loss")),
+    "ftm_interp": OpSpec(_ftm_interp, _compiled_ftm_interp, ("focal_tree_min_loss",)),
+    "ftm_upsample": OpSpec(_ftm_upsample, _not_compiled, ("ftm_kernel",)),
+    "train_loss_interp": OpSpec(_train_loss_interp, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
+    "train_loss": OpSpec(_train_loss, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
 }
 
 
@@ -128,7 +203,9 @@ def _compiled(op: str, tree: str, ignore_index: int) -> Callable:
 def unsupported_reason(op: str, backend: str, device: torch.device) -> str | None:
     """None when ``backend`` runs every part of ``op`` on ``device``, else why not."""
     if backend == "compiled":
-        return None
+        return None if OPS[op].compiled is not _not_compiled else "no torch.compile form of this op"
+    if op in RATIO_BASE and backend == "reference":
+        return f"the reference computes F.interpolate + loss: the reference row of {RATIO_BASE[op]}"
     for name in OPS[op].backend_ops:
         why = hk.backends.unavailable_reason(backend, device, name)
         if why is not None:
@@ -155,6 +232,10 @@ def floor_bytes(op: str, mode: str, shape: Shape, dtype: str) -> int:
     """
     b = DTYPES[dtype].itemsize
     lab = torch.tensor([], dtype=TARGET_DTYPE).element_size()
+    if op in TRAIN_OPS:  # the low-res logits read once (and their gradient written), the labels read once
+        low = sum(shape.batch * shape.channels * max(1, shape.height // s) * max(1, shape.width // s)
+                  for s in ((LOGITS_STRIDE, AUX_STRIDE) if op.startswith("train_loss") else (LOGITS_STRIDE,)))
+        return low * b * (2 if mode in ("backward", "full") else 1) + shape.pixels * lab
     n_pix = shape.pixels
     grad = mode in ("backward", "full")
     n_emb = shape.batch * (shape.height // EMBED_STRIDE) * (shape.width // EMBED_STRIDE)

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .ops import RATIO_BASE, TRAIN_OPS
+
 MB = 2**20
 PLOTS = ("time_paper.png", "memory_paper.png", "scaling_pixels.png", "scaling_channels.png")
 HEADLINE = ("ftm", "full")
@@ -31,10 +33,11 @@ def _reference_rows(rows) -> dict[tuple, dict]:
 
 def with_ratios(rows: list[dict]) -> list[dict]:
     """Adds ``speedup_vs_reference`` (reference median / median) and ``memory_vs_reference``
-    (peak above inputs / the reference's) to every measured row that has a measured reference."""
+    (peak above inputs / the reference's) to every measured row that has a measured reference (for the
+    ops of ``RATIO_BASE``, the reference row of their base op)."""
     refs = _reference_rows(rows)
     for r in _ok(rows):
-        ref = refs.get((r["op"], r["mode"], r["shape"], r["dtype"]))
+        ref = refs.get((RATIO_BASE.get(r["op"], r["op"]), r["mode"], r["shape"], r["dtype"]))
         if ref is not None:
             r["speedup_vs_reference"] = ref["ms_median"] / r["ms_median"]
             r["memory_vs_reference"] = (r["peak_above_inputs_bytes"] / ref["peak_above_inputs_bytes"]
@@ -125,12 +128,45 @@ def markdown(data: dict) -> str:
         "",
     ]
     lines += headline_table(data)
+    lines += training_step_table(data)
     by_op = defaultdict(list)
     for r in rows:
         by_op[r["op"]].append(r)
     for op, op_rows in by_op.items():
         lines += ["", f"## {op}", ""] + _table(op_rows)
     return "\n".join(lines) + "\n"
+
+
+def training_step_table(data: dict) -> list[str]:
+    """Per shape and fast backend: F.interpolate + loss vs the fused upsampling, time and memory side by side."""
+    rows = {(r["op"], r["backend"], r["shape"], r["dtype"]): r for r in _ok(data["results"]) if r["op"] in TRAIN_OPS}
+    if not rows:
+        return []
+    lines = ["", "## Training-step loss: logits at 1/4 of the labels", "",
+             "`interp + X`: `F.interpolate` to the label size, then the loss on backend X; `upsample X`: "
+             "`upsample=\"bilinear\"` on backend X. Memory: peak above the inputs, forward + backward. "
+             "`x floor`: median over one exp + one log over the full-resolution logits (same run).", "",
+             "| op | shape | dtype | backend | interp + reference ms / MB | interp + backend ms / MB | "
+             "upsample ms / MB | mem vs interp + backend | mem vs interp + reference | x floor |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (op, backend, shape, dtype), r in sorted(rows.items()):
+        if op not in RATIO_BASE:
+            continue
+        base = RATIO_BASE[op]
+        ref, fused = rows.get((base, "reference", shape, dtype)), rows.get((base, backend, shape, dtype))
+
+        def cell(x):
+            return "-" if x is None else f"{x['ms_median']:.4g} / {x['peak_above_inputs_bytes'] / MB:.1f}"
+
+        def ratio(x):
+            return "-" if x is None or not x["peak_above_inputs_bytes"] else \
+                f"1/{x['peak_above_inputs_bytes'] / max(r['peak_above_inputs_bytes'], 1):.0f}"
+
+        floor = r.get("exp_log_floor_ms")
+        lines.append(f"| {base.replace('_interp', '')} | {shape} ({r['batch']}x{r['channels']}x{r['height']}x"
+                     f"{r['width']}) | {dtype} | {backend} | {cell(ref)} | {cell(fused)} | {cell(r)} | {ratio(fused)} | "
+                     f"{ratio(ref)} | {'-' if not floor else format(r['ms_median'] / floor, '.1f')} |")
+    return lines
 
 
 def write_markdown(data: dict, out: Path) -> Path:

@@ -199,6 +199,21 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
+def exp_log_floor_ms(n: int, device: torch.device) -> float:
+    """Median ms of one ``torch.exp`` plus one ``torch.log`` over ``n`` fp32 elements (into a preallocated
+    output): the least work a focal tree-min forward+backward can do over n logits, measured in this run."""
+    x = torch.rand(n, device=device) + 0.5
+    out = torch.empty_like(x)
+    timer = time_gpu if device.type == "cuda" else time_cpu
+
+    def call():
+        torch.exp(x, out=out)
+        torch.log(x, out=out)
+
+    (ms, _, _), _ = timer(call, [], quick=False)
+    return ms
+
+
 def copy_bandwidth(device: torch.device) -> float:
     """Device-to-device copy bandwidth in bytes/s (bytes read + bytes written per second)."""
     n = (1 << 28) if device.type == "cuda" else (1 << 24)  # 1 GiB / 64 MiB of float32
@@ -231,7 +246,7 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def environment(device: torch.device, quick: bool, shapes) -> dict:
+def environment(device: torch.device, quick: bool, shapes, full_size: bool = False) -> dict:
     """Device, versions, date, git commit, thread counts, methods: the metadata of a results file."""
     try:
         import triton
@@ -256,7 +271,7 @@ def environment(device: torch.device, quick: bool, shapes) -> dict:
         "torch_threads": torch.get_num_threads(),
         "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "quick": quick,
-        "cpu_side_scale": CPU_SIDE_SCALE if device.type == "cpu" and not quick else 1,
+        "cpu_side_scale": CPU_SIDE_SCALE if device.type == "cpu" and not (quick or full_size) else 1,
         "backends": hk.backends.available(device),
         "native_build": {k: v for k, v in native.items() if k != "path"},
         "trees": {t: {"channels": get_tree(t).num_channels, "leaves": get_tree(t).num_leaves,
@@ -302,7 +317,7 @@ def _measure(case: Case, fn: Callable, inputs: dict, device: torch.device, quick
 
 
 def run(cases: list[Case], device: torch.device | str, quick: bool = False, check_errors: bool = True,
-        progress: bool = True) -> dict:
+        progress: bool = True, full_size: bool = False) -> dict:
     """Measure ``cases`` on ``device``; returns ``{"meta": ..., "copy_bandwidth_Bps": ..., "results": [...]}``."""
     device = torch.device(device)
     if any(c.backend == "compiled" for c in cases):
@@ -314,8 +329,13 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
     copy_bw = copy_bandwidth(device)
     results = []
     bar = tqdm(total=len(cases), disable=not progress, unit="case", dynamic_ncols=True)
+    floors: dict[int, float] = {}
     for (op, shape, dtype), group in groups.items():
         inputs = ops.make_inputs(op, shape, dtype, device)
+        floor_ms = None
+        if op in ops.EXP_LOG_OPS:
+            n = shape.pixels * shape.channels
+            floor_ms = floors[n] if n in floors else floors.setdefault(n, exp_log_floor_ms(n, device))
         truth, oracle_dtype, oracle_status = None, None, None
         if check_errors:
             try:
@@ -329,7 +349,8 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
                    "group": shape.group, "tree": shape.tree, "dtype": dtype, "batch": shape.batch,
                    "channels": shape.channels, "height": shape.height, "width": shape.width,
                    "pixels": shape.pixels, "ignore_index": shape.ignore_index,
-                   "floor_bytes": ops.floor_bytes(op, case.mode, shape, dtype), "oracle_dtype": oracle_dtype}
+                   "floor_bytes": ops.floor_bytes(op, case.mode, shape, dtype), "oracle_dtype": oracle_dtype,
+                   "exp_log_floor_ms": floor_ms}
             why = ops.unsupported_reason(op, case.backend, device)
             if why is not None:
                 row["status"] = f"unsupported: {why}"
@@ -357,6 +378,6 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
         del inputs, truth
         _free()
     bar.close()
-    meta = environment(device, quick, [c.shape for c in cases])
+    meta = environment(device, quick, [c.shape for c in cases], full_size)
     meta["load_average_start"] = load_start
     return {"meta": meta, "copy_bandwidth_Bps": copy_bw, "results": results}

@@ -4,9 +4,10 @@
 ``(r0[y], r1[y])`` with weights ``(1 - l[y], l[y])``, and likewise for columns. The output rows that share
 one row pair form a *band* (about ``H / h`` rows). Per band we form the upsampled logits of those rows only
 (``(B, C, rows, W)``, fp32 math; fp64 for fp64 logits), run the backend's fused forward+gradient kernel on
-them, and fold the band's gradient back onto its two low-res rows: a weighted sum over the band's rows,
-then, per low-res column, a fixed-length gather over the output columns it feeds. Bands run in a fixed
-order and nothing is accumulated with atomics, so the gradient is deterministic. Memory: one band (at
+them, and fold the band's gradient back onto its two low-res rows: a weighted sum over the band's rows into
+a full-width row sum per low-res row, folded onto the low-res columns once that row gets no more bands
+(``index_add_`` on CPU, sequential; a fixed-length gather over each low-res column's sources elsewhere).
+Bands run in a fixed order and nothing is accumulated with atomics, so the gradient is deterministic. Memory: one band (at
 most ``BAND_ELEMENTS`` upsampled values; larger bands are split by rows) plus the low-res gradient.
 
 The interpolation weights follow PyTorch's ``upsample_bilinear2d`` (source index ``scale * (dst + 0.5) -
@@ -30,6 +31,8 @@ from .hierarchy import ClassHierarchy
 
 UPSAMPLE_MODES = (None, "bilinear")
 """Values of the ``upsample=`` keyword of the losses."""
+INDEX_ADD_DEVICES = ("cpu",)
+"""Devices whose ``index_add_`` is sequential (deterministic); elsewhere the gradient folds by a gather."""
 BAND_ELEMENTS = 1 << 20
 """Most upsampled values (B x C x rows x W) held at once; a band with more is split by rows."""
 
@@ -112,8 +115,10 @@ class _Plan:
 
     def row(self, logits: torch.Tensor, r: int) -> torch.Tensor:
         """(B, C, W) low-res row r upsampled along the columns, in the compute dtype."""
-        x = logits[:, :, r].to(self.dtype)
-        return x.index_select(-1, self.c0) * self.w0 + x.index_select(-1, self.c1) * self.w1
+        nb, nc, _, w = logits.shape
+        x = logits[:, :, r].to(self.dtype).reshape(nb * nc, w)
+        mixed = x.gather(1, self.c0.expand(nb * nc, -1)) * self.w0 + x.gather(1, self.c1.expand(nb * nc, -1)) * self.w1
+        return mixed.view(nb, nc, -1)
 
     def bands(self, logits: torch.Tensor):
         """Yields (y0, y1, r0, r1, up): up (B, C, y1 - y0, W) = the upsampled logits of output rows [y0, y1),
@@ -126,9 +131,30 @@ class _Plan:
             del up  # the consumer holds the only reference: one band alive at a time
 
     def fold_columns(self, g: torch.Tensor) -> torch.Tensor:
-        """(B, C, W) -> (B, C, w): the adjoint of the column mixing (fixed-order gather, no atomics)."""
-        taken = g.index_select(-1, self.t_idx).unflatten(-1, self.t_wt.shape)
-        return (taken * self.t_wt).sum(-1)
+        """(B, C, W) -> (B, C, w): the adjoint of the column mixing, without float atomics: index_add_ on CPU
+        (sequential), a fixed-order gather over each low-res column's sources elsewhere."""
+        nb, nc, W = g.shape
+        if g.device.type in INDEX_ADD_DEVICES:
+            out = g.new_zeros((nb, nc, self.w_low))
+            return out.index_add_(-1, self.c0, g * self.w0).index_add_(-1, self.c1, g * self.w1)
+        taken = g.reshape(nb * nc, W).index_select(1, self.t_idx).unflatten(-1, self.t_wt.shape)
+        return (taken * self.t_wt).sum(-1).view(nb, nc, self.w_low)
+
+
+class _RowSums:
+    """Full-width gradient row sums of the low-res rows still receiving bands; folded once per row."""
+
+    def __init__(self, plan: _Plan, grad: torch.Tensor):
+        self.plan, self.grad, self.rows = plan, grad, {}
+
+    def add(self, r: int, g: torch.Tensor, weights: torch.Tensor) -> None:
+        part = (g * weights[:, None]).sum(2)  # (B, C, W): sum over the band's rows
+        self.rows[r] = part if r not in self.rows else self.rows[r].add_(part)
+
+    def flush(self, below: int | None = None) -> None:
+        """Fold every pending row < ``below`` (all when None) into the low-res gradient, in row order."""
+        for r in sorted(r for r in self.rows if below is None or r < below):
+            self.grad[:, :, r] += self.plan.fold_columns(self.rows.pop(r))
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -150,6 +176,7 @@ def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, 
     grad = logits.new_zeros((nb, nc, h, w), dtype=plan.dtype) if want_grad else None
     loss_map = target.new_empty(target.shape, dtype=plan.dtype) if (reduction == 0 and weights is None) else None
     total = logits.new_zeros((), dtype=plan.dtype) if (reduction == 1 and weights is None) else None
+    sums = _RowSums(plan, grad) if want_grad else None
     for y0, y1, r0, r1, up in plan.bands(logits):
         t = target[:, y0:y1]
         if weights is not None:
@@ -163,8 +190,11 @@ def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, 
         del up
         if want_grad:
             g = g.to(plan.dtype)
-            grad[:, :, r0] += plan.fold_columns(torch.einsum("bcyx,y->bcx", g, plan.h0[y0:y1]))
-            grad[:, :, r1] += plan.fold_columns(torch.einsum("bcyx,y->bcx", g, plan.h1[y0:y1]))
+            sums.flush(below=r0)  # rows above this band get nothing more
+            sums.add(r0, g, plan.h0[y0:y1])
+            sums.add(r1, g, plan.h1[y0:y1])
+    if want_grad:
+        sums.flush()
     return (loss_map if loss_map is not None else total), grad
 
 

@@ -83,6 +83,19 @@ def test_non_contiguous_logits_all_ignored_and_small_bands(monkeypatch):
 
 
 @needs_native
+def test_gather_fold_equals_index_add_fold(monkeypatch):
+    tree = cityscapes_like()
+    x = torch.randn(2, tree.num_channels, 5, 9, dtype=torch.float64)
+    t = random_targets(tree, (2, 17, 31))
+    expect = _grads(lambda a: hk.focal_tree_min_loss(a, t, tree, backend="cpu", upsample="bilinear"), x,
+                    torch.tensor(1.0))
+    monkeypatch.setattr(upsample, "INDEX_ADD_DEVICES", ())  # the fold used on CUDA
+    got = _grads(lambda a: hk.focal_tree_min_loss(a, t, tree, backend="cpu", upsample="bilinear"), x,
+                 torch.tensor(1.0))
+    torch.testing.assert_close(got[1], expect[1], rtol=1e-13, atol=1e-15)
+
+
+@needs_native
 def test_deterministic_across_runs_and_thread_counts():
     tree = cityscapes_like()
     x = torch.randn(2, tree.num_channels, 16, 32)
