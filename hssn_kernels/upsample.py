@@ -77,9 +77,8 @@ def _transpose_taps(out_len: int, in_len: int, align_corners: bool, fp64: bool) 
     return idx, wt
 
 
-def _bands(i0: np.ndarray, i1: np.ndarray, row_elements: int) -> list[tuple[int, int, int, int]]:
-    """[(y_start, y_stop, r0, r1)]: runs of output rows sharing one low-res row pair, split to the budget."""
-    rows_max = max(1, BAND_ELEMENTS // max(row_elements, 1))
+def _bands(i0: np.ndarray, i1: np.ndarray, rows_max: int) -> list[tuple[int, int, int, int]]:
+    """[(y_start, y_stop, r0, r1)]: runs of output rows sharing one low-res row pair, at most ``rows_max`` rows."""
     out, start = [], 0
     n = len(i0)
     for y in range(1, n + 1):
@@ -90,18 +89,29 @@ def _bands(i0: np.ndarray, i1: np.ndarray, row_elements: int) -> list[tuple[int,
     return out
 
 
-class _Plan:
-    """Device copies of the taps for one (h, w) -> (H, W) resize, and its bands."""
+@functools.lru_cache(maxsize=32)
+def _cached_plan(shape: tuple[int, int, int, int], size: tuple[int, int], align_corners: bool, fp64: bool,
+                 device: torch.device, budget: int) -> "_Plan":
+    return _Plan(shape, size, align_corners, fp64, device, budget)
 
-    def __init__(self, logits: torch.Tensor, size: tuple[int, int], align_corners: bool):
-        nb, nc, h, w = logits.shape
-        self.fp64 = logits.dtype == torch.float64
+
+def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> "_Plan":
+    """The (cached: no host-to-device copy after the first step) plan of resizing ``logits`` to ``size``."""
+    return _cached_plan(tuple(logits.shape), tuple(size), align_corners, logits.dtype == torch.float64,
+                        logits.device, BAND_ELEMENTS)
+
+
+class _Plan:
+    """Device copies of the taps for one (B, C, h, w) -> (H, W) resize, and its bands."""
+
+    def __init__(self, shape, size, align_corners: bool, fp64: bool, dev: torch.device, budget: int):
+        nb, nc, h, w = shape
+        self.fp64 = fp64
         self.dtype = torch.float64 if self.fp64 else torch.float32
-        dev = logits.device
         H, W = size
         i0h, i1h, lamh = _taps(H, h, align_corners, self.fp64)
         i0w, i1w, lamw = _taps(W, w, align_corners, self.fp64)
-        self.spans = _bands(i0h, i1h, nb * nc * W)
+        self.spans = _bands(i0h, i1h, max(1, budget // max(nb * nc * W, 1)))
         self.h0 = torch.from_numpy(1 - lamh).to(dev)  # 1 - lam in the compute dtype (numpy keeps float32)
         self.h1 = torch.from_numpy(lamh).to(dev)
         self.c0 = torch.from_numpy(i0w).to(dev)
@@ -172,7 +182,7 @@ def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, 
     """
     nb, nc, h, w = logits.shape
     size = tuple(target.shape[-2:])
-    plan = _Plan(logits, size, align_corners)
+    plan = _plan(logits, size, align_corners)
     grad = logits.new_zeros((nb, nc, h, w), dtype=plan.dtype) if want_grad else None
     loss_map = target.new_empty(target.shape, dtype=plan.dtype) if (reduction == 0 and weights is None) else None
     total = logits.new_zeros((), dtype=plan.dtype) if (reduction == 1 and weights is None) else None
@@ -300,7 +310,7 @@ def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tupl
     """(B, H, W) int64 leaf map of the bilinearly upsampled logits (B, C, h, w), band by band, and with
     ``with_violations`` the (B, H, W) bool :func:`tree_violations` map of the upsampled logits."""
     nb = logits.shape[0]
-    plan = _Plan(logits, size, align_corners)
+    plan = _plan(logits, size, align_corners)
     leaf = torch.empty((nb,) + tuple(size), dtype=torch.int64, device=logits.device)
     viol = torch.empty((nb,) + tuple(size), dtype=torch.bool, device=logits.device) if with_violations else None
     with torch.no_grad():

@@ -100,3 +100,69 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]  # rank 0 logs once per step
     assert "mIoU^1" in proc.stdout  # the final evaluation (sharded, reduced) is printed once
     assert proc.stdout.count("mIoU^1") == 1
+
+
+SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")
+
+
+def test_no_host_sync_inside_steps_between_log_intervals(tmp_path, monkeypatch):
+    """Counts tensor-to-host reads (item, tolist, bool(), float(), ...) made by hssn / hssn_kernels code
+    during training steps; only the log-interval read may make them."""
+    import hssn
+    import hssn_kernels
+
+    roots = (str(Path(hssn.__file__).parent), str(Path(hssn_kernels.__file__).parent))
+    calls = []
+    for name in SYNC_METHODS:
+        original = getattr(torch.Tensor, name)
+
+        def patched(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(roots):
+                calls.append((_name, caller, sys._getframe(1).f_lineno))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, patched)
+    tr = Trainer(tiny_cfg(tmp_path, "train.iters=4", "train.eval_at_end=false",
+                          "model.kwargs={head_channels: 16, embed_dim: 16, aux_head: true}"))
+    batches = [tr.batches.next() for _ in range(3)]
+    tr.batches.next = lambda: batches.pop(0)
+    calls.clear()
+    for _ in range(3):
+        tr.train_step()
+    assert calls == []
+    tr.check_finite()  # the log-interval read: one sync, on every rank together
+    assert calls
+
+
+def test_non_finite_loss_is_found_at_the_log_interval_with_its_step_and_terms(tmp_path):
+    tr = Trainer(tiny_cfg(tmp_path, "train.iters=6", "train.log_interval=3", "train.eval_at_end=false"))
+    tr.train_step()
+    with torch.no_grad():
+        for p in tr.model.head.classifier.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1 .*'seg': nan.*'triplet'"):
+        tr.fit()
+    assert tr.step == 3  # read at the log interval, not before
+
+
+def test_trainer_loss_equals_interpolate_then_loss(tmp_path):
+    import torch.nn.functional as F
+
+    from hssn_kernels import HierarchicalLoss
+
+    tr = Trainer(tiny_cfg(tmp_path, "train.iters=1", "model.kwargs={head_channels: 16, embed_dim: 16, aux_head: true}"))
+    batch = tr.batches.next()
+    tr.model.train()
+    out = tr.model(batch["image"])
+    target = batch["label"]
+    size = tuple(target.shape[-2:])
+    assert out["logits"].shape[-2:] != size and out["aux_logits"].shape[-2:] != size
+    new = tr.loss_fn(out["logits"], target, out["embeddings"], step=0)["loss"]
+    new = new + tr.model.auxiliary_losses(out, target, tr.loss_fn.segmentation_loss, tr.ignore_index)["aux"]
+    old_fn = HierarchicalLoss(tr.hierarchy, triplet="hierarchy", num_triplets=50, beta_steps=1,
+                              ignore_index=tr.ignore_index)
+    up = F.interpolate(out["logits"], size=size, mode="bilinear", align_corners=False)
+    old = old_fn(up, target, out["embeddings"], step=0)["loss"]
+    old = old + 0.4 * old_fn.segmentation_loss(F.interpolate(out["aux_logits"], size=size, mode="bilinear"), target)
+    torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
