@@ -273,6 +273,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, _grad_of_grad):
     none = (None,) * 8
+    if torch.is_grad_enabled():  # backward(create_graph=True): no silent gradient without a graph
+        raise RuntimeError("hssn::upsampled_ftm has no second derivative (double backward is not supported)")
     if grad_loss is None:
         return (None,) + none
     if ctx.fused:

@@ -215,3 +215,13 @@ def test_saves_no_logits_when_the_gradient_is_fused():
     with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s.shape) or s, lambda s: s):
         hk.focal_tree_min_loss(x, t, tree, backend="cpu", upsample="bilinear")
     assert saved == [x.shape]  # only the fused low-res gradient
+
+
+@needs_native
+def test_double_backward_is_a_clear_error():
+    tree = cityscapes_like()
+    x = torch.randn(1, tree.num_channels, 3, 3, requires_grad=True)
+    t = random_targets(tree, (1, 7, 7))
+    loss = hk.focal_tree_min_loss(x, t, tree, backend="cpu", upsample="bilinear")
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
