@@ -130,9 +130,10 @@ def _ftm_kernel(
         run_v = tl.where(take, zl, run_v)
         run_i = tl.where(take, cl, run_i)
         on_path = on_path | ((cols2 == pp[:, None]) & ok[:, None])
-        ls_p = tl.minimum(run_v, 0.0) - _log1p_exp_neg_abs(run_v)
-        ls_q = ls_p - run_v
-        wq = tl.exp(gamma * ls_q)
+        l1p = _log1p_exp_neg_abs(run_v)
+        ls_p = tl.minimum(run_v, 0.0) - l1p
+        ls_q = tl.minimum(-run_v, 0.0) - l1p  # not ls_p - z: finite limits at z = -inf / +inf
+        wq = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * ls_q))
         if COMPUTE_LOSS:
             pos_loss += tl.where(ok, -wq * ls_p, 0.0)
         if COMPUTE_GRAD:
@@ -141,9 +142,10 @@ def _ftm_kernel(
 
     # ---- negative terms f-(M_v) for nodes off the path
     neg = m2 & (on_path == 0)
-    lp = tl.minimum(rv, 0.0) - _log1p_exp_neg_abs(rv)
-    lq = lp - rv
-    wp = tl.exp(gamma * lp)
+    l1p = _log1p_exp_neg_abs(rv)
+    lp = tl.minimum(rv, 0.0) - l1p
+    lq = tl.minimum(-rv, 0.0) - l1p
+    wp = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
     if COMPUTE_LOSS:
         loss = tl.sum(tl.where(neg, -wp * lq, zero), axis=1) + pos_loss
         loss = tl.where(has_nan, float("nan"), loss)

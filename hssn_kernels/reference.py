@@ -85,8 +85,12 @@ def _focal_terms(zstar: torch.Tensor, labels: torch.Tensor, gamma: float) -> tor
     """Per-node focal BCE on pre-selected logits z*: -(1-p)^g log p if label else -p^g log(1-p)."""
     log_p = F.logsigmoid(zstar)
     log_q = F.logsigmoid(-zstar)
-    pos = -torch.exp(gamma * log_q) * log_p
-    neg = -torch.exp(gamma * log_p) * log_q
+
+    def weight(log_x):  # x^gamma, exactly 1 for gamma = 0 (also at x = 0, where 0 * log 0 would be NaN)
+        return torch.ones_like(log_x) if gamma == 0 else torch.exp(gamma * log_x)
+
+    pos = -weight(log_q) * log_p
+    neg = -weight(log_p) * log_q
     return torch.where(labels, pos, neg)
 
 

@@ -85,7 +85,7 @@ template <int kGamma, class T> inline void vneg_term(T z, T gamma, T* loss, T* d
   const T p = z >= T(0) ? inv : e * inv;
   const T q = z >= T(0) ? e * inv : inv;
   const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
-  const T log_q = log_p - z;
+  const T log_q = (z > T(0) ? -z : T(0)) - log1p_e;  // not log_p - z: finite limits at z = -inf / +inf
   const T wp = vfocal_pow<kGamma>(p, log_p, gamma);
   *loss = -wp * log_q;
   *dz = wp * (p - gamma * q * log_q);

@@ -52,7 +52,7 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T p = z >= T(0) ? inv : e * inv;
   const T q = z >= T(0) ? e * inv : inv;
   const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
-  const T log_q = log_p - z;
+  const T log_q = (z > T(0) ? -z : T(0)) - log1p_e;  // not log_p - z: finite limits at z = -inf / +inf
   Term<T> out;
   if (positive) {
     const T wq = focal_pow(q, log_q, gamma);
