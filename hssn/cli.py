@@ -80,6 +80,10 @@ def _tta_args(p: argparse.ArgumentParser) -> None:
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="flip TTA off")
 
 
+THREADED = ("train", "eval", "predict", "demo")
+"""Commands that run models: they choose the torch thread count first (``distributed.choose_threads``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hssn", description="Hierarchical semantic segmentation (HSSN, CVPR 2022): train, evaluate, predict.",
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", _cmd_demo, "train + evaluate a small model on the synthetic dataset (CPU, a few minutes)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP + " (applied to configs/synthetic.yaml)")
-    p.add_argument("--out", default="hssn_demo", help="output folder (default: ./hssn_demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--compare-bce", action="store_true", help="also train the BCE baseline and compare")
     return parser
 
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hssn`` script and ``python -m hssn``; config errors exit with status 2."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in THREADED:
+            from hssn.engine.distributed import set_threads
+
+            set_threads()
         return args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"hssn {args.command}: error: {err}", file=sys.stderr)

@@ -25,3 +25,28 @@ def test_infinite_logits_give_the_reference_limits(backend, value, gamma):
     got = hk.focal_tree_min_loss(x, t, TREE, gamma, reduction="none", backend=backend, nan_policy="propagate")
     assert not torch.isnan(expect).any()
     torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("parents", [[0.7, -1], ["0", -1], [True, -1], "01"])
+def test_parents_must_be_ints(parents):
+    with pytest.raises(TypeError, match="int"):
+        hk.ClassHierarchy.from_parents(parents)
+
+
+@pytest.mark.parametrize("name,text", [("tree.json", "{not json"), ("tree.yaml", "a: [1, 2\nb: {")])
+def test_tree_file_parse_errors_name_the_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=name):
+        hk.ClassHierarchy.from_json(path)
+
+
+def test_tree_distance_table_matches_the_definition():
+    from trees import random_tree
+
+    for seed in range(20):
+        tree = random_tree(seed, max_depth=6, max_channels=60)
+        table = tree.tables().tree_distance
+        for i, u in enumerate(tree.leaves):
+            for j, v in enumerate(tree.leaves):
+                assert int(table[i, j]) == tree.distance(u, v)

@@ -77,7 +77,7 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
     plt.close(fig)
 
 
-def run_demo(out_dir: str | Path = "hssn_demo", overrides: Sequence[str] = (), compare_bce: bool = False) -> dict:
+def run_demo(out_dir: str | Path = "runs/demo", overrides: Sequence[str] = (), compare_bce: bool = False) -> dict:
     """Train + evaluate the synthetic config (and the BCE baseline with ``compare_bce``); returns the
     ``metrics.json`` content."""
     start = time.perf_counter()

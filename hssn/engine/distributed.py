@@ -28,6 +28,34 @@ class DistInfo:
         return self.rank == 0
 
 
+def choose_threads(environ=os.environ) -> tuple[int, str]:
+    """(torch CPU threads for this process, why): ``OMP_NUM_THREADS`` when set; otherwise this process's
+    share of the cores it may run on (divided among torchrun's ``LOCAL_WORLD_SIZE`` processes) minus the
+    cores other jobs keep busy (the 1-minute load average), at least 1."""
+    if environ.get("OMP_NUM_THREADS", "").strip():
+        try:
+            n = int(environ["OMP_NUM_THREADS"])
+        except ValueError:
+            raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {environ['OMP_NUM_THREADS']!r}") from None
+        if n < 1:
+            raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {n}")
+        return n, "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    procs = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    free = max(1, int(cores - load + 0.5))
+    n = max(1, min(cores // procs, free // procs))
+    return n, f"{cores} cores, load {load:.1f}, {procs} process(es) per machine"
+
+
+def set_threads(environ=os.environ) -> int:
+    """Apply :func:`choose_threads` to torch and print the choice; returns the thread count."""
+    n, why = choose_threads(environ)
+    torch.set_num_threads(n)
+    print(f"torch CPU threads: {n} ({why}; set OMP_NUM_THREADS to choose)")
+    return n
+
+
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     """"cpu", "cuda" (RuntimeError without a GPU) or "auto" (CUDA when available)."""
     if preference not in ("auto", "cpu", "cuda"):
