@@ -67,9 +67,12 @@ def _cmd_configs(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hssn.engine.demo import run_demo
+    from hssn.engine.demo import run_ablation, run_demo
 
-    run_demo(args.out, args.overrides, compare_bce=args.compare_bce)
+    if args.ablation:
+        run_ablation(args.out or "runs/demo_ablation", args.overrides)
+    else:
+        run_demo(args.out or "runs/demo", args.overrides, compare_bce=args.compare_bce)
     return 0
 
 
@@ -129,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", _cmd_demo, "train + evaluate a small model on the synthetic dataset (CPU, a few minutes)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP + " (applied to configs/synthetic.yaml)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_ablation with --ablation)")
     p.add_argument("--compare-bce", action="store_true", help="also train the BCE baseline and compare")
+    p.add_argument("--ablation", action="store_true",
+                   help="the long mode: the paper's loss ablation, 7 variants x 3 seeds (about 30 min on 2 cores)")
     return parser
 
 

@@ -166,3 +166,19 @@ def test_trainer_loss_equals_interpolate_then_loss(tmp_path):
     old = old_fn(up, target, out["embeddings"], step=0)["loss"]
     old = old + 0.4 * old_fn.segmentation_loss(F.interpolate(out["aux_logits"], size=size, mode="bilinear"), target)
     torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_more_iterations_follows_the_new_schedule(tmp_path):
+    from hssn.engine.builders import lr_schedule
+
+    a = tmp_path / "a"
+    common = ["train.checkpoint_interval=4", "train.eval_at_end=false", "optim.lr=1e-3"]
+    Trainer(tiny_cfg(a, "train.iters=4", *common)).fit()
+    longer = tiny_cfg(a, "train.iters=8", *common, "train.resume=auto")
+    tr = Trainer(longer)
+    assert tr.step == 4
+    expected = 1e-3 * lr_schedule(longer)(4)
+    assert expected > 0 and tr.optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+    tr.fit()
+    rows = read_log(a / "train_log.csv")
+    assert [int(r["step"]) for r in rows][-4:] == [5, 6, 7, 8] and all(r["lr"] > 0 for r in rows[-4:])

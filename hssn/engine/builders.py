@@ -106,9 +106,22 @@ class PolySchedule:
         return factor
 
 
+def lr_schedule(cfg: dict) -> PolySchedule:
+    """The config's lr factor per step: poly over ``train.iters`` with optional warm-up."""
+    o = cfg["optim"]
+    return PolySchedule(cfg["train"]["iters"], o["poly_power"], float(o["min_lr"]) / float(o["lr"]),
+                        o["warmup_iters"], o["warmup_ratio"])
+
+
 def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step poly schedule over ``train.iters`` (``scheduler.step()`` once per optimizer step)."""
-    o = cfg["optim"]
-    schedule = PolySchedule(cfg["train"]["iters"], o["poly_power"], float(o["min_lr"]) / float(o["lr"]),
-                            o["warmup_iters"], o["warmup_ratio"])
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
+
+
+def follow_config(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: dict) -> None:
+    """After loading a checkpoint's scheduler state: use this config's schedule (e.g. a longer
+    ``train.iters``) at the restored step, instead of the one saved in the state."""
+    scheduler.lr_lambdas = [lr_schedule(cfg) for _ in scheduler.optimizer.param_groups]
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -1,12 +1,18 @@
 """``hssn demo``: train a small model on the synthetic dataset on CPU, evaluate, draw a figure.
 
-Writes into the output folder: one run folder per trained variant (checkpoint, logs, config),
-``metrics.json`` (reports, chance reference, run times) and ``figure.png`` (inputs, ground truth and
-predictions at every level).
+Writes into the output folder (default ``runs/demo``): one run folder per trained variant (checkpoint,
+logs, config), ``metrics.json`` (reports, majority reference, run times), ``per_class_iou.md`` (IoU of
+every class at every level) and ``figure.png`` (input, ground truth and prediction at every tree level
+with a legend per level, and where the prediction is wrong or the scores violate the tree).
+
+``--ablation`` (the long mode) trains every segmentation loss and triplet variant of the paper's
+ablation on the same data and schedule with 3 seeds and writes ``ablation.md`` and ``ablation.png``.
 """
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +21,7 @@ import torch
 
 from .config import load_config
 from .distributed import DistInfo, pick_device
-from .inference import model_logits_fn, path_inference, tta_scores
+from .inference import model_logits_fn, predict_leaves
 from .metrics import format_report, majority_baseline, to_json_ready
 from .trainer import Trainer
 
@@ -23,6 +29,27 @@ VARIANTS = {
     "ftm_tt": ("FTM + tree-triplet (HSSN)", []),
     "bce": ("BCE baseline", ["loss.segmentation=bce", "loss.triplet=null"]),
 }
+ABLATION = {
+    "bce": ("BCE", ["loss.segmentation=bce", "loss.triplet=null"]),
+    "cce": ("CCE (leaves only)", ["loss.segmentation=cce", "loss.triplet=null"]),
+    "tm": ("tree-min", ["loss.segmentation=tm", "loss.triplet=null"]),
+    "ftm": ("focal tree-min", ["loss.segmentation=ftm", "loss.triplet=null"]),
+    "ftm_tt": ("FTM + tree-triplet (hierarchy margin)", ["loss.segmentation=ftm", "loss.triplet=hierarchy"]),
+    "ftm_const": ("FTM + tree-triplet (constant margin)", ["loss.segmentation=ftm", "loss.triplet=constant"]),
+    "ftm_vanilla": ("FTM + vanilla triplet", ["loss.segmentation=ftm", "loss.triplet=vanilla"]),
+}
+"""The paper's loss ablation (Tables 6 and 8) as config overrides."""
+ABLATION_SEEDS = (0, 1, 2)
+ABLATION_SCHEDULE = ["train.iters=300"]
+"""The ablation's shared schedule: shorter than the demo's so 7 variants x 3 seeds fit in 30 minutes."""
+ERROR_COLORS = {
+    "correct": (235, 235, 235),
+    "wrong leaf, right family": (250, 200, 60),
+    "wrong family, right top class": (240, 120, 30),
+    "wrong top class": (200, 20, 20),
+    "scores violate the tree": (150, 0, 200),
+}
+"""The error panel's colours, finest mistake first; a violating pixel is marked whatever its error."""
 
 
 def comparison_table(reports: dict[str, dict], chance: list[float]) -> str:
@@ -39,42 +66,90 @@ def comparison_table(reports: dict[str, dict], chance: list[float]) -> str:
     return "\n".join(rows)
 
 
+def per_class_markdown(report: dict) -> str:
+    """Per-class IoU (percent) at every level: one Markdown table per level."""
+    lines = []
+    for lv in report["levels"]:
+        lines += [f"### mIoU^{lv['k']} = {100 * lv['miou']:.2f} % (tree level {lv['tree_level']})", "",
+                  "| class | IoU % |", "|---|---|"]
+        lines += [f"| {name} | {100 * v:.2f} |" for name, v in lv["iou"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def error_map(leaf: torch.Tensor, label: torch.Tensor, violations: torch.Tensor, hierarchy, ignore_index: int
+              ) -> torch.Tensor:
+    """(H, W, 3) uint8: each pixel coloured by its coarsest wrong level (:data:`ERROR_COLORS`)."""
+    colors = list(ERROR_COLORS.values())
+    out = torch.empty((*leaf.shape, 3), dtype=torch.uint8)
+    out[:] = torch.tensor(colors[0], dtype=torch.uint8)
+    valid = label != ignore_index
+    depth = hierarchy.height
+    for level in range(depth, 0, -1):  # finest first, so a coarser mistake paints over a finer one
+        table = hierarchy.leaf_to_level(level)
+        wrong = valid & (table[leaf] != table[label.clamp(min=0).where(valid, leaf)])
+        out[wrong] = torch.tensor(colors[1 + depth - level], dtype=torch.uint8)
+    out[violations & valid] = torch.tensor(colors[-1], dtype=torch.uint8)
+    return out
+
+
 def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
-    """Rows of (input, ground truth per tree level, prediction per tree level) for val images."""
+    """Rows of (input, ground truth per tree level, prediction per tree level, errors) for val images,
+    with a legend per tree level (same palette for ground truth and prediction) and one for the errors."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    from hssn.data.palettes import colorize_level
+    from hssn.data.palettes import colorize_level, node_palette
 
     ds = trainer.val_set
     h, cfg = ds.hierarchy, trainer.cfg
     fn = model_logits_fn(trainer.model.eval(), cfg["model"]["mean"], cfg["model"]["std"])
     depth = h.height
-    fig, axes = plt.subplots(num_images, 1 + 2 * depth, figsize=(2 * (1 + 2 * depth), 2 * num_images), squeeze=False)
+    cols = 2 + 2 * depth
+    fig, axes = plt.subplots(num_images, cols, figsize=(1.9 * cols, 1.9 * num_images + 2.4), squeeze=False)
     for row in range(num_images):
         item = ds[row]
         with torch.no_grad():
-            scores = tta_scores(fn, item["image"][None].to(trainer.device), cfg["eval"]["scales"],
-                                cfg["eval"]["flip"], ds.flip_pairs)
-            leaf = path_inference(scores, h, cfg["loss"]["backend"])[0][0].cpu()
+            leaf, violations = predict_leaves(fn, item["image"][None].to(trainer.device), h, cfg["loss"]["backend"])
+        leaf, violations = leaf[0].cpu(), violations[0].cpu()
         panels = [("input", item["image"].permute(1, 2, 0).numpy())]
         for lvl in range(1, depth + 1):
-            panels.append((f"GT level {lvl}", colorize_level(item["label"], h, ds.palette, lvl, ds.ignore_index)))
+            panels.append((f"truth, level {lvl}", colorize_level(item["label"], h, ds.palette, lvl, ds.ignore_index)))
         for lvl in range(1, depth + 1):
-            panels.append((f"pred level {lvl}", colorize_level(leaf, h, ds.palette, lvl, ds.ignore_index)))
+            panels.append((f"prediction, level {lvl}", colorize_level(leaf, h, ds.palette, lvl, ds.ignore_index)))
+        panels.append(("errors", error_map(leaf, item["label"], violations, h, ds.ignore_index)))
         for col, (title, img) in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(title, fontsize=9)
-    fig.suptitle("HSSN demo: tree level 1 = coarsest (mIoU^3), level 3 = leaves (mIoU^1)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+                ax.set_title(title, fontsize=8)
+    colors = node_palette(h, ds.palette).float() / 255
+    legends = []
+    for lvl in range(1, depth + 1):
+        nodes = [c for c in range(h.num_channels) if h.level(c) == lvl]
+        legends.append((f"level {lvl}" + (" (leaves)" if lvl == depth else " (coarsest)" if lvl == 1 else ""),
+                        [Patch(color=colors[c].tolist(), label=h.names[c]) for c in nodes]))
+    legends.append(("errors", [Patch(color=[v / 255 for v in rgb], label=name) for name, rgb in ERROR_COLORS.items()]))
+    for i, (title, handles) in enumerate(legends):
+        fig.legend(handles=handles, title=title, loc="lower left", bbox_to_anchor=(0.01 + i / len(legends), 0.0),
+                   fontsize=7, title_fontsize=8, ncol=1 if len(handles) <= 6 else 2, frameon=False)
+    fig.suptitle("HSSN demo on validation scenes: tree level 1 = coarsest (scored as mIoU^3), "
+                 f"level {depth} = leaves (mIoU^1)", fontsize=10)
+    fig.tight_layout(rect=(0, 2.3 / (1.9 * num_images + 2.4), 1, 0.96))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _train(cfg: dict, info: DistInfo) -> tuple[Trainer, dict, float]:
+    start = time.perf_counter()
+    trainer = Trainer(cfg, info)
+    result = trainer.fit()
+    return trainer, result, time.perf_counter() - start
 
 
 def run_demo(out_dir: str | Path = "runs/demo", overrides: Sequence[str] = (), compare_bce: bool = False) -> dict:
@@ -84,31 +159,118 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides: Sequence[str] = (), c
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = DistInfo(0, 1, 0, pick_device("cpu"))
-    reports, seconds, chance, figure = {}, {}, None, None
+    reports, seconds, rates, chance, figure = {}, {}, {}, None, None
     for key in ["ftm_tt", "bce"] if compare_bce else ["ftm_tt"]:
         title, extra = VARIANTS[key]
         cfg = load_config("synthetic", [*overrides, *extra, f"train.output_dir={out / key}", f"name=demo_{key}",
                                         "train.eval_at_end=true"])
         print(f"== {title}: {cfg['model']['name']}, {cfg['train']['iters']} steps x {cfg['train']['batch_size']} "
-              f"images on {info.device}")
-        run_start = time.perf_counter()
-        trainer = Trainer(cfg, info)
-        result = trainer.fit()
+              f"images of {cfg['data']['kwargs']['size']} px on {info.device}, {torch.get_num_threads()} threads")
+        trainer, result, seconds[key] = _train(cfg, info)
         report = result["report"]
-        seconds[key] = time.perf_counter() - run_start
-        reports[key] = report
+        reports[key], rates[key] = report, result["images_per_s"]
         if chance is None:
             chance = majority_baseline(torch.tensor(report["confusion"]), trainer.hierarchy)
-        print(format_report(report))
+        print(format_report(report, per_class=True))
         print(f"({seconds[key]:.0f} s, {result['images_per_s']:.1f} training images/s)")
         if figure is None:
             figure = out / "figure.png"
             draw_figure(trainer, figure)
+            (out / "per_class_iou.md").write_text(f"# Per-class IoU: {title}\n\n" + per_class_markdown(report))
     total = time.perf_counter() - start
     print("\nper-level mIoU % (mIoU^1 = leaves, mIoU^3 = coarsest); majority = constant most-frequent class")
     print(comparison_table(reports, chance))
     summary = {"reports": reports, "majority_baseline_miou": chance, "seconds": seconds, "total_seconds": total,
-               "figure": str(figure)}
+               "training_images_per_s": rates, "threads": torch.get_num_threads(), "figure": str(figure)}
     (out / "metrics.json").write_text(json.dumps(to_json_ready(summary), indent=1) + "\n")
-    print(f"\nfigure: {figure}\nmetrics: {out / 'metrics.json'}\ntotal time: {total:.0f} s")
+    print(f"\nfigure: {figure}\nper-class IoU: {out / 'per_class_iou.md'}\nmetrics: {out / 'metrics.json'}")
+    print(f"total time: {total:.0f} s ({', '.join(f'{k}: {v:.1f} training images/s' for k, v in rates.items())}, "
+          f"{torch.get_num_threads()} threads)")
     return summary
+
+
+# ----------------------------------------------------------------------------- ablation
+METRICS = [("mIoU^1", lambda r: 100 * r["levels"][0]["miou"]), ("mIoU^2", lambda r: 100 * r["levels"][1]["miou"]),
+           ("mIoU^3", lambda r: 100 * r["levels"][2]["miou"]), ("pixel acc", lambda r: 100 * r["pixel_acc"]),
+           ("severity", lambda r: r["mistake_severity"]), ("violation %", lambda r: 100 * r["violation_rate"])]
+"""The ablation table's columns: (name, value of a report)."""
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: float) -> str:
+    """The ablation as a Markdown table: mean +- std over seeds of every metric, one row per variant."""
+    lines = ["| loss | " + " | ".join(name for name, _ in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for key, reports in results.items():
+        cells = []
+        for _, get in METRICS:
+            mean, std = _mean_std([get(r) for r in reports])
+            cells.append(f"{mean:.2f} +- {std:.2f}")
+        lines.append(f"| {ABLATION[key][0]} | " + " | ".join(cells) + " |")
+    head = [f"Seeds {list(ABLATION_SEEDS)} (mean +- standard deviation); command `{command}`; "
+            f"{seconds / 60:.1f} minutes, {torch.get_num_threads()} torch threads.", ""]
+    return "\n".join(head + lines) + "\n"
+
+
+def draw_ablation(results: dict[str, list[dict]], path: Path) -> None:
+    """Bars (mean, std whiskers) of mIoU per level and mistake severity for every ablation variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(results)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for ax, (name, get) in zip(axes, [METRICS[0], METRICS[1], METRICS[2], METRICS[4]]):
+        stats = [_mean_std([get(r) for r in results[k]]) for k in keys]
+        ax.bar(range(len(keys)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
+               color=[f"C{i}" for i in range(len(keys))])
+        ax.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=8)
+        ax.set_title(name + (" (lower is better)" if name == "severity" else " %"), fontsize=9)
+        finite = [m for m, _ in stats if not math.isnan(m)]
+        if finite and name != "severity":
+            ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{i}") for i in range(len(keys))]
+    fig.legend(handles, [ABLATION[k][0] for k in keys], loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(f"loss ablation on the synthetic scenes, {len(ABLATION_SEEDS)} seeds (mean, std)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence[str] = (),
+                 variants: Sequence[str] | None = None, seeds: Sequence[int] = ABLATION_SEEDS) -> dict:
+    """Every :data:`ABLATION` variant x seed on the same data and schedule; writes ``ablation.md``,
+    ``ablation.png`` and ``ablation.json`` into ``out_dir``; returns ``{variant: [report per seed]}``."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = DistInfo(0, 1, 0, pick_device("cpu"))
+    keys = list(variants or ABLATION)
+    unknown = [k for k in keys if k not in ABLATION]
+    if unknown:
+        raise ValueError(f"unknown ablation variants {unknown}; choose from {list(ABLATION)}")
+    results: dict[str, list[dict]] = {k: [] for k in keys}
+    runs = [(k, s) for k in keys for s in seeds]
+    for i, (key, seed) in enumerate(runs, start=1):
+        cfg = load_config("synthetic", [*ABLATION_SCHEDULE, *overrides, *ABLATION[key][1], f"train.seed={seed}",
+                                        f"train.output_dir={out / f'{key}_seed{seed}'}", f"name=ablation_{key}",
+                                        "train.eval_at_end=true", "train.progress=false"])
+        _, result, sec = _train(cfg, info)
+        results[key].append(result["report"])
+        lv = result["report"]["levels"]
+        print(f"[{i}/{len(runs)}] {ABLATION[key][0]}, seed {seed}: mIoU^1/2/3 = "
+              + " / ".join(f"{100 * x['miou']:.2f}" for x in lv) + f" ({sec:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    command = "hssn demo --ablation" + "".join(f" {o}" for o in overrides)
+    table = ablation_markdown(results, command, seconds)
+    (out / "ablation.md").write_text("# Loss ablation on the synthetic scenes\n\n" + table)
+    (out / "ablation.json").write_text(json.dumps(to_json_ready({"results": results, "seconds": seconds}), indent=1))
+    draw_ablation(results, out / "ablation.png")
+    print("\n" + table + f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}")
+    return results

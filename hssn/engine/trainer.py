@@ -112,6 +112,8 @@ class Trainer:
         resume = ckpt.resolve_resume(t["resume"], self.out_dir)
         if resume is not None:
             epoch, consumed = self._restore(resume)
+            if self.info.is_main:
+                print(f"resumed from {resume} at step {self.step}", flush=True)
         self.batches = _Batches(self.train_set, cfg, self.info, self.micro, epoch, consumed)
         if self.info.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -147,6 +149,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        builders.follow_config(self.scheduler, self.cfg)  # the schedule of this config, not the saved one
         self.step = int(state["step"])
         rng = state["rng"]
         ckpt.set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
@@ -239,6 +242,9 @@ class Trainer:
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
         bar = tqdm(total=t["iters"], initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t["progress"] and self.info.is_main))
+        if self.info.is_main and not t["progress"]:
+            print(f"training {self.cfg['name']} from step {self.step} to {t['iters']} on {self.device} "
+                  f"({self.info.world_size} process(es)) -> {self.out_dir}", flush=True)
         window: dict = defaultdict(float)  # device tensors (loss terms) and floats (lr, beta), summed
         n_window, t_window = 0, time.perf_counter()
         start, start_step = time.perf_counter(), self.step
@@ -256,6 +262,9 @@ class Trainer:
                 row["images_per_s"] = n_window * t["batch_size"] / max(elapsed, 1e-9)
                 self.logger.log("train", self.step, row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("beta",)}, refresh=False)
+                if bar.disable and self.info.is_main:  # no bar (train.progress=false): a log line instead
+                    print(f"step {self.step}/{t['iters']} " + " ".join(f"{k}={v:.4g}" for k, v in row.items()),
+                          flush=True)
                 window, n_window, t_window = defaultdict(float), 0, time.perf_counter()
             if self.step % t["checkpoint_interval"] == 0 or self.step == t["iters"]:
                 path = self.save()
