@@ -154,3 +154,30 @@ def test_optimizer_and_poly_schedule():
     assert opt.param_groups[0]["lr"] == 0.0
     warm = builders.PolySchedule(100, 1.0, 0.0, warmup_iters=10, warmup_ratio=0.1)
     assert warm(0) == pytest.approx(0.1) and warm(10) == pytest.approx(0.9)
+
+
+def test_yaml_numbers_and_types_follow_the_schema(tmp_path):
+    from hssn.engine.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("base: synthetic\noptim: {lr: 1e-3, weight_decay: 1e-4}\n")
+    cfg = load_config(path)
+    assert cfg["optim"]["lr"] == 1e-3 and cfg["optim"]["weight_decay"] == 1e-4
+    for override, key in [("optim.momentum=fast", "optim.momentum"), ("train.seed=1.5", "train.seed"),
+                          ("train.keep_checkpoints=0", "train.keep_checkpoints"), ("train.amp=1", "train.amp"),
+                          ("optim.weight_decay='1e-4'", "optim.weight_decay")]:
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            load_config("synthetic", [override])
+    path.write_text("optim: {lr: [1, 2\n")
+    with pytest.raises(ValueError, match="c.yaml.*not valid YAML"):
+        load_config(path)
+
+
+def test_an_override_replaces_an_open_section_or_sets_one_key():
+    from hssn.engine.config import load_config
+
+    base = load_config("synthetic")["model"]["kwargs"]
+    assert "embed_dim" in base
+    assert load_config("synthetic", ["model.kwargs={head_channels: 8}"])["model"]["kwargs"] == {"head_channels": 8}
+    one = load_config("synthetic", ["model.kwargs.head_channels=8"])["model"]["kwargs"]
+    assert one == {**base, "head_channels": 8}

@@ -15,7 +15,25 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 makes them strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$|^[-+]?(?:\d+\.\d*|\.\d+)$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML (:class:`_Loader`); a syntax error is a ValueError."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"not valid YAML: {' '.join(str(err).split())}") from None
+
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 DEFAULTS: dict[str, Any] = {
@@ -102,8 +120,11 @@ OPEN_SECTIONS = {("model", "kwargs"), ("data", "kwargs"), ("data", "train_kwargs
 """Paths whose value is a free-form dict (no schema below them)."""
 
 
-def _merge(base: dict, update: Mapping, path: tuple[str, ...], source: str) -> dict:
-    """``base`` updated recursively with ``update``; KeyError-free ValueError naming unknown keys."""
+def _merge(base: dict, update: Mapping, path: tuple[str, ...], source: str, replace_open: bool = False) -> dict:
+    """``base`` updated recursively with ``update``; KeyError-free ValueError naming unknown keys.
+
+    An open section (:data:`OPEN_SECTIONS`) is merged key by key, or replaced whole with ``replace_open``
+    (an override ``model.kwargs={...}`` replaces; ``model.kwargs.key=value`` sets one key)."""
     out = dict(base)
     for key, value in update.items():
         here = path + (str(key),)
@@ -114,11 +135,11 @@ def _merge(base: dict, update: Mapping, path: tuple[str, ...], source: str) -> d
         if here in OPEN_SECTIONS:
             if value is not None and not isinstance(value, Mapping):
                 raise ValueError(f"config key {dotted!r} in {source} must be a mapping, got {value!r}")
-            out[key] = {**base[key], **(value or {})}
+            out[key] = dict(value or {}) if replace_open else {**base[key], **(value or {})}
         elif isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ValueError(f"config key {dotted!r} in {source} is a section; got {value!r}")
-            out[key] = _merge(base[key], value, here, source)
+            out[key] = _merge(base[key], value, here, source, replace_open)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -147,7 +168,10 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
     """The merged raw content of ``path`` and its bases (not yet applied to the defaults)."""
     if path.resolve() in seen:
         raise ValueError(f"config base cycle: {' -> '.join(map(str, seen + (path,)))}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: a config must be a mapping at the top level")
     data = dict(data)
@@ -167,9 +191,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if any(not p for p in parts):
         raise ValueError(f"override key {key!r} has an empty part")
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
-        parsed = float(parsed)  # YAML 1.1 reads "1e-4" as a string
+    try:
+        parsed = load_yaml(value)
+    except ValueError as err:
+        raise ValueError(f"override {text!r}: {err}") from None
     return parts, parsed
 
 
@@ -180,7 +205,8 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         nested: Any = value
         for p in reversed(parts):
             nested = {p: nested}
-        cfg = _merge(cfg, nested, (), f"override {text!r}")
+        whole_open = tuple(parts) in OPEN_SECTIONS
+        cfg = _merge(cfg, nested, (), f"override {text!r}", replace_open=whole_open)
     return cfg
 
 
@@ -191,7 +217,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str]
     else:
         path = resolve_path(name_or_path)
         cfg = _read(path, ())
-        if "name" not in (yaml.safe_load(path.read_text()) or {}):
+        if "name" not in (load_yaml(path.read_text()) or {}):
             cfg["name"] = path.stem
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
@@ -214,8 +240,57 @@ def _get(cfg: dict, path: tuple[str, ...]) -> Any:
     return cfg
 
 
+NONE_TYPE = type(None)
+TYPES: dict[tuple[str, ...], tuple[type, ...]] = {
+    ("model", "pretrained"): (bool, str),
+    ("loss", "triplet"): (str, NONE_TYPE),
+    ("optim", "grad_clip"): (int, float, NONE_TYPE),
+    ("data", "root"): (str, NONE_TYPE),
+    ("data", "train_resize"): (list, NONE_TYPE),
+    ("data", "eval_size"): (list, NONE_TYPE),
+    ("train", "resume"): (str, NONE_TYPE),
+    ("eval", "max_images"): (int, NONE_TYPE),
+}
+"""Keys whose type is not the type of their default (a float default also takes ints)."""
+
+
+def _leaves(tree: dict, path: tuple[str, ...] = ()):
+    for key, value in tree.items():
+        here = path + (key,)
+        if isinstance(value, dict) and here not in OPEN_SECTIONS:
+            yield from _leaves(value, here)
+        else:
+            yield here, value
+
+
+def _check_types(cfg: dict) -> None:
+    """Every key has the type of its default in :data:`DEFAULTS` (or one of :data:`TYPES`)."""
+    names = {bool: "a bool", int: "an int", float: "a number", str: "a string", list: "a list", dict: "a mapping",
+             NONE_TYPE: "null"}
+    for path, default in _leaves(DEFAULTS):
+        value = _get(cfg, path)
+        allowed = TYPES.get(path) or ((int, float) if type(default) is float else (type(default),))
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if isinstance(value, tuple) and list in allowed:
+            ok = True
+        if not ok:
+            want = " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in allowed))
+            raise ValueError(f"config key {'.'.join(path)!r} must be {want}, got {value!r}")
+
+
 def validate(cfg: dict) -> None:
-    """ValueError naming the key whose value is out of range."""
+    """ValueError naming the key whose value has the wrong type or is out of range."""
+    _check_types(cfg)
+    for path in [("train", "seed"), ("optim", "warmup_iters"), ("eval", "num_workers"), ("data", "num_workers"),
+                 ("train", "eval_interval")]:
+        if _get(cfg, path) < 0:
+            raise ValueError(f"config key {'.'.join(path)!r} must be >= 0, got {_get(cfg, path)!r}")
+    if cfg["train"]["keep_checkpoints"] < 1:
+        raise ValueError(f"config key 'train.keep_checkpoints' must be >= 1, got {cfg['train']['keep_checkpoints']!r}")
+    if not 0 <= cfg["optim"]["momentum"] < 1:
+        raise ValueError(f"config key 'optim.momentum' must be in [0, 1), got {cfg['optim']['momentum']!r}")
+    if cfg["optim"]["weight_decay"] < 0:
+        raise ValueError(f"config key 'optim.weight_decay' must be >= 0, got {cfg['optim']['weight_decay']!r}")
     for path, choices in CHOICES.items():
         if _get(cfg, path) not in choices:
             raise ValueError(f"config key {'.'.join(path)!r} must be one of {choices}, got {_get(cfg, path)!r}")
