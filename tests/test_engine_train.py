@@ -182,3 +182,30 @@ def test_resume_with_more_iterations_follows_the_new_schedule(tmp_path):
     tr.fit()
     rows = read_log(a / "train_log.csv")
     assert [int(r["step"]) for r in rows][-4:] == [5, 6, 7, 8] and all(r["lr"] > 0 for r in rows[-4:])
+
+
+def test_a_fresh_run_into_a_used_folder_is_an_error_unless_overwriting(tmp_path):
+    common = ["train.iters=2", "train.checkpoint_interval=2", "train.eval_at_end=false"]
+    Trainer(tiny_cfg(tmp_path, *common)).fit()
+    (tmp_path / "checkpoints" / "step_0000009.pt.tmp").write_bytes(b"partial")
+    with pytest.raises(ValueError, match="train.resume=auto.*train.overwrite=true"):
+        Trainer(tiny_cfg(tmp_path, "train.iters=1", "train.eval_at_end=false"))
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))  # the killed save's leftover is gone
+    result = Trainer(tiny_cfg(tmp_path, "train.iters=1", "train.eval_at_end=false", "train.overwrite=true")).fit()
+    assert result["checkpoint"] == ckpt.checkpoint_path(tmp_path, 1) and result["checkpoint"].is_file()
+    assert ckpt.list_checkpoints(tmp_path) == [ckpt.checkpoint_path(tmp_path, 1)]
+    assert [int(r["step"]) for r in read_log(tmp_path / "train_log.csv")] == [1]
+
+
+def test_resume_leaves_no_duplicate_log_rows(tmp_path):
+    common = ["train.checkpoint_interval=2", "train.keep_checkpoints=5", "train.eval_at_end=false"]
+    Trainer(tiny_cfg(tmp_path, "train.iters=4", *common)).fit()
+    Trainer(tiny_cfg(tmp_path, "train.iters=4", *common, f"train.resume={ckpt.checkpoint_path(tmp_path, 2)}")).fit()
+    assert [int(r["step"]) for r in read_log(tmp_path / "train_log.csv")] == [1, 2, 3, 4]
+
+
+def test_bad_checkpoint_files_are_named(tmp_path):
+    for name, data in [("empty.pt", b""), ("junk.pt", b"not a checkpoint at all")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=name):
+            ckpt.load_checkpoint(tmp_path / name)

@@ -4,6 +4,7 @@ Files are ``{output_dir}/checkpoints/step_{step:07d}.pt``, loadable with ``torch
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 from pathlib import Path
@@ -53,23 +54,56 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def save_checkpoint(path: Path, state: dict, keep: int | None = None) -> Path:
-    """Write ``state`` atomically (temp file + rename); keep only the newest ``keep`` step files."""
+    """Write ``state`` atomically (temp file, fsync, rename, fsync of the folder); then keep ``path`` and
+    the newest ``keep - 1`` other step files. The file just written is never pruned."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
+    _fsync_dir(path.parent)
     if keep:
-        for old in list_checkpoints(path.parent.parent)[:-keep]:
+        others = [p for p in list_checkpoints(path.parent.parent) if p != path]
+        for old in others[: max(len(others) - (keep - 1), 0)]:
             old.unlink()
     return path
 
 
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on this platform
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_partial_saves(output_dir: str | Path) -> list[Path]:
+    """Delete the ``*.pt.tmp`` files a killed save left behind; returns them."""
+    found = sorted((Path(output_dir) / "checkpoints").glob("*.pt.tmp"))
+    for p in found:
+        p.unlink()
+    return found
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """A checkpoint dict (FileNotFoundError naming the path when missing)."""
+    """A checkpoint dict; FileNotFoundError naming the path when missing, ValueError naming it when the
+    file is empty, truncated or not a checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError / EOFError / pickle errors for a bad file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else 'empty or truncated'})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
+    return state
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:

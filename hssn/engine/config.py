@@ -101,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_at_end": True,
         "output_dir": "runs/{name}",    # {name} is replaced by the config name
         "resume": None,                 # null | "auto" (latest in output_dir) | a checkpoint path
+        "overwrite": False,             # a new run may replace the checkpoints and logs already in output_dir
         "device": "auto",               # auto | cpu | cuda
         "progress": True,               # tqdm bar
     },

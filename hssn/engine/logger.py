@@ -21,6 +21,20 @@ class RunLogger:
 
                 self.writer = SummaryWriter(str(self.output_dir / "tensorboard"))
 
+    def truncate_after(self, step: int) -> None:
+        """Drop the CSV rows of steps after ``step`` (left by the run a resume continues)."""
+        if not self.enabled:
+            return
+        for path in self.output_dir.glob("*_log.csv"):
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            if not rows:
+                continue
+            kept = [rows[0]] + [r for r in rows[1:] if r and float(r[0]) <= step]
+            if len(kept) != len(rows):
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerows(kept)
+
     def csv_path(self, group: str) -> Path:
         return self.output_dir / f"{group}_log.csv"
 

@@ -110,6 +110,10 @@ class Trainer:
         self.scheduler = builders.build_scheduler(cfg, self.optimizer)
         self.step, epoch, consumed = 0, 0, 0
         resume = ckpt.resolve_resume(t["resume"], self.out_dir)
+        if self.info.is_main:
+            ckpt.remove_partial_saves(self.out_dir)
+            if resume is None:
+                self._claim_output_dir(bool(t["overwrite"]))
         if resume is not None:
             epoch, consumed = self._restore(resume)
             if self.info.is_main:
@@ -122,10 +126,24 @@ class Trainer:
         else:
             self.ddp = model
         self.logger = RunLogger(self.out_dir, enabled=self.info.is_main)
+        self.logger.truncate_after(self.step)  # a resumed run rewrites the rows after its checkpoint
         self.last_report: dict | None = None
         self._first_bad: torch.Tensor | None = None  # see _watch / check_finite
 
     # ------------------------------------------------------------------ checkpoints
+    def _claim_output_dir(self, overwrite: bool) -> None:
+        """A fresh run needs an output folder without an earlier run's checkpoints, unless overwriting."""
+        old = ckpt.list_checkpoints(self.out_dir)
+        if not old:
+            return
+        if not overwrite:
+            raise ValueError(f"output folder {self.out_dir} already holds checkpoints of an earlier run (newest: "
+                             f"{old[-1].name}): pass train.resume=auto to continue it, train.overwrite=true to "
+                             "start over, or another train.output_dir")
+        for path in old + [self.out_dir / name for name in ("train_log.csv", "eval_log.csv", "metrics.json")]:
+            if path.is_file():
+                path.unlink()
+
     def _meta(self) -> dict:
         ds = self.train_set
         return {"hierarchy": self.hierarchy.to_dict(), "palette": ds.palette.tolist(),
