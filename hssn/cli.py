@@ -148,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             set_threads()
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        print(f"hssn {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:  # user errors: one line, status 2
+        print(f"hssn {args.command}: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         return 2
 
 

@@ -84,3 +84,31 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     assert colour.shape == (30, 40, 3)
     assert main(["predict", "synthetic", str(tmp_path / "nope.png"), "--checkpoint", str(checkpoint),
                  "--out", str(out_dir)]) == 2
+
+
+def _one_line_error(capsys, argv, *names):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for name in names:
+        assert name in err, (name, err)
+
+
+def test_user_errors_are_one_line_and_status_2(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {iters: [1, 2\n")
+    _one_line_error(capsys, ["train", str(broken)], "broken.yaml", "YAML")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    _one_line_error(capsys, ["eval", "synthetic", *TINY, "--checkpoint", str(empty)], "empty.pt")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=nope"], "loss.backend", "nope")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=cuda", f"train.output_dir={tmp_path}/a"],
+                    "loss.backend", "cuda")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, "train.device=cuda"], "train.device")
+    truncated = tmp_path / "cut.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "full.png")
+    truncated.write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    from hssn.data.common import read_image
+
+    with pytest.raises(ValueError, match="cut.png"):
+        read_image(truncated)

@@ -40,8 +40,11 @@ def read_image(path: Path) -> torch.Tensor:
     """(3, H, W) float32 RGB in [0, 1] from any image file PIL reads."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, not an image, broken header
+        raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -53,11 +56,14 @@ def read_label(path: Path) -> np.ndarray:
     """
     from PIL import Image
 
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
-            raise ValueError(f"{path}: label image has mode {img.mode!r}; expected a single-channel "
-                             "(greyscale or palette) PNG of class ids")
-        arr = np.asarray(img)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
+                raise ValueError(f"{path}: label image has mode {img.mode!r}; expected a single-channel "
+                                 "(greyscale or palette) PNG of class ids")
+            arr = np.asarray(img)
+    except (OSError, SyntaxError) as err:  # PIL: truncated, not an image, broken header
+        raise ValueError(f"{path}: unreadable label image ({type(err).__name__}: {err})") from None
     return arr.astype(np.int64)
 
 

@@ -61,7 +61,7 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
+        raise ValueError("train.device=cuda but no CUDA device is available: use train.device=cpu or auto")
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)

@@ -82,10 +82,10 @@ class TimmBackbone(nn.Module):
         except OSError as err:  # includes huggingface_hub's offline / not-cached errors
             if pretrained is not True:
                 raise
-            raise RuntimeError(
+            raise OSError(
                 f"could not fetch timm's pretrained weights for {name!r} ({type(err).__name__}: {err}); on an "
                 f"offline machine save `timm.create_model({name!r}, pretrained=True).state_dict()` elsewhere "
-                f"and pass pretrained='path/to/file.pth'"
+                f"and pass pretrained='path/to/file.pth' (model.pretrained in a config), or pretrained=False"
             ) from err
         info = self.model.feature_info
         keep = [i for i, r in enumerate(info.reduction()) if r >= MIN_REDUCTION]
