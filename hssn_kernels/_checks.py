@@ -5,8 +5,14 @@ import torch
 
 from .hierarchy import ClassHierarchy
 
+import numbers
+
 REDUCTIONS = ("none", "sum", "mean")
 NAN_POLICIES = ("raise", "propagate")
+TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
+"""Label tensor dtypes every backend reads (the native kernels dispatch on exactly these)."""
+MAX_TRIPLETS = 1 << 16
+"""Most triplets one loss call may ask for (the paper uses 200; sampling tries 16 candidates each)."""
 
 
 def _is_compiling() -> bool:
@@ -41,8 +47,7 @@ def check_target(target, like: torch.Tensor, name: str = "logits", channel_dim: 
     With ``upsample`` set, ``like`` must be (B, C, h, w) and target (B, H, W) of any H, W > 0."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer tensor of leaf channel ids, got {target.dtype}")
+    check_target_dtype(target)
     expected = (like.shape[0],) + tuple(like.shape[2:]) if channel_dim else tuple(like.shape)
     if upsample is not None:
         if like.dim() != 4 or target.dim() != 3 or target.shape[0] != like.shape[0] or 0 in target.shape[1:] \
@@ -55,12 +60,41 @@ def check_target(target, like: torch.Tensor, name: str = "logits", channel_dim: 
         raise ValueError(f"target is on {target.device} but {name} are on {like.device}")
 
 
+def check_target_dtype(target) -> None:
+    """``target`` must be a tensor of one of :data:`TARGET_DTYPES`."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dtype not in TARGET_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in TARGET_DTYPES)
+        raise TypeError(f"target must be an integer tensor of channel ids ({names}), got "
+                        f"{str(target.dtype).replace('torch.', '')}")
+
+
+def widen_uint8_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """uint8 labels with an ``ignore_index`` outside [0, 255] as int32 (a uint8 comparison would wrap
+    ``ignore_index``, e.g. -1 to 255); other targets unchanged."""
+    if target.dtype == torch.uint8 and not 0 <= int(ignore_index) <= 255:
+        return target.to(torch.int32)
+    return target
+
+
+def check_num_triplets(num_triplets) -> int:
+    """An int in ``[0, MAX_TRIPLETS]``."""
+    if isinstance(num_triplets, bool) or not isinstance(num_triplets, numbers.Integral):
+        raise TypeError(f"num_triplets must be an int, got {num_triplets!r}")
+    if not 0 <= int(num_triplets) <= MAX_TRIPLETS:
+        raise ValueError(f"num_triplets must be in [0, {MAX_TRIPLETS}], got {num_triplets}")
+    return int(num_triplets)
+
+
 def check_scores(x, hierarchy: ClassHierarchy, name: str = "logits") -> None:
     """``x`` must be a floating (B, C, H, W) or (N, C) tensor with C = hierarchy.num_channels."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.device.type == "meta":
+        raise ValueError(f"meta tensors are not supported: the ops need real {name}")
     if x.dim() not in (2, 4):
         raise ValueError(f"{name} must be (B, C, H, W) or (N, C), got shape {tuple(x.shape)}")
     if x.shape[1] != hierarchy.num_channels:
@@ -108,14 +142,23 @@ def raise_on_nan(loss: torch.Tensor, what: str) -> None:
         return
     if bool(torch.isnan(loss.detach()).any()):
         raise ValueError(
-            f"{what} is NaN: the inputs contain NaN at non-ignored pixels, or (CUDA kernels with "
-            f"validate=False) labels that are neither leaves nor ignore_index "
+            f"{what} is NaN: the inputs contain NaN at non-ignored pixels, or (with validate=False) "
+            f"labels that are neither leaves nor ignore_index "
             f"(pass nan_policy='propagate' to get the NaN instead of this error)"
         )
 
 
 def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     seed = int(seed)
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     return seed
+
+
+def no_double_backward(op: str) -> None:
+    """Called first in a fused op's backward: under ``create_graph=True`` (grad mode on in backward) raise,
+    instead of returning a gradient with no graph behind it."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{op} has no second derivative (double backward / create_graph=True is not supported)")

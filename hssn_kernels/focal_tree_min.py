@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -67,14 +68,21 @@ def _ftm_kernel(
     w = rem - h * W
 
     t = tl.load(t_ptr + b * s_tb + h * s_th + w * s_tw, mask=pmask, other=0).to(tl.int64)
-    valid = pmask & (t != ignore_index)
-    y = tl.where(valid, t, 0)
-
     cols = tl.arange(0, C_PAD)
     cmask = cols < C
     chan = tl.load(perm_ptr + cols, mask=cmask, other=0)
     size = tl.load(size_ptr + cols, mask=cmask, other=0)
     ppos = tl.load(ppos_ptr + cols, mask=cmask, other=-1)
+    # a label that is neither ignore_index nor a leaf (validation skipped) gets a NaN loss, and no table
+    # is read at it: a leaf is the channel whose DFS position has one descendant (itself)
+    labelled = pmask & (t != ignore_index)
+    in_tree = (t >= 0) & (t < C)
+    yc = tl.where(in_tree, t, 0).to(tl.int32)
+    is_leaf = tl.max(((chan[None, :] == yc[:, None]) & (size == 1)[None, :] & cmask[None, :]).to(tl.int32),
+                     axis=1) > 0
+    valid = labelled & in_tree & is_leaf
+    bad_label = labelled & (valid == 0)
+    y = tl.where(valid, t, 0)
     m2 = valid[:, None] & cmask[None, :]
     zoff = b * s_zb + h * s_zh + w * s_zw
     z = tl.load(z_ptr + zoff[:, None] + chan.to(tl.int64)[None, :] * s_zc, mask=m2, other=0.0)
@@ -150,6 +158,7 @@ def _ftm_kernel(
         loss = tl.sum(tl.where(neg, -wp * lq, zero), axis=1) + pos_loss
         loss = tl.where(has_nan, float("nan"), loss)
         loss = tl.where(valid, loss, 0.0)
+        loss = tl.where(bad_label, float("nan"), loss)
         if REDUCTION == 0:
             tl.store(loss_ptr + pix, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
         else:
@@ -327,6 +336,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, _grad_grad):
+    no_double_backward("hssn::triton_ftm_forward")
     logits, target, perm, size, parent_pos, path_pos, grad = ctx.saved_tensors
     if ctx.reduction != 0 and grad.numel() == logits.numel():
         return (grad * grad_loss.to(grad.dtype),) + (None,) * 9

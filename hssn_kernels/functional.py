@@ -26,6 +26,7 @@ def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, u
     _checks.check_ignore_index(ignore_index, hierarchy)
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index)
+    return _checks.widen_uint8_target(target, ignore_index)
 
 
 def focal_tree_min_loss(
@@ -49,7 +50,7 @@ def focal_tree_min_loss(
     fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
     gradient on the low-res logits), the reference computes that expression.
     """
-    _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners)
+    target = _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners)
     _checks.check_nan_policy(nan_policy)
     if not (gamma >= 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
@@ -137,12 +138,17 @@ def sample_triplets(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed."""
     _checks.check_hierarchy(hierarchy)
-    if not isinstance(target, torch.Tensor) or target.is_floating_point():
-        raise TypeError("target must be an integer tensor of leaf channel ids")
+    _checks.check_target_dtype(target)
+    if target.device.type == "meta":
+        raise ValueError("meta tensors are not supported: sampling needs real labels")
     _checks.check_ignore_index(ignore_index, hierarchy)
     _checks.check_seed(seed)
+    num_triplets = _checks.check_num_triplets(num_triplets)
+    if mode not in _ref.TRIPLET_MODES:
+        raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index)
+    target = _checks.widen_uint8_target(target, ignore_index)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
     table, count = impl.sample_triplets_padded(target, hierarchy, int(num_triplets), int(seed), int(ignore_index), mode)
     table = table[: int(count)]
@@ -172,17 +178,21 @@ def tree_triplet_loss(
     _checks.check_hierarchy(hierarchy)
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
         raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
-    if embeddings.dim() not in (2, 4):
-        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E), got shape {tuple(embeddings.shape)}")
+    if embeddings.dim() not in (2, 4) or embeddings.shape[1] == 0:
+        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E) with E >= 1, got shape {tuple(embeddings.shape)}")
+    if embeddings.device.type == "meta":
+        raise ValueError("meta tensors are not supported: the ops need real embeddings")
     _checks.check_target(target, embeddings, name="embeddings")
     _checks.check_ignore_index(ignore_index, hierarchy)
     _checks.check_seed(seed)
+    num_triplets = _checks.check_num_triplets(num_triplets)
     if distance not in _ref.DISTANCES:
         raise ValueError(f"distance must be one of {_ref.DISTANCES}, got {distance!r}")
     if mode not in _ref.TRIPLET_MODES:
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index)
+    target = _checks.widen_uint8_target(target, ignore_index)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
     return impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
                                   float(margin_scale), bool(hierarchy_margin), distance, int(seed),

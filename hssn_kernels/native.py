@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -128,6 +129,7 @@ def _register() -> None:
         ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
 
     def ftm_backward(ctx, grad_loss, _grad_of_grad):
+        no_double_backward("hssn::ftm_forward")
         logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
         if ctx.reduction != 0 and grad.numel() == logits.numel():  # gradient fused into the forward
             return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
@@ -148,6 +150,7 @@ def _register() -> None:
         ctx.set_materialize_grads(False)
 
     def triplet_backward(ctx, grad_loss, _grad_of_grad):
+        no_double_backward("hssn::triplet_forward")
         embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
         if grad.numel() != embeddings.numel():  # forward ran without the gradient
             grad = torch.ops.hssn.triplet_forward(embeddings, target, triplets, count, leaf_index, tree_distance,

@@ -141,9 +141,20 @@ def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, val
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index)
     t, valid = _valid_pixels(target, ignore_index)
+    # with validation skipped, a label that is no leaf gives its pixel a NaN loss (as the native kernels)
+    num = hierarchy.num_channels
+    leaf_ok = (t >= 0) & (t < num) & hierarchy.tables(t.device).is_leaf[t.clamp(0, num - 1)]
+    bad = valid & ~leaf_ok
+    t = torch.where(bad, torch.full_like(t, hierarchy.leaves[0]), t)
     z = _flatten(logits)
     z = torch.where(valid[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
-    return z, t, valid
+    return z, t, valid, bad
+
+
+def _masked(per_pixel: torch.Tensor, valid: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """0 at ignored pixels, NaN at pixels whose label is no leaf (validation skipped)."""
+    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    return torch.where(bad, torch.full_like(per_pixel, float("nan")), per_pixel)
 
 
 def focal_tree_min_loss(
@@ -164,12 +175,12 @@ def focal_tree_min_loss(
     loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
     labels = _node_labels(t, valid, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
     per_pixel = _focal_terms(zstar, labels, float(gamma)).sum(1)
-    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    per_pixel = _masked(per_pixel, valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
@@ -184,9 +195,9 @@ def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduc
                    upsample=None, align_corners=False):
     """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes."""
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
     per_pixel = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma)).sum(1)
-    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    per_pixel = _masked(per_pixel, valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
@@ -200,11 +211,11 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
                        align_corners=False):
     """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline)."""
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate)
     tabs = hierarchy.tables(z.device)
     leaf_t = tabs.leaf_index[torch.where(valid, t, torch.zeros_like(t).fill_(hierarchy.leaves[0]))].long()
     per_pixel = F.cross_entropy(z[:, tabs.leaves.long()], leaf_t, reduction="none")
-    per_pixel = torch.where(valid, per_pixel, torch.zeros_like(per_pixel))
+    per_pixel = _masked(per_pixel, valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
@@ -236,7 +247,7 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
     """Map channel ids to their ancestor at tree ``level`` (1 = coarsest); shallower nodes stay; ignore kept."""
     _checks.check_hierarchy(hierarchy)
-    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point():
+    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
         raise TypeError("leaf_map must be an integer tensor of channel ids")
     if not 1 <= level <= hierarchy.height:
         raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .focal_tree_min import _pixel_strides
+from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 from .reference import ATTEMPTS_PER_TRIPLET, COSINE_EPS
 
@@ -306,6 +307,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, _grad_grad):
+    no_double_backward("hssn::triton_triplet_forward")
     embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
     if grad.numel() != embeddings.numel():  # forward ran without the gradient: compute it now
         args = ctx.inputs[6:11]

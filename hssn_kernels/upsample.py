@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import _checks, backends
+from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
 UPSAMPLE_MODES = (None, "bilinear")
@@ -273,8 +274,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, _grad_of_grad):
     none = (None,) * 8
-    if torch.is_grad_enabled():  # backward(create_graph=True): no silent gradient without a graph
-        raise RuntimeError("hssn::upsampled_ftm has no second derivative (double backward is not supported)")
+    no_double_backward("hssn::upsampled_ftm")
     if grad_loss is None:
         return (None,) + none
     if ctx.fused:

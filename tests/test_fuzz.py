@@ -50,3 +50,84 @@ def test_tree_distance_table_matches_the_definition():
         for i, u in enumerate(tree.leaves):
             for j, v in enumerate(tree.leaves):
                 assert int(table[i, j]) == tree.distance(u, v)
+
+
+ALL = ["reference", *FAST]
+
+
+def _inputs(dtype=torch.int64):
+    torch.manual_seed(0)
+    x = torch.randn(2, TREE.num_channels, 3, 4)
+    t = torch.tensor(TREE.leaves)[torch.randint(0, 4, (2, 3, 4))].to(dtype)
+    return x, t
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("dtype", [torch.int16, torch.int8, torch.bool, torch.float32])
+def test_one_target_dtype_rule_on_every_backend(backend, dtype):
+    x, t = _inputs()
+    with pytest.raises(TypeError, match=r"integer tensor of channel ids \(int64, int32, uint8\)"):
+        hk.focal_tree_min_loss(x, t.to(dtype), TREE, backend=backend)
+    with pytest.raises(TypeError, match=r"integer tensor of channel ids"):
+        hk.sample_triplets(t.to(dtype), TREE, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("bad,error", [(-1, ValueError), (2**62, ValueError), (10**8, ValueError), (1.5, TypeError),
+                                       (True, TypeError)])
+def test_num_triplets_checked_once_with_a_bound(backend, bad, error):
+    _, t = _inputs()
+    emb = torch.randn(2, 8, 3, 4)
+    with pytest.raises(error, match="num_triplets"):
+        hk.sample_triplets(t, TREE, num_triplets=bad, backend=backend)
+    with pytest.raises(error, match="num_triplets"):
+        hk.tree_triplet_loss(emb, t, TREE, num_triplets=bad, backend=backend)
+
+
+@pytest.mark.parametrize("seed", [1.5, "3", True])
+def test_seeds_must_be_ints(seed):
+    _, t = _inputs()
+    with pytest.raises(TypeError, match="seed"):
+        hk.sample_triplets(t, TREE, seed=seed)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_uint8_targets_with_a_negative_ignore_index(backend):
+    x, t = _inputs()
+    t8 = t.to(torch.uint8)
+    expect = hk.focal_tree_min_loss(x, t, TREE, ignore_index=-1, backend="reference")
+    got = hk.focal_tree_min_loss(x, t8, TREE, ignore_index=-1, backend=backend)
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("label", [-1, 4, 10**6])
+def test_bad_labels_with_validation_skipped_give_nan_not_a_crash(backend, label):
+    x, t = _inputs()
+    t[0, 0, 0] = label
+    loss = hk.focal_tree_min_loss(x, t, TREE, reduction="none", backend=backend, validate=False,
+                                  nan_policy="propagate")
+    assert torch.isnan(loss[0, 0, 0]) and torch.isfinite(loss.flatten()[1:]).all()
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_double_backward_is_an_error_on_every_fast_backend(backend):
+    x, t = _inputs()
+    x.requires_grad_(True)
+    loss = hk.focal_tree_min_loss(x, t, TREE, backend=backend)
+    if backend == "reference":  # plain autograd: real second derivatives
+        (g,) = torch.autograd.grad(loss, x, create_graph=True)
+        assert g.requires_grad
+        return
+    with pytest.raises(RuntimeError, match="second derivative"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_meta_inputs_bool_maps_and_empty_embeddings_are_clear_errors():
+    x, t = _inputs()
+    with pytest.raises(ValueError, match="meta tensors are not supported"):
+        hk.focal_tree_min_loss(x.to("meta"), t.to("meta"), TREE)
+    with pytest.raises(TypeError, match="integer tensor"):
+        hk.project_to_level(torch.zeros(3, dtype=torch.bool), TREE, 1)
+    with pytest.raises(ValueError, match="E >= 1"):
+        hk.tree_triplet_loss(torch.randn(2, 0, 3, 4), t, TREE)

@@ -128,6 +128,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
     int64_t zoff[kTile], goff[kTile], y[kTile];
     acc_t loss[kTile];
     int32_t valid[kTile];
+    bool bad_label[kTile];  // neither ignore_index nor a leaf (validation skipped): NaN loss, zero gradient
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, num_p - p0);
@@ -137,7 +138,8 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
         zoff[i] = in ? zl.offset(p0 + i) : 0;
         goff[i] = (in && g) ? gl.offset(p0 + i) : 0;
         const int64_t yi = in ? static_cast<int64_t>(t[tl.offset(p0 + i)]) : -1;
-        y[i] = (yi >= 0 && yi < num_c && a.leaf[yi]) ? yi : -1;  // ignored (or, defensively, invalid)
+        y[i] = (yi >= 0 && yi < num_c && a.leaf[yi]) ? yi : -1;  // ignored or invalid
+        bad_label[i] = in && yi != a.ignore_index && y[i] < 0;
         valid[i] = y[i] >= 0;
         any |= y[i] >= 0;
         loss[i] = acc_t(0);
@@ -197,6 +199,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
       for (int64_t i = 0; i < n; ++i) {
         double l = 0.0;
         if (y[i] >= 0) l = nan[i] ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(loss[i]);
+        if (bad_label[i]) l = std::numeric_limits<double>::quiet_NaN();
         if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = l;
         tile_sum += l;
       }
