@@ -169,11 +169,13 @@ def tree_triplet_loss(
     backend: str = "auto",
     validate: bool = True,
     mode: str = "tree",
+    nan_policy: str = "raise",
 ) -> torch.Tensor:
     """Tree-triplet loss (Eq. 7-8); see :func:`hssn_kernels.reference.tree_triplet_loss`.
 
     embeddings (B, E, h, w) | (N, E) float; target (B, h, w) | (N,) leaf ids at the embedding resolution.
-    ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive).
+    ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive). A NaN in an
+    embedding a sampled triplet uses makes the loss NaN; ``nan_policy`` as for the segmentation loss.
     """
     _checks.check_hierarchy(hierarchy)
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
@@ -192,18 +194,22 @@ def tree_triplet_loss(
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index)
+    _checks.check_nan_policy(nan_policy)
     target = _checks.widen_uint8_target(target, ignore_index)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
-    return impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
+    loss = impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
                                   float(margin_scale), bool(hierarchy_margin), distance, int(seed),
                                   int(ignore_index), mode)
+    if nan_policy == "raise":
+        _checks.raise_on_nan(loss, "tree-triplet loss")
+    return loss
 
 
 def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine", seed=0,
-                         ignore_index=255, backend="auto", validate=True):
+                         ignore_index=255, backend="auto", validate=True, nan_policy="raise"):
     """Hierarchy-agnostic triplet loss (same leaf = positive, constant margin)."""
     return tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
-                             ignore_index, backend, validate, mode="vanilla")
+                             ignore_index, backend, validate, mode="vanilla", nan_policy=nan_policy)
 
 
 def _reference_only(fn):

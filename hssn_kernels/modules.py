@@ -58,9 +58,9 @@ class TreeTripletLoss(nn.Module):
 
     def __init__(self, hierarchy: ClassHierarchy, num_triplets: int = 200, margin_eps: float = 0.1,
                  margin_scale: float = 0.5, variant: str = "hierarchy", distance: str = "cosine",
-                 ignore_index: int = 255, backend: str = "auto", validate: bool = True):
+                 ignore_index: int = 255, backend: str = "auto", validate: bool = True, nan_policy: str = "raise"):
         super().__init__()
-        self.validate = validate
+        self.validate, self.nan_policy = validate, nan_policy
         if variant not in TRIPLET_VARIANTS:
             raise ValueError(f"triplet variant must be one of {tuple(TRIPLET_VARIANTS)}, got {variant!r}")
         self.hierarchy, self.num_triplets = hierarchy, num_triplets
@@ -73,7 +73,8 @@ class TreeTripletLoss(nn.Module):
         opts = TRIPLET_VARIANTS[self.variant]
         return Fn.tree_triplet_loss(embeddings, target, self.hierarchy, self.num_triplets, self.margin_eps,
                                     self.margin_scale, opts["hierarchy_margin"], self.distance, seed,
-                                    self.ignore_index, self.backend, self.validate, mode=opts["mode"])
+                                    self.ignore_index, self.backend, self.validate, mode=opts["mode"],
+                                    nan_policy=self.nan_policy)
 
 
 def cosine_beta(step: int, total_steps: int, beta_max: float = 0.5) -> float:
@@ -110,7 +111,8 @@ class HierarchicalLoss(nn.Module):
         self.ignore_index, self.backend = ignore_index, backend
         self.beta_max, self.beta_steps = beta_max, beta_steps
         self.triplet = None if triplet is None else TreeTripletLoss(
-            hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend, validate)
+            hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend, validate,
+            nan_policy)
 
     def segmentation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return SEGMENTATION_LOSSES[self.segmentation](logits, target, self.hierarchy, self.gamma,

@@ -120,7 +120,7 @@ def _register() -> None:
     def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps, margin_scale, height,
           hierarchy_margin, distance, compute_grad):
         grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
-        return embeddings.new_empty((), dtype=torch.float32), grad
+        return embeddings.new_empty((), dtype=loss_dtype(embeddings)), grad
 
     def ftm_setup(ctx, inputs, output):
         logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, _ = inputs
@@ -130,6 +130,8 @@ def _register() -> None:
 
     def ftm_backward(ctx, grad_loss, _grad_of_grad):
         no_double_backward("hssn::ftm_forward")
+        if grad_loss is None:  # only the (non-differentiable) gradient output was used
+            return (None,) * 9
         logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
         if ctx.reduction != 0 and grad.numel() == logits.numel():  # gradient fused into the forward
             return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
@@ -151,6 +153,8 @@ def _register() -> None:
 
     def triplet_backward(ctx, grad_loss, _grad_of_grad):
         no_double_backward("hssn::triplet_forward")
+        if grad_loss is None:
+            return (None,) * 12
         embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
         if grad.numel() != embeddings.numel():  # forward ran without the gradient
             grad = torch.ops.hssn.triplet_forward(embeddings, target, triplets, count, leaf_index, tree_distance,

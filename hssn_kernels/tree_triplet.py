@@ -186,7 +186,8 @@ def _triplet_kernel(
         ln = tl.load(leaf_index_ptr + tl.load(t_ptr + qn)).to(tl.int64)
         gap = tl.load(dist_ptr + la * L + ln) - tl.load(dist_ptr + la * L + lp)
         margin = margin_eps + margin_scale * gap.to(tl.float32) * inv_two_height
-    hinge = tl.maximum(d_p - d_n + margin, 0.0)
+    hinge = d_p - d_n + margin
+    hinge = tl.where(hinge != hinge, hinge, tl.maximum(hinge, 0.0))  # NaN stays NaN (NaN policy)
     tl.store(hinge_ptr + k, tl.where(live, hinge, 0.0))
     if COMPUTE_GRAD:
         scale = tl.where(live & (hinge > 0.0), 1.0 / tl.maximum(count.to(tl.float32), 1.0), 0.0)

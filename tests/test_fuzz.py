@@ -131,3 +131,25 @@ def test_meta_inputs_bool_maps_and_empty_embeddings_are_clear_errors():
         hk.project_to_level(torch.zeros(3, dtype=torch.bool), TREE, 1)
     with pytest.raises(ValueError, match="E >= 1"):
         hk.tree_triplet_loss(torch.randn(2, 0, 3, 4), t, TREE)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_a_nan_embedding_follows_the_nan_policy(backend):
+    _, t = _inputs()
+    emb = torch.randn(2, 8, 3, 4)
+    emb[:, :, 1, :] = float("nan")  # every sampled triplet will likely touch a NaN row; some surely do
+    loss = hk.tree_triplet_loss(emb, t, TREE, num_triplets=50, backend=backend, nan_policy="propagate")
+    assert torch.isnan(loss)
+    with pytest.raises(ValueError, match="tree-triplet loss is NaN"):
+        hk.tree_triplet_loss(emb, t, TREE, num_triplets=50, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_fp64_results_stay_fp64(backend):
+    x, t = _inputs()
+    x = x.double().requires_grad_(True)
+    assert hk.focal_tree_min_loss(x, t, TREE, backend=backend).dtype == torch.float64
+    emb = torch.randn(2, 8, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert hk.tree_triplet_loss(emb, t, TREE, num_triplets=20, backend=backend).dtype == torch.float64
+    if backend == "cpu":
+        torch.autograd.gradcheck(lambda a: hk.focal_tree_min_loss(a, t, TREE, backend="cpu"), (x,))

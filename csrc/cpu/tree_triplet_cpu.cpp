@@ -162,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cpu(const at::Tensor& embeddi
       i = j;
     }
   });
-  return {at::full({}, loss, embeddings.options().dtype(at::kFloat)), grad};
+  return {at::full({}, loss, embeddings.options().dtype(loss_dtype(embeddings))), grad};
 }
 
 }  // namespace

@@ -208,7 +208,7 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cuda(const at::Tensor& embedd
   p.coef = compute_grad ? coef.data_ptr<float>() : nullptr;
   if (compute_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
   if (p.num_p > 0) check_cuda(cuda::launch_triplet_forward(p, c10::cuda::getCurrentCUDAStream()), op);
-  at::Tensor loss = at::div(hinge.sum(), count.clamp_min(1));
+  at::Tensor loss = at::div(hinge.sum(), count.clamp_min(1)).to(loss_dtype(embeddings));
   return {loss, grad};
 }
 

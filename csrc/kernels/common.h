@@ -211,7 +211,7 @@ HSSN_HD TripletGrad<T> triplet_grad(const TripletSums<T>& s, T margin, int dista
     const T d_p = (T(1) - s.ap / den_p) / T(2);
     const T d_n = (T(1) - s.an / den_n) / T(2);
     const T h = d_p - d_n + margin;
-    g.hinge = h > T(0) ? h : T(0);
+    g.hinge = (h > T(0) || h != h) ? h : T(0);  // a NaN distance keeps the loss NaN (NaN policy)
     const T half = h > T(0) ? T(0.5) * scale : T(0);
     const T on_p = na * np >= eps ? T(1) : T(0);
     const T on_n = na * nn >= eps ? T(1) : T(0);
@@ -228,7 +228,7 @@ HSSN_HD TripletGrad<T> triplet_grad(const TripletSums<T>& s, T margin, int dista
   } else {
     const T d_p = fsqrt(s.dap), d_n = fsqrt(s.dan);
     const T h = d_p - d_n + margin;
-    g.hinge = h > T(0) ? h : T(0);
+    g.hinge = (h > T(0) || h != h) ? h : T(0);  // a NaN distance keeps the loss NaN (NaN policy)
     const T k = h > T(0) ? scale : T(0);
     const T ip = d_p > T(0) ? k / d_p : T(0);
     const T in = d_n > T(0) ? k / d_n : T(0);
