@@ -74,13 +74,11 @@ def _ftm_kernel(
     size = tl.load(size_ptr + cols, mask=cmask, other=0)
     ppos = tl.load(ppos_ptr + cols, mask=cmask, other=-1)
     # a label that is neither ignore_index nor a leaf (validation skipped) gets a NaN loss, and no table
-    # is read at it: a leaf is the channel whose DFS position has one descendant (itself)
+    # is read at it (the path table's last column flags the leaves)
     labelled = pmask & (t != ignore_index)
-    in_tree = (t >= 0) & (t < C)
-    yc = tl.where(in_tree, t, 0).to(tl.int32)
-    is_leaf = tl.max(((chan[None, :] == yc[:, None]) & (size == 1)[None, :] & cmask[None, :]).to(tl.int32),
-                     axis=1) > 0
-    valid = labelled & in_tree & is_leaf
+    in_tree = labelled & (t >= 0) & (t < C)
+    is_leaf = tl.load(path_ptr + tl.where(in_tree, t, 0) * (DEPTH + 1) + DEPTH, mask=in_tree, other=0) > 0
+    valid = in_tree & is_leaf
     bad_label = labelled & (valid == 0)
     y = tl.where(valid, t, 0)
     m2 = valid[:, None] & cmask[None, :]
@@ -90,7 +88,7 @@ def _ftm_kernel(
         z = z.to(tl.float64)
     else:
         z = z.to(tl.float32)
-    has_nan = tl.max(((z != z) & m2).to(tl.int32), axis=1) > 0
+    has_nan = (tl.max(((z != z) & m2).to(tl.int32), axis=1) > 0) | bad_label  # both give a NaN loss
 
     zero = tl.zeros([BLOCK_P, C_PAD], dtype=z.dtype)
     ninf = zero - float("inf")
@@ -129,7 +127,7 @@ def _ftm_kernel(
     run_v = tl.zeros([BLOCK_P], dtype=z.dtype) + float("inf")
     run_i = tl.full([BLOCK_P], C_PAD + C, tl.int32)
     for lvl in tl.static_range(DEPTH):
-        pp = tl.load(path_ptr + y * DEPTH + lvl, mask=valid, other=-1)
+        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
         ok = pp >= 0
         ppc = tl.where(ok, pp, 0)
         zl = tl.sum(tl.where(cols2 == ppc[:, None], z, zero), axis=1)
@@ -138,9 +136,8 @@ def _ftm_kernel(
         run_v = tl.where(take, zl, run_v)
         run_i = tl.where(take, cl, run_i)
         on_path = on_path | ((cols2 == pp[:, None]) & ok[:, None])
-        l1p = _log1p_exp_neg_abs(run_v)
-        ls_p = tl.minimum(run_v, 0.0) - l1p
-        ls_q = tl.minimum(-run_v, 0.0) - l1p  # not ls_p - z: finite limits at z = -inf / +inf
+        ls_p = tl.minimum(run_v, 0.0) - _log1p_exp_neg_abs(run_v)
+        ls_q = tl.where(run_v == float("-inf"), 0.0, ls_p - run_v)  # log(1 - p): its limit 0 at z = -inf
         wq = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * ls_q))
         if COMPUTE_LOSS:
             pos_loss += tl.where(ok, -wq * ls_p, 0.0)
@@ -150,15 +147,13 @@ def _ftm_kernel(
 
     # ---- negative terms f-(M_v) for nodes off the path
     neg = m2 & (on_path == 0)
-    l1p = _log1p_exp_neg_abs(rv)
-    lp = tl.minimum(rv, 0.0) - l1p
-    lq = tl.minimum(-rv, 0.0) - l1p
+    lp = tl.minimum(rv, 0.0) - _log1p_exp_neg_abs(rv)
+    lq = tl.where(rv == float("-inf"), 0.0, lp - rv)
     wp = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
     if COMPUTE_LOSS:
         loss = tl.sum(tl.where(neg, -wp * lq, zero), axis=1) + pos_loss
-        loss = tl.where(has_nan, float("nan"), loss)
         loss = tl.where(valid, loss, 0.0)
-        loss = tl.where(bad_label, float("nan"), loss)
+        loss = tl.where(has_nan, float("nan"), loss)
         if REDUCTION == 0:
             tl.store(loss_ptr + pix, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
         else:
@@ -192,8 +187,8 @@ def ftm_tables(hierarchy: ClassHierarchy, device: torch.device | str) -> tuple[t
     """(perm, size, parent_pos, path_pos) int32 tables on ``device`` (cached).
 
     perm (C,): channel at DFS pre-order position j. size (C,): |Dsc| of that channel.
-    parent_pos (C,): position of its parent or -1. path_pos (C, D): root-first path of a channel in
-    positions, -1 past the channel.
+    parent_pos (C,): position of its parent or -1. path_pos (C, D + 1): root-first path of a channel in
+    positions, -1 past the channel, then 1 for a leaf and 0 for an inner node.
     """
     device = torch.device(device)
     key = (hierarchy, device)
@@ -208,7 +203,7 @@ def ftm_tables(hierarchy: ClassHierarchy, device: torch.device | str) -> tuple[t
         size = [len(hierarchy.descendants(c)) for c in order]
         ppos = [-1 if hierarchy.parents[c] == -1 else pos[hierarchy.parents[c]] for c in order]
         path = [[pos[a] for a in reversed(hierarchy.ancestors(c))] for c in range(hierarchy.num_channels)]
-        path = [p + [-1] * (hierarchy.height - len(p)) for p in path]
+        path = [p + [-1] * (hierarchy.height - len(p)) + [int(hierarchy.is_leaf(c))] for c, p in enumerate(path)]
         i32 = dict(dtype=torch.int32, device=device)
         _TABLES[key] = (torch.tensor(order, **i32), torch.tensor(size, **i32), torch.tensor(ppos, **i32),
                         torch.tensor(path, **i32))
@@ -241,7 +236,7 @@ def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
 def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out):
     perm, size, ppos, path = tables
     num_c = logits.shape[1]
-    depth = path.shape[1]
+    depth = path.shape[1] - 1  # the last column is the leaf flag
     nb, nh, nw, s_zb, s_zh, s_zw = _pixel_strides(logits, True)
     _, _, _, s_tb, s_th, s_tw = _pixel_strides(target, False)
     num_p = nb * nh * nw

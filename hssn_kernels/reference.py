@@ -327,11 +327,14 @@ def sample_triplets_padded(
     pos = (triplet_rand(seed, counter) * num_valid) >> 32
     cand = valid_idx[pos].reshape(attempts, 3)
     a, x, y = cand.unbind(1)
-    leaf = tabs.leaf_index.long()[t[cand]]  # (attempts, 3) leaf positions
+    labels = t[cand]
+    inside = (labels >= 0) & (labels < hierarchy.num_channels)
+    leaf = torch.where(inside, tabs.leaf_index.long()[labels.clamp(0, hierarchy.num_channels - 1)], -1)
     dist = tabs.tree_distance.long()
-    dx = dist[leaf[:, 0], leaf[:, 1]]
-    dy = dist[leaf[:, 0], leaf[:, 2]]
-    distinct = (a != x) & (a != y) & (x != y)
+    dx = dist[leaf[:, 0].clamp(min=0), leaf[:, 1].clamp(min=0)]
+    dy = dist[leaf[:, 0].clamp(min=0), leaf[:, 2].clamp(min=0)]
+    # an attempt with a label that is no leaf (validation skipped) is rejected, as a repeated pixel is
+    distinct = (a != x) & (a != y) & (x != y) & (leaf >= 0).all(1)
     if mode == "tree":
         ok = distinct & (dx != dy)
     else:

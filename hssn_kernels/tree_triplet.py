@@ -56,24 +56,26 @@ def _draw(counter, key, csum_ptr, num_valid, P, search_steps):
 @triton.jit
 def _sample_kernel(
     t_ptr, csum_ptr, leaf_index_ptr, dist_ptr, out_ptr, count_ptr,
-    P, L, num_triplets, attempts, seed, search_steps,
+    P, L, C, num_triplets, attempts, seed, search_steps,
     MODE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     key = _hash32((seed + tl.zeros([], dtype=tl.int64)).to(tl.uint32))
     num_valid = tl.load(csum_ptr + P - 1).to(tl.int64)
     total = tl.zeros([], dtype=tl.int64)
-    for start in range(0, attempts, BLOCK):
+    start = tl.zeros([], dtype=tl.int64)
+    while (start < attempts) & (total < num_triplets) & (num_valid > 0):  # stops once it has num_triplets
         k = start + tl.arange(0, BLOCK).to(tl.int64)
         live = (k < attempts) & (num_valid > 0)
         a = _draw(3 * k, key, csum_ptr, num_valid, P, search_steps)
         x = _draw(3 * k + 1, key, csum_ptr, num_valid, P, search_steps)
         y = _draw(3 * k + 2, key, csum_ptr, num_valid, P, search_steps)
-        la = tl.load(leaf_index_ptr + tl.load(t_ptr + a, mask=live, other=0), mask=live, other=0).to(tl.int64)
-        lx = tl.load(leaf_index_ptr + tl.load(t_ptr + x, mask=live, other=0), mask=live, other=0).to(tl.int64)
-        ly = tl.load(leaf_index_ptr + tl.load(t_ptr + y, mask=live, other=0), mask=live, other=0).to(tl.int64)
-        dx = tl.load(dist_ptr + la * L + lx, mask=live, other=0)
-        dy = tl.load(dist_ptr + la * L + ly, mask=live, other=0)
-        ok = live & (a != x) & (a != y) & (x != y)
+        la = _leaf_of(t_ptr, leaf_index_ptr, a, C, live)
+        lx = _leaf_of(t_ptr, leaf_index_ptr, x, C, live)
+        ly = _leaf_of(t_ptr, leaf_index_ptr, y, C, live)
+        leaves_ok = live & (la >= 0) & (lx >= 0) & (ly >= 0)  # a label that is no leaf: attempt rejected
+        dx = tl.load(dist_ptr + la * L + lx, mask=leaves_ok, other=0)
+        dy = tl.load(dist_ptr + la * L + ly, mask=leaves_ok, other=0)
+        ok = leaves_ok & (a != x) & (a != y) & (x != y)
         if MODE == 0:
             ok = ok & (dx != dy)
         else:
@@ -88,6 +90,7 @@ def _sample_kernel(
         tl.store(out_ptr + 3 * slot + 1, pos, mask=keep)
         tl.store(out_ptr + 3 * slot + 2, neg, mask=keep)
         total += tl.sum(oki, 0)
+        start += BLOCK
     tl.store(count_ptr, tl.minimum(total, num_triplets))
 
 
@@ -109,7 +112,7 @@ def sample_triplets(target: torch.Tensor, leaf_index: torch.Tensor, tree_distanc
     csum = torch.cumsum((flat != ignore_index).to(idx_dtype), 0, dtype=idx_dtype)
     _sample_kernel[(1,)](
         flat, csum, leaf_index, tree_distance, out, count,
-        num_p, tree_distance.shape[0], num_triplets, ATTEMPTS_PER_TRIPLET * num_triplets, seed,
+        num_p, tree_distance.shape[0], leaf_index.shape[0], num_triplets, ATTEMPTS_PER_TRIPLET * num_triplets, seed,
         max(1, num_p.bit_length()), MODE=mode, BLOCK=256,
     )
     return out, count
@@ -122,6 +125,14 @@ def _(target, leaf_index, tree_distance, num_triplets, seed, ignore_index, mode)
 
 # ----------------------------------------------------------------------------- loss
 @triton.jit
+def _leaf_of(t_ptr, leaf_index_ptr, q, C, live):
+    """The leaf position of pixel q's label, -1 when the slot is unused or the label is not a leaf."""
+    y = tl.load(t_ptr + q, mask=live, other=0).to(tl.int64)
+    inside = live & (y >= 0) & (y < C)
+    return tl.load(leaf_index_ptr + tl.where(inside, y, 0), mask=inside, other=-1).to(tl.int64)
+
+
+@triton.jit
 def _row_offset(q, H, W, s_b, s_h, s_w):
     hw = H * W
     b = q // hw
@@ -133,7 +144,7 @@ def _row_offset(q, H, W, s_b, s_h, s_w):
 @triton.jit
 def _triplet_kernel(
     e_ptr, t_ptr, trip_ptr, count_ptr, leaf_index_ptr, dist_ptr, hinge_ptr, part_ptr,
-    E, H, W, L, s_b, s_e, s_h, s_w,
+    E, H, W, L, C, s_b, s_e, s_h, s_w,
     margin_eps, margin_scale, inv_two_height, eps,
     HIER_MARGIN: tl.constexpr, DIST: tl.constexpr, COMPUTE_GRAD: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
@@ -180,12 +191,14 @@ def _triplet_kernel(
         d_p = tl.sqrt(tl.sum(acc_ap, 0))
         d_n = tl.sqrt(tl.sum(acc_an, 0))
     margin = margin_eps
-    if HIER_MARGIN:
-        la = tl.load(leaf_index_ptr + tl.load(t_ptr + qa)).to(tl.int64)
-        lp = tl.load(leaf_index_ptr + tl.load(t_ptr + qp)).to(tl.int64)
-        ln = tl.load(leaf_index_ptr + tl.load(t_ptr + qn)).to(tl.int64)
-        gap = tl.load(dist_ptr + la * L + ln) - tl.load(dist_ptr + la * L + lp)
+    if HIER_MARGIN:  # every table read bounded: unused slots and labels outside the tree read nothing
+        la = _leaf_of(t_ptr, leaf_index_ptr, qa, C, live)
+        lp = _leaf_of(t_ptr, leaf_index_ptr, qp, C, live)
+        ln = _leaf_of(t_ptr, leaf_index_ptr, qn, C, live)
+        ok = live & (la >= 0) & (lp >= 0) & (ln >= 0)
+        gap = tl.load(dist_ptr + la * L + ln, mask=ok, other=0) - tl.load(dist_ptr + la * L + lp, mask=ok, other=0)
         margin = margin_eps + margin_scale * gap.to(tl.float32) * inv_two_height
+        margin = tl.where(ok | (live == 0), margin, float("nan"))  # a label that is no leaf: NaN loss
     hinge = d_p - d_n + margin
     hinge = tl.where(hinge != hinge, hinge, tl.maximum(hinge, 0.0))  # NaN stays NaN (NaN policy)
     tl.store(hinge_ptr + k, tl.where(live, hinge, 0.0))
@@ -278,7 +291,7 @@ def triplet_forward(embeddings: torch.Tensor, target: torch.Tensor, triplets: to
     block_e = _block_e(num_e)
     _triplet_kernel[(num_t,)](
         embeddings, flat_t, triplets, count, leaf_index, tree_distance, hinge, part,
-        num_e, nh, nw, tree_distance.shape[0], s_b, embeddings.stride(1), s_h, s_w,
+        num_e, nh, nw, tree_distance.shape[0], leaf_index.shape[0], s_b, embeddings.stride(1), s_h, s_w,
         float(margin_eps), float(margin_scale), 1.0 / (2 * height), COSINE_EPS,
         HIER_MARGIN=hierarchy_margin, DIST=distance, COMPUTE_GRAD=compute_grad, BLOCK_E=block_e,
     )

@@ -32,9 +32,13 @@ def test_quick_json(quick_run):
     assert META_FIELDS <= set(data["meta"])
     assert data["meta"]["quick"] is True and data["copy_bandwidth_Bps"] > 0
     rows = data["results"]
-    assert {r["op"] for r in rows} == {"ftm", "argmax", "triplet", "hssn_loss"}
+    assert {r["op"] for r in rows} == {"ftm", "argmax", "triplet", "hssn_loss", "ftm_interp", "ftm_upsample",
+                                       "train_loss_interp", "train_loss"}
     assert {r["group"] for r in rows} == {"paper", "pixels", "channels"}
     assert {"reference", "cpu"} <= {r["backend"] for r in rows}
+    skipped = [r for r in rows if r["status"].startswith("unsupported")]
+    assert {(r["op"], r["backend"]) for r in skipped} == {("ftm_upsample", "reference"), ("train_loss", "reference")}
+    rows = [r for r in rows if r not in skipped]
     for r in rows:
         assert r["status"] == "ok", r
         assert ROW_FIELDS <= set(r), sorted(ROW_FIELDS - set(r))
@@ -55,8 +59,9 @@ def test_quick_markdown_and_plots(quick_run):
     md = (out / "results.md").read_text()
     assert "## Headline: focal tree-min loss, forward + backward" in md
     assert data["meta"]["device"] in md
-    for op in ("ftm", "argmax", "triplet", "hssn_loss"):
+    for op in ("ftm", "argmax", "triplet", "hssn_loss", "ftm_interp", "ftm_upsample"):
         assert f"\n## {op}\n" in md
+    assert "## Training-step loss: logits at 1/4 of the labels" in md
     for name in ("time_paper.png", "memory_paper.png", "scaling_pixels.png", "scaling_channels.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 

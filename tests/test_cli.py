@@ -77,10 +77,10 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     assert main(["predict", "synthetic", *images, "--checkpoint", str(checkpoint), "--out", str(out_dir),
                  "--set", *TINY]) == 0
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == sorted(f"img{i}_{s}.png" for i in range(2) for s in ("leaf", "level1", "level2", "level3"))
+    assert names == sorted(f"img{i}_{s}.png" for i in range(2) for s in ("leaf", "k1", "k2", "k3"))
     leaf = np.asarray(Image.open(out_dir / "img0_leaf.png"))
     assert leaf.shape == (30, 40) and leaf.max() < 11
-    colour = np.asarray(Image.open(out_dir / "img0_level1.png"))
+    colour = np.asarray(Image.open(out_dir / "img0_k3.png"))  # k = 3: the coarsest level, as in mIoU^3
     assert colour.shape == (30, 40, 3)
     assert main(["predict", "synthetic", str(tmp_path / "nope.png"), "--checkpoint", str(checkpoint),
                  "--out", str(out_dir)]) == 2

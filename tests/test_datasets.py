@@ -168,8 +168,10 @@ def test_folder_dataset_with_shipped_tree_and_no_split(tmp_path):
 
 # ----------------------------------------------------------------------------------------- bad data
 def test_missing_folder_names_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="leftImg8bit"):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found: .*nowhere"):
         build_dataset("cityscapes", root=tmp_path / "nowhere", split="train")
+    with pytest.raises(FileNotFoundError, match="leftImg8bit"):
+        build_dataset("cityscapes", root=tmp_path, split="train")
     with pytest.raises(FileNotFoundError, match="LIP image folder not found"):
         build_dataset("lip", root=tmp_path, split="train")
     with pytest.raises(FileNotFoundError, match="JPEGImages"):

@@ -209,3 +209,32 @@ def test_bad_checkpoint_files_are_named(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match=name):
             ckpt.load_checkpoint(tmp_path / name)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "hssn", "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=400",
+           "train.checkpoint_interval=2", "train.keep_checkpoints=2", "train.eval_at_end=false",
+           "data.num_workers=0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while len(ckpt.list_checkpoints(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(ckpt.list_checkpoints(out)) >= 2, proc.stderr.read().decode()[-2000:] if proc.poll() else "slow"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    last = ckpt.list_checkpoints(out)[-1]
+    step = int(last.stem.split("_")[1])
+    tr = Trainer(tiny_cfg(out, f"train.iters={step + 2}", "train.checkpoint_interval=2", "train.keep_checkpoints=2",
+                          "train.eval_at_end=false", "train.resume=auto"))
+    assert tr.step == step
+    tr.fit()
+    steps = [int(r["step"]) for r in read_log(out / "train_log.csv")]
+    assert steps == list(range(1, step + 3))  # rows after the checkpoint were dropped, none duplicated
+    assert not list((out / "checkpoints").glob("*.tmp"))

@@ -153,3 +153,44 @@ def test_fp64_results_stay_fp64(backend):
     assert hk.tree_triplet_loss(emb, t, TREE, num_triplets=20, backend=backend).dtype == torch.float64
     if backend == "cpu":
         torch.autograd.gradcheck(lambda a: hk.focal_tree_min_loss(a, t, TREE, backend="cpu"), (x,))
+
+
+CRASH_SCRIPT = """
+import os, sys, torch
+os.environ["TRITON_INTERPRET"] = "1"
+import hssn_kernels as hk
+tree = hk.ClassHierarchy.from_nested({"a": {"a1": {}, "a2": {}}, "b": {"b1": {}, "b2": {}}})
+backend = sys.argv[1]
+x = torch.randn(1, 6, 4, 4)
+for label in (10**9, -7, 4):
+    t = torch.zeros(1, 4, 4, dtype=torch.long)
+    t[0, 1, 1] = label
+    hk.focal_tree_min_loss(x, t, tree, backend=backend, validate=False, nan_policy="propagate")
+    hk.hierarchical_argmax(x, tree, backend=backend)
+    emb = torch.randn(1, 8, 4, 4)
+    t[0, 0, 0] = 255  # pixel 0 void: unused triplet slots point there
+    hk.tree_triplet_loss(emb, t, tree, num_triplets=500, backend=backend, validate=False, nan_policy="propagate")
+print("survived")
+"""
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_bad_labels_with_validation_skipped_never_crash(backend, tmp_path):
+    """In a subprocess, so that a segfault fails this test instead of killing the run."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, backend], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_sampling_skips_labels_that_are_no_leaf(backend):
+    _, t = _inputs()
+    t[0, 0, :] = 4  # an inner node, validation skipped
+    table, _, _ = hk.sample_triplets(t, TREE, num_triplets=100, backend=backend, validate=False), None, None
+    a, p, n = table
+    used = torch.cat([a, p, n])
+    assert not ((used // 4 == 0) & (used < 4)).any()  # pixels 0..3 (row 0 of image 0) never drawn
+    expect = hk.sample_triplets(t, TREE, num_triplets=100, backend="reference", validate=False)
+    assert all(torch.equal(x, y) for x, y in zip(table, expect))

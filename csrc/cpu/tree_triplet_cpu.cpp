@@ -60,10 +60,12 @@ std::tuple<at::Tensor, at::Tensor> sample_triplets_cpu(const at::Tensor& target,
       int64_t cand[3], lf[3];
       for (int j = 0; j < 3; ++j) {
         cand[j] = valid[draw_rank(triplet_rand(key, static_cast<uint64_t>(3 * k + j)), nv)];
-        lf[j] = leaf_pos(static_cast<int64_t>(t[cand[j]]), li, num_c, op);
+        const int64_t y = static_cast<int64_t>(t[cand[j]]);
+        lf[j] = (y >= 0 && y < num_c) ? li[y] : -1;  // -1: no leaf (validation skipped): attempt rejected
         TORCH_CHECK(lf[j] < num_l, op, ": leaf_index and tree_distance disagree");
       }
       bool x_pos = false;
+      if (lf[0] < 0 || lf[1] < 0 || lf[2] < 0) continue;
       if (!accept_triplet(cand[0], cand[1], cand[2], dist[lf[0] * num_l + lf[1]], dist[lf[0] * num_l + lf[2]],
                           static_cast<int>(mode), &x_pos))
         continue;

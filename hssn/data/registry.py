@@ -62,5 +62,7 @@ def build_dataset(name: str, root: str | Path | None = None, split: str = "train
             kwargs["root"] = root
         return cls(split=split, transforms=transforms, **kwargs)
     if root is None:
-        raise ValueError(f"dataset {name!r} needs root= (the dataset folder)")
+        raise ValueError(f"dataset {name!r} needs root= (the dataset folder; data.root in a config)")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root} (data.root of dataset {name!r})")
     return cls(root, split=split, transforms=transforms, **kwargs)

@@ -116,10 +116,12 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
             leaf, violations = predict_leaves(fn, item["image"][None].to(trainer.device), h, cfg["loss"]["backend"])
         leaf, violations = leaf[0].cpu(), violations[0].cpu()
         panels = [("input", item["image"].permute(1, 2, 0).numpy())]
+        for lvl in range(1, depth + 1):  # coarsest first; titled with k as in mIoU^k
+            panels.append((f"truth, k={depth + 1 - lvl}", colorize_level(item["label"], h, ds.palette, lvl,
+                                                                          ds.ignore_index)))
         for lvl in range(1, depth + 1):
-            panels.append((f"truth, level {lvl}", colorize_level(item["label"], h, ds.palette, lvl, ds.ignore_index)))
-        for lvl in range(1, depth + 1):
-            panels.append((f"prediction, level {lvl}", colorize_level(leaf, h, ds.palette, lvl, ds.ignore_index)))
+            panels.append((f"prediction, k={depth + 1 - lvl}", colorize_level(leaf, h, ds.palette, lvl,
+                                                                               ds.ignore_index)))
         panels.append(("errors", error_map(leaf, item["label"], violations, h, ds.ignore_index)))
         for col, (title, img) in enumerate(panels):
             ax = axes[row, col]
@@ -132,14 +134,14 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
     legends = []
     for lvl in range(1, depth + 1):
         nodes = [c for c in range(h.num_channels) if h.level(c) == lvl]
-        legends.append((f"level {lvl}" + (" (leaves)" if lvl == depth else " (coarsest)" if lvl == 1 else ""),
+        legends.append((f"k={depth + 1 - lvl}" + (" (leaves)" if lvl == depth else " (coarsest)" if lvl == 1 else ""),
                         [Patch(color=colors[c].tolist(), label=h.names[c]) for c in nodes]))
     legends.append(("errors", [Patch(color=[v / 255 for v in rgb], label=name) for name, rgb in ERROR_COLORS.items()]))
     for i, (title, handles) in enumerate(legends):
         fig.legend(handles=handles, title=title, loc="lower left", bbox_to_anchor=(0.01 + i / len(legends), 0.0),
                    fontsize=7, title_fontsize=8, ncol=1 if len(handles) <= 6 else 2, frameon=False)
-    fig.suptitle("HSSN demo on validation scenes: tree level 1 = coarsest (scored as mIoU^3), "
-                 f"level {depth} = leaves (mIoU^1)", fontsize=10)
+    fig.suptitle(f"HSSN demo on validation scenes: level k as in mIoU^k (k=1 leaves, k={depth} coarsest)",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 2.3 / (1.9 * num_images + 2.4), 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)

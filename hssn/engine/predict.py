@@ -44,8 +44,8 @@ def save_leaf_png(leaf: torch.Tensor, path: Path) -> None:
 
 def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path,
                   scales: Sequence[float] | None = None, flip: bool | None = None) -> list[Path]:
-    """Segment each image file; writes ``{stem}_leaf.png`` (leaf ids) and ``{stem}_level{l}.png`` for tree
-    levels l = 1 (coarsest) .. D (leaves) into ``out_dir``. Returns the written paths."""
+    """Segment each image file; writes ``{stem}_leaf.png`` (leaf ids) and ``{stem}_k{k}.png`` (colours) for
+    k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``. Returns the paths."""
     from hssn.data.common import read_image
     from hssn.data.palettes import colorize_level
     from hssn.data.transforms import resize_image
@@ -81,7 +81,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
         written.append(target)
         for level in range(1, hierarchy.height + 1):
             rgb = colorize_level(leaf, hierarchy, meta["palette"], level, meta["ignore_index"])
-            target = out_dir / f"{path.stem}_level{level}.png"
+            target = out_dir / f"{path.stem}_k{hierarchy.height + 1 - level}.png"  # k as in mIoU^k
             Image.fromarray(rgb.numpy()).save(target)
             written.append(target)
     return written

@@ -21,10 +21,19 @@ def load_trained_model(cfg: dict, checkpoint_path: str | Path, hierarchy, device
     return model.to(device).eval()
 
 
+def default_metrics_path(checkpoint_path: str | Path) -> Path:
+    """``<run folder>/eval_<checkpoint stem>.json`` for a checkpoint in a run's ``checkpoints/`` folder,
+    else ``<checkpoint stem>.metrics.json`` beside it."""
+    path = Path(checkpoint_path)
+    if path.parent.name == "checkpoints":
+        return path.parent.parent / f"eval_{path.stem}.json"
+    return path.with_name(f"{path.stem}.metrics.json")
+
+
 def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | None = None, flip: bool | None = None,
              out: str | Path | None = None, per_class: bool = False) -> dict:
     """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
-    the metrics JSON to ``out`` (default ``<checkpoint>.metrics.json``). Returns the report."""
+    the metrics JSON to ``out`` (default :func:`default_metrics_path`). Returns the report."""
     info = init_distributed(cfg["train"]["device"])
     try:
         dataset = builders.build_dataset(cfg, "val")
@@ -34,7 +43,7 @@ def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | N
                           cfg["loss"]["backend"], scales=scales, flip=flip, progress=cfg["train"]["progress"])
         if info.is_main:
             print(format_report(report, per_class=per_class))
-            path = Path(out) if out else Path(str(checkpoint_path) + ".metrics.json")
+            path = Path(out) if out else default_metrics_path(checkpoint_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
             print(f"metrics: {path}")
