@@ -84,8 +84,9 @@ def test_errors_from_native_code():
     with pytest.raises(RuntimeError, match="reduction must be 0"):
         torch.ops.hssn.ftm_forward(x, t, p, b, a, 2.0, 255, 5, False)
     tabs = h.tables("cpu")
-    with pytest.raises(RuntimeError, match="neither a leaf channel"):
-        torch.ops.hssn.sample_triplets(bad, tabs.leaf_index, tabs.tree_distance, 50, 0, 255, 0)
+    bad_pixel = 1 * t[0].numel() + 2 * t.shape[2] + 3  # flat index of bad[1, 2, 3]
+    trip, count = torch.ops.hssn.sample_triplets(bad, tabs.leaf_index, tabs.tree_distance, 50, 0, 255, 0)
+    assert count > 0 and not (trip[: int(count)] == bad_pixel).any()  # a non-leaf label is never drawn
     trip = torch.tensor([[0, 1, 10_000]])
     with pytest.raises(RuntimeError, match="triplet pixel index 10000 outside"):
         torch.ops.hssn.triplet_forward(torch.randn(2, 4, 5, 6), t, trip, torch.tensor(1), tabs.leaf_index,

@@ -47,6 +47,19 @@ def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
     return build(m["name"], hierarchy, pretrained=weights, **_tuples(m["kwargs"]))
 
 
+def check_backend(cfg: dict, device) -> None:
+    """ValueError naming ``loss.backend`` when the backend registry does not know it or it cannot run on
+    ``device`` (the registry, ``hssn_kernels.backends``, is the list of choices)."""
+    from hssn_kernels import backends
+
+    name = cfg["loss"]["backend"]
+    if name not in backends.names():
+        raise ValueError(f"config key 'loss.backend' must be one of {backends.names()}, got {name!r}")
+    why = backends.unavailable_reason(name, torch.device(device)) if name != "auto" else None
+    if why is not None:
+        raise ValueError(f"loss.backend={name!r}: {why}")
+
+
 def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
     """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``train.iters``.
 

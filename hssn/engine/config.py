@@ -281,11 +281,7 @@ def _check_types(cfg: dict) -> None:
 
 def validate(cfg: dict) -> None:
     """ValueError naming the key whose value has the wrong type or is out of range."""
-    _check_types(cfg)
-    from hssn_kernels import backends  # the backend registry is the list of choices
-
-    if cfg["loss"]["backend"] not in backends.names():
-        raise ValueError(f"config key 'loss.backend' must be one of {backends.names()}, got {cfg['loss']['backend']!r}")
+    _check_types(cfg)  # loss.backend is checked against the backend registry when a run starts (Trainer)
     for path in [("train", "seed"), ("optim", "warmup_iters"), ("eval", "num_workers"), ("data", "num_workers"),
                  ("train", "eval_interval")]:
         if _get(cfg, path) < 0:

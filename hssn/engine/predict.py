@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint as ckpt
+from . import builders, checkpoint as ckpt
 from .distributed import pick_device
 from .inference import model_logits_fn, predict_leaves
 from .runs import load_trained_model
@@ -57,6 +57,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
+    builders.check_backend(cfg, device)
     meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path))
     hierarchy = meta["hierarchy"]
     model = load_trained_model(cfg, checkpoint_path, hierarchy, device)

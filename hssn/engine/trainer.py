@@ -23,7 +23,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from hssn_kernels import backends as hk_backends
 from hssn_kernels import cosine_beta
 
 from . import builders, checkpoint as ckpt
@@ -102,10 +101,7 @@ class Trainer:
         self.ignore_index = self.train_set.ignore_index
         self.device = self.info.device
         self.amp = bool(t["amp"]) and self.device.type == "cuda"
-        why = hk_backends.unavailable_reason(cfg["loss"]["backend"], self.device) \
-            if cfg["loss"]["backend"] != "auto" else None
-        if why is not None:
-            raise ValueError(f"loss.backend={cfg['loss']['backend']!r}: {why}")
+        builders.check_backend(cfg, self.device)
         model = builders.build_model(cfg, self.hierarchy).to(self.device)
         if self.info.distributed and self.device.type == "cuda" and t["sync_bn"]:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
