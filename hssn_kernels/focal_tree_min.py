@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import no_double_backward
+from ._autograd import register_fused_loss
 from .hierarchy import ClassHierarchy
 
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -323,28 +323,7 @@ def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore
     return logits.new_empty(logits.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, _ = inputs
-    ctx.save_for_backward(logits, target, perm, size, parent_pos, path_pos, output[1])
-    ctx.mark_non_differentiable(output[1])
-    ctx.gamma, ctx.ignore_index, ctx.reduction = gamma, ignore_index, reduction
-
-
-def _backward(ctx, grad_loss, _grad_grad):
-    no_double_backward("hssn::triton_ftm_forward")
-    logits, target, perm, size, parent_pos, path_pos, grad = ctx.saved_tensors
-    if ctx.reduction != 0 and grad.numel() == logits.numel():
-        return (grad * grad_loss.to(grad.dtype),) + (None,) * 9
-    if ctx.reduction != 0:  # forward ran without the fused gradient: per-pixel weights on the device
-        weight = grad_loss.float()
-        if ctx.reduction == 2:
-            weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
-        grad_loss = weight.expand(target.shape)
-    out = ftm_backward(grad_loss, logits, target, perm, size, parent_pos, path_pos, ctx.gamma, ctx.ignore_index)
-    return (out,) + (None,) * 9
-
-
-ftm_forward.register_autograd(_backward, setup_context=_setup_context)
+register_fused_loss("hssn::triton_ftm_forward", ftm_backward)
 
 
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,

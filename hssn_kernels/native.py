@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ._autograd import register_fused_loss
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
@@ -122,29 +123,7 @@ def _register() -> None:
         grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
         return embeddings.new_empty((), dtype=loss_dtype(embeddings)), grad
 
-    def ftm_setup(ctx, inputs, output):
-        logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, _ = inputs
-        ctx.save_for_backward(logits, target, parent, bottom_up, ancestors, output[1])
-        ctx.gamma, ctx.ignore_index, ctx.reduction = gamma, ignore_index, reduction
-        ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
-
-    def ftm_backward(ctx, grad_loss, _grad_of_grad):
-        no_double_backward("hssn::ftm_forward")
-        if grad_loss is None:  # only the (non-differentiable) gradient output was used
-            return (None,) * 9
-        logits, target, parent, bottom_up, ancestors, grad = ctx.saved_tensors
-        if ctx.reduction != 0 and grad.numel() == logits.numel():  # gradient fused into the forward
-            return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
-        weight = grad_loss.to(loss_dtype(logits))
-        if ctx.reduction != 0:  # forward ran without the gradient: per-pixel weights, no host sync
-            if ctx.reduction == 2:
-                weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
-            weight = weight.expand(target.shape)
-        out = torch.ops.hssn.ftm_backward(weight, logits, target, parent, bottom_up, ancestors, ctx.gamma,
-                                          ctx.ignore_index)
-        return (out,) + (None,) * 8
-
-    torch.library.register_autograd(lib + "ftm_forward", ftm_backward, setup_context=ftm_setup)
+    register_fused_loss(lib + "ftm_forward", torch.ops.hssn.ftm_backward)
 
     def triplet_setup(ctx, inputs, output):
         ctx.args = inputs[6:11]

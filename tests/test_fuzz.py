@@ -1,4 +1,6 @@
 """Hostile inputs: every backend gives the same limit values, errors and no crash."""
+import os
+
 import pytest
 import torch
 
@@ -194,3 +196,53 @@ def test_sampling_skips_labels_that_are_no_leaf(backend):
     assert not ((used // 4 == 0) & (used < 4)).any()  # pixels 0..3 (row 0 of image 0) never drawn
     expect = hk.sample_triplets(t, TREE, num_triplets=100, backend="reference", validate=False)
     assert all(torch.equal(x, y) for x, y in zip(table, expect))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_fused_losses_save_no_logits_and_allow_retain_graph(backend):
+    x, t = _inputs()
+    x.requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda s: saved.append(s) or s, lambda s: s):
+        loss = hk.focal_tree_min_loss(x, t, TREE, backend=backend)
+    assert not any(s.data_ptr() == x.data_ptr() for s in saved)  # the fused gradient, not the logits
+    (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, x)
+    assert torch.equal(g1, g2)
+
+
+def test_compiled_path_with_bad_labels_gives_nan_not_a_crash():
+    x, t = _inputs()
+    t[0, 0, 0] = 10**6  # under torch.compile labels are never validated
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def loss_fn(z, y):
+        return hk.focal_tree_min_loss(z, y, TREE, reduction="none", backend="cpu" if "cpu" in FAST else "reference",
+                                      nan_policy="propagate")
+
+    out = loss_fn(x, t)
+    assert torch.isnan(out[0, 0, 0]) and torch.isfinite(out.flatten()[1:]).all()
+
+
+LONG = os.environ.get("HSSN_FUZZ_LONG") == "1"
+
+
+@pytest.mark.parametrize("seed", range(200 if LONG else 8))
+def test_random_trees_labels_and_values_agree_across_backends(seed):
+    """Random trees, shapes, dtypes of labels, ignored / bad labels and extreme logits: every fast backend
+    equals the reference (``HSSN_FUZZ_LONG=1`` runs 200 seeds instead of 8)."""
+    from trees import random_tree
+
+    gen = torch.Generator().manual_seed(seed)
+    tree = random_tree(seed, max_depth=4, max_channels=24)
+    shape = tuple(int(v) for v in torch.randint(1, 6, (3,), generator=gen))
+    x = torch.randn(shape[0], tree.num_channels, *shape[1:], generator=gen) * 4
+    x[torch.rand(x.shape, generator=gen) < 0.05] = float("inf")
+    x[torch.rand(x.shape, generator=gen) < 0.05] = float("-inf")
+    labels = torch.tensor([*tree.leaves, 255])
+    t = labels[torch.randint(len(labels), (shape[0], *shape[1:]), generator=gen)]
+    t = t.to([torch.int64, torch.int32, torch.uint8][seed % 3])
+    expect = hk.focal_tree_min_loss(x, t, tree, reduction="none", backend="reference", nan_policy="propagate")
+    for backend in FAST:
+        got = hk.focal_tree_min_loss(x, t, tree, reduction="none", backend=backend, nan_policy="propagate")
+        torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5, equal_nan=True)

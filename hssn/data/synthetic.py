@@ -101,8 +101,9 @@ SHAPES: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray, float, 
 
 
 def render(rng: np.random.Generator, height: int, width: int, max_textures: int = 2, max_shapes: int = 3,
-           noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: ((H, W, 3) float32 image in [0, 1], (H, W) int64 leaf ids)."""
+           noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One scene: ((H, W, 3) float32 image in [0, 1], (H, W) int64 leaf ids). ``pattern_scale`` multiplies
+    the texture periods, ``shape_scale`` the shape radii (1: radii from 1/8 to 1/4 of the image side)."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     image, leaf = _background(rng, yy, xx)
     label = np.full((height, width), leaf, dtype=np.int64)
@@ -112,14 +113,14 @@ def render(rng: np.random.Generator, height: int, width: int, max_textures: int 
         th, tw = rng.integers(size // 3, size // 2 + 1, size=2)
         top, left = rng.integers(0, height - th + 1), rng.integers(0, width - tw + 1)
         box = (yy >= top) & (yy < top + th) & (xx >= left) & (xx < left + tw)
-        fg = TEXTURES[name](rng, yy.astype(np.int64), xx.astype(np.int64))
+        fg = TEXTURES[name](rng, (yy / pattern_scale).astype(np.int64), (xx / pattern_scale).astype(np.int64))
         a = _colour(rng)
         b = _contrasting(rng, a)
         image[box] = np.where(fg[box][:, None], a, b)
         label[box] = LEAF[name]
     for _ in range(rng.integers(1, max_shapes + 1)):
         name = list(SHAPES)[rng.integers(len(SHAPES))]
-        r = rng.uniform(size / 8, size / 4)
+        r = min(rng.uniform(size / 8, size / 4) * shape_scale, 0.45 * size)
         cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
         mask = SHAPES[name](rng, yy, xx, cy, cx, r)
         image[mask] = _colour(rng)
@@ -139,11 +140,12 @@ class SyntheticDataset(Dataset):
         seed: base seed; item ``i`` depends only on (seed, split, i).
         ignore_index: the void value (never produced: every pixel is labelled).
         max_textures, max_shapes, noise: scene complexity (noise = std of the Gaussian, image units).
+        pattern_scale, shape_scale: texture periods and shape radii relative to the defaults.
     """
 
     def __init__(self, split: str = "train", transforms: Transform | None = None, size: int | tuple[int, int] = 64,
                  length: int = 1000, seed: int = 0, ignore_index: int = 255, max_textures: int = 2,
-                 max_shapes: int = 3, noise: float = 0.03):
+                 max_shapes: int = 3, noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
         hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -157,6 +159,9 @@ class SyntheticDataset(Dataset):
             raise TypeError("transforms must be callable on the item dict")
         self.split, self.size, self.length, self.seed = split, hw, length, int(seed)
         self.max_textures, self.max_shapes, self.noise = max_textures, max_shapes, noise
+        if not (pattern_scale > 0 and shape_scale > 0):
+            raise ValueError(f"pattern_scale and shape_scale must be > 0, got {pattern_scale}, {shape_scale}")
+        self.pattern_scale, self.shape_scale = float(pattern_scale), float(shape_scale)
         self.transforms = transforms
         self.hierarchy = HIERARCHY
         self.ignore_index = int(ignore_index)
@@ -173,7 +178,8 @@ class SyntheticDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} items")
         rng = np.random.default_rng([self.seed, self._stream, index])
-        image, label = render(rng, *self.size, self.max_textures, self.max_shapes, self.noise)
+        image, label = render(rng, *self.size, self.max_textures, self.max_shapes, self.noise, self.pattern_scale,
+                              self.shape_scale)
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(label),
                 "name": f"synthetic_{self.split}_{index:06d}"}
 

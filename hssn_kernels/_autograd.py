@@ -1,0 +1,54 @@
+"""The autograd formula of the fused loss ops, written once and registered for the native ``hssn::ftm_forward``
+and the Triton ``hssn::triton_ftm_forward`` (the same schema up to their tables).
+
+Schema of both: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad) -> (loss, grad)``;
+``grad`` is d loss / d logits when the forward computed it (reduction sum / mean), else empty. Backward:
+
+* gradient fused into the forward: only that tensor is saved (never the logits); backward returns it
+  times ``grad_output`` (one new tensor of its size: scaling in place would break ``retain_graph=True``);
+* otherwise the per-pixel weights (``grad_output``, / the valid count for mean) go to the op's backward
+  kernel ``kernel_backward(weights, logits, target, *tables, gamma, ignore_index)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._checks import no_double_backward
+
+
+def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
+    """Register the autograd of ``qualname`` (schema above) with ``kernel_backward`` for per-pixel weights."""
+
+    def setup_context(ctx, inputs, output):
+        logits, target = inputs[:2]
+        tables, (gamma, ignore_index, reduction, _) = inputs[2:-4], inputs[-4:]
+        grad = output[1]
+        ctx.fused = reduction != 0 and grad.numel() == logits.numel() and logits.numel() > 0
+        ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target, *tables)))
+        ctx.gamma, ctx.ignore_index, ctx.reduction, ctx.num_inputs = gamma, ignore_index, reduction, len(inputs)
+        ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
+
+    def backward(ctx, grad_loss, _grad_of_grad):
+        no_double_backward(qualname)
+        nones = (None,) * (ctx.num_inputs - 1)
+        if grad_loss is None:  # only the (non-differentiable) gradient output was used
+            return (None,) + nones
+        if ctx.fused:
+            (grad,) = ctx.saved_tensors
+            return (grad * grad_loss.to(grad.dtype),) + nones
+        logits, target, *tables = ctx.saved_tensors
+        weight = grad_loss.to(_loss_dtype(logits))
+        if ctx.reduction != 0:  # forward ran without the gradient: per-pixel weights on the device
+            if ctx.reduction == 2:
+                weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
+            weight = weight.expand(target.shape)
+        out = kernel_backward(weight, logits, target, *tables, ctx.gamma, ctx.ignore_index)
+        return (out,) + nones
+
+    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
