@@ -68,9 +68,6 @@ class Shape:
         """The same shape with height and width divided by ``side`` (at least 8 each)."""
         return replace(self, height=max(8, self.height // side), width=max(8, self.width // side))
 
-    def describe(self) -> str:
-        return f"{self.batch}x{self.channels}x{self.height}x{self.width}"
-
 
 # ----------------------------------------------------------------------------- trees
 def grouped_tree(leaves: int, groups: int, supergroups: int = 0) -> ClassHierarchy:

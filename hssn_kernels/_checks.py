@@ -8,6 +8,11 @@ from .hierarchy import ClassHierarchy
 import numbers
 
 REDUCTIONS = ("none", "sum", "mean")
+"""Loss reductions; the kernels take their index (0 none, 1 sum, 2 mean)."""
+TRIPLET_MODES = ("tree", "vanilla")
+"""Triplet sampling modes; the kernels take their index."""
+DISTANCES = ("cosine", "euclidean")
+"""Embedding distances of the triplet loss; the kernels take their index."""
 NAN_POLICIES = ("raise", "propagate")
 TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
 """Label tensor dtypes every backend reads (the native kernels dispatch on exactly these)."""

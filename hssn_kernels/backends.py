@@ -39,12 +39,6 @@ def names() -> tuple[str, ...]:
     return tuple(_MODULES) + ("auto",)
 
 
-def register_backend(name: str, module_path: str) -> None:
-    """Add (or replace) a backend implemented by the module at ``module_path``."""
-    _MODULES[name] = module_path
-    _LOADED.pop(name, None)
-
-
 _LOADED: dict[str, tuple[ModuleType | None, str | None]] = {}
 
 

@@ -20,10 +20,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _checks
 from ._autograd import register_fused_loss
 from .hierarchy import ClassHierarchy
 
-REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 
 _empty = torch.empty
 """Allocator of every kernel output (the tests swap in a poisoning one to catch unwritten elements)."""
@@ -344,7 +344,7 @@ def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: C
                         gamma: float = 2.0, ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
     """Focal tree-min loss with the Triton kernel; inputs validated upstream. Returns the logits' dtype."""
     tables = ftm_tables(hierarchy, logits.device)
-    red = REDUCTIONS[reduction]
+    red = _checks.REDUCTIONS.index(reduction)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
     loss, _ = ftm_forward(logits, target, *tables, float(gamma), int(ignore_index), red, compute_grad)
     return loss.to(logits.dtype)

@@ -84,7 +84,6 @@ def hierarchical_argmax(
     hierarchy: ClassHierarchy,
     backend: str = "auto",
     levels: bool = False,
-    ignore_index: int = 255,
     size: tuple[int, int] | None = None,
     align_corners: bool = False,
     violations: bool = False,

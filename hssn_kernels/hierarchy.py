@@ -294,12 +294,6 @@ class ClassHierarchy:
             raise ValueError(f"level {level} out of range [1, {self.height}]")
         return self.tables("cpu").level_map[level - 1].clone()
 
-    def validate_leaf_ids(self, ids: Iterable[int]) -> None:
-        bad = sorted({int(i) for i in ids} - set(self._leaves))
-        if bad:
-            raise ValueError(f"ids {bad[:10]} are not leaves of the hierarchy")
-
-    # ------------------------------------------------------------------ packed tables
     def tables(self, device: torch.device | str = "cpu") -> HierarchyTables:
         """Packed tables on ``device`` (cached per device)."""
         device = torch.device(device)

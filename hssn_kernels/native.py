@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
 from ._autograd import register_fused_loss
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
-REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
-MODES = {"tree": 0, "vanilla": 1}
-DISTANCES = {"cosine": 0, "euclidean": 1}
 REBUILD = 'rebuild it with: pip install --no-build-isolation -e ".[test]"'
 
 
@@ -152,7 +150,7 @@ def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: C
                         ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
     """Focal tree-min loss with the native kernels (inputs validated upstream); the logits' dtype."""
     tabs = hierarchy.tables(logits.device)
-    red = REDUCTIONS[reduction]
+    red = _checks.REDUCTIONS.index(reduction)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
     loss, _ = torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
                                          int(ignore_index), red, compute_grad)
@@ -191,11 +189,9 @@ def hierarchical_argmax_levels(logits: torch.Tensor, hierarchy: ClassHierarchy) 
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
                            ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
     """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
     tabs = hierarchy.tables(target.device)
     return torch.ops.hssn.sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
-                                          int(ignore_index), MODES[mode])
+                                          int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int,
@@ -207,5 +203,5 @@ def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy:
     compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
     loss, _ = torch.ops.hssn.triplet_forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance,
                                              float(margin_eps), float(margin_scale), hierarchy.height,
-                                             bool(hierarchy_margin), DISTANCES[distance], compute_grad)
+                                             bool(hierarchy_margin), _checks.DISTANCES.index(distance), compute_grad)
     return loss.to(embeddings.dtype)

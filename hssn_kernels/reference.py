@@ -47,8 +47,7 @@ COSINE_EPS = 1e-8
 """cos(x, y) = x.y / max(|x| |y|, COSINE_EPS)."""
 ATTEMPTS_PER_TRIPLET = 16
 """Triplet sampling draws at most ``ATTEMPTS_PER_TRIPLET * num_triplets`` candidates."""
-TRIPLET_MODES = ("tree", "vanilla")
-DISTANCES = ("cosine", "euclidean")
+TRIPLET_MODES, DISTANCES = _checks.TRIPLET_MODES, _checks.DISTANCES
 
 _MASK32 = 0xFFFFFFFF
 

@@ -19,12 +19,11 @@ import triton
 import triton.language as tl
 
 from .focal_tree_min import _pixel_strides
+from . import _checks
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 from .reference import ATTEMPTS_PER_TRIPLET, COSINE_EPS
 
-MODES = {"tree": 0, "vanilla": 1}
-DISTANCES = {"cosine": 0, "euclidean": 1}
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -336,13 +335,11 @@ triplet_forward.register_autograd(_backward, setup_context=_setup_context)
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
                            ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
     """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
     if int(num_triplets) < 0:
         raise ValueError(f"num_triplets must be >= 0, got {num_triplets}")
     tabs = hierarchy.tables(target.device)
     return sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
-                           int(ignore_index), MODES[mode])
+                           int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int,
@@ -354,5 +351,5 @@ def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy:
     compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
     loss, _ = triplet_forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance,
                               float(margin_eps), float(margin_scale), hierarchy.height, bool(hierarchy_margin),
-                              DISTANCES[distance], compute_grad)
+                              _checks.DISTANCES.index(distance), compute_grad)
     return loss.to(embeddings.dtype)

@@ -9,20 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from hssn.hierarchies.files import voc_colormap  # noqa: F401  (re-exported: the dependency runs data -> hierarchies)
 from hssn_kernels import ClassHierarchy
-
-
-def voc_colormap(n: int) -> torch.Tensor:
-    """(n, 3) uint8 PASCAL VOC colour map (bit-interleaved ids; 0 = black)."""
-    out = torch.zeros((n, 3), dtype=torch.uint8)
-    for i in range(n):
-        rgb, c = [0, 0, 0], i
-        for j in range(8):
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - j)
-            c >>= 3
-        out[i] = torch.tensor(rgb, dtype=torch.uint8)
-    return out
 
 
 def leaf_palette(name: str) -> torch.Tensor:

@@ -109,7 +109,8 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
     fn = model_logits_fn(trainer.model.eval(), cfg["model"]["mean"], cfg["model"]["std"])
     depth = h.height
     cols = 2 + 2 * depth
-    fig, axes = plt.subplots(num_images, cols, figsize=(1.9 * cols, 1.9 * num_images + 2.4), squeeze=False)
+    legend_in = 1.5  # inches under the images for the legends
+    fig, axes = plt.subplots(num_images, cols, figsize=(1.9 * cols, 1.9 * num_images + legend_in), squeeze=False)
     for row in range(num_images):
         item = ds[row]
         with torch.no_grad():
@@ -142,7 +143,7 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
                    fontsize=7, title_fontsize=8, ncol=1 if len(handles) <= 6 else 2, frameon=False)
     fig.suptitle(f"HSSN demo on validation scenes: level k as in mIoU^k (k=1 leaves, k={depth} coarsest)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 2.3 / (1.9 * num_images + 2.4), 1, 0.96))
+    fig.tight_layout(rect=(0, legend_in / (1.9 * num_images + legend_in), 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

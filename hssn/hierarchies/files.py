@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
 from hssn_kernels import ClassHierarchy
 
 _SCALAR_KEYS = ("dataset", "description", "rule")
@@ -44,13 +46,24 @@ def format_tree_file(hierarchy: ClassHierarchy, leaf_colors: Sequence[Sequence[i
     return "\n".join(lines) + "\n"
 
 
+def voc_colormap(n: int) -> torch.Tensor:
+    """(n, 3) uint8 PASCAL VOC colour map (bit-interleaved ids; 0 = black)."""
+    out = torch.zeros((n, 3), dtype=torch.uint8)
+    for i in range(n):
+        rgb, c = [0, 0, 0], i
+        for j in range(8):
+            for ch in range(3):
+                rgb[ch] |= ((c >> ch) & 1) << (7 - j)
+            c >>= 3
+        out[i] = torch.tensor(rgb, dtype=torch.uint8)
+    return out
+
+
 def read_tree_file(path: str | Path) -> tuple[ClassHierarchy, dict]:
     """(hierarchy, metadata) of a tree file; metadata always has ``leaf_colors`` and ``flip_pairs``.
 
     Missing ``leaf_colors`` default to the PASCAL VOC colour map; missing ``flip_pairs`` to ``[]``.
     """
-    from hssn.data.palettes import voc_colormap
-
     path = Path(path)
     hierarchy = ClassHierarchy.from_json(path)
     if path.suffix.lower() in (".yaml", ".yml"):
