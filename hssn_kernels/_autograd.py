@@ -22,6 +22,23 @@ def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
+def valid_count(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """0-d int64 count of non-ignored pixels, at least 1 (the divisor of ``reduction="mean"``), on the device."""
+    return (target != ignore_index).sum().clamp(min=1)
+
+
+def per_pixel_weights(grad_loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                      reduction: int) -> torch.Tensor:
+    """The backward's per-pixel weights of a loss with ``reduction`` (0 none, 1 sum, 2 mean), target-shaped,
+    in the loss dtype; no host sync."""
+    weight = grad_loss.to(_loss_dtype(logits))
+    if reduction != 0:
+        if reduction == 2:
+            weight = weight / valid_count(target, ignore_index)
+        weight = weight.expand(target.shape)
+    return weight
+
+
 def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
     """Register the autograd of ``qualname`` (schema above) with ``kernel_backward`` for per-pixel weights."""
 
@@ -43,11 +60,7 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
             (grad,) = ctx.saved_tensors
             return (grad * grad_loss.to(grad.dtype),) + nones
         logits, target, *tables = ctx.saved_tensors
-        weight = grad_loss.to(_loss_dtype(logits))
-        if ctx.reduction != 0:  # forward ran without the gradient: per-pixel weights on the device
-            if ctx.reduction == 2:
-                weight = weight / (target != ctx.ignore_index).sum().clamp(min=1)
-            weight = weight.expand(target.shape)
+        weight = per_pixel_weights(grad_loss, logits, target, ctx.ignore_index, ctx.reduction)
         out = kernel_backward(weight, logits, target, *tables, ctx.gamma, ctx.ignore_index)
         return (out,) + nones
 

@@ -21,12 +21,12 @@ A backend module that runs them provides ``ftm_kernel`` and ``ftm_kernel_backwar
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 
 from . import _checks, backends
+from ._autograd import per_pixel_weights, valid_count
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
@@ -228,7 +228,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
     loss, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, min(reduction, 1), align_corners,
                             with_grad)
     if reduction == 2:
-        count = (target != ignore_index).sum().clamp(min=1)
+        count = valid_count(target, ignore_index)
         loss = loss / count
         if with_grad:
             grad = grad / count
@@ -268,7 +268,7 @@ def _setup_context(ctx, inputs, output):
     # the fused gradient makes the logits unnecessary in backward: save only what backward reads
     ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target)))
     ctx.args = (parents, gamma, ignore_index, align_corners, backend)
-    ctx.reduction, ctx.target_shape = reduction, tuple(target.shape)
+    ctx.reduction = reduction
     ctx.set_materialize_grads(False)
 
 
@@ -282,11 +282,7 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         return (grad * grad_loss.to(grad.dtype),) + none
     logits, target = ctx.saved_tensors
     parents, gamma, ignore_index, align_corners, backend = ctx.args
-    weights = grad_loss.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    if ctx.reduction != 0:
-        if ctx.reduction == 2:
-            weights = weights / (target != ignore_index).sum().clamp(min=1)
-        weights = weights.expand(ctx.target_shape)
+    weights = per_pixel_weights(grad_loss, logits, target, ignore_index, ctx.reduction)
     out = upsampled_ftm_backward(weights, logits, target, parents, gamma, ignore_index, align_corners, backend)
     return (out,) + none
 
@@ -337,6 +333,6 @@ def check_size(size) -> tuple[int, int]:
         H, W = (int(s) for s in size)
     except (TypeError, ValueError):
         raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
-    if H <= 0 or W <= 0 or math.prod((H, W)) <= 0:
+    if H <= 0 or W <= 0:
         raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}")
     return H, W
