@@ -122,7 +122,10 @@ def make_lip(root: Path, split: str = "train", layout: str = "official", with_id
 def make_pascal_person_part(root: Path, split: str = "train", list_style: str = "id",
                             n: int = 3) -> dict[str, np.ndarray]:
     """JPEGImages / SegmentationPart (palette PNG, VOC colours) and a split list: ``id`` ({split}_id.txt)
-    or ``deeplab`` (pascal_person_part_trainval_list/{split}.txt with two paths per line)."""
+    or ``deeplab`` (pascal_person_part_trainval_list/{split}.txt with two paths per line); ``official``: the
+    archive of Chen et al. as unpacked: grey PNGs in pascal_person_part_gt/, and in
+    pascal_person_part_trainval_list/ both {train,val}.txt (paths naming /SegmentationPart/) and
+    {train,val}_id.txt."""
     from hssn.data.palettes import voc_colormap
 
     palette = voc_colormap(256).flatten().tolist()
@@ -132,16 +135,21 @@ def make_pascal_person_part(root: Path, split: str = "train", list_style: str = 
         name = f"2008_{i:06d}"
         raw = block_labels(rng, list(range(7)) + [255])
         _save(encode_image(raw), root / "JPEGImages" / f"{name}.jpg")
-        _save(raw, root / "SegmentationPart" / f"{name}.png", mode="P", palette=palette)
+        if list_style == "official":
+            _save(raw, root / "pascal_person_part_gt" / f"{name}.png")
+        else:
+            _save(raw, root / "SegmentationPart" / f"{name}.png", mode="P", palette=palette)
         out[name] = raw
     # an image of another split that the list must leave out
     _save(np.zeros((H, W, 3), np.uint8), root / "JPEGImages" / "2009_999999.jpg")
+    lists = root / "pascal_person_part_trainval_list"
     if list_style == "id":
         (root / f"{split}_id.txt").write_text("".join(f"{k}\n" for k in out))
     else:
-        (root / "pascal_person_part_trainval_list").mkdir(parents=True, exist_ok=True)
-        (root / "pascal_person_part_trainval_list" / f"{split}.txt").write_text(
-            "".join(f"/JPEGImages/{k}.jpg /SegmentationPart/{k}.png\n" for k in out))
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / f"{split}.txt").write_text("".join(f"/JPEGImages/{k}.jpg /SegmentationPart/{k}.png\n" for k in out))
+    if list_style == "official":
+        (lists / f"{split}_id.txt").write_text("".join(f"{k}\n" for k in out))
     return out
 
 

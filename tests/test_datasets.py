@@ -80,6 +80,13 @@ def test_mapillary(tmp_path):
         top = ds.hierarchy.names[ds.hierarchy.ancestor_at_level(leaf, 1)]
         assert top == shipped.names[shipped.ancestor_at_level(shipped.names.index(ds.class_names[leaf]), 1)]
     assert ds.evaluated == [lab["evaluate"] for lab in fx.MAPILLARY_LABELS]
+    assert ds.scored_leaves == ds.evaluated  # the official protocol: trained as leaves, scored only if evaluated
+    merged = build_dataset("mapillary_v2", root=tmp_path, split="val", tree="merged")
+    sky = merged.class_names.index("nature--sky")
+    assert merged.hierarchy.names[merged.hierarchy.parents[sky]] == "nature--*"
+    assert ds.hierarchy.names[ds.hierarchy.parents[sky]] == "nature--sky--*"
+    with pytest.raises(ValueError, match="rule must be one of"):
+        build_dataset("mapillary_v2", root=tmp_path, split="val", tree="paper")
 
 
 def test_mapillary_ignore_non_evaluated(tmp_path):
@@ -133,7 +140,7 @@ def test_lip_id_list_naming_missing_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- PASCAL-Person-Part
-@pytest.mark.parametrize("list_style", ["id", "deeplab"])
+@pytest.mark.parametrize("list_style", ["id", "deeplab", "official"])
 def test_pascal_person_part(tmp_path, list_style):
     raws = fx.make_pascal_person_part(tmp_path, "val", list_style=list_style)
     ds = build_dataset("pascal_person_part", root=tmp_path, split="val")
@@ -141,6 +148,18 @@ def test_pascal_person_part(tmp_path, list_style):
     for i, (name, _, _) in enumerate(ds.samples):
         check_item(ds[i], raws[name])
     assert ds.hierarchy.num_channels == 12 and ds.class_names[1] == "head"
+    if list_style == "official":  # the archive's own {split}_id.txt is read, labels from pascal_person_part_gt/
+        assert ds.list_path.name == "val_id.txt" and ds.samples[0][2].parent.name == "pascal_person_part_gt"
+        (ds.list_path).unlink()  # its two-path list naming /SegmentationPart/ works as well
+        again = build_dataset("pascal_person_part", root=tmp_path, split="val")
+        assert again.list_path.name == "val.txt" and again.samples == ds.samples
+
+
+def test_pascal_person_part_needs_a_label_folder(tmp_path):
+    fx.make_pascal_person_part(tmp_path, "train")
+    (tmp_path / "SegmentationPart").rename(tmp_path / "labels")
+    with pytest.raises(FileNotFoundError, match="SegmentationPart and pascal_person_part_gt"):
+        build_dataset("pascal_person_part", root=tmp_path, split="train")
 
 
 def test_pascal_person_part_needs_a_list(tmp_path):

@@ -23,7 +23,8 @@ def parent_name(h: ClassHierarchy, name: str) -> str:
     ("cityscapes", 19, 26, [7, 19]),
     ("lip", 20, 25, [2, 3, 20]),
     ("pascal_person_part", 7, 12, [2, 3, 7]),
-    ("mapillary_v2", 124, 150, [8, 18, 124]),
+    ("mapillary_v2", 124, 177, [8, 45, 124]),
+    ("mapillary_v2_merged", 124, 150, [8, 18, 124]),
 ])
 def test_shipped_tree_shapes(name, leaves, channels, counts):
     h = hierarchies.get(name)
@@ -45,7 +46,13 @@ def test_shipped_tree_shapes(name, leaves, channels, counts):
     ("pascal_person_part", [("head", "upper-body"), ("lower-arm", "upper-body"), ("upper-leg", "lower-body"),
                             ("lower-body", "human"), ("background", "background-l2")]),
     ("mapillary_v2", [("construction--flat--road", "construction--flat"), ("construction--flat", "construction"),
-                      ("nature--sky", "nature--*"), ("nature--*", "nature"), ("object--bench", "object--*"),
+                      ("nature--sky", "nature--sky--*"), ("nature--sky--*", "nature"),
+                      ("object--bench", "object--bench--*"), ("object--traffic-sign--front", "object--traffic-sign"),
+                      ("marking--discrete--arrow--left", "marking--discrete"),
+                      ("human--rider--bicyclist", "human--rider"), ("void--unlabeled", "void--unlabeled--*")]),
+    ("mapillary_v2_merged", [("construction--flat--road", "construction--flat"),
+                             ("construction--flat", "construction"),
+                             ("nature--sky", "nature--*"), ("nature--*", "nature"), ("object--bench", "object--*"),
                       ("marking--discrete--arrow--left", "marking--discrete"),
                       ("human--rider--bicyclist", "human--rider")]),
 ])
@@ -71,7 +78,7 @@ def test_flip_pairs():
 
 
 def test_unknown_name_lists_available():
-    with pytest.raises(ValueError, match="available: cityscapes, lip, mapillary_v2, pascal_person_part"):
+    with pytest.raises(ValueError, match="available: cityscapes, lip, mapillary_v2, mapillary_v2_merged, pascal_person_part"):
         hierarchies.get("ade20k")
 
 
@@ -88,18 +95,38 @@ def test_mapillary_metadata_matches_config_flags():
     assert meta["leaf_colors"][h.names.index("construction--flat--road")] == [128, 64, 128]
 
 
-def test_mapillary_rederive_matches_shipped(tmp_path):
+def official_metalevel_groups(names: list[str], level: int) -> list[list[str]]:
+    """The partition of ``names`` that Mapillary's ``reduce_evaluation_to_metalevel(labels, ..., level)`` sums
+    (written here from its code: the key is ``"--".join(name.split("--")[:level])``), groups sorted by key."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault("--".join(name.split("--")[:level]), []).append(name)
+    return [sorted(groups[k]) for k in sorted(groups)]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_mapillary_tree_is_the_official_grouping(level):
+    h = hierarchies.get("mapillary_v2")
+    leaves = [h.names[c] for c in h.leaves]
+    ours = [sorted(h.names[c] for c in h.leaves if h.ancestor_at_level(c, level) == node)
+            for node in h.nodes_at_level(level)]
+    assert sorted(ours) == official_metalevel_groups(leaves, level)
+    assert len(ours) == {1: 8, 2: 45}[level]
+
+
+@pytest.mark.parametrize("rule", ["official", "merged"])
+def test_mapillary_rederive_matches_shipped(tmp_path, rule):
     config = tmp_path / "config_v2.0.json"
     config.write_text(json.dumps({"labels": MAPILLARY_LABELS}))
-    derived, _ = mapillary.derive_from_config(config)
-    shipped = hierarchies.get("mapillary_v2")
+    derived, _ = mapillary.derive_from_config(config, rule)
+    shipped = hierarchies.get(mapillary.TREE_FILES[rule])
     for leaf, lab in enumerate(MAPILLARY_LABELS):
         chain = [derived.names[c] for c in derived.ancestors(leaf)]
         assert chain == [shipped.names[c] for c in shipped.ancestors(shipped.names.index(lab["name"]))]
     assert derived.leaves == tuple(range(len(MAPILLARY_LABELS)))
     # the CLI writes a tree file with the same structure
     out = tmp_path / "tree.json"
-    mapillary.main([str(config), "-o", str(out)])
+    mapillary.main([str(config), "-o", str(out), "--rule", rule])
     assert ClassHierarchy.from_json(out) == derived
 
 
@@ -108,6 +135,8 @@ def test_mapillary_derivation_errors():
         mapillary.derive_mapillary_hierarchy(["sky"])
     with pytest.raises(ValueError, match="both a label and a derived group"):
         mapillary.derive_mapillary_hierarchy(["a--b", "a--b--c"])
+    with pytest.raises(ValueError, match="rule must be one of"):
+        mapillary.derive_mapillary_hierarchy(["a--b"], rule="paper")
     with pytest.raises(ValueError, match="id 5 at position 0"):
         mapillary.read_config_labels({"labels": [{"id": 5, "name": "a--b", "color": [0, 0, 0]}]})
 

@@ -49,6 +49,29 @@ def test_per_level_iou_matches_hand_computation():
     assert rep["pixel_acc"] == leaf["pixel_acc"]
 
 
+def test_scored_leaves_follow_the_official_reduction():
+    """Unscored class b1 (Mapillary's evaluate: false): its rows and columns leave the leaf matrix, so the b1
+    pixel predicted a1 and the c pixel predicted b1 count nowhere; group B (only b1) is no class at the top."""
+    gt, pred = _maps()
+    m = HierarchicalMetrics(TREE, scored_leaves=[True, True, False, True])
+    m.update(pred, gt, violations=torch.tensor([[[True] * 6 + [False] * 6]]))
+    rep = m.compute()
+    leaf, top = rep["levels"]
+    assert set(leaf["iou"]) == {"a1", "a2", "c"} and set(top["iou"]) == {"A", "c"}
+    # leaves without b1: a1 3/(3+1), a2 2/3, c 2/2
+    assert leaf["iou"]["a1"] == pytest.approx(0.75) and leaf["iou"]["c"] == 1.0
+    assert leaf["pixel_acc"] == pytest.approx(7 / 8) and rep["num_pixels"] == 8
+    assert top["iou"]["A"] == 1.0 and top["pixel_acc"] == 1.0
+    assert rep["mistake_severity"] == pytest.approx(2.0)  # only a1 -> a2 is left
+    # violations are counted on the 9 pixels whose ground truth is scored (a1 x4, a2 x2, c x3), not on b1's
+    assert rep["violation_rate"] == pytest.approx(6 / 9)
+    assert rep["scored_leaves"] == [True, True, False, True] and len(rep["confusion"]) == 4
+    with pytest.raises(ValueError, match="4 bools"):
+        HierarchicalMetrics(TREE, scored_leaves=[True])
+    with pytest.raises(ValueError, match="no leaf"):
+        HierarchicalMetrics(TREE, scored_leaves=[False] * 4)
+
+
 def test_level_confusion_sums_groups():
     leaf = torch.zeros(4, 4, dtype=torch.int64)
     for g, p, n in PAIRS:

@@ -91,11 +91,57 @@ def training_loss(model, out, target, loss_fn):
 
 
 # ---------------------------------------------------------------- the three presets at full size
+PRESET_PROJECTION = {  # (channels, stride) of the backbone's deepest feature, the projection head's input
+    "deeplabv3plus_r101": (2048, 8),
+    "ocrnet_hrw48": (384, 32),
+    "maskformer_swins": (768, 32),
+}
+PRESET_BACKBONE = {
+    "deeplabv3plus_r101": "resnet101d.gluon_in1k",
+    "ocrnet_hrw48": "hrnet_w48.ms_in1k",
+    "maskformer_swins": "swin_small_patch4_window7_224.ms_in1k",
+}
 PRESET_EXTRA = {
     "deeplabv3plus_r101": {"aux_logits"},
     "ocrnet_hrw48": {"aux_logits"},
     "maskformer_swins": {"pred_logits", "pred_masks", "aux_pred_logits", "aux_pred_masks"},
 }
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_EXTRA))
+def test_preset_projection_reads_the_backbone_feature(preset, hierarchy):
+    """The paper's encoder embedding: the projection head's input is the backbone's deepest feature (by channel
+    count and stride), through conv-BN-ReLU-conv and L2 normalisation; the preset uses ImageNet-1K weights."""
+    torch.manual_seed(0)
+    model = build_model(preset, hierarchy, pretrained=False)
+    channels, stride = PRESET_PROJECTION[preset]
+    assert (model.backbone.channels[-1], model.backbone.reductions[-1]) == (channels, stride)
+    assert model.backbone.name == PRESET_BACKBONE[preset] and model.backbone.weights == "random init"
+    conv1, bn, _, conv2 = model.projection.proj
+    assert (conv1.in_channels, conv1.out_channels, bn.num_features, conv2.out_channels) == (channels, channels,
+                                                                                             channels, 256)
+    seen = {}
+    model.projection.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    model.train()(torch.randn(1, 3, 64, 96))
+    assert seen["x"].shape == (1, channels, math.ceil(64 / stride), math.ceil(96 / stride))
+
+
+def test_projection_from_decoder_and_deep_stem(hierarchy):
+    dec = build_model("deeplabv3plus:resnet18", hierarchy, head_channels=32, projection_from="decoder")
+    assert dec.projection.proj[0].in_channels == 32
+    out = dec.train()(torch.randn(2, 3, 64, 64))
+    assert out["embeddings"].shape == (2, 256, 16, 16)
+    with pytest.raises(ValueError, match="projection_from"):
+        build_model("deeplabv3plus:resnet18", hierarchy, projection_from="neck")
+    # ResNet-101-D: three 3x3 convs in the stem (mmseg ResNetV1d), not one 7x7
+    r101 = build_model("deeplabv3plus_r101", hierarchy, pretrained=False)
+    stem = [m for m in r101.backbone.model.conv1.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.kernel_size for m in stem] == [(3, 3)] * 3
+    swapped = build_model("deeplabv3plus_r101", hierarchy, backbone="resnet101.a1h_in1k", pretrained=False)
+    assert swapped.backbone.name == "resnet101.a1h_in1k" and swapped.head.rates == r101.head.rates
+    assert swapped.backbone.model.conv1.kernel_size == (7, 7)
+    with pytest.raises(ValueError, match="swaps the backbone of a preset"):
+        build_model("deeplabv3plus:resnet18", hierarchy, backbone="resnet34")
 
 
 @pytest.mark.parametrize("preset", sorted(PRESET_EXTRA))
@@ -111,7 +157,9 @@ def test_preset_forward_backward_shapes(preset, hierarchy):
         out = model(torch.randn(shape))
         assert set(out) == {"logits", "embeddings"} | PRESET_EXTRA[preset]
         assert out["logits"].shape == (1, c, h // 4, w // 4)
-        assert out["embeddings"].shape == (1, 256, h // 4, w // 4)
+        stride = PRESET_PROJECTION[preset][1]
+        assert out["embeddings"].shape == (1, 256, math.ceil(h / stride), math.ceil(w / stride))
+        assert torch.allclose(out["embeddings"].norm(dim=1), torch.ones(()), atol=1e-5)  # L2-normalised
         if "aux_logits" in out:
             assert out["aux_logits"].shape[:2] == (1, c)
         if "pred_logits" in out:
@@ -369,7 +417,8 @@ def test_registry_lists_and_rejects(hierarchy):
 def test_summary_counts_parameters_and_flops(hierarchy):
     s = summary("deeplabv3plus:resnet18", hierarchy, input_size=(1, 3, 128, 128), head_channels=32)
     assert s["params_total"] == s["params_backbone"] + s["params_head"] + s["params_projection"]
-    assert s["params_projection"] == (32 * 256 + 256) + (256 * 256 + 256)
+    # resnet18's last stage: 512 channels -> conv 512x512, BN 512, conv 512 -> 256
+    assert s["params_projection"] == (512 * 512 + 512) + 2 * 512 + (512 * 256 + 256)
     assert s["params_inference"] == s["params_total"] - s["params_projection"]
     model = build_model("deeplabv3plus:resnet18", hierarchy, head_channels=32)
     big = summary(model, input_size=(1, 3, 256, 256))

@@ -151,8 +151,11 @@ class HierarchicalSegmentationDataset(Dataset):
     """Base loader: ``samples`` of (name, image path, label path) read and mapped through ``lut``.
 
     Attributes: ``hierarchy`` (ClassHierarchy), ``ignore_index`` (int), ``palette`` (uint8 (L, 3)
-    leaf colours), ``flip_pairs`` (list of (a, b) leaf ids), ``class_names`` (leaf names), ``samples``.
+    leaf colours), ``flip_pairs`` (list of (a, b) leaf ids), ``class_names`` (leaf names), ``samples``,
+    ``scored_leaves`` (None, or L bools in leaf order: the classes the dataset's official benchmark scores).
     """
+
+    scored_leaves: list[bool] | None = None
 
     def __init__(self, samples: Sequence[tuple[str, Path, Path]], hierarchy: ClassHierarchy, lut: np.ndarray,
                  palette: torch.Tensor, flip_pairs: Sequence[Sequence[int]] = (), ignore_index: int = 255,

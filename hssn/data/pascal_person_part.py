@@ -2,13 +2,19 @@
 
 Layout under ``root``::
 
-    JPEGImages/{id}.jpg
-    SegmentationPart/{id}.png            (values 0-6; 255 = void, mapped to ``ignore_index``)
+    JPEGImages/{id}.jpg                  (the PASCAL VOC images)
+    one label folder, the first found of (values 0-6; 255 = void, mapped to ``ignore_index``):
+      SegmentationPart/{id}.png          (DeepLab / CE2P style)
+      pascal_person_part_gt/{id}.png     (the official archive of Chen et al., "Detect What You Can", as unpacked)
     + one split list, the first found of:
       {split}_id.txt                                  one id per line (CE2P / SCHP / Graphonomy style)
       list/{split}_id.txt                             same
-      pascal_person_part_trainval_list/{split}.txt    DeepLab style: "/JPEGImages/x.jpg /SegmentationPart/x.png"
-                                                      (or one id per line)
+      pascal_person_part_trainval_list/{split}_id.txt the official archive: one id per line
+      pascal_person_part_trainval_list/{split}.txt    the official archive / DeepLab style:
+                                                      "/JPEGImages/x.jpg /SegmentationPart/x.png" (or one id)
+
+A listed label path that does not exist (the official lists name ``/SegmentationPart/`` while the archive
+unpacks to ``pascal_person_part_gt/``) is looked up by file name in the label folder found.
 
 ``split`` is the list's name: "train" (1,716 images) or "val" (the 1,817-image test set most repos
 call val). A split list is required: ``JPEGImages`` usually holds all of PASCAL VOC.
@@ -25,24 +31,38 @@ from .palettes import leaf_palette
 NUM_CLASSES = 7
 
 
+LABEL_DIRS = ("SegmentationPart", "pascal_person_part_gt")
+
+
+def label_dir(root: Path) -> Path:
+    """The first of :data:`LABEL_DIRS` under ``root``; FileNotFoundError naming both."""
+    found = next((root / n for n in LABEL_DIRS if (root / n).is_dir()), None)
+    if found is None:
+        raise FileNotFoundError(f"PASCAL-Person-Part label folder not found under {root}: tried "
+                                f"{' and '.join(LABEL_DIRS)}")
+    return found
+
+
 def split_list(root: Path, split: str) -> Path:
     """The split list file of ``split``; FileNotFoundError listing the names tried."""
-    names = [f"{split}_id.txt", f"list/{split}_id.txt", f"pascal_person_part_trainval_list/{split}.txt"]
+    names = [f"{split}_id.txt", f"list/{split}_id.txt", f"pascal_person_part_trainval_list/{split}_id.txt",
+             f"pascal_person_part_trainval_list/{split}.txt"]
     found = next((root / n for n in names if (root / n).is_file()), None)
     if found is None:
         raise FileNotFoundError(f"PASCAL-Person-Part split list not found under {root}; tried {', '.join(names)}")
     return found
 
 
-def parse_line(root: Path, line: str, list_path: Path) -> tuple[str, Path, Path]:
-    """(id, image, label) of one list line: an id, or an image path and a label path relative to root."""
+def parse_line(root: Path, labels: Path, line: str, list_path: Path) -> tuple[str, Path, Path]:
+    """(id, image, label) of one list line: an id, or an image path and a label path relative to root
+    (a missing label path is looked up by name in ``labels``, the label folder)."""
     fields = line.split()
     if len(fields) == 1:
         name = fields[0]
-        return name, root / "JPEGImages" / f"{name}.jpg", root / "SegmentationPart" / f"{name}.png"
+        return name, root / "JPEGImages" / f"{name}.jpg", labels / f"{name}.png"
     if len(fields) == 2:
         image, label = (root / f.lstrip("/") for f in fields)
-        return image.stem, image, label
+        return image.stem, image, label if label.is_file() else labels / label.name
     raise ValueError(f"{list_path}: line {line!r} must hold an id or 'image_path label_path'")
 
 
@@ -53,12 +73,12 @@ class PascalPersonPartDataset(HierarchicalSegmentationDataset):
                  ignore_index: int = 255):
         root = Path(root)
         require_dir(root / "JPEGImages", "PASCAL-Person-Part image")
-        require_dir(root / "SegmentationPart", "PASCAL-Person-Part label")
+        labels = label_dir(root)
         self.list_path = split_list(root, split)
         lines = read_id_list(self.list_path)
         if not lines:
             raise ValueError(f"split list {self.list_path} is empty")
-        samples = [parse_line(root, line, self.list_path) for line in lines]
+        samples = [parse_line(root, labels, line, self.list_path) for line in lines]
         for name, image, label in samples:
             for path, what in ((image, "image"), (label, "label")):
                 if not path.is_file():

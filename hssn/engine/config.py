@@ -114,6 +114,8 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 1,
         "num_workers": 2,
         "max_images": None,             # evaluate only the first N images
+        "scored_classes": "dataset",    # dataset: the dataset's official scored classes (Mapillary: evaluate
+                                        # = true); all: every leaf
     },
 }
 
@@ -231,6 +233,7 @@ CHOICES = {
     ("loss", "distance"): ("cosine", "euclidean"),
     ("optim", "name"): ("sgd", "adamw"),
     ("eval", "mode"): ("whole", "slide"),
+    ("eval", "scored_classes"): ("dataset", "all"),
     ("train", "device"): ("auto", "cpu", "cuda"),
 }
 

@@ -17,7 +17,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Seq
              flip: bool | None = None, progress: bool = False) -> dict:
     """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset``.
 
-    ``eval_cfg`` is the config's ``eval`` section; ``scales`` / ``flip`` override it. Each process
+    ``eval_cfg`` is the config's ``eval`` section; ``scales`` / ``flip`` override it. With
+    ``scored_classes: dataset`` the report scores the dataset's ``scored_leaves`` (its official protocol,
+    e.g. Mapillary's evaluated classes) where it has them; ``all`` scores every leaf. Each process
     evaluates its shard; the counts are summed over the processes, so every rank returns the full report.
     The model is put in eval mode and left there.
     """
@@ -28,7 +30,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Seq
                         sampler=ShardSampler(length, info.world_size, info.rank),
                         num_workers=int(eval_cfg["num_workers"]), pin_memory=info.device.type == "cuda")
     hierarchy = dataset.hierarchy
-    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device)
+    scored = getattr(dataset, "scored_leaves", None) if eval_cfg["scored_classes"] == "dataset" else None
+    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored)
     fn = model_logits_fn(model, mean, std, amp)
     model.eval()
     with torch.no_grad():

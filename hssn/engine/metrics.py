@@ -11,6 +11,12 @@ matrix is accumulated, on the device, with ``torch.bincount``.
 * Mistake severity = mean tree distance ``psi(gt leaf, predicted leaf)`` over wrongly labelled pixels.
 * Violation rate = share of labelled pixels whose raw scores break the hierarchy before path
   inference: some node ``v`` with a parent ``p`` has ``s_v > 0.5`` while ``s_p <= 0.5``.
+
+Scored classes (``scored_leaves``, the official protocol of benchmarks such as Mapillary Vistas): the leaf
+matrix is reduced to the rows and columns of the scored leaves before anything is computed, as the official
+``reduce_evaluation_to_evaluated_categories`` does: pixels of an unscored class are left out, and a scored
+pixel predicted as an unscored class is neither a hit nor a miss. Coarser levels group the scored leaves
+only (a group without scored leaves is not a class).
 """
 from __future__ import annotations
 
@@ -62,35 +68,64 @@ def _leaf_positions(hierarchy: ClassHierarchy) -> torch.Tensor:
     return hierarchy.tables("cpu").leaf_index.long()
 
 
-def level_classes(hierarchy: ClassHierarchy, tree_level: int) -> tuple[list[int], torch.Tensor]:
-    """(channels of the classes at ``tree_level``, (L,) int64 group of each leaf among them).
+def level_classes(hierarchy: ClassHierarchy, tree_level: int, leaves: torch.Tensor | None = None
+                  ) -> tuple[list[int], torch.Tensor]:
+    """(channels of the classes at ``tree_level``, (L',) int64 group of each leaf among them).
 
-    The classes are the nodes at that level plus the shallower leaves (they stand for themselves).
+    ``leaves``: positions in ``hierarchy.leaves`` to group (default all, L' = L). The classes are the nodes
+    at that level above those leaves, plus the shallower leaves (they stand for themselves).
     """
     to_level = hierarchy.leaf_to_level(tree_level)[list(hierarchy.leaves)]
+    if leaves is not None:
+        to_level = to_level[leaves]
     classes = sorted(set(to_level.tolist()))
     group = torch.searchsorted(torch.tensor(classes), to_level)
     return classes, group
 
 
-def level_confusion(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int) -> tuple[torch.Tensor, list[int]]:
-    """(K, K) confusion matrix at ``tree_level`` from the (L, L) leaf matrix, and its class channels."""
-    classes, group = level_classes(hierarchy, tree_level)
+def level_confusion(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int,
+                    leaves: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
+    """(K, K) confusion matrix at ``tree_level`` from the (L', L') leaf matrix of the leaves at positions
+    ``leaves`` (default all), and its class channels."""
+    classes, group = level_classes(hierarchy, tree_level, leaves)
     onehot = torch.nn.functional.one_hot(group, len(classes)).to(leaf_matrix.dtype).to(leaf_matrix.device)
     return onehot.T @ leaf_matrix @ onehot, classes
 
 
-def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> list[dict]:
+def scored_positions(hierarchy: ClassHierarchy, scored_leaves) -> torch.Tensor | None:
+    """(L',) int64 positions in ``hierarchy.leaves`` of the scored leaves (None = all); ``scored_leaves`` is
+    None or L bools in ``hierarchy.leaves`` order."""
+    if scored_leaves is None:
+        return None
+    mask = torch.as_tensor(list(scored_leaves), dtype=torch.bool)
+    if mask.shape != (hierarchy.num_leaves,):
+        raise ValueError(f"scored_leaves must hold {hierarchy.num_leaves} bools (one per leaf), got {tuple(mask.shape)}")
+    if not mask.any():
+        raise ValueError("scored_leaves selects no leaf")
+    return mask.nonzero()[:, 0]
+
+
+def reduce_to_scored(leaf_matrix: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """The (L', L') rows and columns of the scored leaves (``positions`` from :func:`scored_positions`)."""
+    if positions is None:
+        return leaf_matrix
+    return leaf_matrix[positions][:, positions]
+
+
+def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None) -> list[dict]:
     """One dict per paper level k = 1 (leaves) .. D (coarsest):
-    ``{"k", "tree_level", "miou", "pixel_acc", "iou": {class name: IoU or NaN}}`` (fractions)."""
+    ``{"k", "tree_level", "miou", "pixel_acc", "iou": {class name: IoU or NaN}}`` (fractions), from the full
+    (L, L) leaf matrix, scored on ``scored_leaves`` only (None = all; see the module docstring)."""
     if leaf_matrix.shape != (hierarchy.num_leaves, hierarchy.num_leaves):
         raise ValueError(f"leaf matrix must be ({hierarchy.num_leaves}, {hierarchy.num_leaves}), "
                          f"got {tuple(leaf_matrix.shape)}")
+    positions = scored_positions(hierarchy, scored_leaves)
+    reduced = reduce_to_scored(leaf_matrix.cpu(), positions)
     depth = hierarchy.height
     out = []
     for k in range(1, depth + 1):
         tree_level = depth + 1 - k
-        m, classes = level_confusion(leaf_matrix.cpu(), hierarchy, tree_level)
+        m, classes = level_confusion(reduced, hierarchy, tree_level, positions)
         values = iou(m)
         present = values[~values.isnan()]
         total = int(m.sum())
@@ -116,13 +151,16 @@ def majority_baseline(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> l
     return out
 
 
-def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> float:
-    """Mean tree distance between ground-truth and predicted leaf over the wrong pixels (NaN if none)."""
-    m = leaf_matrix.cpu().double()
+def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None) -> float:
+    """Mean tree distance between ground-truth and predicted leaf over the wrong pixels (NaN if none), on the
+    scored leaves only (None = all)."""
+    positions = scored_positions(hierarchy, scored_leaves)
+    m = reduce_to_scored(leaf_matrix.cpu().double(), positions)
+    distance = reduce_to_scored(hierarchy.tree_distance.double(), positions)
     wrong = m.sum() - m.diagonal().sum()
     if wrong == 0:
         return math.nan
-    return float((m * hierarchy.tree_distance.double()).sum() / wrong)
+    return float((m * distance).sum() / wrong)
 
 
 def violation_mask(scores: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.5) -> torch.Tensor:
@@ -139,10 +177,18 @@ class HierarchicalMetrics:
     ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None, violations (B, H, W) or
     None)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
     scores path inference used, or ``violations`` = their :func:`violation_mask`, already computed.
+    ``scored_leaves``: L bools in ``hierarchy.leaves`` order (None = all): the classes the report scores;
+    violations are counted on pixels of scored classes.
     """
 
-    def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu"):
+    def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu",
+                 scored_leaves=None):
         self.hierarchy, self.ignore_index = hierarchy, int(ignore_index)
+        self.scored_leaves = None if scored_leaves is None else [bool(v) for v in scored_leaves]
+        positions = scored_positions(hierarchy, self.scored_leaves)
+        self.scored = torch.ones(hierarchy.num_leaves, dtype=torch.bool, device=device)
+        if positions is not None:
+            self.scored.zero_()[positions.to(device)] = True
         self.confusion = ConfusionMatrix(hierarchy.num_leaves, device)
         self.leaf_pos = _leaf_positions(hierarchy).to(device)
         self.counts = torch.zeros(2, dtype=torch.int64, device=device)  # violating pixels, scored pixels
@@ -161,7 +207,8 @@ class HierarchicalMetrics:
             violations = violation_mask(scores, self.hierarchy)
         if violations is not None:
             bad = violations.to(valid.device)
-            self.counts += torch.stack([(bad & valid).sum(), valid.sum()])
+            counted = valid & self.scored[gt_pos.clamp(min=0)]
+            self.counts += torch.stack([(bad & counted).sum(), counted.sum()])
 
     def all_reduce(self) -> None:
         """Sum the counts of all processes (no-op outside torch.distributed)."""
@@ -171,17 +218,19 @@ class HierarchicalMetrics:
 
     def compute(self) -> dict:
         """``{"levels": per_level_iou(...), "pixel_acc", "mistake_severity", "violation_rate",
-        "num_pixels", "confusion"}`` (fractions, NaN where undefined; ``confusion`` = the (L, L) leaf
-        matrix as nested lists, rows = ground truth, in ``hierarchy.leaves`` order)."""
+        "num_pixels", "scored_leaves", "confusion"}`` (fractions, NaN where undefined; ``num_pixels`` = the
+        scored pixels; ``confusion`` = the full (L, L) leaf matrix as nested lists, rows = ground truth, in
+        ``hierarchy.leaves`` order; ``scored_leaves`` None = all)."""
         m = self.confusion.matrix.cpu()
-        levels = per_level_iou(m, self.hierarchy)
+        levels = per_level_iou(m, self.hierarchy, self.scored_leaves)
         viol, scored = self.counts.tolist()
         return {
             "levels": levels,
             "pixel_acc": levels[0]["pixel_acc"],
-            "mistake_severity": mistake_severity(m, self.hierarchy),
+            "mistake_severity": mistake_severity(m, self.hierarchy, self.scored_leaves),
             "violation_rate": viol / scored if scored else math.nan,
-            "num_pixels": int(m.sum()),
+            "num_pixels": int(reduce_to_scored(m, scored_positions(self.hierarchy, self.scored_leaves)).sum()),
+            "scored_leaves": self.scored_leaves,
             "confusion": m.tolist(),
         }
 

@@ -259,6 +259,9 @@ class Trainer:
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+            backbone = self.model.backbone
+            print(f"model {self.cfg['model']['name']}: backbone {backbone.name}, weights: {backbone.weights}",
+                  flush=True)
         bar = tqdm(total=t["iters"], initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (t["progress"] and self.info.is_main))
         if self.info.is_main and not t["progress"]:

@@ -1,18 +1,20 @@
 """Derive the Mapillary Vistas class tree from the ``--`` segments of its label names.
 
-Rule (every leaf ends at depth 3):
+Two rules (every leaf ends at depth 3; the leaf is the full label name, in config id order):
 
-* leaf (level 3)    = the full label name, in config id order (``construction--flat--road``);
-* level 2           = the first two segments (``construction--flat``) for names of 3+ segments;
-  names of exactly 2 segments (``nature--sky``, ``object--bench``) share one level-2 node per first
-  segment, named ``<first>--*`` (``nature--*``, ``object--*``);
-* level 1           = the first segment (``construction``).
+* ``"official"`` (the default, shipped as ``mapillary_v2``): the grouping of Mapillary's own evaluation code
+  (``reduce_evaluation_to_metalevel`` in github.com/mapillary/mapillary_vistas): level 1 = the first segment
+  (``construction``), level 2 = the first two segments (``construction--flat``); a two-segment label
+  (``nature--sky``) is its own level-2 group, named ``<label>--*`` (``nature--sky--*``) so that names stay
+  unique. On ``config_v2.0.json``: 8 / 45 / 124 nodes at levels 1 / 2 / 3 (177 channels).
+* ``"merged"`` (shipped as ``mapillary_v2_merged``): as above, but the two-segment labels of one first
+  segment share one level-2 node ``<first>--*`` (``nature--*``, ``object--*``): 8 / 18 / 124 (150 channels).
 
-Segments past the third (``marking--discrete--arrow--left``) stay in the leaf name only. Inner nodes
-follow the leaves, level 2 then level 1, each level ordered by its lowest leaf id. On the 124
-labels of ``config_v2.0.json`` this gives 8 / 18 / 124 nodes at levels 1 / 2 / 3 (150 channels).
+The paper reports 4 / 16 / 124 nodes; that tree is not published (the authors released no Mapillary code),
+so it cannot be rebuilt. Segments past the third (``marking--discrete--arrow--left``) stay in the leaf name
+only. Inner nodes follow the leaves, level 2 then level 1, each level ordered by its lowest leaf id.
 
-Regenerate the shipped file: ``python -m hssn.hierarchies.mapillary config_v2.0.json -o out.json``.
+Regenerate the shipped files: ``python -m hssn.hierarchies.mapillary config_v2.0.json -o out.json [--rule merged]``.
 """
 from __future__ import annotations
 
@@ -25,8 +27,15 @@ from hssn_kernels import ClassHierarchy
 
 from .files import format_tree_file
 
-RULE = ("level 1 = first '--' segment; level 2 = first two segments, or '<first>--*' for 2-segment names; "
-        "leaf = full name (depth 3)")
+RULES = {
+    "official": "level 1 = first '--' segment; level 2 = first two segments (a 2-segment label is its own group, "
+                "'<label>--*'); leaf = full name (depth 3); Mapillary's reduce_evaluation_to_metalevel",
+    "merged": "level 1 = first '--' segment; level 2 = first two segments, or '<first>--*' shared by the "
+              "2-segment names; leaf = full name (depth 3)",
+}
+"""Tree rule name -> its statement (stored in the tree file)."""
+TREE_FILES = {"official": "mapillary_v2", "merged": "mapillary_v2_merged"}
+"""Rule -> the shipped tree of ``config_v2.0.json`` (``hssn.hierarchies.get``)."""
 
 
 def read_config_labels(config: str | Path | Mapping) -> list[dict]:
@@ -48,15 +57,26 @@ def read_config_labels(config: str | Path | Mapping) -> list[dict]:
     return [dict(lab) for lab in labels]
 
 
-def derive_mapillary_hierarchy(names: Sequence[str]) -> ClassHierarchy:
-    """Three-level tree over ``names`` (leaf i = names[i]) by the module's rule."""
+def check_rule(rule: str) -> str:
+    """``rule`` if it names one of :data:`RULES`, else ValueError listing them."""
+    if rule not in RULES:
+        raise ValueError(f"Mapillary tree rule must be one of {sorted(RULES)}, got {rule!r}")
+    return rule
+
+
+def derive_mapillary_hierarchy(names: Sequence[str], rule: str = "official") -> ClassHierarchy:
+    """Three-level tree over ``names`` (leaf i = names[i]) by ``rule`` (see :data:`RULES`)."""
+    check_rule(rule)
     level2: dict[str, str] = {}  # level-2 name -> its level-1 name, in order of first leaf
     leaf_parent = []
     for name in names:
         parts = name.split("--")
         if len(parts) < 2 or not all(parts):
             raise ValueError(f"Mapillary label {name!r} needs at least two non-empty '--' segments")
-        group = "--".join(parts[:2]) if len(parts) >= 3 else f"{parts[0]}--*"
+        if len(parts) >= 3:
+            group = "--".join(parts[:2])
+        else:
+            group = f"{name}--*" if rule == "official" else f"{parts[0]}--*"
         level2.setdefault(group, parts[0])
         leaf_parent.append(group)
     level1 = list(dict.fromkeys(level2.values()))
@@ -69,22 +89,22 @@ def derive_mapillary_hierarchy(names: Sequence[str]) -> ClassHierarchy:
     return ClassHierarchy.from_parents(parents, all_names)
 
 
-def derive_from_config(config: str | Path | Mapping) -> tuple[ClassHierarchy, list[dict]]:
-    """(tree, labels) of a Mapillary ``config_v2.0.json`` (path or parsed dict)."""
+def derive_from_config(config: str | Path | Mapping, rule: str = "official") -> tuple[ClassHierarchy, list[dict]]:
+    """(tree, labels) of a Mapillary ``config_v2.0.json`` (path or parsed dict) by ``rule``."""
     labels = read_config_labels(config)
-    return derive_mapillary_hierarchy([lab["name"] for lab in labels]), labels
+    return derive_mapillary_hierarchy([lab["name"] for lab in labels], rule), labels
 
 
-def tree_file_text(config: str | Path | Mapping) -> str:
-    """The tree data file (JSON text) derived from a config, as shipped in ``data/mapillary_v2.json``."""
-    hierarchy, labels = derive_from_config(config)
+def tree_file_text(config: str | Path | Mapping, rule: str = "official") -> str:
+    """The tree data file (JSON text) derived from a config, as shipped in ``data/<TREE_FILES[rule]>.json``."""
+    hierarchy, labels = derive_from_config(config, rule)
     return format_tree_file(
         hierarchy,
         [lab["color"] for lab in labels],
         dataset="mapillary_v2",
-        description="Mapillary Vistas 2.0, derived from config_v2.0.json by hssn.hierarchies.mapillary. "
-                    "'evaluate' is the config's flag per leaf; 'readable' its display name.",
-        rule=RULE,
+        description=f"Mapillary Vistas 2.0, derived from config_v2.0.json by hssn.hierarchies.mapillary (rule "
+                    f"{rule!r}). 'evaluate' is the config's flag per leaf; 'readable' its display name.",
+        rule=RULES[rule],
         evaluate=[bool(lab.get("evaluate", True)) for lab in labels],
         readable=[str(lab.get("readable", lab["name"])) for lab in labels],
     )
@@ -94,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Derive the Mapillary class tree from config_v2.0.json")
     parser.add_argument("config", help="path to config_v2.0.json")
     parser.add_argument("-o", "--output", help="tree file to write (default: print to stdout)")
+    parser.add_argument("--rule", choices=sorted(RULES), default="official", help="grouping rule (default official)")
     args = parser.parse_args(argv)
-    text = tree_file_text(args.config)
+    text = tree_file_text(args.config, args.rule)
     if args.output:
         Path(args.output).write_text(text)
         hierarchy = ClassHierarchy.from_json(args.output)

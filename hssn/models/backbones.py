@@ -97,6 +97,19 @@ class TimmBackbone(nn.Module):
         self.reductions: list[int] = [info.reduction()[i] for i in keep]
         self.channels_last = getattr(self.model, "output_fmt", "NCHW") == "NHWC"
         self.in_chans = int(kwargs.get("in_chans", 3))
+        self.weights = self._describe_weights(pretrained)
+
+    def _describe_weights(self, pretrained: bool | str | os.PathLike) -> str:
+        """Which weights were loaded: ``"random init"``, ``"timm <name>.<tag> (<source>)"`` or ``"file <path>"``."""
+        if pretrained is False or pretrained is None:
+            return "random init"
+        if pretrained is not True:
+            return f"file {pretrained}"
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        tag = cfg.get("tag")
+        source = cfg.get("hf_hub_id") or cfg.get("url") or "timm"
+        full = f"{cfg.get('architecture', self.name.split('.')[0])}.{tag}" if tag else self.name
+        return f"timm {full} ({source})"
 
     @staticmethod
     def _create(timm, name: str, kwargs: dict[str, Any]) -> nn.Module:

@@ -20,7 +20,7 @@ class SegHead(nn.Module):
     ``num_channels`` = C (all hierarchy nodes). ``forward(features)`` returns a dict with
 
     * ``"feature"`` ``(B, feature_channels, h, w)``: the final feature map before the classifier (the
-      HSSN projection head reads it);
+      HSSN projection head reads it with ``projection_from="decoder"``);
     * ``"logits"`` ``(B, C, h, w)`` at ``output_stride``;
     * optionally ``"aux_logits"`` (training only), ``"pred_logits"`` / ``"pred_masks"`` (MaskFormer).
 

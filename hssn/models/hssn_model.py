@@ -14,13 +14,23 @@ from .backbones import TimmBackbone
 from .head_base import LossFn, SegHead
 
 PROJECTION_PREFIX = "projection."
+PROJECTION_SOURCES = ("backbone", "decoder")
+"""Where the projection head reads: ``"backbone"`` = the backbone's deepest feature (the paper's encoder
+embedding; the authors' DeepLabV3+ code uses ResNet stage 4, 2048 channels at stride 8), ``"decoder"`` =
+the head's final feature (``"feature"`` of the head classes)."""
 
 
-class ProjectionHead(nn.Sequential):
-    """Two 1x1 convs with a ReLU between: ``(B, in_ch, h, w) -> (B, embed_dim, h, w)`` (paper: 256-d)."""
+class ProjectionHead(nn.Module):
+    """The authors' projection: 1x1 conv ``in_ch -> in_ch``, BatchNorm, ReLU, 1x1 conv ``in_ch -> embed_dim``,
+    then L2 normalisation over channels. ``(B, in_ch, h, w) -> (B, embed_dim, h, w)``, unit norm per pixel."""
 
     def __init__(self, in_ch: int, embed_dim: int = 256):
-        super().__init__(nn.Conv2d(in_ch, embed_dim, 1), nn.ReLU(inplace=True), nn.Conv2d(embed_dim, embed_dim, 1))
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True),
+                                  nn.Conv2d(in_ch, embed_dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(x), p=2, dim=1)
 
 
 class HSSNModel(nn.Module):
@@ -30,8 +40,9 @@ class HSSNModel(nn.Module):
 
     * ``"logits"`` ``(B, C, ceil(H/s), ceil(W/s))``, C = ``hierarchy.num_channels``, s = ``output_stride``
       (NOT upsampled: the caller resizes to the label size);
-    * training mode only: ``"embeddings"`` ``(B, embed_dim, ...)`` = projection of the head's
-      ``"feature"`` (see the head classes), and ``"aux_logits"`` where the head has one;
+    * training mode only: ``"embeddings"`` ``(B, embed_dim, ...)`` (unit L2 norm per pixel) = projection of
+      the backbone's deepest feature (``projection_from="backbone"``, the paper's default) or of the head's
+      ``"feature"`` (``"decoder"``), and ``"aux_logits"`` where the head has one;
     * MaskFormer heads also: ``"pred_logits"`` (B, Q, C) and ``"pred_masks"`` (B, Q, h, w), and in
       training with deep supervision ``"aux_pred_logits"`` (B, L-1, Q, C) / ``"aux_pred_masks"``.
 
@@ -39,7 +50,8 @@ class HSSNModel(nn.Module):
     coarsest stride and every map is cropped back to ``ceil(H * h_padded_out / H_padded)``.
     """
 
-    def __init__(self, backbone: TimmBackbone, head: SegHead, hierarchy: ClassHierarchy, embed_dim: int = 256):
+    def __init__(self, backbone: TimmBackbone, head: SegHead, hierarchy: ClassHierarchy, embed_dim: int = 256,
+                 projection_from: str = "backbone"):
         super().__init__()
         if not isinstance(hierarchy, ClassHierarchy):
             raise TypeError(f"hierarchy must be a hssn_kernels.ClassHierarchy, got {type(hierarchy).__name__}")
@@ -51,9 +63,13 @@ class HSSNModel(nn.Module):
             )
         if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0:
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        if projection_from not in PROJECTION_SOURCES:
+            raise ValueError(f"projection_from must be one of {PROJECTION_SOURCES}, got {projection_from!r}")
         self.backbone = backbone
         self.head = head
-        self.projection = ProjectionHead(head.feature_channels, embed_dim)
+        self.projection_from = projection_from
+        in_ch = backbone.channels[-1] if projection_from == "backbone" else head.feature_channels
+        self.projection = ProjectionHead(in_ch, embed_dim)
         self.hierarchy = hierarchy
         self.embed_dim = embed_dim
 
@@ -76,10 +92,12 @@ class HSSNModel(nn.Module):
             th, tw = t.shape[-2:]
             return t[..., : math.ceil(h * th / hp), : math.ceil(w * tw / wp)]
 
-        out = self.head(self.backbone(x))
+        feats = self.backbone(x)
+        out = self.head(feats)
         result = {"logits": crop(out["logits"])}
         if self.training:
-            result["embeddings"] = crop(self.projection(out["feature"]))
+            source = feats[-1] if self.projection_from == "backbone" else out["feature"]
+            result["embeddings"] = crop(self.projection(source))
         if "aux_logits" in out:
             result["aux_logits"] = crop(out["aux_logits"])
         for key in ("pred_logits", "aux_pred_logits"):
