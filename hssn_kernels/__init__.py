@@ -11,6 +11,7 @@ from .functional import (
     hierarchical_argmax,
     leaf_cross_entropy,
     project_to_level,
+    released_hiera_loss,
     sample_triplets,
     tree_min_loss,
     tree_triplet_loss,
@@ -24,6 +25,6 @@ backends.preload()
 __all__ = [
     "ClassHierarchy", "HierarchyTables", "MAX_CHANNELS", "MAX_DEPTH",
     "focal_tree_min_loss", "tree_min_loss", "bce_loss", "focal_bce_loss", "leaf_cross_entropy",
-    "hierarchical_argmax", "project_to_level", "sample_triplets", "tree_triplet_loss", "vanilla_triplet_loss",
+    "released_hiera_loss", "hierarchical_argmax", "project_to_level", "sample_triplets", "tree_triplet_loss", "vanilla_triplet_loss",
     "FocalTreeMinLoss", "TreeTripletLoss", "HierarchicalLoss", "cosine_beta", "backends", "reference",
 ]

@@ -226,3 +226,4 @@ def _reference_only(fn):
 bce_loss = _reference_only(_ref.bce_loss)
 focal_bce_loss = _reference_only(_ref.focal_bce_loss)
 leaf_cross_entropy = _reference_only(_ref.leaf_cross_entropy)
+released_hiera_loss = _reference_only(_ref.released_hiera_loss)

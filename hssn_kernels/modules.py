@@ -20,8 +20,11 @@ SEGMENTATION_LOSSES = {
         z, t, h, gamma, ii, validate=checks["validate"], **up),
     "cce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.leaf_cross_entropy(
         z, t, h, ii, validate=checks["validate"], **up),
+    "released": lambda z, t, h, gamma, ii, backend, up, checks: Fn.released_hiera_loss(
+        z, t, h, ii, validate=checks["validate"], **up),
 }
-"""Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy.
+"""Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy; and ``released``, the
+objective of the authors' released code (:func:`hssn_kernels.released_hiera_loss`; reference backend only).
 ``up`` = ``{"upsample", "align_corners"}``, ``checks`` = ``{"validate", "nan_policy"}``."""
 
 TRIPLET_VARIANTS = {
@@ -93,7 +96,7 @@ class HierarchicalLoss(nn.Module):
     resolution with ``upsample="bilinear"`` (upsampled inside the loss, as the paper upsamples before it);
     ``embeddings`` (B, E, h, w) at any resolution. ``validate=False`` skips the label check and
     ``nan_policy="propagate"`` the NaN check (both host syncs; the trainer validates labels in the dataset).
-    ``segmentation``: "ftm" | "tm" | "bce" | "focal" | "cce"; ``triplet``: "hierarchy" | "constant" |
+    ``segmentation``: "ftm" | "tm" | "bce" | "focal" | "cce" | "released"; ``triplet``: "hierarchy" | "constant" |
     "vanilla" | None; ``distance``: "cosine" | "euclidean".
     """
 

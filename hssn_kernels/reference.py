@@ -218,6 +218,52 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
     return _reduce(per_pixel, valid, reduction, logits)
 
 
+def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=True, upsample=None,
+                        align_corners=False, tm_weight=5.0, eps=1e-8, void_in_ce=False):
+    """The segmentation objective of the authors' released code (HieraSeg ``HieraTripletLossCityscape``), for
+    any tree; a scalar (mean reduction only). With ``s = sigmoid(z)``, P valid pixels, N all pixels:
+
+    ``tm_weight * sum_l sum_{p, v in level l} [-l_v log(min_{A(v)} s + eps) - (1 - l_v) log(1 - max_{Dsc(v)} s
+    + eps)] / (P * n_l)`` (the tree-min loss, no focal factor, as a mean over each level's ``n_l`` nodes)
+    ``+ CE_leaves + CE_top``: softmax cross-entropy over the leaf channels (target: the leaf) and over the
+    level-1 nodes (target: the leaf's level-1 ancestor), each summed over valid pixels and divided by N
+    (mmseg's ``CrossEntropyLoss`` of that code counts ignored pixels as zeros in its mean).
+
+    ``void_in_ce=True`` reproduces a side effect of the released code: its tree-min loss sets the ignored
+    labels to 0 in place before the cross-entropy terms run, so they train ignored pixels as the first leaf
+    and the first level-1 node.
+    """
+    logits = _upsampled(logits, target, upsample, align_corners)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, "mean", None, validate)
+    labels = _node_labels(t, valid, hierarchy)
+    min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
+    s = torch.sigmoid(z)  # monotone: the min / max of s sit at the arg-min / arg-max of z
+    terms = torch.where(labels, -torch.log(s.gather(1, min_idx) + eps), -torch.log(1 - s.gather(1, max_idx) + eps))
+    terms = torch.where(valid[:, None], terms, torch.zeros_like(terms))
+    level = torch.tensor([hierarchy.level(c) for c in range(hierarchy.num_channels)], device=z.device)
+    level_size = torch.bincount(level)[level].to(terms.dtype)  # n_l of each node's level
+    num_valid = valid.sum().clamp(min=1)
+    tm = (terms.sum(0) / level_size).sum() / num_valid
+
+    tabs = hierarchy.tables(z.device)
+    counted = torch.ones_like(valid) if void_in_ce else valid
+    first_leaf = torch.full_like(t, hierarchy.leaves[0])
+    leaf_t = torch.where(valid, t, first_leaf)
+    top = list(hierarchy.nodes_at_level(1))
+    top_pos = torch.full((hierarchy.num_channels,), -1, dtype=torch.long, device=z.device)
+    top_pos[torch.tensor(top, device=z.device)] = torch.arange(len(top), device=z.device)
+    top_t = top_pos[hierarchy.leaf_to_level(1).to(z.device)[leaf_t]]
+    zc = _flatten(logits) if void_in_ce else z  # z is zeroed at ignored pixels
+    ce = 0
+    for channels, cls in ((tabs.leaves.long(), tabs.leaf_index[leaf_t].long()),
+                          (torch.tensor(top, device=z.device), top_t)):
+        per_pixel = F.cross_entropy(zc[:, channels], cls, reduction="none")
+        ce = ce + torch.where(counted, per_pixel, torch.zeros_like(per_pixel)).sum() / max(len(t), 1)
+    total = tm_weight * tm + ce
+    total = torch.where(bad.any(), torch.full_like(total, float("nan")), total)  # a non-leaf label: NaN, no sync
+    return total.to(logits.dtype)
+
+
 # ----------------------------------------------------------------------------- path inference
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tuple[int, int] | None = None,
                         align_corners: bool = False) -> torch.Tensor:

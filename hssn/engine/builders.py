@@ -61,7 +61,8 @@ def check_backend(cfg: dict, device) -> None:
 
 
 def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
-    """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``train.iters``.
+    """The configured ablation of :class:`hssn_kernels.HierarchicalLoss`; beta rises over ``loss.beta_steps``
+    (null: ``train.iters``).
 
     The training form: logits at the head's resolution, bilinearly upsampled inside the loss; no host
     syncs (labels are validated by the dataset, non-finite losses by the trainer at ``log_interval``)."""
@@ -70,7 +71,7 @@ def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
                             triplet=lc["triplet"], num_triplets=int(lc["num_triplets"]),
                             margin_eps=float(lc["margin_eps"]), margin_scale=float(lc["margin_scale"]),
                             distance=lc["distance"], beta_max=float(lc["beta_max"]),
-                            beta_steps=int(cfg["train"]["iters"]), ignore_index=ignore_index,
+                            beta_steps=int(lc["beta_steps"] or cfg["train"]["iters"]), ignore_index=ignore_index,
                             backend=lc["backend"], upsample="bilinear", validate=False, nan_policy="propagate")
 
 

@@ -64,14 +64,15 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 4,
     },
     "loss": {
-        "segmentation": "ftm",          # ftm | tm | bce | focal | cce
+        "segmentation": "ftm",          # ftm (Eq. 6) | tm | bce | focal | cce | released (the authors' code)
         "gamma": 2.0,
         "triplet": "hierarchy",         # hierarchy | constant | vanilla | null
         "num_triplets": 200,
         "margin_eps": 0.1,
         "margin_scale": 0.5,
         "distance": "cosine",           # cosine | euclidean
-        "beta_max": 0.5,                # beta: 0 -> beta_max on a cosine over train.iters
+        "beta_max": 0.5,                # beta: 0 -> beta_max on a cosine over beta_steps
+        "beta_steps": None,             # null = train.iters (the paper); 80000 = the authors' code (any length)
         "backend": "auto",              # hssn_kernels backend
     },
     "optim": {
@@ -228,7 +229,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str]
 
 
 CHOICES = {
-    ("loss", "segmentation"): ("ftm", "tm", "bce", "focal", "cce"),
+    ("loss", "segmentation"): ("ftm", "tm", "bce", "focal", "cce", "released"),
     ("loss", "triplet"): ("hierarchy", "constant", "vanilla", None),
     ("loss", "distance"): ("cosine", "euclidean"),
     ("optim", "name"): ("sgd", "adamw"),
@@ -254,6 +255,7 @@ TYPES: dict[tuple[str, ...], tuple[type, ...]] = {
     ("data", "eval_size"): (list, NONE_TYPE),
     ("train", "resume"): (str, NONE_TYPE),
     ("eval", "max_images"): (int, NONE_TYPE),
+    ("loss", "beta_steps"): (int, NONE_TYPE),
 }
 """Keys whose type is not the type of their default (a float default also takes ints)."""
 
@@ -304,6 +306,9 @@ def validate(cfg: dict) -> None:
         v = _get(cfg, path)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"config key {'.'.join(path)!r} must be a positive int, got {v!r}")
+    steps = cfg["loss"]["beta_steps"]
+    if steps is not None and (isinstance(steps, bool) or steps <= 0):
+        raise ValueError(f"config key 'loss.beta_steps' must be a positive int or null, got {steps!r}")
     for path in [("data", "crop_size"), ("data", "scale_range"), ("eval", "crop_size"), ("eval", "stride")]:
         v = _get(cfg, path)
         if not isinstance(v, (list, tuple)) or len(v) != 2 or any(not isinstance(x, (int, float)) or x <= 0 for x in v):

@@ -234,7 +234,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return {**sums, "lr": lr, "beta": cosine_beta(self.step - 1, t["iters"], self.loss_fn.beta_max)}
+        return {**sums, "lr": lr, "beta": cosine_beta(self.step - 1, self.loss_fn.beta_steps, self.loss_fn.beta_max)}
 
     # ------------------------------------------------------------------ loop
     def validate(self, full_tta: bool = False) -> dict:
