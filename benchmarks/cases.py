@@ -89,7 +89,7 @@ def sweep_tree(channels: int) -> ClassHierarchy:
 
 FALLBACK_TREES = {
     "cityscapes": (19, 7, 0),
-    "mapillary_v2": (124, 20, 6),
+    "mapillary_v2": (124, 45, 8),
     "lip": (20, 3, 2),
     "pascal_person_part": (7, 3, 2),
 }

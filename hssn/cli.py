@@ -57,12 +57,15 @@ def _cmd_configs(args: argparse.Namespace) -> int:
     from hssn.engine.config import CONFIG_DIR, DEFAULTS, available, dump_config, load_config
 
     if args.show:
-        print(dump_config(load_config(args.show, args.overrides)), end="")
+        cfg = load_config(args.show, args.overrides)
+        print(f"# reproduces: {cfg['reproduces'] or 'no paper table row'}")
+        print(dump_config(cfg), end="")
     elif args.defaults:
         print(dump_config(DEFAULTS), end="")
     else:
         print(f"configs shipped in {CONFIG_DIR}:")
-        print("\n".join(f"  {n}" for n in available()))
+        for name in available():
+            print(f"  {name:<40} {load_config(name)['reproduces'] or ''}".rstrip())
     return 0
 
 

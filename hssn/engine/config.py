@@ -38,6 +38,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
+    "reproduces": None,                 # the paper table row this config reproduces (shown by `hssn configs`)
     "model": {
         "name": "deeplabv3plus_r101",   # hssn.models.build_model name: preset or "<head>:<timm backbone>"
         "pretrained": True,             # backbone weights: true (timm ImageNet), false, or a file path
@@ -56,7 +57,8 @@ DEFAULTS: dict[str, Any] = {
         "train_resize": None,           # [h, w]: fit training images into this (keep ratio) before scaling
         "crop_size": [512, 1024],       # training crop (h, w)
         "scale_range": [0.5, 2.0],      # random rescale factor range
-        "photometric": True,            # photometric jitter in training
+        "photometric": False,           # photometric jitter in training (not in the paper; the authors' mmseg
+                                        # pipelines add PhotoMetricDistortion)
         "cat_max_ratio": 1.0,           # < 1: re-draw crops dominated by one class
         "augment": True,                # false: train on the untransformed items (synthetic demo)
         "eval_size": None,              # [h, w]: resize eval images to fit (keep ratio); None = native size
@@ -83,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 1.0e-4,
         "no_decay_norm_bias": False,    # exclude norm / bias / position tables from weight decay
         "poly_power": 0.9,              # lr = (lr - min_lr) * (1 - step / iters) ** power + min_lr
-        "min_lr": 0.0,
+        "min_lr": 0.0,                  # the CNN paper configs use 5e-5 (the authors' mmseg schedules)
         "warmup_iters": 0,              # linear warm-up from warmup_ratio * lr
         "warmup_ratio": 1.0e-6,
         "grad_clip": None,              # max global grad norm, or null
@@ -248,6 +250,7 @@ def _get(cfg: dict, path: tuple[str, ...]) -> Any:
 NONE_TYPE = type(None)
 TYPES: dict[tuple[str, ...], tuple[type, ...]] = {
     ("model", "pretrained"): (bool, str),
+    ("reproduces",): (str, NONE_TYPE),
     ("loss", "triplet"): (str, NONE_TYPE),
     ("optim", "grad_clip"): (int, float, NONE_TYPE),
     ("data", "root"): (str, NONE_TYPE),
