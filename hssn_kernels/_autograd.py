@@ -1,13 +1,14 @@
 """The autograd formula of the fused loss ops, written once and registered for the native ``hssn::ftm_forward``
 and the Triton ``hssn::triton_ftm_forward`` (the same schema up to their tables).
 
-Schema of both: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad) -> (loss, grad)``;
+Schema of both: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad, partial) -> (loss,
+grad)`` (``partial``: targets may be inner nodes, README "Partial labels");
 ``grad`` is d loss / d logits when the forward computed it (reduction sum / mean), else empty. Backward:
 
 * gradient fused into the forward: only that tensor is saved (never the logits); backward returns it
   times ``grad_output`` (one new tensor of its size: scaling in place would break ``retain_graph=True``);
 * otherwise the per-pixel weights (``grad_output``, / the valid count for mean) go to the op's backward
-  kernel ``kernel_backward(weights, logits, target, *tables, gamma, ignore_index)``.
+  kernel ``kernel_backward(weights, logits, target, *tables, gamma, ignore_index, partial)``.
 """
 from __future__ import annotations
 
@@ -44,11 +45,12 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
 
     def setup_context(ctx, inputs, output):
         logits, target = inputs[:2]
-        tables, (gamma, ignore_index, reduction, _) = inputs[2:-4], inputs[-4:]
+        tables, (gamma, ignore_index, reduction, _, partial) = inputs[2:-5], inputs[-5:]
         grad = output[1]
         ctx.fused = reduction != 0 and grad.numel() == logits.numel() and logits.numel() > 0
         ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target, *tables)))
-        ctx.gamma, ctx.ignore_index, ctx.reduction, ctx.num_inputs = gamma, ignore_index, reduction, len(inputs)
+        ctx.gamma, ctx.ignore_index, ctx.reduction, ctx.partial = gamma, ignore_index, reduction, partial
+        ctx.num_inputs = len(inputs)
         ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
 
     def backward(ctx, grad_loss, _grad_of_grad):
@@ -61,7 +63,7 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
             return (grad * grad_loss.to(grad.dtype),) + nones
         logits, target, *tables = ctx.saved_tensors
         weight = per_pixel_weights(grad_loss, logits, target, ctx.ignore_index, ctx.reduction)
-        out = kernel_backward(weight, logits, target, *tables, ctx.gamma, ctx.ignore_index)
+        out = kernel_backward(weight, logits, target, *tables, ctx.gamma, ctx.ignore_index, ctx.partial)
         return (out,) + nones
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)

@@ -135,6 +135,15 @@ def check_labels(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index: 
         )
 
 
+def leaf_labels_only(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index: int) -> torch.Tensor:
+    """``target`` with every inner-node id replaced by ``ignore_index`` (a new tensor): the partial-label rule
+    of the triplet losses, which sample leaf-labelled pixels only. Out-of-range ids are left as they are."""
+    t = target.long()
+    num = hierarchy.num_channels
+    inner = (t >= 0) & (t < num) & ~hierarchy.tables(t.device).is_leaf[t.clamp(0, num - 1)]
+    return torch.where(inner, torch.full_like(target, ignore_index), target)
+
+
 def check_nan_policy(nan_policy: str) -> str:
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")

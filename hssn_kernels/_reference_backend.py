@@ -10,8 +10,9 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction):
-    return _ref.focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, validate=False)
+def focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels=False):
+    return _ref.focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, validate=False,
+                                    partial_labels=partial_labels)
 
 
 def hierarchical_argmax(logits, hierarchy):

@@ -56,7 +56,7 @@ def _ftm_kernel(
     gamma, ignore_index,
     DEPTH: tl.constexpr, LOG_C: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr,
     REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
-    GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr,
+    GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     pix = pid * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
@@ -73,12 +73,15 @@ def _ftm_kernel(
     chan = tl.load(perm_ptr + cols, mask=cmask, other=0)
     size = tl.load(size_ptr + cols, mask=cmask, other=0)
     ppos = tl.load(ppos_ptr + cols, mask=cmask, other=-1)
-    # a label that is neither ignore_index nor a leaf (validation skipped) gets a NaN loss, and no table
-    # is read at it (the path table's last column flags the leaves)
+    # a label that is neither ignore_index nor a leaf (nor a node, with PARTIAL; validation skipped) gets a
+    # NaN loss, and no table is read at it (the path table's last column flags the leaves)
     labelled = pmask & (t != ignore_index)
     in_tree = labelled & (t >= 0) & (t < C)
-    is_leaf = tl.load(path_ptr + tl.where(in_tree, t, 0) * (DEPTH + 1) + DEPTH, mask=in_tree, other=0) > 0
-    valid = in_tree & is_leaf
+    if PARTIAL:
+        valid = in_tree
+    else:
+        valid = in_tree & (tl.load(path_ptr + tl.where(in_tree, t, 0) * (DEPTH + 1) + DEPTH, mask=in_tree,
+                                   other=0) > 0)
     bad_label = labelled & (valid == 0)
     y = tl.where(valid, t, 0)
     m2 = valid[:, None] & cmask[None, :]
@@ -126,9 +129,11 @@ def _ftm_kernel(
     pos_loss = tl.zeros([BLOCK_P], dtype=z.dtype)
     run_v = tl.zeros([BLOCK_P], dtype=z.dtype) + float("inf")
     run_i = tl.full([BLOCK_P], C_PAD + C, tl.int32)
+    y_pos = tl.zeros([BLOCK_P], dtype=tl.int32)  # the label's DFS position (the path's last node)
     for lvl in tl.static_range(DEPTH):
         pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
         ok = pp >= 0
+        y_pos = tl.where(ok, pp, y_pos)
         ppc = tl.where(ok, pp, 0)
         zl = tl.sum(tl.where(cols2 == ppc[:, None], z, zero), axis=1)
         cl = tl.load(perm_ptr + ppc, mask=ok, other=0)
@@ -145,8 +150,12 @@ def _ftm_kernel(
             d_pos = wq * (gamma * tl.exp(ls_p) * ls_p - tl.exp(ls_q))
             gpos += tl.where((chan2 == run_i[:, None]) & ok[:, None], d_pos[:, None], zero)
 
-    # ---- negative terms f-(M_v) for nodes off the path
+    # ---- negative terms f-(M_v) for nodes off the path (PARTIAL: and not strictly below the label, whose
+    # descendants are the positions (y_pos, y_pos + size))
     neg = m2 & (on_path == 0)
+    if PARTIAL:
+        y_end = y_pos + tl.load(size_ptr + y_pos, mask=valid, other=1)
+        neg = neg & ((cols2 <= y_pos[:, None]) | (cols2 >= y_end[:, None]))
     lp = tl.minimum(rv, 0.0) - _log1p_exp_neg_abs(rv)
     lq = tl.where(rv == float("-inf"), 0.0, lp - rv)
     wp = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
@@ -233,7 +242,7 @@ def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out):
+def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out, partial):
     perm, size, ppos, path = tables
     num_c = logits.shape[1]
     depth = path.shape[1] - 1  # the last column is the leaf flag
@@ -269,7 +278,7 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
             float(gamma), int(ignore_index),
             DEPTH=depth, LOG_C=max(1, num_c.bit_length()), BLOCK_P=block_p, C_PAD=c_pad,
             REDUCTION=reduction, COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=compute_grad,
-            GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64,
+            GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
             num_warps=num_warps,
         )
     return loss, grad, count
@@ -283,12 +292,13 @@ def _pixel_shape(logits: torch.Tensor) -> tuple[int, ...]:
 @torch.library.custom_op("hssn::triton_ftm_forward", mutates_args=())
 def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, size: torch.Tensor,
                 parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
-                reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                reduction: int, compute_grad: bool, partial: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (fp32, fp64 for fp64 logits: () for sum/mean, pixel-shaped for none) and, when ``compute_grad`` and reduction is
-    sum/mean, d loss / d logits in the logits' dtype (already divided by the valid count for mean)."""
+    sum/mean, d loss / d logits in the logits' dtype (already divided by the valid count for mean). ``partial``:
+    targets may be inner nodes (no term for their strict descendants)."""
     with_grad = compute_grad and reduction != 0
     loss, grad, count = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index,
-                                reduction, True, with_grad, None)
+                                reduction, True, with_grad, None, partial)
     if reduction == 0:
         loss = loss.reshape(_pixel_shape(logits))
     else:
@@ -301,7 +311,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 
 
 @ftm_forward.register_fake
-def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad):
+def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial):
     shape = _pixel_shape(logits) if reduction == 0 else ()
     loss = logits.new_empty(shape, dtype=_loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
@@ -311,15 +321,15 @@ def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, red
 @torch.library.custom_op("hssn::triton_ftm_backward", mutates_args=())
 def ftm_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor,
                  size: torch.Tensor, parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float,
-                 ignore_index: int) -> torch.Tensor:
+                 ignore_index: int, partial: bool) -> torch.Tensor:
     """d (sum of grad_loss * per-pixel loss) / d logits; grad_loss is pixel-shaped."""
     _, grad, _ = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index, 0,
-                         False, True, grad_loss)
+                         False, True, grad_loss, partial)
     return grad
 
 
 @ftm_backward.register_fake
-def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index):
+def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, partial):
     return logits.new_empty(logits.shape)
 
 
@@ -327,24 +337,25 @@ register_fused_loss("hssn::triton_ftm_forward", ftm_backward)
 
 
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
-               reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
     return ftm_forward(logits, target, *ftm_tables(hierarchy, logits.device), float(gamma), int(ignore_index),
-                       int(reduction), bool(compute_grad))
+                       int(reduction), bool(compute_grad), bool(partial))
 
 
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
-                        gamma: float, ignore_index: int) -> torch.Tensor:
+                        gamma: float, ignore_index: int, partial: bool = False) -> torch.Tensor:
     """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
     return ftm_backward(weights, logits, target, *ftm_tables(hierarchy, logits.device), float(gamma),
-                        int(ignore_index))
+                        int(ignore_index), bool(partial))
 
 
 def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
-                        gamma: float = 2.0, ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
+                        gamma: float = 2.0, ignore_index: int = 255, reduction: str = "mean",
+                        partial: bool = False) -> torch.Tensor:
     """Focal tree-min loss with the Triton kernel; inputs validated upstream. Returns the logits' dtype."""
     tables = ftm_tables(hierarchy, logits.device)
     red = _checks.REDUCTIONS.index(reduction)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-    loss, _ = ftm_forward(logits, target, *tables, float(gamma), int(ignore_index), red, compute_grad)
+    loss, _ = ftm_forward(logits, target, *tables, float(gamma), int(ignore_index), red, compute_grad, bool(partial))
     return loss.to(logits.dtype)

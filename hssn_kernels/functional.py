@@ -17,7 +17,8 @@ from . import upsample as _up
 from .hierarchy import ClassHierarchy
 
 
-def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False):
+def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
+                 partial_labels=False):
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
     _up.check_upsample(upsample, align_corners)
@@ -25,7 +26,7 @@ def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, u
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index, hierarchy)
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
     return _checks.widen_uint8_target(target, ignore_index)
 
 
@@ -41,8 +42,10 @@ def focal_tree_min_loss(
     nan_policy: str = "raise",
     upsample: str | None = None,
     align_corners: bool = False,
+    partial_labels: bool = False,
 ) -> torch.Tensor:
-    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C) float; target (B, H, W) | (N,) int leaf ids.
+    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C) float; target (B, H, W) | (N,) int leaf ids
+    (``partial_labels=True``: any node id; no term for the strict descendants of an inner label).
 
     Returns a scalar (``"mean"``/``"sum"``) or the per-pixel map (``"none"``) in the logits' dtype.
     ``upsample="bilinear"``: logits (B, C, h, w) of any smaller (or larger) size are resized to the target's
@@ -50,22 +53,25 @@ def focal_tree_min_loss(
     fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
     gradient on the low-res logits), the reference computes that expression.
     """
-    target = _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners)
+    target = _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+                          partial_labels)
     _checks.check_nan_policy(nan_policy)
     if not (gamma >= 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+    partial = bool(partial_labels)
     name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss")
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
-        loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction)
+        loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
     elif name == "reference":
         loss = _ref.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
-                                        validate=False, upsample=upsample, align_corners=align_corners)
+                                        validate=False, upsample=upsample, align_corners=align_corners,
+                                        partial_labels=partial)
     else:
         red = _checks.REDUCTIONS.index(reduction)
         compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
         loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), float(gamma), int(ignore_index), red,
-                                    align_corners, name, compute_grad)
+                                    align_corners, name, compute_grad, partial)
         loss = loss.to(logits.dtype)
     if nan_policy == "raise":
         _checks.raise_on_nan(loss, "focal tree-min loss")
@@ -73,10 +79,10 @@ def focal_tree_min_loss(
 
 
 def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", backend="auto", validate=True,
-                  nan_policy="raise", upsample=None, align_corners=False):
+                  nan_policy="raise", upsample=None, align_corners=False, partial_labels=False):
     """Tree-min loss (Eq. 5) = focal tree-min loss with gamma = 0."""
     return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, backend, validate, nan_policy,
-                               upsample, align_corners)
+                               upsample, align_corners, partial_labels)
 
 
 def hierarchical_argmax(
@@ -134,8 +140,10 @@ def sample_triplets(
     mode: str = "tree",
     backend: str = "auto",
     validate: bool = True,
+    partial_labels: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed."""
+    """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed;
+    ``partial_labels``: inner-node pixels are left out."""
     _checks.check_hierarchy(hierarchy)
     _checks.check_target_dtype(target)
     if target.device.type == "meta":
@@ -146,8 +154,10 @@ def sample_triplets(
     if mode not in _ref.TRIPLET_MODES:
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
     target = _checks.widen_uint8_target(target, ignore_index)
+    if partial_labels:
+        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
     table, count = impl.sample_triplets_padded(target, hierarchy, int(num_triplets), int(seed), int(ignore_index), mode)
     table = table[: int(count)]
@@ -169,8 +179,10 @@ def tree_triplet_loss(
     validate: bool = True,
     mode: str = "tree",
     nan_policy: str = "raise",
+    partial_labels: bool = False,
 ) -> torch.Tensor:
-    """Tree-triplet loss (Eq. 7-8); see :func:`hssn_kernels.reference.tree_triplet_loss`.
+    """Tree-triplet loss (Eq. 7-8); see :func:`hssn_kernels.reference.tree_triplet_loss`. ``partial_labels``:
+    pixels labelled at an inner node take part in no triplet (README "Partial labels").
 
     embeddings (B, E, h, w) | (N, E) float; target (B, h, w) | (N,) leaf ids at the embedding resolution.
     ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive). A NaN in an
@@ -192,9 +204,11 @@ def tree_triplet_loss(
     if mode not in _ref.TRIPLET_MODES:
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
     _checks.check_nan_policy(nan_policy)
     target = _checks.widen_uint8_target(target, ignore_index)
+    if partial_labels:
+        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
     loss = impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
                                   float(margin_scale), bool(hierarchy_margin), distance, int(seed),
@@ -205,10 +219,11 @@ def tree_triplet_loss(
 
 
 def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine", seed=0,
-                         ignore_index=255, backend="auto", validate=True, nan_policy="raise"):
+                         ignore_index=255, backend="auto", validate=True, nan_policy="raise", partial_labels=False):
     """Hierarchy-agnostic triplet loss (same leaf = positive, constant margin)."""
     return tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
-                             ignore_index, backend, validate, mode="vanilla", nan_policy=nan_policy)
+                             ignore_index, backend, validate, mode="vanilla", nan_policy=nan_policy,
+                             partial_labels=partial_labels)
 
 
 def _reference_only(fn):

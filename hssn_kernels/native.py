@@ -96,13 +96,13 @@ def _register() -> None:
     lib = "hssn::"
 
     @torch.library.register_fake(lib + "ftm_forward")
-    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad):
+    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial):
         loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
         grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
         return loss, grad
 
     @torch.library.register_fake(lib + "ftm_backward")
-    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index):
+    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index, partial):
         return logits.new_empty(logits.shape)
 
     @torch.library.register_fake(lib + "path_argmax")
@@ -147,30 +147,28 @@ if _C is not None:
 
 # ----------------------------------------------------------------------------- backend interface
 def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float = 2.0,
-                        ignore_index: int = 255, reduction: str = "mean") -> torch.Tensor:
+                        ignore_index: int = 255, reduction: str = "mean", partial: bool = False) -> torch.Tensor:
     """Focal tree-min loss with the native kernels (inputs validated upstream); the logits' dtype."""
-    tabs = hierarchy.tables(logits.device)
     red = _checks.REDUCTIONS.index(reduction)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-    loss, _ = torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
-                                         int(ignore_index), red, compute_grad)
+    loss, _ = ftm_kernel(logits, target, hierarchy, gamma, ignore_index, red, compute_grad, partial)
     return loss.to(logits.dtype)
 
 
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
-               reduction: int, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
     tabs = hierarchy.tables(logits.device)
     return torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
-                                      int(ignore_index), int(reduction), bool(compute_grad))
+                                      int(ignore_index), int(reduction), bool(compute_grad), bool(partial))
 
 
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
-                        gamma: float, ignore_index: int) -> torch.Tensor:
+                        gamma: float, ignore_index: int, partial: bool = False) -> torch.Tensor:
     """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.ftm_backward(weights.to(loss_dtype(logits)), logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors,
-                                       float(gamma), int(ignore_index))
+    return torch.ops.hssn.ftm_backward(weights.to(loss_dtype(logits)), logits, target, tabs.parent, tabs.bottom_up,
+                                       tabs.ancestors, float(gamma), int(ignore_index), bool(partial))
 
 
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference ops: the readable specification every fast backend is tested against.
 
 Shapes: logits ``(B, C, H, W)`` or ``(N, C)`` over all C tree nodes; targets ``(B, H, W)`` / ``(N,)``
-of *leaf channel ids* or ``ignore_index``. Half-precision inputs are computed in float32; float64 stays
+of *leaf channel ids* or ``ignore_index`` (with ``partial_labels=True``: any node's channel id). Half-precision inputs are computed in float32; float64 stays
 float64. Losses come back in the input's dtype.
 
 Conventions (README "Conventions"):
@@ -13,6 +13,11 @@ Conventions (README "Conventions"):
 * NaN: a non-ignored pixel with a NaN logit has a NaN loss. Ignored pixels are never read.
 * Triplets are drawn with a counter-based 32-bit hash (:func:`hash32`), so every backend reproduces
   the same triplets from the same seed (see :func:`sample_triplets`).
+* Partial labels (``partial_labels=True``): a target may be any node ``t``. Nodes on the path root -> t
+  get their positive term, nodes that are neither ancestors nor descendants of t their negative term,
+  and the strict descendants of t (unknown) **no term** (and no gradient). For a leaf t this is the
+  leaf-label loss exactly. Cross-entropy over the leaves uses the probability of the label's subtree,
+  ``-log sum_{leaves l under t} softmax(z)_l``. The triplet losses leave inner-node pixels out.
 """
 from __future__ import annotations
 
@@ -118,6 +123,15 @@ def _node_labels(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy
     return tabs.is_ancestor[safe]
 
 
+def _known(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(P, C) bool: node v has a term for target t, i.e. v is not a strict descendant of t (all True for a
+    leaf target; ``is_ancestor[v, t]`` = t in A(v))."""
+    tabs = hierarchy.tables(t.device)
+    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
+    below = tabs.is_ancestor.T[safe]
+    return ~below | (torch.arange(hierarchy.num_channels, device=t.device)[None, :] == safe[:, None])
+
+
 def _upsampled(logits, target, upsample, align_corners):
     """The loss's ``upsample=`` keyword: ``F.interpolate(logits, target's (H, W), mode=upsample)``, or logits."""
     _up.check_upsample(upsample, align_corners)
@@ -129,7 +143,7 @@ def _upsampled(logits, target, upsample, align_corners):
     return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=align_corners)
 
 
-def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, validate=True):
+def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, validate=True, partial_labels=False):
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
     _checks.check_target(target, logits)
@@ -138,11 +152,14 @@ def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, val
     if gamma is not None and not (gamma >= 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
     t, valid = _valid_pixels(target, ignore_index)
-    # with validation skipped, a label that is no leaf gives its pixel a NaN loss (as the native kernels)
+    # with validation skipped, a label that is no leaf (no node with partial_labels) gives its pixel a NaN
+    # loss (as the native kernels)
     num = hierarchy.num_channels
-    leaf_ok = (t >= 0) & (t < num) & hierarchy.tables(t.device).is_leaf[t.clamp(0, num - 1)]
+    leaf_ok = (t >= 0) & (t < num)
+    if not partial_labels:
+        leaf_ok = leaf_ok & hierarchy.tables(t.device).is_leaf[t.clamp(0, num - 1)]
     bad = valid & ~leaf_ok
     t = torch.where(bad, torch.full_like(t, hierarchy.leaves[0]), t)
     z = _flatten(logits)
@@ -166,60 +183,84 @@ def focal_tree_min_loss(
     validate: bool = True,
     upsample: str | None = None,
     align_corners: bool = False,
+    partial_labels: bool = False,
 ) -> torch.Tensor:
-    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids.
+    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids (any
+    node ids with ``partial_labels``: no term for the strict descendants of the label).
 
     ``p_v = sigmoid(min_{A(v)} z)`` for nodes on the target's path, ``sigmoid(max_{Dsc(v)} z)`` elsewhere;
     per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
     loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
     labels = _node_labels(t, valid, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
-    per_pixel = _focal_terms(zstar, labels, float(gamma)).sum(1)
+    terms = _focal_terms(zstar, labels, float(gamma))
+    if partial_labels:
+        terms = torch.where(_known(t, valid, hierarchy), terms, torch.zeros_like(terms))
+    per_pixel = terms.sum(1)
     per_pixel = _masked(per_pixel, valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
 def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-                  align_corners=False):
-    """Tree-min loss (Eq. 5): the focal tree-min loss with gamma = 0."""
+                  align_corners=False, partial_labels=False):
+    """Tree-min loss (Eq. 5): the focal tree-min loss with gamma = 0 (partial labels: the same rule)."""
     return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample,
-                               align_corners)
+                               align_corners, partial_labels)
 
 
 def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", validate=True,
-                   upsample=None, align_corners=False):
-    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes."""
+                   upsample=None, align_corners=False, partial_labels=False):
+    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. Partial labels:
+    no term for the strict descendants of the label."""
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate)
-    per_pixel = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma)).sum(1)
-    per_pixel = _masked(per_pixel, valid, bad)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
+    terms = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma))
+    if partial_labels:
+        terms = torch.where(_known(t, valid, hierarchy), terms, torch.zeros_like(terms))
+    per_pixel = _masked(terms.sum(1), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
 def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-             align_corners=False):
+             align_corners=False, partial_labels=False):
     """Binary cross-entropy over all nodes (Eq. 2): focal BCE with gamma = 0."""
-    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample, align_corners)
+    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample, align_corners,
+                          partial_labels)
+
+
+def _leaf_ce(z: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy,
+             partial_labels: bool) -> torch.Tensor:
+    """(P,) softmax cross-entropy over the leaf channels; for an inner label t (partial labels) the negative
+    log of the summed probability of the leaves under t."""
+    tabs = hierarchy.tables(z.device)
+    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
+    leaf_z = z[:, tabs.leaves.long()]
+    is_leaf = tabs.is_leaf[safe]
+    per_pixel = F.cross_entropy(leaf_z, tabs.leaf_index[torch.where(is_leaf, safe, hierarchy.leaves[0])].long(),
+                                reduction="none")
+    if not partial_labels:
+        return per_pixel
+    under = tabs.is_ancestor.T[safe][:, tabs.leaves.long()]  # (P, L): leaf below (or equal to) the label
+    subtree = torch.logsumexp(torch.where(under, leaf_z, torch.full_like(leaf_z, float("-inf"))), dim=1)
+    return torch.where(is_leaf, per_pixel, torch.logsumexp(leaf_z, dim=1) - subtree)
 
 
 def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-                       align_corners=False):
-    """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline)."""
+                       align_corners=False, partial_labels=False):
+    """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline); partial labels: the
+    probability of the label's subtree."""
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate)
-    tabs = hierarchy.tables(z.device)
-    leaf_t = tabs.leaf_index[torch.where(valid, t, torch.zeros_like(t).fill_(hierarchy.leaves[0]))].long()
-    per_pixel = F.cross_entropy(z[:, tabs.leaves.long()], leaf_t, reduction="none")
-    per_pixel = _masked(per_pixel, valid, bad)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate, partial_labels)
+    per_pixel = _masked(_leaf_ce(z, t, valid, hierarchy, partial_labels), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
 def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=True, upsample=None,
-                        align_corners=False, tm_weight=5.0, eps=1e-8, void_in_ce=False):
+                        align_corners=False, tm_weight=5.0, eps=1e-8, void_in_ce=False, partial_labels=False):
     """The segmentation objective of the authors' released code (HieraSeg ``HieraTripletLossCityscape``), for
     any tree; a scalar (mean reduction only). With ``s = sigmoid(z)``, P valid pixels, N all pixels:
 
@@ -231,21 +272,22 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
 
     ``void_in_ce=True`` reproduces a side effect of the released code: its tree-min loss sets the ignored
     labels to 0 in place before the cross-entropy terms run, so they train ignored pixels as the first leaf
-    and the first level-1 node.
+    and the first level-1 node. Partial labels: no tree-min term for the label's strict descendants, the
+    leaf cross-entropy of the label's subtree, the top-level cross-entropy of its level-1 ancestor.
     """
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, "mean", None, validate)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, "mean", None, validate, partial_labels)
     labels = _node_labels(t, valid, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     s = torch.sigmoid(z)  # monotone: the min / max of s sit at the arg-min / arg-max of z
     terms = torch.where(labels, -torch.log(s.gather(1, min_idx) + eps), -torch.log(1 - s.gather(1, max_idx) + eps))
-    terms = torch.where(valid[:, None], terms, torch.zeros_like(terms))
+    keep = valid[:, None] & _known(t, valid, hierarchy) if partial_labels else valid[:, None]
+    terms = torch.where(keep, terms, torch.zeros_like(terms))
     level = torch.tensor([hierarchy.level(c) for c in range(hierarchy.num_channels)], device=z.device)
     level_size = torch.bincount(level)[level].to(terms.dtype)  # n_l of each node's level
     num_valid = valid.sum().clamp(min=1)
     tm = (terms.sum(0) / level_size).sum() / num_valid
 
-    tabs = hierarchy.tables(z.device)
     counted = torch.ones_like(valid) if void_in_ce else valid
     first_leaf = torch.full_like(t, hierarchy.leaves[0])
     leaf_t = torch.where(valid, t, first_leaf)
@@ -254,10 +296,10 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
     top_pos[torch.tensor(top, device=z.device)] = torch.arange(len(top), device=z.device)
     top_t = top_pos[hierarchy.leaf_to_level(1).to(z.device)[leaf_t]]
     zc = _flatten(logits) if void_in_ce else z  # z is zeroed at ignored pixels
+    ce_leaf = _leaf_ce(zc, leaf_t, torch.ones_like(valid), hierarchy, partial_labels)
+    ce_top = F.cross_entropy(zc[:, torch.tensor(top, device=z.device)], top_t, reduction="none")
     ce = 0
-    for channels, cls in ((tabs.leaves.long(), tabs.leaf_index[leaf_t].long()),
-                          (torch.tensor(top, device=z.device), top_t)):
-        per_pixel = F.cross_entropy(zc[:, channels], cls, reduction="none")
+    for per_pixel in (ce_leaf, ce_top):
         ce = ce + torch.where(counted, per_pixel, torch.zeros_like(per_pixel)).sum() / max(len(t), 1)
     total = tm_weight * tm + ce
     total = torch.where(bad.any(), torch.full_like(total, float("nan")), total)  # a non-leaf label: NaN, no sync
@@ -392,17 +434,21 @@ def sample_triplets_padded(
     return out, torch.tensor(accepted.shape[0], dtype=torch.long, device=dev)
 
 
-def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=255, mode="tree", validate=True):
+def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=255, mode="tree", validate=True,
+                    partial_labels=False):
     """(anchor, positive, negative) int64 flat pixel indices with psi(y_a, y_p) < psi(y_a, y_n).
 
     Fewer than ``num_triplets`` (possibly none) when the batch does not hold enough valid triplets.
-    See :func:`sample_triplets_padded` for the exact algorithm.
+    See :func:`sample_triplets_padded` for the exact algorithm. ``partial_labels``: inner-node pixels are
+    left out (:func:`hssn_kernels._checks.leaf_labels_only`).
     """
     if not isinstance(target, torch.Tensor) or target.is_floating_point():
         raise TypeError("target must be an integer tensor of leaf channel ids")
     _checks.check_ignore_index(ignore_index, _checks.check_hierarchy(hierarchy))
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    if partial_labels:
+        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
     table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     return table[:, 0], table[:, 1], table[:, 2]
@@ -415,7 +461,8 @@ def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
     return torch.linalg.vector_norm(u - v, dim=-1)
 
 
-def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance, seed, ignore_index, mode, validate):
+def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance,
+                  seed, ignore_index, mode, validate, partial_labels=False):
     _checks.check_hierarchy(hierarchy)
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
         raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
@@ -426,7 +473,9 @@ def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margi
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if validate:
-        _checks.check_labels(target, hierarchy, ignore_index)
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    if partial_labels:
+        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
     table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     e = _flatten(embeddings)
@@ -456,8 +505,10 @@ def tree_triplet_loss(
     seed: int = 0,
     ignore_index: int = 255,
     validate: bool = True,
+    partial_labels: bool = False,
 ) -> torch.Tensor:
     """Tree-triplet loss (Eq. 7-8): mean of ``max(d(a,p) - d(a,n) + m, 0)`` over sampled triplets (0 if none).
+    ``partial_labels``: pixels labelled at an inner node take part in no triplet.
 
     embeddings (B, E, h, w) | (N, E); target (B, h, w) | (N,) leaf ids at the embedding resolution.
     ``d`` = cosine distance ``(1 - cos) / 2`` or the Euclidean distance ``|x - y|``;
@@ -465,11 +516,11 @@ def tree_triplet_loss(
     ``hierarchy_margin=False`` (the constant-margin ablation).
     """
     return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
-                         hierarchy_margin, distance, seed, ignore_index, "tree", validate)
+                         hierarchy_margin, distance, seed, ignore_index, "tree", validate, partial_labels)
 
 
 def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine",
-                         seed=0, ignore_index=255, validate=True):
+                         seed=0, ignore_index=255, validate=True, partial_labels=False):
     """Hierarchy-agnostic triplet loss: positive = same leaf, negative = another leaf, constant margin."""
     return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
-                         ignore_index, "vanilla", validate)
+                         ignore_index, "vanilla", validate, partial_labels)

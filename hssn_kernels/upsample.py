@@ -174,7 +174,7 @@ def _hierarchy(parents: tuple[int, ...]) -> ClassHierarchy:
     return ClassHierarchy.from_parents(parents)
 
 
-def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, align_corners, want_grad,
+def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, align_corners, want_grad, partial,
                weights=None):
     """The band loop. Returns (per-pixel loss map or summed loss or None, low-res gradient or None).
 
@@ -191,9 +191,9 @@ def _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, reduction, 
     for y0, y1, r0, r1, up in plan.bands(logits):
         t = target[:, y0:y1]
         if weights is not None:
-            g = impl.ftm_kernel_backward(weights[:, y0:y1].contiguous(), up, t, hierarchy, gamma, ignore_index)
+            g = impl.ftm_kernel_backward(weights[:, y0:y1].contiguous(), up, t, hierarchy, gamma, ignore_index, partial)
         else:
-            loss, g = impl.ftm_kernel(up, t, hierarchy, gamma, ignore_index, reduction, want_grad)
+            loss, g = impl.ftm_kernel(up, t, hierarchy, gamma, ignore_index, reduction, want_grad, partial)
             if loss_map is not None:
                 loss_map[:, y0:y1] = loss
             else:
@@ -215,9 +215,10 @@ def _impl(backend: str, device: torch.device):
 
 @torch.library.custom_op("hssn::upsampled_ftm", mutates_args=())
 def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], gamma: float, ignore_index: int,
-                  reduction: int, align_corners: bool, backend: str, compute_grad: bool
+                  reduction: int, align_corners: bool, backend: str, compute_grad: bool, partial: bool
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Focal tree-min loss of bilinearly upsampled logits (B, C, h, w) against target (B, H, W).
+    """Focal tree-min loss of bilinearly upsampled logits (B, C, h, w) against target (B, H, W) (``partial``:
+    targets may be inner nodes, README "Partial labels").
 
     Returns the loss (() for sum / mean, (B, H, W) for none; fp32, fp64 for fp64 logits) and, when
     ``compute_grad`` and reduction is sum / mean, d loss / d logits (B, C, h, w) in the logits' dtype.
@@ -226,7 +227,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
     impl = _impl(backend, logits.device)
     with_grad = compute_grad and reduction != 0
     loss, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, min(reduction, 1), align_corners,
-                            with_grad)
+                            with_grad, partial)
     if reduction == 2:
         count = valid_count(target, ignore_index)
         loss = loss / count
@@ -237,7 +238,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
 
 
 @upsampled_ftm.register_fake
-def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad):
+def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad, partial):
     torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
     torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -248,32 +249,34 @@ def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, ba
 
 @torch.library.custom_op("hssn::upsampled_ftm_backward", mutates_args=())
 def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, parents: list[int],
-                           gamma: float, ignore_index: int, align_corners: bool, backend: str) -> torch.Tensor:
+                           gamma: float, ignore_index: int, align_corners: bool, backend: str, partial: bool
+                           ) -> torch.Tensor:
     """d (sum of weights * per-pixel loss) / d logits, (B, C, h, w) in the logits' dtype; weights (B, H, W)."""
     hierarchy = _hierarchy(tuple(parents))
     impl = _impl(backend, logits.device)
-    _, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, 0, align_corners, True, weights)
+    _, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, 0, align_corners, True, partial,
+                         weights)
     return grad.to(logits.dtype)
 
 
 @upsampled_ftm_backward.register_fake
-def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend):
+def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial):
     return logits.new_empty(logits.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, _ = inputs
+    logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, _, partial = inputs
     grad = output[1]
     ctx.fused = grad.numel() == logits.numel() and reduction != 0
     # the fused gradient makes the logits unnecessary in backward: save only what backward reads
     ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target)))
-    ctx.args = (parents, gamma, ignore_index, align_corners, backend)
+    ctx.args = (parents, gamma, ignore_index, align_corners, backend, partial)
     ctx.reduction = reduction
     ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
-    none = (None,) * 8
+    none = (None,) * 9
     no_double_backward("hssn::upsampled_ftm")
     if grad_loss is None:
         return (None,) + none
@@ -281,9 +284,9 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         (grad,) = ctx.saved_tensors
         return (grad * grad_loss.to(grad.dtype),) + none
     logits, target = ctx.saved_tensors
-    parents, gamma, ignore_index, align_corners, backend = ctx.args
+    parents, gamma, ignore_index, align_corners, backend, partial = ctx.args
     weights = per_pixel_weights(grad_loss, logits, target, ignore_index, ctx.reduction)
-    out = upsampled_ftm_backward(weights, logits, target, parents, gamma, ignore_index, align_corners, backend)
+    out = upsampled_ftm_backward(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial)
     return (out,) + none
 
 

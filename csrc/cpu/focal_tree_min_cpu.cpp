@@ -30,6 +30,7 @@ struct FtmArgs {
   int num_c, depth;
   const int32_t *parent, *bottom_up, *ancestors;
   const uint8_t* leaf;
+  bool partial;  // labels may be any node (strict descendants of the label get no term)
   double gamma;
   int64_t ignore_index;
   bool grad;
@@ -62,15 +63,16 @@ void tile_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const in
 }
 
 // 3. top-down: negative terms of the off-path nodes (w = -1 marks the path) into loss, and (grad) the
-// gradient owed to each winner carried down its chain, in place of v.
-template <int kGamma, bool kGrad, class T>
-void tile_top_down(T* v, const int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up, T gamma,
-                   T* loss) {
+// gradient owed to each winner carried down its chain, in place of v. kPartial: a node whose parent is the
+// pixel's label y (or is itself below it, w = -2) is a strict descendant of y: marked w = -2, no term.
+template <int kGamma, bool kGrad, bool kPartial, class T>
+void tile_top_down(T* v, int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up, T gamma,
+                   const int32_t* label, T* loss) {
   for (int k = num_c - 1; k >= 0; --k) {
     const int c = bottom_up[k];
     const int p = parent[c];
     T* vc = v + c * kTile;
-    const int32_t* wc = w + c * kTile;
+    int32_t* wc = w + c * kTile;
     const T* vp = v + (p >= 0 ? p : c) * kTile;
     const int32_t* wp = w + (p >= 0 ? p : c) * kTile;
     const bool root = p < 0;
@@ -78,7 +80,12 @@ void tile_top_down(T* v, const int32_t* w, int num_c, const int32_t* parent, con
     for (int i = 0; i < kTile; ++i) {
       T l, dz;
       vneg_term<kGamma>(vc[i], gamma, &l, &dz);
-      const bool off_path = wc[i] != -1;
+      bool off_path = wc[i] != -1;
+      if constexpr (kPartial) {
+        const bool below = !root & ((p == label[i]) | (wp[i] == -2));
+        wc[i] = below ? -2 : wc[i];
+        off_path = off_path & !below;
+      }
       loss[i] += keep_if(l, off_path);
       if constexpr (kGrad) {
         const bool carry = !root & (wp[i] == wc[i]);
@@ -106,26 +113,30 @@ inline bool unit_stride(const int64_t* off, int64_t n) {
   return ok;
 }
 
-// The step-3 instantiation for this gamma (exact shortcuts for 0 and 2) and gradient flag.
+// The step-3 instantiation for this gamma (exact shortcuts for 0 and 2), gradient flag and label kind.
 template <class T>
-auto top_down_kernel(double gamma, bool grad) {
-  using Fn = void (*)(T*, const int32_t*, int, const int32_t*, const int32_t*, T, T*);
-  static constexpr Fn kFns[2][3] = {{tile_top_down<0, false, T>, tile_top_down<1, false, T>, tile_top_down<2, false, T>},
-                                     {tile_top_down<0, true, T>, tile_top_down<1, true, T>, tile_top_down<2, true, T>}};
-  return kFns[grad ? 1 : 0][gamma == 2.0 ? 2 : (gamma == 0.0 ? 0 : 1)];
+auto top_down_kernel(double gamma, bool grad, bool partial) {
+  using Fn = void (*)(T*, int32_t*, int, const int32_t*, const int32_t*, T, const int32_t*, T*);
+  static constexpr Fn kFns[2][2][3] = {
+      {{tile_top_down<0, false, false, T>, tile_top_down<1, false, false, T>, tile_top_down<2, false, false, T>},
+       {tile_top_down<0, true, false, T>, tile_top_down<1, true, false, T>, tile_top_down<2, true, false, T>}},
+      {{tile_top_down<0, false, true, T>, tile_top_down<1, false, true, T>, tile_top_down<2, false, true, T>},
+       {tile_top_down<0, true, true, T>, tile_top_down<1, true, true, T>, tile_top_down<2, true, true, T>}}};
+  return kFns[partial ? 1 : 0][grad ? 1 : 0][gamma == 2.0 ? 2 : (gamma == 0.0 ? 0 : 1)];
 }
 
 template <class scalar_t, class acc_t, class tgt_t>
 void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, PixelLayout tl, scalar_t* g,
-               PixelLayout gl, int64_t gsc, double* loss_pix, double* partial, int64_t num_p, const FtmArgs& a) {
+               PixelLayout gl, int64_t gsc, double* loss_pix, double* tile_sums, int64_t num_p, const FtmArgs& a) {
   const int64_t tiles = (num_p + kTile - 1) / kTile;
   const int num_c = a.num_c;
   const acc_t gamma = static_cast<acc_t>(a.gamma);
-  const auto top_down = top_down_kernel<acc_t>(a.gamma, a.grad);
+  const auto top_down = top_down_kernel<acc_t>(a.gamma, a.grad, a.partial);
   at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
     std::vector<acc_t> v(static_cast<size_t>(num_c) * kTile);
     std::vector<int32_t> w(static_cast<size_t>(num_c) * kTile);
     int64_t zoff[kTile], goff[kTile], y[kTile];
+    int32_t label[kTile];  // y as int32 for the partial-label test of step 3
     acc_t loss[kTile];
     int32_t valid[kTile];
     bool bad_label[kTile];  // neither ignore_index nor a leaf (validation skipped): NaN loss, zero gradient
@@ -138,7 +149,8 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
         zoff[i] = in ? zl.offset(p0 + i) : 0;
         goff[i] = (in && g) ? gl.offset(p0 + i) : 0;
         const int64_t yi = in ? static_cast<int64_t>(t[tl.offset(p0 + i)]) : -1;
-        y[i] = (yi >= 0 && yi < num_c && a.leaf[yi]) ? yi : -1;  // ignored or invalid
+        y[i] = (yi >= 0 && yi < num_c && (a.partial || a.leaf[yi])) ? yi : -1;  // ignored or invalid
+        label[i] = static_cast<int32_t>(y[i]);
         bad_label[i] = in && yi != a.ignore_index && y[i] < 0;
         valid[i] = y[i] >= 0;
         any |= y[i] >= 0;
@@ -173,7 +185,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
           const int32_t* anc = a.ancestors + y[i] * a.depth;
           for (int k = 0; k < a.depth && anc[k] >= 0; ++k) w[anc[k] * kTile + i] = -1;
         }
-        top_down(v.data(), w.data(), num_c, a.parent, a.bottom_up, gamma, loss);
+        top_down(v.data(), w.data(), num_c, a.parent, a.bottom_up, gamma, label, loss);
         for (int64_t i = 0; i < n; ++i) {  // 4. the path, root first: running min over A(v), positive terms
           if (y[i] < 0) continue;
           const int32_t* anc = a.ancestors + y[i] * a.depth;
@@ -203,7 +215,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
         if (a.reduction == 0 && loss_pix) loss_pix[p0 + i] = l;
         tile_sum += l;
       }
-      if (a.reduction != 0) partial[tile] = tile_sum;
+      if (a.reduction != 0) tile_sums[tile] = tile_sum;
       if (!g) continue;
       acc_t scale[kTile];
       for (int64_t i = 0; i < n; ++i) {
@@ -231,7 +243,7 @@ void ftm_tiles(const scalar_t* z, PixelLayout zl, int64_t zsc, const tgt_t* t, P
 std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& parent,
                                            const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma,
                                            int64_t ignore_index, int64_t reduction, bool compute_grad,
-                                           const at::Tensor* grad_loss, const char* op) {
+                                           bool partial, const at::Tensor* grad_loss, const char* op) {
   check_scores(logits, op, "logits");
   check_target(target, logits, op, "logits");
   const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
@@ -245,11 +257,11 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   const auto leaf = leaf_flags(parent.data_ptr<int32_t>(), num_c);
   const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
   at::Tensor loss, grad;
-  at::Tensor partial;
+  at::Tensor tile_sums;
   if (reduction == 0 && !grad_loss) {
     loss = at::empty(pixel_shape(logits), logits.options().dtype(at::kDouble));  // handed back in loss_dtype
   } else if (reduction != 0) {
-    partial = at::empty({(num_p + kTile - 1) / kTile}, logits.options().dtype(at::kDouble));
+    tile_sums = at::empty({(num_p + kTile - 1) / kTile}, logits.options().dtype(at::kDouble));
   }
   grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
 
@@ -260,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   });
   const at::Tensor grad_loss64 = grad_loss ? grad_loss->to(at::kDouble) : at::Tensor();
   FtmArgs a{num_c, depth, parent.data_ptr<int32_t>(), bottom_up.data_ptr<int32_t>(), ancestors.data_ptr<int32_t>(),
-            leaf.data(), gamma, ignore_index, want_grad, grad_loss ? 0 : reduction,
+            leaf.data(), partial, gamma, ignore_index, want_grad, grad_loss ? 0 : reduction,
             reduction == 2 ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0,
             grad_loss ? grad_loss64.data_ptr<double>() : nullptr,
             grad_loss ? pixel_layout(grad_loss64, false) : PixelLayout{}};
@@ -275,14 +287,14 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
           pixel_layout(target, false), want_grad ? grad.data_ptr<scalar_t>() : nullptr,
           want_grad ? pixel_layout(grad, true) : PixelLayout{}, want_grad ? grad.stride(1) : 0,
           (reduction == 0 && !grad_loss) ? loss.data_ptr<double>() : nullptr,
-          reduction != 0 ? partial.data_ptr<double>() : nullptr, num_p, a);
+          reduction != 0 ? tile_sums.data_ptr<double>() : nullptr, num_p, a);
     });
   });
 
   if (reduction != 0) {
     double total = 0.0;
-    const double* ps = partial.data_ptr<double>();
-    for (int64_t i = 0; i < partial.numel(); ++i) total += ps[i];
+    const double* ps = tile_sums.data_ptr<double>();
+    for (int64_t i = 0; i < tile_sums.numel(); ++i) total += ps[i];
     if (reduction == 2) total /= static_cast<double>(std::max<int64_t>(count, 1));
     loss = at::zeros({}, logits.options().dtype(loss_dtype(logits)));
     loss.fill_(total);
@@ -295,16 +307,16 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
 std::tuple<at::Tensor, at::Tensor> ftm_forward_cpu(const at::Tensor& logits, const at::Tensor& target,
                                                    const at::Tensor& parent, const at::Tensor& bottom_up,
                                                    const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                                   int64_t reduction, bool compute_grad) {
-  return ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, nullptr,
-                 "hssn::ftm_forward");
+                                                   int64_t reduction, bool compute_grad, bool partial) {
+  return ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
+                 nullptr, "hssn::ftm_forward");
 }
 
 at::Tensor ftm_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                             const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
-                            double gamma, int64_t ignore_index) {
-  return std::get<1>(ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, &grad_loss,
-                             "hssn::ftm_backward"));
+                            double gamma, int64_t ignore_index, bool partial) {
+  return std::get<1>(ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
+                             &grad_loss, "hssn::ftm_backward"));
 }
 
 }  // namespace

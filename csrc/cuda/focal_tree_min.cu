@@ -3,7 +3,8 @@
 // pixels of one channel), the parent / bottom-up tables sit in shared memory, and each thread runs the
 // O(C) tree passes of kernels/common.h (ftm_pixel) over its own column. The gradient is formed in the
 // tile and written once per element; the loss is summed per block in a fixed tree (no float atomics).
-// A label that is neither a leaf nor ignore_index gives that pixel a NaN loss and a zero gradient.
+// A label that is neither a leaf (any node with partial_labels) nor ignore_index gives that pixel a NaN
+// loss and a zero gradient.
 #include "dtypes.cuh"
 
 namespace hssn {
@@ -47,7 +48,7 @@ __global__ void ftm_kernel(FtmParams p) {
     if (in) {
       const int64_t yy = static_cast<int64_t>(t[p.tl.offset(pix)]);
       if (yy != p.ignore_index) {
-        if (yy >= 0 && yy < num_c && s_leaf[yy]) y = static_cast<int>(yy);
+        if (yy >= 0 && yy < num_c && (s_leaf[yy] || p.partial_labels)) y = static_cast<int>(yy);
         else bad = true;
       }
     }
@@ -63,7 +64,7 @@ __global__ void ftm_kernel(FtmParams p) {
       }
       auto z_at = [&](int c) { return to_float(z[zo + c * p.zsc]); };
       loss = ftm_pixel<float, int16_t>(v + tid, w + tid, nt, num_c, s_parent, s_bu, p.ancestors + y * p.depth,
-                                       p.depth, z_at, p.gamma, g != nullptr);
+                                       p.depth, z_at, p.gamma, g != nullptr, p.partial_labels ? y : -1);
       if (has_nan) loss = nan;
     }
     if (bad) loss = nan;

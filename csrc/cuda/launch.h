@@ -27,6 +27,7 @@ struct FtmParams {
   int64_t num_p;
   float gamma;
   int64_t ignore_index;
+  bool partial_labels;                          // labels may be inner nodes (no term for their descendants)
   unsigned char* scratch;                       // per-block [C][P] scratch when it does not fit in shared memory
 };
 

@@ -48,8 +48,8 @@ void check_on_cuda(const at::Tensor& x, const char* op) {
 std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::Tensor& target,
                                             const at::Tensor& parent, const at::Tensor& bottom_up,
                                             const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                            int64_t reduction, bool compute_grad, const at::Tensor* grad_loss,
-                                            const char* op) {
+                                            int64_t reduction, bool compute_grad, bool partial_labels,
+                                            const at::Tensor* grad_loss, const char* op) {
   check_scores(logits, op, "logits");
   check_on_cuda(logits, op);
   check_target(target, logits, op, "logits");
@@ -86,6 +86,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   p.ancestors = ancestors.data_ptr<int32_t>();
   p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
   p.ignore_index = ignore_index;
+  p.partial_labels = partial_labels;
   p.scratch = scratch.defined() ? static_cast<unsigned char*>(scratch.data_ptr()) : nullptr;
   if (num_p > 0) check_cuda(cuda::launch_ftm(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
   if (red != 0) {
@@ -99,15 +100,16 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
 std::tuple<at::Tensor, at::Tensor> ftm_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
                                                     const at::Tensor& parent, const at::Tensor& bottom_up,
                                                     const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                                    int64_t reduction, bool compute_grad) {
-  return ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, nullptr,
-                  "hssn::ftm_forward");
+                                                    int64_t reduction, bool compute_grad, bool partial) {
+  return ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
+                  nullptr, "hssn::ftm_forward");
 }
 
 at::Tensor ftm_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                              const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
-                             double gamma, int64_t ignore_index) {
-  return std::get<1>(ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, &grad_loss,
+                             double gamma, int64_t ignore_index, bool partial) {
+  return std::get<1>(ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
+                              &grad_loss,
                               "hssn::ftm_backward"));
 }
 

@@ -66,13 +66,14 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   return out;
 }
 
-// Focal tree-min loss of one pixel with leaf target `anc_row[0]` (anc_row = A(target), self first,
-// -1 padded, `depth` entries). Column layout: node c of this pixel lives at v[c * st], w[c * st].
+// Focal tree-min loss of one pixel with target `anc_row[0]` (anc_row = A(target), self first,
+// -1 padded, `depth` entries): a leaf, or with `partial_label` = the target an inner node, whose strict
+// descendants then get no term (marked w = -2). Column layout: node c of this pixel lives at v[c * st], w[c * st].
 // On entry v holds the logits z and w[c] = c. `z_at(c)` re-reads logit c. Returns the pixel's loss;
 // with `grad`, v holds d loss / d z on exit (each entry written once, no scatter).
 template <class T, class Idx, class ZAt>
 HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, const int32_t* bottom_up,
-                    const int32_t* anc_row, int depth, ZAt z_at, T gamma, bool grad) {
+                    const int32_t* anc_row, int depth, ZAt z_at, T gamma, bool grad, int partial_label = -1) {
   // 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties); branch-free selects.
   for (int i = 0; i < num_c; ++i) {
     const int c = bottom_up[i];
@@ -96,6 +97,12 @@ HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, 
     const int c = bottom_up[i];
     const Idx wc = w[c * st];
     if (wc == Idx(-1)) {
+      v[c * st] = T(0);
+      continue;
+    }
+    const int pl = parent[c];
+    if (partial_label >= 0 && pl >= 0 && (pl == partial_label || w[pl * st] == Idx(-2))) {
+      w[c * st] = Idx(-2);  // a strict descendant of the (inner) label: unknown, no term, no gradient
       v[c * st] = T(0);
       continue;
     }
