@@ -17,6 +17,7 @@ from .functional import (
     tree_triplet_loss,
     vanilla_triplet_loss,
 )
+from ._checks import leaf_labels_only
 from .hierarchy import MAX_CHANNELS, MAX_DEPTH, ClassHierarchy, HierarchyTables
 from .modules import FocalTreeMinLoss, HierarchicalLoss, TreeTripletLoss, cosine_beta
 
@@ -26,5 +27,5 @@ __all__ = [
     "ClassHierarchy", "HierarchyTables", "MAX_CHANNELS", "MAX_DEPTH",
     "focal_tree_min_loss", "tree_min_loss", "bce_loss", "focal_bce_loss", "leaf_cross_entropy",
     "released_hiera_loss", "hierarchical_argmax", "project_to_level", "sample_triplets", "tree_triplet_loss", "vanilla_triplet_loss",
-    "FocalTreeMinLoss", "TreeTripletLoss", "HierarchicalLoss", "cosine_beta", "backends", "reference",
+    "leaf_labels_only", "FocalTreeMinLoss", "TreeTripletLoss", "HierarchicalLoss", "cosine_beta", "backends", "reference",
 ]

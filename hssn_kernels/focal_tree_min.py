@@ -150,12 +150,14 @@ def _ftm_kernel(
             d_pos = wq * (gamma * tl.exp(ls_p) * ls_p - tl.exp(ls_q))
             gpos += tl.where((chan2 == run_i[:, None]) & ok[:, None], d_pos[:, None], zero)
 
-    # ---- negative terms f-(M_v) for nodes off the path (PARTIAL: and not strictly below the label, whose
-    # descendants are the positions (y_pos, y_pos + size))
+    # PARTIAL: the label's strict descendants (positions y_pos < j < y_pos + size) get no term either; they
+    # join the path mask, whose gradient (gpos) is zero there: no argmin of the path lies below the label
+    if PARTIAL:  # strictly below: j - y_pos - 1 < size - 1 as unsigned, one compare
+        below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
+        on_path = on_path | ((cols2 - y_pos[:, None] - 1).to(tl.uint32) < below_n[:, None])
+
+    # ---- negative terms f-(M_v) for nodes off the path
     neg = m2 & (on_path == 0)
-    if PARTIAL:
-        y_end = y_pos + tl.load(size_ptr + y_pos, mask=valid, other=1)
-        neg = neg & ((cols2 <= y_pos[:, None]) | (cols2 >= y_end[:, None]))
     lp = tl.minimum(rv, 0.0) - _log1p_exp_neg_abs(rv)
     lq = tl.where(rv == float("-inf"), 0.0, lp - rv)
     wp = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
@@ -292,7 +294,7 @@ def _pixel_shape(logits: torch.Tensor) -> tuple[int, ...]:
 @torch.library.custom_op("hssn::triton_ftm_forward", mutates_args=())
 def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, size: torch.Tensor,
                 parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
-                reduction: int, compute_grad: bool, partial: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (fp32, fp64 for fp64 logits: () for sum/mean, pixel-shaped for none) and, when ``compute_grad`` and reduction is
     sum/mean, d loss / d logits in the logits' dtype (already divided by the valid count for mean). ``partial``:
     targets may be inner nodes (no term for their strict descendants)."""
@@ -311,7 +313,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 
 
 @ftm_forward.register_fake
-def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial):
+def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
     shape = _pixel_shape(logits) if reduction == 0 else ()
     loss = logits.new_empty(shape, dtype=_loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
@@ -321,7 +323,7 @@ def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, red
 @torch.library.custom_op("hssn::triton_ftm_backward", mutates_args=())
 def ftm_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor,
                  size: torch.Tensor, parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float,
-                 ignore_index: int, partial: bool) -> torch.Tensor:
+                 ignore_index: int, partial: bool = False) -> torch.Tensor:
     """d (sum of grad_loss * per-pixel loss) / d logits; grad_loss is pixel-shaped."""
     _, grad, _ = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index, 0,
                          False, True, grad_loss, partial)
@@ -329,7 +331,7 @@ def ftm_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target: torch.Te
 
 
 @ftm_backward.register_fake
-def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, partial):
+def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, partial=False):
     return logits.new_empty(logits.shape)
 
 

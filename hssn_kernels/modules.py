@@ -15,17 +15,18 @@ SEGMENTATION_LOSSES = {
         z, t, h, gamma, ii, "mean", backend, **checks, **up),
     "tm": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_tree_min_loss(
         z, t, h, 0.0, ii, "mean", backend, **checks, **up),
-    "bce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.bce_loss(z, t, h, ii, validate=checks["validate"], **up),
+    "bce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.bce_loss(
+        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
     "focal": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_bce_loss(
-        z, t, h, gamma, ii, validate=checks["validate"], **up),
+        z, t, h, gamma, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
     "cce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.leaf_cross_entropy(
-        z, t, h, ii, validate=checks["validate"], **up),
+        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
     "released": lambda z, t, h, gamma, ii, backend, up, checks: Fn.released_hiera_loss(
-        z, t, h, ii, validate=checks["validate"], **up),
+        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
 }
 """Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy; and ``released``, the
 objective of the authors' released code (:func:`hssn_kernels.released_hiera_loss`; reference backend only).
-``up`` = ``{"upsample", "align_corners"}``, ``checks`` = ``{"validate", "nan_policy"}``."""
+``up`` = ``{"upsample", "align_corners"}``, ``checks`` = ``{"validate", "nan_policy", "partial_labels"}``."""
 
 TRIPLET_VARIANTS = {
     "hierarchy": dict(mode="tree", hierarchy_margin=True),
@@ -41,16 +42,16 @@ class FocalTreeMinLoss(nn.Module):
 
     def __init__(self, hierarchy: ClassHierarchy, gamma: float = 2.0, ignore_index: int = 255,
                  reduction: str = "mean", backend: str = "auto", upsample: str | None = None,
-                 align_corners: bool = False):
+                 align_corners: bool = False, partial_labels: bool = False):
         super().__init__()
         self.hierarchy, self.gamma, self.ignore_index = hierarchy, gamma, ignore_index
         self.reduction, self.backend = reduction, backend
-        self.upsample, self.align_corners = upsample, align_corners
+        self.upsample, self.align_corners, self.partial_labels = upsample, align_corners, partial_labels
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return Fn.focal_tree_min_loss(logits, target, self.hierarchy, self.gamma, self.ignore_index,
                                       self.reduction, self.backend, upsample=self.upsample,
-                                      align_corners=self.align_corners)
+                                      align_corners=self.align_corners, partial_labels=self.partial_labels)
 
 
 class TreeTripletLoss(nn.Module):
@@ -61,9 +62,10 @@ class TreeTripletLoss(nn.Module):
 
     def __init__(self, hierarchy: ClassHierarchy, num_triplets: int = 200, margin_eps: float = 0.1,
                  margin_scale: float = 0.5, variant: str = "hierarchy", distance: str = "cosine",
-                 ignore_index: int = 255, backend: str = "auto", validate: bool = True, nan_policy: str = "raise"):
+                 ignore_index: int = 255, backend: str = "auto", validate: bool = True, nan_policy: str = "raise",
+                 partial_labels: bool = False):
         super().__init__()
-        self.validate, self.nan_policy = validate, nan_policy
+        self.validate, self.nan_policy, self.partial_labels = validate, nan_policy, partial_labels
         if variant not in TRIPLET_VARIANTS:
             raise ValueError(f"triplet variant must be one of {tuple(TRIPLET_VARIANTS)}, got {variant!r}")
         self.hierarchy, self.num_triplets = hierarchy, num_triplets
@@ -77,7 +79,7 @@ class TreeTripletLoss(nn.Module):
         return Fn.tree_triplet_loss(embeddings, target, self.hierarchy, self.num_triplets, self.margin_eps,
                                     self.margin_scale, opts["hierarchy_margin"], self.distance, seed,
                                     self.ignore_index, self.backend, self.validate, mode=opts["mode"],
-                                    nan_policy=self.nan_policy)
+                                    nan_policy=self.nan_policy, partial_labels=self.partial_labels)
 
 
 def cosine_beta(step: int, total_steps: int, beta_max: float = 0.5) -> float:
@@ -96,6 +98,8 @@ class HierarchicalLoss(nn.Module):
     resolution with ``upsample="bilinear"`` (upsampled inside the loss, as the paper upsamples before it);
     ``embeddings`` (B, E, h, w) at any resolution. ``validate=False`` skips the label check and
     ``nan_policy="propagate"`` the NaN check (both host syncs; the trainer validates labels in the dataset).
+    ``partial_labels=True``: targets may be inner nodes (every segmentation loss and the triplet loss follow the
+    rules of README "Partial labels").
     ``segmentation``: "ftm" | "tm" | "bce" | "focal" | "cce" | "released"; ``triplet``: "hierarchy" | "constant" |
     "vanilla" | None; ``distance``: "cosine" | "euclidean".
     """
@@ -104,10 +108,11 @@ class HierarchicalLoss(nn.Module):
                  triplet: str | None = "hierarchy", num_triplets: int = 200, margin_eps: float = 0.1,
                  margin_scale: float = 0.5, distance: str = "cosine", beta_max: float = 0.5,
                  beta_steps: int = 1, ignore_index: int = 255, backend: str = "auto", upsample: str | None = None,
-                 align_corners: bool = False, validate: bool = True, nan_policy: str = "raise"):
+                 align_corners: bool = False, validate: bool = True, nan_policy: str = "raise",
+                 partial_labels: bool = False):
         super().__init__()
         self.up = {"upsample": upsample, "align_corners": align_corners}
-        self.checks = {"validate": validate, "nan_policy": nan_policy}
+        self.checks = {"validate": validate, "nan_policy": nan_policy, "partial_labels": bool(partial_labels)}
         if segmentation not in SEGMENTATION_LOSSES:
             raise ValueError(f"segmentation loss must be one of {tuple(SEGMENTATION_LOSSES)}, got {segmentation!r}")
         self.hierarchy, self.segmentation, self.gamma = hierarchy, segmentation, gamma
@@ -115,7 +120,7 @@ class HierarchicalLoss(nn.Module):
         self.beta_max, self.beta_steps = beta_max, beta_steps
         self.triplet = None if triplet is None else TreeTripletLoss(
             hierarchy, num_triplets, margin_eps, margin_scale, triplet, distance, ignore_index, backend, validate,
-            nan_policy)
+            nan_policy, partial_labels)
 
     def segmentation_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return SEGMENTATION_LOSSES[self.segmentation](logits, target, self.hierarchy, self.gamma,

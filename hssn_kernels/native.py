@@ -96,13 +96,13 @@ def _register() -> None:
     lib = "hssn::"
 
     @torch.library.register_fake(lib + "ftm_forward")
-    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial):
+    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial=False):
         loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
         grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
         return loss, grad
 
     @torch.library.register_fake(lib + "ftm_backward")
-    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index, partial):
+    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index, partial=False):
         return logits.new_empty(logits.shape)
 
     @torch.library.register_fake(lib + "path_argmax")

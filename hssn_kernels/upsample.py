@@ -215,7 +215,7 @@ def _impl(backend: str, device: torch.device):
 
 @torch.library.custom_op("hssn::upsampled_ftm", mutates_args=())
 def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], gamma: float, ignore_index: int,
-                  reduction: int, align_corners: bool, backend: str, compute_grad: bool, partial: bool
+                  reduction: int, align_corners: bool, backend: str, compute_grad: bool, partial: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Focal tree-min loss of bilinearly upsampled logits (B, C, h, w) against target (B, H, W) (``partial``:
     targets may be inner nodes, README "Partial labels").
@@ -238,7 +238,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
 
 
 @upsampled_ftm.register_fake
-def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad, partial):
+def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad, partial=False):
     torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
     torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -249,7 +249,7 @@ def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, ba
 
 @torch.library.custom_op("hssn::upsampled_ftm_backward", mutates_args=())
 def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, parents: list[int],
-                           gamma: float, ignore_index: int, align_corners: bool, backend: str, partial: bool
+                           gamma: float, ignore_index: int, align_corners: bool, backend: str, partial: bool = False
                            ) -> torch.Tensor:
     """d (sum of weights * per-pixel loss) / d logits, (B, C, h, w) in the logits' dtype; weights (B, H, W)."""
     hierarchy = _hierarchy(tuple(parents))
@@ -260,7 +260,7 @@ def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: 
 
 
 @upsampled_ftm_backward.register_fake
-def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial):
+def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial=False):
     return logits.new_empty(logits.shape)
 
 

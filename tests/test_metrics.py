@@ -49,6 +49,27 @@ def test_per_level_iou_matches_hand_computation():
     assert rep["pixel_acc"] == leaf["pixel_acc"]
 
 
+def test_inner_node_labels_count_at_their_level_and_coarser():
+    """partial_labels: pixels labelled A (x2: predicted a1, b1) and B (predicted b1) join the top level only;
+    the leaf level is unchanged; the A pixel predicted b1 is a mistake at distance(A, b1) = 3."""
+    gt, pred = _maps()
+    gt = torch.cat([gt, torch.tensor([A, A, B])[None, None]], -1)
+    pred = torch.cat([pred, torch.tensor([a1, b1, b1])[None, None]], -1)
+    m = HierarchicalMetrics(TREE, partial_labels=True)
+    m.update(pred, gt)
+    rep = m.compute()
+    leaf, top = rep["levels"]
+    assert leaf["iou"]["a1"] == pytest.approx(0.6) and leaf["pixel_acc"] == pytest.approx(7 / 10)
+    assert top["iou"]["A"] == pytest.approx(7 / 9) and top["iou"]["B"] == pytest.approx(1 / 4)
+    assert top["iou"]["c"] == pytest.approx(2 / 3) and top["pixel_acc"] == pytest.approx(10 / 13)
+    assert rep["mistake_severity"] == pytest.approx((2 + 4 + 3 + 3) / 4)
+    assert rep["num_pixels"] == 13 and rep["inner_pixels"] == 3
+    with pytest.raises(ValueError, match="partial_labels=True"):
+        HierarchicalMetrics(TREE).update(pred, gt)
+    with pytest.raises(ValueError, match="outside"):
+        HierarchicalMetrics(TREE, partial_labels=True).update(pred, torch.full_like(gt, 17))
+
+
 def test_scored_leaves_follow_the_official_reduction():
     """Unscored class b1 (Mapillary's evaluate: false): its rows and columns leave the leaf matrix, so the b1
     pixel predicted a1 and the c pixel predicted b1 count nowhere; group B (only b1) is no class at the top."""

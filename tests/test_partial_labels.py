@@ -248,7 +248,7 @@ def test_triplets_leave_inner_pixels_out(backend):
     flat = t.reshape(-1)
     used = flat[torch.cat([a, p, n])]
     assert len(a) > 0 and all(TREE.is_leaf(int(c)) for c in used.unique())
-    only_leaves = hk._checks.leaf_labels_only(t, TREE, 255)
+    only_leaves = hk.leaf_labels_only(t, TREE, 255)
     a2, p2, n2 = hk.sample_triplets(only_leaves, TREE, 64, seed=3, backend="reference")
     assert torch.equal(a, a2) and torch.equal(p, p2) and torch.equal(n, n2)
     emb = torch.randn(2, 8, 8, 8, generator=gen)
@@ -257,3 +257,76 @@ def test_triplets_leave_inner_pixels_out(backend):
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="leaf channel ids"):
         hk.tree_triplet_loss(emb, t, TREE, 64, seed=3, backend=backend)
+
+
+# ----------------------------------------------------------------------------- data and training
+def test_folder_dataset_reads_inner_node_ids_only_with_the_flag(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import fixtures_datasets as fx
+    from hssn.data import build_dataset
+
+    fx.make_folder(tmp_path, "train")
+    coarse = np.full((fx.H, fx.W), 3, dtype=np.uint8)  # "animal": known only up to the parent
+    coarse[:, : fx.W // 2] = 0
+    Image.fromarray(coarse).save(tmp_path / "labels" / "train" / "001.png")
+    strict = build_dataset("folder", root=tmp_path)
+    with pytest.raises(ValueError, match=r"001.png: label values \[3\]"):
+        strict[[s[0] for s in strict.samples].index("001")]
+    ds = build_dataset("folder", root=tmp_path, partial_labels=True)
+    label = ds[[s[0] for s in ds.samples].index("001")]["label"]
+    assert ds.partial_labels and set(label.unique().tolist()) == {0, 3}
+    Image.fromarray(np.full((fx.H, fx.W), 9, dtype=np.uint8)).save(tmp_path / "labels" / "train" / "002.png")
+    with pytest.raises(ValueError, match=r"002.png: label values \[9\]"):
+        ds[[s[0] for s in ds.samples].index("002")]
+
+
+def test_mixed_dataset_and_the_synthetic_coarse_variant():
+    from hssn.data import build_dataset
+    from hssn.data.synthetic import HIERARCHY
+
+    fine = build_dataset("synthetic", split="train", length=3, seed=1)
+    mixed = build_dataset("mixed", split="train", parts=[
+        {"name": "synthetic", "kwargs": {"length": 3, "seed": 1}},
+        {"name": "synthetic", "kwargs": {"length": 2, "seed": 2, "coarse_fraction": 1.0, "coarse_level": 1}}])
+    assert len(mixed) == 5 and mixed.partial_labels and not fine.partial_labels
+    assert torch.equal(mixed[1]["label"], fine[1]["label"])
+    coarse = mixed[4]["label"]
+    assert all(HIERARCHY.level(int(c)) == 1 for c in coarse.unique())
+    fine2 = build_dataset("synthetic", split="train", length=2, seed=2)
+    assert torch.equal(coarse, HIERARCHY.leaf_to_level(1)[fine2[1]["label"]])  # same scene, coarser labels
+    from hssn.data.mixed import MixedDataset
+
+    with pytest.raises(ValueError, match="another class tree"):
+        MixedDataset([fine, _other_tree()])
+    with pytest.raises(ValueError, match="coarse_level"):
+        build_dataset("synthetic", coarse_fraction=0.5, coarse_level=3)
+
+
+def _other_tree():
+    class Other(torch.utils.data.Dataset):
+        hierarchy, ignore_index = TREE, 255
+
+        def __len__(self):
+            return 1
+
+    return Other()
+
+
+def test_training_on_fine_and_coarse_labels_with_one_key(tmp_path):
+    from hssn.engine.config import load_config
+    from hssn.engine.trainer import Trainer
+
+    parts = ('data.kwargs={parts: [{name: synthetic, kwargs: {size: 32, length: 8, seed: 0}}, '
+             '{name: synthetic, kwargs: {size: 32, length: 8, seed: 5, coarse_fraction: 1.0, coarse_level: 2}}]}')
+    common = ["data.name=mixed", parts, "data.train_kwargs={}", "data.val_kwargs={}", "train.iters=3", "train.batch_size=4",
+              "train.log_interval=1", "train.progress=false", "eval.batch_size=8",
+              f"train.output_dir={tmp_path}", "model.kwargs.head_channels=16", "model.kwargs.embed_dim=16"]
+    with pytest.raises(ValueError, match="data.partial_labels=true"):
+        Trainer(load_config("synthetic", common))
+    result = Trainer(load_config("synthetic", common + ["data.partial_labels=true"])).fit()
+    assert result["step"] == 3
+    report = result["report"]  # the coarse half of the val scenes is scored at levels 2 and 1 only
+    assert report["inner_pixels"] == 8 * 32 * 32 and report["num_pixels"] == 16 * 32 * 32
+

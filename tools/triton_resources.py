@@ -46,11 +46,13 @@ def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32") -> list[
     ftm_types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
                  "grad_ptr": f"*{logits_dtype}", "count_ptr": "*i64", "gamma": "fp32", **ptr32}
     specs = []
-    for label, red, loss, grad, per_pixel in (("ftm fwd+grad (mean)", 2, True, True, False),
-                                             ("ftm fwd only (none)", 0, True, False, False),
-                                             ("ftm bwd (none)", 0, False, True, True)):
+    for label, red, loss, grad, per_pixel, partial in (("ftm fwd+grad (mean)", 2, True, True, False, False),
+                                                      ("ftm fwd only (none)", 0, True, False, False, False),
+                                                      ("ftm bwd (none)", 0, False, True, True, False),
+                                                      ("ftm fwd+grad (mean, partial labels)", 2, True, True, False,
+                                                       True)):
         cx = dict(DEPTH=depth, LOG_C=channels.bit_length(), BLOCK_P=block_p, C_PAD=c_pad, REDUCTION=red,
-                  COMPUTE_LOSS=loss, COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False)
+                  COMPUTE_LOSS=loss, COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False, PARTIAL=partial)
         specs.append((f"{label} C={channels} {logits_dtype}", ftm._ftm_kernel,
                       _sig(ftm._ftm_kernel, ftm_types, cx), cx, warps))
     block_p, warps = pam._config(c_pad)

@@ -8,17 +8,14 @@ from .registry import available, build_dataset, dataset_class, register_dataset
 
 __all__ = ["available", "build_dataset", "dataset_class", "register_dataset"]
 
-_CLASSES = {
-    "CityscapesDataset": "cityscapes",
-    "MapillaryVistasDataset": "mapillary_v2",
-    "LIPDataset": "lip",
-    "PascalPersonPartDataset": "pascal_person_part",
-    "FolderDataset": "folder",
-}
 
 
 def __getattr__(name: str):
-    """Dataset classes by name (``hssn.data.FolderDataset``), imported on first access."""
-    if name in _CLASSES:
-        return dataset_class(_CLASSES[name])
+    """Dataset classes by class name (``hssn.data.FolderDataset``), imported on first access; the registry
+    (``hssn.data.registry``) is the list."""
+    from .registry import entry_for_class
+
+    key = entry_for_class(name)
+    if key is not None:
+        return dataset_class(key)
     raise AttributeError(f"module 'hssn.data' has no attribute {name!r}")

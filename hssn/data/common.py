@@ -152,22 +152,26 @@ class HierarchicalSegmentationDataset(Dataset):
 
     Attributes: ``hierarchy`` (ClassHierarchy), ``ignore_index`` (int), ``palette`` (uint8 (L, 3)
     leaf colours), ``flip_pairs`` (list of (a, b) leaf ids), ``class_names`` (leaf names), ``samples``,
-    ``scored_leaves`` (None, or L bools in leaf order: the classes the dataset's official benchmark scores).
+    ``scored_leaves`` (None, or L bools in leaf order: the classes the dataset's official benchmark scores),
+    ``partial_labels`` (labels may be inner-node ids: ``lut`` may map to any channel).
     """
 
     scored_leaves: list[bool] | None = None
 
     def __init__(self, samples: Sequence[tuple[str, Path, Path]], hierarchy: ClassHierarchy, lut: np.ndarray,
                  palette: torch.Tensor, flip_pairs: Sequence[Sequence[int]] = (), ignore_index: int = 255,
-                 transforms: Transform | None = None):
+                 transforms: Transform | None = None, partial_labels: bool = False):
         if not isinstance(hierarchy, ClassHierarchy):
             raise TypeError(f"hierarchy must be a ClassHierarchy, got {type(hierarchy).__name__}")
         leaves = set(hierarchy.leaves)
         if ignore_index in leaves:
             raise ValueError(f"ignore_index {ignore_index} is a leaf id of the hierarchy")
         mapped = {int(v) for v in np.unique(lut) if v >= 0}
-        if not mapped <= leaves | {ignore_index}:
-            raise ValueError(f"id table maps to {sorted(mapped - leaves - {ignore_index})}, not leaves")
+        labels = set(range(hierarchy.num_channels)) if partial_labels else leaves
+        if not mapped <= labels | {ignore_index}:
+            raise ValueError(f"id table maps to {sorted(mapped - labels - {ignore_index})}, not "
+                             f"{'channels' if partial_labels else 'leaves'}")
+        self.partial_labels = bool(partial_labels)
         palette = torch.as_tensor(palette, dtype=torch.uint8)
         if palette.shape != (hierarchy.num_leaves, 3):
             raise ValueError(f"palette must be ({hierarchy.num_leaves}, 3), got {tuple(palette.shape)}")

@@ -4,6 +4,7 @@ Layout under ``root`` (``split`` optional)::
 
     images[/{split}]/**/{key}.{jpg,jpeg,png,...}
     labels[/{split}]/**/{key}.png      single-channel PNG (8- or 16-bit): pixel = leaf channel id or ignore_index
+                                       (any node's channel id with ``partial_labels=True``: a coarse label)
     hierarchy.json | hierarchy.yaml    the tree (read when ``hierarchy`` is not given)
 
 Images and labels pair by their path relative to the folder, without the extension.
@@ -48,20 +49,23 @@ class FolderDataset(HierarchicalSegmentationDataset):
     """Images + label PNGs of leaf channel ids + a tree; see the module docstring for the layout.
 
     ``palette`` (L, 3) and ``flip_pairs`` override those stored in the tree file (default: the VOC
-    colour map and no pairs).
+    colour map and no pairs). ``partial_labels=True`` accepts inner-node ids (pixels known only up to a
+    parent, README "Partial labels"); a value that is no channel is still an error naming the file.
     """
 
     def __init__(self, root: str | Path, hierarchy: ClassHierarchy | str | Path | None = None,
                  split: str | None = None, images: str = "images", labels: str = "labels",
                  transforms: Transform | None = None, ignore_index: int = 255,
                  palette: torch.Tensor | Sequence[Sequence[int]] | None = None,
-                 flip_pairs: Sequence[Sequence[int]] | None = None):
+                 flip_pairs: Sequence[Sequence[int]] | None = None, partial_labels: bool = False):
         root = Path(root)
         tree, meta = resolve_hierarchy(hierarchy, root)
         image_dir = require_dir(root / images / (split or ""), "image")
         label_dir = require_dir(root / labels / (split or ""), "label")
         samples = pair_files(files_by_key(image_dir, IMAGE_EXTENSIONS, recursive=True),
                              files_by_key(label_dir, (".png",), recursive=True), image_dir, label_dir)
-        super().__init__(samples, tree, identity_lookup(tree.leaves, ignore_index),
+        ids = range(tree.num_channels) if partial_labels else tree.leaves
+        super().__init__(samples, tree, identity_lookup(ids, ignore_index),
                          meta["leaf_colors"] if palette is None else palette,
-                         meta["flip_pairs"] if flip_pairs is None else flip_pairs, ignore_index, transforms)
+                         meta["flip_pairs"] if flip_pairs is None else flip_pairs, ignore_index, transforms,
+                         partial_labels)

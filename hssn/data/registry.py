@@ -30,12 +30,18 @@ _REGISTRY: dict[str, DatasetEntry] = {
     "pascal_person_part": DatasetEntry("hssn.data.pascal_person_part", "PascalPersonPartDataset"),
     "folder": DatasetEntry("hssn.data.folder", "FolderDataset"),
     "synthetic": DatasetEntry("hssn.data.synthetic", "SyntheticDataset", needs_root=False),
+    "mixed": DatasetEntry("hssn.data.mixed", "MixedDataset", needs_root=False),
 }
 
 
 def available() -> list[str]:
     """Registered dataset names."""
     return sorted(_REGISTRY)
+
+
+def entry_for_class(cls_name: str) -> str | None:
+    """The registered name whose class is called ``cls_name``, or None."""
+    return next((name for name, e in _REGISTRY.items() if e.cls == cls_name), None)
 
 
 def register_dataset(name: str, module: str, cls: str, needs_root: bool = True) -> None:

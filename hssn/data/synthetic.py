@@ -7,6 +7,8 @@ Colours are random, so a class is told by its geometry or pattern: the coarse cl
 shape, texture) from local statistics, the fine class from the shape outline or the pattern.
 
 Items are deterministic per (seed, split, index). Triangles pointing left and right are a flip pair.
+The coarse variant (``coarse_fraction > 0``) labels a share of the scenes only up to ``coarse_level``
+(every pixel's label replaced by its ancestor there: inner-node labels, ``partial_labels``).
 """
 from __future__ import annotations
 
@@ -141,11 +143,13 @@ class SyntheticDataset(Dataset):
         ignore_index: the void value (never produced: every pixel is labelled).
         max_textures, max_shapes, noise: scene complexity (noise = std of the Gaussian, image units).
         pattern_scale, shape_scale: texture periods and shape radii relative to the defaults.
+        coarse_fraction: share of the scenes (drawn per index) labelled only at ``coarse_level`` (1 or 2).
     """
 
     def __init__(self, split: str = "train", transforms: Transform | None = None, size: int | tuple[int, int] = 64,
                  length: int = 1000, seed: int = 0, ignore_index: int = 255, max_textures: int = 2,
-                 max_shapes: int = 3, noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0):
+                 max_shapes: int = 3, noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0,
+                 coarse_fraction: float = 0.0, coarse_level: int = 2):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
         hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -162,6 +166,13 @@ class SyntheticDataset(Dataset):
         if not (pattern_scale > 0 and shape_scale > 0):
             raise ValueError(f"pattern_scale and shape_scale must be > 0, got {pattern_scale}, {shape_scale}")
         self.pattern_scale, self.shape_scale = float(pattern_scale), float(shape_scale)
+        if not 0.0 <= coarse_fraction <= 1.0:
+            raise ValueError(f"coarse_fraction must be in [0, 1], got {coarse_fraction!r}")
+        if coarse_level not in range(1, HIERARCHY.height):
+            raise ValueError(f"coarse_level must be an inner level in [1, {HIERARCHY.height - 1}], got {coarse_level!r}")
+        self.coarse_fraction, self.coarse_level = float(coarse_fraction), int(coarse_level)
+        self.partial_labels = self.coarse_fraction > 0
+        self.scored_leaves = None
         self.transforms = transforms
         self.hierarchy = HIERARCHY
         self.ignore_index = int(ignore_index)
@@ -180,6 +191,8 @@ class SyntheticDataset(Dataset):
         rng = np.random.default_rng([self.seed, self._stream, index])
         image, label = render(rng, *self.size, self.max_textures, self.max_shapes, self.noise, self.pattern_scale,
                               self.shape_scale)
+        if self.coarse_fraction > 0 and rng.random() < self.coarse_fraction:
+            label = HIERARCHY.leaf_to_level(self.coarse_level).numpy()[label]
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(label),
                 "name": f"synthetic_{self.split}_{index:06d}"}
 

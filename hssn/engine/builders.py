@@ -1,6 +1,7 @@
 """Config -> objects: datasets with their transforms, model, loss, optimizer and the poly schedule."""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -18,13 +19,18 @@ def _tuples(kwargs: dict) -> dict:
 def build_dataset(cfg: dict, split: str) -> Dataset:
     """The "train" or "val" dataset of ``cfg`` with its transforms (``split`` picks the config's split name)."""
     from hssn.data import build_dataset as build
+    from hssn.data import dataset_class
     from hssn.data import transforms as T
 
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     d = cfg["data"]
     kwargs = {**d["kwargs"], **d[f"{split}_kwargs"]}
+    if d["partial_labels"] and "partial_labels" in inspect.signature(dataset_class(d["name"])).parameters:
+        kwargs.setdefault("partial_labels", True)
     ds = build(d["name"], root=d["root"], split=d[f"{split}_split"], **_tuples(kwargs))
+    if getattr(ds, "partial_labels", False) and not d["partial_labels"]:
+        raise ValueError(f"dataset {d['name']!r} ({split}) has inner-node labels: set data.partial_labels=true")
     if split == "train" and d["augment"]:
         ds.transforms = T.build_train_transforms(
             tuple(int(s) for s in d["crop_size"]), tuple(float(s) for s in d["scale_range"]), ds.flip_pairs,
@@ -72,7 +78,8 @@ def build_loss(cfg: dict, hierarchy, ignore_index: int) -> HierarchicalLoss:
                             margin_eps=float(lc["margin_eps"]), margin_scale=float(lc["margin_scale"]),
                             distance=lc["distance"], beta_max=float(lc["beta_max"]),
                             beta_steps=int(lc["beta_steps"] or cfg["train"]["iters"]), ignore_index=ignore_index,
-                            backend=lc["backend"], upsample="bilinear", validate=False, nan_policy="propagate")
+                            backend=lc["backend"], upsample="bilinear", validate=False, nan_policy="propagate",
+                            partial_labels=bool(cfg["data"]["partial_labels"]))
 
 
 NO_DECAY_NAMES = ("absolute_pos_embed", "relative_position_bias_table", "pos_embed", "query_embed")

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
                                         # pipelines add PhotoMetricDistortion)
         "cat_max_ratio": 1.0,           # < 1: re-draw crops dominated by one class
         "augment": True,                # false: train on the untransformed items (synthetic demo)
+        "partial_labels": False,        # labels may be inner nodes (coarse labels; README "Partial labels")
         "eval_size": None,              # [h, w]: resize eval images to fit (keep ratio); None = native size
         "eval_resize_label": False,     # with eval_size: evaluate at the resized size instead of the label's
         "num_workers": 4,

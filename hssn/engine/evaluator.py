@@ -31,7 +31,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Seq
                         num_workers=int(eval_cfg["num_workers"]), pin_memory=info.device.type == "cuda")
     hierarchy = dataset.hierarchy
     scored = getattr(dataset, "scored_leaves", None) if eval_cfg["scored_classes"] == "dataset" else None
-    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored)
+    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored,
+                                  partial_labels=getattr(dataset, "partial_labels", False))
     fn = model_logits_fn(model, mean, std, amp)
     model.eval()
     with torch.no_grad():

@@ -12,6 +12,11 @@ matrix is accumulated, on the device, with ``torch.bincount``.
 * Violation rate = share of labelled pixels whose raw scores break the hierarchy before path
   inference: some node ``v`` with a parent ``p`` has ``s_v > 0.5`` while ``s_p <= 0.5``.
 
+Labels at any depth (``partial_labels=True``): a pixel labelled at an inner node ``g`` of level ``l`` counts
+at levels ``l`` and coarser, as its ancestor there, and is ignored at finer levels; its counts are kept in a
+second (C, L) matrix (rows: the label's channel, columns: the predicted leaf). Mistake severity counts it
+only when the predicted leaf is not below ``g``, at the tree distance between ``g`` and that leaf.
+
 Scored classes (``scored_leaves``, the official protocol of benchmarks such as Mapillary Vistas): the leaf
 matrix is reduced to the rows and columns of the scored leaves before anything is computed, as the official
 ``reduce_evaluation_to_evaluated_categories`` does: pixels of an unscored class are left out, and a scored
@@ -112,10 +117,30 @@ def reduce_to_scored(leaf_matrix: torch.Tensor, positions: torch.Tensor | None) 
     return leaf_matrix[positions][:, positions]
 
 
-def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None) -> list[dict]:
+def inner_level_confusion(inner_matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int,
+                          classes: list[int], positions: torch.Tensor | None) -> torch.Tensor:
+    """(K, K) counts at ``tree_level`` of the inner-labelled pixels: rows = the label's ancestor at that level
+    (labels shallower than the level are left out), columns = the predicted leaf's class; ``inner_matrix``
+    (C, L) rows = label channel, columns = predicted leaf position; ``classes`` from :func:`level_confusion`."""
+    cols = inner_matrix if positions is None else inner_matrix[:, positions]
+    _, group = level_classes(hierarchy, tree_level, positions)
+    col_onehot = torch.nn.functional.one_hot(group, len(classes)).to(cols.dtype)
+    index = {c: i for i, c in enumerate(classes)}
+    row_map = torch.zeros((hierarchy.num_channels, len(classes)), dtype=cols.dtype)
+    for g in range(hierarchy.num_channels):
+        if not hierarchy.is_leaf(g) and hierarchy.level(g) >= tree_level:
+            anc = hierarchy.ancestor_at_level(g, tree_level)
+            if anc in index:  # a group without scored leaves is no class
+                row_map[g, index[anc]] = 1
+    return row_map.T @ cols @ col_onehot
+
+
+def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None,
+                  inner_matrix: torch.Tensor | None = None) -> list[dict]:
     """One dict per paper level k = 1 (leaves) .. D (coarsest):
     ``{"k", "tree_level", "miou", "pixel_acc", "iou": {class name: IoU or NaN}}`` (fractions), from the full
-    (L, L) leaf matrix, scored on ``scored_leaves`` only (None = all; see the module docstring)."""
+    (L, L) leaf matrix (and the (C, L) matrix of inner-labelled pixels, if any), scored on ``scored_leaves``
+    only (None = all; see the module docstring)."""
     if leaf_matrix.shape != (hierarchy.num_leaves, hierarchy.num_leaves):
         raise ValueError(f"leaf matrix must be ({hierarchy.num_leaves}, {hierarchy.num_leaves}), "
                          f"got {tuple(leaf_matrix.shape)}")
@@ -126,6 +151,8 @@ def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_l
     for k in range(1, depth + 1):
         tree_level = depth + 1 - k
         m, classes = level_confusion(reduced, hierarchy, tree_level, positions)
+        if inner_matrix is not None:
+            m = m + inner_level_confusion(inner_matrix.cpu(), hierarchy, tree_level, classes, positions)
         values = iou(m)
         present = values[~values.isnan()]
         total = int(m.sum())
@@ -151,16 +178,41 @@ def majority_baseline(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> l
     return out
 
 
-def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None) -> float:
+def node_leaf_distance(hierarchy: ClassHierarchy) -> tuple[torch.Tensor, torch.Tensor]:
+    """((C, L) float64 tree distance between node c and leaf position j, (C, L) bool: leaf j is below c)."""
+    leaves = list(hierarchy.leaves)
+    depth = {c: len(hierarchy.ancestors(c)) for c in range(hierarchy.num_channels)}
+    dist = torch.zeros((hierarchy.num_channels, len(leaves)), dtype=torch.float64)
+    below = torch.zeros_like(dist, dtype=torch.bool)
+    for c in range(hierarchy.num_channels):
+        anc_c = set(hierarchy.ancestors(c))
+        for j, q in enumerate(leaves):
+            common = [a for a in hierarchy.ancestors(q) if a in anc_c]  # A(q) runs self first: deepest first
+            lca_depth = depth[common[0]] if common else 0
+            dist[c, j] = depth[c] + depth[q] - 2 * lca_depth
+            below[c, j] = c in hierarchy.ancestors(q)
+    return dist, below
+
+
+def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None,
+                     inner_matrix: torch.Tensor | None = None) -> float:
     """Mean tree distance between ground-truth and predicted leaf over the wrong pixels (NaN if none), on the
-    scored leaves only (None = all)."""
+    scored leaves only (None = all). Inner-labelled pixels (``inner_matrix`` (C, L)) are wrong when the
+    predicted leaf is not below the label, at the distance between the label node and that leaf."""
     positions = scored_positions(hierarchy, scored_leaves)
     m = reduce_to_scored(leaf_matrix.cpu().double(), positions)
     distance = reduce_to_scored(hierarchy.tree_distance.double(), positions)
     wrong = m.sum() - m.diagonal().sum()
+    total = (m * distance).sum()
+    if inner_matrix is not None:
+        dist, below = node_leaf_distance(hierarchy)
+        cols = (slice(None),) if positions is None else (slice(None), positions)
+        counts = inner_matrix.cpu().double()[cols] * ~below[cols]
+        wrong = wrong + counts.sum()
+        total = total + (counts * dist[cols]).sum()
     if wrong == 0:
         return math.nan
-    return float((m * distance).sum() / wrong)
+    return float(total / wrong)
 
 
 def violation_mask(scores: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.5) -> torch.Tensor:
@@ -178,12 +230,16 @@ class HierarchicalMetrics:
     None)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
     scores path inference used, or ``violations`` = their :func:`violation_mask`, already computed.
     ``scored_leaves``: L bools in ``hierarchy.leaves`` order (None = all): the classes the report scores;
-    violations are counted on pixels of scored classes.
+    violations are counted on pixels of scored classes (and on every inner-labelled pixel).
+    ``partial_labels``: targets may be inner nodes (module docstring); otherwise they are an error.
     """
 
     def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu",
-                 scored_leaves=None):
+                 scored_leaves=None, partial_labels: bool = False):
         self.hierarchy, self.ignore_index = hierarchy, int(ignore_index)
+        self.partial_labels = bool(partial_labels)
+        self.inner = (torch.zeros((hierarchy.num_channels, hierarchy.num_leaves), dtype=torch.int64, device=device)
+                      if self.partial_labels else None)
         self.scored_leaves = None if scored_leaves is None else [bool(v) for v in scored_leaves]
         positions = scored_positions(hierarchy, self.scored_leaves)
         self.scored = torch.ones(hierarchy.num_leaves, dtype=torch.bool, device=device)
@@ -197,17 +253,25 @@ class HierarchicalMetrics:
                violations: torch.Tensor | None = None) -> None:
         target = target.to(self.leaf_pos.device)
         valid = target != self.ignore_index
-        safe_target = torch.where(valid, target, torch.zeros_like(target))
-        gt_pos = self.leaf_pos[safe_target.long()]
-        if bool((valid & (gt_pos < 0)).any()):
-            raise ValueError("target holds ids that are neither leaves nor ignore_index")
+        num_c = self.hierarchy.num_channels
+        if bool((valid & ((target < 0) | (target >= num_c))).any()):
+            raise ValueError(f"target holds ids outside [0, {num_c}) that are not ignore_index")
+        safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
+        gt_pos = self.leaf_pos[safe_target]
+        inner = valid & (gt_pos < 0)
+        if not self.partial_labels and bool(inner.any()):
+            raise ValueError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
+                             "partial_labels=True)")
         pred_pos = self.leaf_pos[leaf_pred.to(self.leaf_pos.device).long()]
-        self.confusion.update(pred_pos, gt_pos, valid)
+        self.confusion.update(pred_pos, gt_pos, valid & ~inner)
+        if self.partial_labels:
+            idx = safe_target[inner] * self.hierarchy.num_leaves + pred_pos[inner]
+            self.inner += torch.bincount(idx, minlength=self.inner.numel()).view_as(self.inner)
         if scores is not None:
             violations = violation_mask(scores, self.hierarchy)
         if violations is not None:
             bad = violations.to(valid.device)
-            counted = valid & self.scored[gt_pos.clamp(min=0)]
+            counted = valid & (self.scored[gt_pos.clamp(min=0)] | inner)
             self.counts += torch.stack([(bad & counted).sum(), counted.sum()])
 
     def all_reduce(self) -> None:
@@ -215,24 +279,33 @@ class HierarchicalMetrics:
         self.confusion.all_reduce()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(self.counts)
+            if self.inner is not None:
+                dist.all_reduce(self.inner)
 
     def compute(self) -> dict:
         """``{"levels": per_level_iou(...), "pixel_acc", "mistake_severity", "violation_rate",
         "num_pixels", "scored_leaves", "confusion"}`` (fractions, NaN where undefined; ``num_pixels`` = the
         scored pixels; ``confusion`` = the full (L, L) leaf matrix as nested lists, rows = ground truth, in
-        ``hierarchy.leaves`` order; ``scored_leaves`` None = all)."""
+        ``hierarchy.leaves`` order; ``scored_leaves`` None = all; with partial labels also ``inner_pixels``, the
+        scored pixels labelled at inner nodes)."""
         m = self.confusion.matrix.cpu()
-        levels = per_level_iou(m, self.hierarchy, self.scored_leaves)
+        inner = None if self.inner is None else self.inner.cpu()
+        levels = per_level_iou(m, self.hierarchy, self.scored_leaves, inner)
         viol, scored = self.counts.tolist()
-        return {
+        positions = scored_positions(self.hierarchy, self.scored_leaves)
+        num_inner = 0 if inner is None else int((inner if positions is None else inner[:, positions]).sum())
+        report = {
             "levels": levels,
             "pixel_acc": levels[0]["pixel_acc"],
-            "mistake_severity": mistake_severity(m, self.hierarchy, self.scored_leaves),
+            "mistake_severity": mistake_severity(m, self.hierarchy, self.scored_leaves, inner),
             "violation_rate": viol / scored if scored else math.nan,
-            "num_pixels": int(reduce_to_scored(m, scored_positions(self.hierarchy, self.scored_leaves)).sum()),
+            "num_pixels": int(reduce_to_scored(m, positions).sum()) + num_inner,
             "scored_leaves": self.scored_leaves,
             "confusion": m.tolist(),
         }
+        if inner is not None:
+            report["inner_pixels"] = num_inner
+        return report
 
 
 def format_report(report: dict, per_class: bool = False) -> str:

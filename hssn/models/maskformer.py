@@ -6,7 +6,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn as nn
 
-from hssn_kernels import ClassHierarchy
+from hssn_kernels import ClassHierarchy, leaf_labels_only
 
 from .head_base import LossFn, SegHead, check_features, check_positive
 from .layers import ConvBNReLU, resize, sine_position_encoding
@@ -141,7 +141,10 @@ class MaskFormerHead(SegHead):
     ) -> dict[str, torch.Tensor]:
         """The matched set losses ``{"mask_dice", "mask_focal", "query_cls"}``, each summed over the
         final and (deep supervision) earlier decoder layers. ``loss_fn`` is the engine's per-pixel loss,
-        which the engine applies to ``"logits"``; it is not used here."""
+        which the engine applies to ``"logits"``; it is not used here. Pixels labelled at an inner node
+        (partial labels) take no part in the set losses: their segments' classes would be unknown below
+        the label (the per-pixel HSSN loss trains them)."""
+        target = leaf_labels_only(target, hierarchy, ignore_index)
         layers = [(outputs["pred_logits"], outputs["pred_masks"])]
         if "aux_pred_logits" in outputs:
             layers += list(zip(outputs["aux_pred_logits"].unbind(1), outputs["aux_pred_masks"].unbind(1)))
