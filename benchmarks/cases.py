@@ -31,10 +31,13 @@ OP_MODES: dict[str, tuple[str, ...]] = {
     "ftm_upsample": ("full",),
     "train_loss_interp": ("full",),
     "train_loss": ("full",),
+    "ftm_partial_leaf": ("full",),
+    "ftm_partial": ("full",),
 }
 """Ops: focal tree-min loss, path argmax, tree-triplet loss, the whole ``HierarchicalLoss``; the training-step
 family (benchmarks/ops.py): the loss from 1/4-resolution logits with F.interpolate first or fused upsampling,
-alone and as the trainer's whole loss (main + auxiliary + triplet)."""
+alone and as the trainer's whole loss (main + auxiliary + triplet); the loss with partial labels, on leaf
+targets and with half the pixels labelled at inner nodes."""
 SWEEP_OPS = {"ftm": ("full", "no_grad"), "argmax": ("no_grad",)}
 """The scaling sweeps run only these ops and modes (the paper shapes run every op and mode)."""
 GROUPS = ("paper", "pixels", "channels")

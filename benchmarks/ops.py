@@ -33,7 +33,11 @@ LOGITS_STRIDE = 4
 AUX_STRIDE = 8
 AUX_WEIGHT = 0.4
 TRAIN_OPS = ("ftm_interp", "ftm_upsample", "train_loss_interp", "train_loss")
-EXP_LOG_OPS = ("ftm", "ftm_interp", "ftm_upsample")
+PARTIAL_OPS = ("ftm_partial_leaf", "ftm_partial")
+"""The focal tree-min loss with ``partial_labels=True``: on leaf targets (the flag's cost when no label is
+coarse) and with ``PARTIAL_FRACTION`` of the pixels labelled at a random inner node."""
+PARTIAL_FRACTION = 0.5
+EXP_LOG_OPS = ("ftm", "ftm_interp", "ftm_upsample", *PARTIAL_OPS)
 """Ops measured against the exp + log floor (one exp and one log per full-resolution logit)."""
 RATIO_BASE = {"ftm_upsample": "ftm_interp", "train_loss": "train_loss_interp"}
 """Ops whose ``x ref`` / ``mem / ref`` columns compare with another op's reference row (same shape)."""
@@ -52,10 +56,17 @@ def make_inputs(op: str, shape: Shape, dtype: str, device, seed: int = 0) -> dic
     gen = torch.Generator().manual_seed(seed)
     dt = DTYPES[dtype]
     out = {}
-    if op in ("ftm", "argmax", "hssn_loss"):
+    if op in ("ftm", "argmax", "hssn_loss") or op in PARTIAL_OPS:
         out["logits"] = (3 * torch.randn(shape.batch, shape.channels, shape.height, shape.width, generator=gen)
                          ).to(device=device, dtype=dt)
         out["target"] = _target(shape, shape.height, shape.width, gen, device)
+    if op == "ftm_partial":
+        h = shape.hierarchy
+        inner = torch.tensor([c for c in range(h.num_channels) if not h.is_leaf(c)], dtype=TARGET_DTYPE)
+        t = out["target"].cpu()
+        pick = inner[torch.randint(len(inner), t.shape, generator=gen)]
+        coarse = (torch.rand(t.shape, generator=gen) < PARTIAL_FRACTION) & (t != shape.ignore_index)
+        out["target"] = torch.where(coarse, pick, t).to(device)
     if op in TRAIN_OPS:
         for key, stride in (("logits", LOGITS_STRIDE), ("aux_logits", AUX_STRIDE)):
             if key == "aux_logits" and not op.startswith("train_loss"):
@@ -78,6 +89,12 @@ def _ftm(backend, shape):
     h, ii = shape.hierarchy, shape.ignore_index
     return lambda x: hk.focal_tree_min_loss(x["logits"], x["target"], h, GAMMA, ii, "mean", backend=backend,
                                             validate=False, nan_policy="propagate")
+
+
+def _ftm_partial(backend, shape):
+    h, ii = shape.hierarchy, shape.ignore_index
+    return lambda x: hk.focal_tree_min_loss(x["logits"], x["target"], h, GAMMA, ii, "mean", backend=backend,
+                                            validate=False, nan_policy="propagate", partial_labels=True)
 
 
 def _argmax(backend, shape):
@@ -189,6 +206,8 @@ OPS: dict[str, OpSpec] = {
     "hssn_loss": OpSpec(_hssn_loss, _compiled_hssn_loss, ("focal_tree_min_loss", "tree_triplet_loss")),
     "ftm_interp": OpSpec(_ftm_interp, _compiled_ftm_interp, ("focal_tree_min_loss",)),
     "ftm_upsample": OpSpec(_ftm_upsample, _not_compiled, ("ftm_kernel",)),
+    "ftm_partial_leaf": OpSpec(_ftm_partial, _not_compiled, ("focal_tree_min_loss",)),
+    "ftm_partial": OpSpec(_ftm_partial, _not_compiled, ("focal_tree_min_loss",)),
     "train_loss_interp": OpSpec(_train_loss_interp, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
     "train_loss": OpSpec(_train_loss, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
 }
@@ -242,4 +261,4 @@ def floor_bytes(op: str, mode: str, shape: Shape, dtype: str) -> int:
     ftm = n_pix * shape.channels * b * (2 if grad else 1) + n_pix * lab
     trip = n_emb * lab + min(3 * NUM_TRIPLETS, n_emb) * EMBED_DIM * b + (n_emb * EMBED_DIM * b if grad else 0)
     return {"ftm": ftm, "argmax": n_pix * shape.channels * b + n_pix * 8, "triplet": trip,
-            "hssn_loss": ftm + trip}[op]
+            "hssn_loss": ftm + trip, "ftm_partial_leaf": ftm, "ftm_partial": ftm}[op]

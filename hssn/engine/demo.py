@@ -6,7 +6,8 @@ every class at every level) and ``figure.png`` (input, ground truth and predicti
 with a legend per level, and where the prediction is wrong or the scores violate the tree).
 
 ``--ablation`` (the long mode) trains every segmentation loss and triplet variant of the paper's
-ablation on the same data and schedule with 3 seeds and writes ``ablation.md`` and ``ablation.png``.
+ablation on the same data and schedule with 3 seeds and writes ``ablation.md`` and ``ablation.png``;
+``--ablation coarse`` runs the labels-at-any-depth experiment instead (:data:`COARSE_EXPERIMENT`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,27 @@ ABLATION = {
     "ftm_vanilla": ("FTM + vanilla triplet", ["loss.segmentation=ftm", "loss.triplet=vanilla"]),
 }
 """The paper's loss ablation (Tables 6 and 8) as config overrides."""
+COARSE_FINE_SCENES, COARSE_EXTRA_SCENES, COARSE_LEVEL = 500, 2000, 2
+"""The coarse-label experiment: N fine scenes alone vs the same N plus M other scenes labelled only up to
+tree level ``COARSE_LEVEL`` (shape / texture family: "round", "stripes", ...), FTM + tree-triplet."""
+
+
+def coarse_experiment(base: dict) -> dict[str, tuple[str, list[str]]]:
+    """The experiment's two variants as overrides of the synthetic config ``base`` (its scene settings)."""
+    scene = {k: v for k, v in base["data"]["kwargs"].items() if k != "seed"}
+
+    def part(length, seed, **extra):
+        kw = ", ".join(f"{k}: {v}" for k, v in {**scene, "length": length, "seed": seed, **extra}.items())
+        return f"{{name: synthetic, kwargs: {{{kw}}}}}"
+
+    fine, val = part(COARSE_FINE_SCENES, 0), part(base["data"]["val_kwargs"].get("length", 100), 0)
+    coarse = part(COARSE_EXTRA_SCENES, 1, coarse_fraction=1.0, coarse_level=COARSE_LEVEL)
+    common = ["data.name=mixed", "data.train_kwargs={}", f"data.val_kwargs={{parts: [{val}]}}"]
+    return {
+        "fine": (f"{COARSE_FINE_SCENES} fine scenes", common + [f"data.kwargs={{parts: [{fine}]}}"]),
+        "fine_coarse": (f"{COARSE_FINE_SCENES} fine + {COARSE_EXTRA_SCENES} coarse (level {COARSE_LEVEL}) scenes",
+                        common + [f"data.kwargs={{parts: [{fine}, {coarse}]}}", "data.partial_labels=true"]),
+    }
 ABLATION_SEEDS = (0, 1, 2)
 ABLATION_SCHEDULE = ["train.iters=300"]
 """The ablation's shared schedule: shorter than the demo's so 7 variants x 3 seeds fit in 30 minutes."""
@@ -206,22 +228,26 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: float) -> str:
+def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: float,
+                      titles: dict[str, str] | None = None) -> str:
     """The ablation as a Markdown table: mean +- std over seeds of every metric, one row per variant."""
-    lines = ["| loss | " + " | ".join(name for name, _ in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    titles = titles or {k: v[0] for k, v in ABLATION.items()}
+    lines = ["| variant | " + " | ".join(name for name, _ in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for key, reports in results.items():
         cells = []
         for _, get in METRICS:
             mean, std = _mean_std([get(r) for r in reports])
             cells.append(f"{mean:.2f} +- {std:.2f}")
-        lines.append(f"| {ABLATION[key][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
     head = [f"Seeds {list(ABLATION_SEEDS)} (mean +- standard deviation); command `{command}`; "
             f"{seconds / 60:.1f} minutes, {torch.get_num_threads()} torch threads.", ""]
     return "\n".join(head + lines) + "\n"
 
 
-def draw_ablation(results: dict[str, list[dict]], path: Path) -> None:
+def draw_ablation(results: dict[str, list[dict]], path: Path, titles: dict[str, str] | None = None,
+                  what: str = "loss ablation") -> None:
     """Bars (mean, std whiskers) of mIoU per level and mistake severity for every ablation variant."""
+    titles = titles or {k: v[0] for k, v in ABLATION.items()}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,41 +265,53 @@ def draw_ablation(results: dict[str, list[dict]], path: Path) -> None:
         if finite and name != "severity":
             ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
     handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{i}") for i in range(len(keys))]
-    fig.legend(handles, [ABLATION[k][0] for k in keys], loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"loss ablation on the synthetic scenes, {len(ABLATION_SEEDS)} seeds (mean, std)", fontsize=10)
+    fig.legend(handles, [titles[k] for k in keys], loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(f"{what} on the synthetic scenes, {len(ABLATION_SEEDS)} seeds (mean, std)", fontsize=10)
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+EXPERIMENTS = ("losses", "coarse")
+"""``hssn demo --ablation [EXPERIMENT]``: the paper's loss ablation, or the coarse-label experiment."""
+
+
 def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence[str] = (),
-                 variants: Sequence[str] | None = None, seeds: Sequence[int] = ABLATION_SEEDS) -> dict:
-    """Every :data:`ABLATION` variant x seed on the same data and schedule; writes ``ablation.md``,
-    ``ablation.png`` and ``ablation.json`` into ``out_dir``; returns ``{variant: [report per seed]}``."""
+                 variants: Sequence[str] | None = None, seeds: Sequence[int] = ABLATION_SEEDS,
+                 experiment: str = "losses") -> dict:
+    """Every variant of ``experiment`` (:data:`ABLATION`, or :func:`coarse_experiment`) x seed on the same
+    schedule; writes ``ablation.md``, ``ablation.png`` and ``ablation.json`` into ``out_dir``; returns
+    ``{variant: [report per seed]}``."""
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = DistInfo(0, 1, 0, pick_device("cpu"))
-    keys = list(variants or ABLATION)
-    unknown = [k for k in keys if k not in ABLATION]
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {EXPERIMENTS}")
+    table_of = ABLATION if experiment == "losses" else coarse_experiment(load_config("synthetic", overrides))
+    titles = {k: v[0] for k, v in table_of.items()}
+    keys = list(variants or table_of)
+    unknown = [k for k in keys if k not in table_of]
     if unknown:
-        raise ValueError(f"unknown ablation variants {unknown}; choose from {list(ABLATION)}")
+        raise ValueError(f"unknown ablation variants {unknown}; choose from {list(table_of)}")
     results: dict[str, list[dict]] = {k: [] for k in keys}
     runs = [(k, s) for k in keys for s in seeds]
     for i, (key, seed) in enumerate(runs, start=1):
-        cfg = load_config("synthetic", [*ABLATION_SCHEDULE, *overrides, *ABLATION[key][1], f"train.seed={seed}",
+        cfg = load_config("synthetic", [*ABLATION_SCHEDULE, *overrides, *table_of[key][1], f"train.seed={seed}",
                                         f"train.output_dir={out / f'{key}_seed{seed}'}", f"name=ablation_{key}",
                                         "train.eval_at_end=true", "train.progress=false"])
         _, result, sec = _train(cfg, info)
         results[key].append(result["report"])
         lv = result["report"]["levels"]
-        print(f"[{i}/{len(runs)}] {ABLATION[key][0]}, seed {seed}: mIoU^1/2/3 = "
+        print(f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = "
               + " / ".join(f"{100 * x['miou']:.2f}" for x in lv) + f" ({sec:.0f} s)", flush=True)
     seconds = time.perf_counter() - start
-    command = "hssn demo --ablation" + "".join(f" {o}" for o in overrides)
-    table = ablation_markdown(results, command, seconds)
-    (out / "ablation.md").write_text("# Loss ablation on the synthetic scenes\n\n" + table)
+    command = "hssn demo --ablation" + ("" if experiment == "losses" else f" {experiment}") \
+        + "".join(f" {o}" for o in overrides)
+    table = ablation_markdown(results, command, seconds, titles)
+    what = "loss ablation" if experiment == "losses" else "fine vs fine + coarse labels"
+    (out / "ablation.md").write_text(f"# {what[0].upper() + what[1:]} on the synthetic scenes\n\n" + table)
     (out / "ablation.json").write_text(json.dumps(to_json_ready({"results": results, "seconds": seconds}), indent=1))
-    draw_ablation(results, out / "ablation.png")
+    draw_ablation(results, out / "ablation.png", titles, what)
     print("\n" + table + f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}")
     return results
