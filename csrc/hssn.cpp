@@ -19,8 +19,7 @@ TORCH_LIBRARY(hssn, m) {
         "int ignore_index, int reduction, bool compute_grad, bool partial=False) -> (Tensor loss, Tensor grad)");
   m.def("ftm_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, "
         "Tensor ancestors, float gamma, int ignore_index, bool partial=False) -> Tensor");
-  m.def("path_argmax(Tensor logits, Tensor parent, Tensor bottom_up, Tensor leaves, Tensor level_map, "
-        "bool with_levels) -> (Tensor leaf_map, Tensor level_maps)");
+  m.def("path_argmax(Tensor logits, Tensor parent, Tensor bottom_up, Tensor leaves) -> Tensor leaf_map");
   m.def("sample_triplets(Tensor target, Tensor leaf_index, Tensor tree_distance, int num_triplets, int seed, "
         "int ignore_index, int mode) -> (Tensor triplets, Tensor count)");
   m.def("triplet_forward(Tensor embeddings, Tensor target, Tensor triplets, Tensor count, Tensor leaf_index, "

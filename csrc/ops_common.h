@@ -1,17 +1,20 @@
-// ATen-side helpers shared by the CPU kernels and the CUDA launchers: argument checks with readable
-// messages and the pixel layout of a tensor (read in place through its strides, no copies).
+// ATen-side helpers shared by the CPU kernels and the CUDA launchers: the argument checks of every op
+// (one function per op: check_ftm_args, check_path_argmax_args, check_sample_args, check_triplet_args),
+// with readable messages, and the pixel layout of a tensor (read in place through its strides, no copies).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <string>
 
 #include "kernels/common.h"
 
 namespace hssn {
 
-constexpr int kMaxDepth = 16;  // hierarchy.MAX_DEPTH
+constexpr int kMaxDepth = 16;       // hierarchy.MAX_DEPTH
+constexpr int64_t kMaxChannels = 4096;  // hierarchy.MAX_CHANNELS
 
 // Pixel layout of (B, C, H, W) / (N, C) (channel_dim) or (B, H, W) / (N,) tensors.
 inline PixelLayout pixel_layout(const at::Tensor& x, bool channel_dim) {
@@ -69,7 +72,7 @@ inline void check_table(const at::Tensor& t, const at::Tensor& like, const char*
 inline int check_ftm_tables(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
                             const at::Tensor& ancestors, const char* op) {
   const int64_t c = logits.size(1);
-  TORCH_CHECK(c >= 1 && c <= 4096, op, ": logits have ", c, " channels; supported: 1 to 4096");
+  TORCH_CHECK(c >= 1 && c <= kMaxChannels, op, ": logits have ", c, " channels; supported: 1 to ", kMaxChannels);
   check_table(parent, logits, op, "parent", {c});
   check_table(bottom_up, logits, op, "bottom_up", {c});
   check_table(ancestors, logits, op, "ancestors", {c, -1});
@@ -97,6 +100,46 @@ inline void check_grad_loss(const at::Tensor& grad_loss, const at::Tensor& logit
               " does not match the pixel shape of logits ", logits.sizes());
 }
 
+// hssn::ftm_forward / ftm_backward: returns the tree depth (the ancestors table's width).
+inline int check_ftm_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& parent,
+                          const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma, int64_t reduction,
+                          const at::Tensor* grad_loss, const char* op) {
+  check_scores(logits, op, "logits");
+  check_target(target, logits, op, "logits");
+  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
+  check_reduction(reduction, op);
+  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
+  if (grad_loss) check_grad_loss(*grad_loss, logits, op);
+  return depth;
+}
+
+// hssn::path_argmax.
+inline void check_path_argmax_args(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
+                                   const at::Tensor& leaves, const char* op) {
+  check_scores(logits, op, "logits");
+  const int64_t num_c = logits.size(1);
+  TORCH_CHECK(num_c >= 1 && num_c <= kMaxChannels, op, ": logits have ", num_c, " channels; supported: 1 to ",
+              kMaxChannels);
+  check_table(parent, logits, op, "parent", {num_c});
+  check_table(bottom_up, logits, op, "bottom_up", {num_c});
+  check_table(leaves, logits, op, "leaves", {-1});
+  TORCH_CHECK(leaves.numel() >= 1 && leaves.numel() <= num_c, op, ": bad leaves table of ", leaves.numel(), " entries");
+}
+
+// hssn::sample_triplets.
+inline void check_sample_args(const at::Tensor& target, const at::Tensor& leaf_index, const at::Tensor& tree_distance,
+                              int64_t num_triplets, int64_t seed, int64_t mode, const char* op) {
+  const auto st = target.scalar_type();
+  TORCH_CHECK(st == at::kLong || st == at::kInt || st == at::kByte, op,
+              ": target must be int64, int32 or uint8 leaf ids, got ", st);
+  check_table(leaf_index, target, op, "leaf_index", {-1});
+  check_table(tree_distance, target, op, "tree_distance", {-1, -1});
+  TORCH_CHECK(num_triplets >= 0, op, ": num_triplets must be >= 0, got ", num_triplets);
+  TORCH_CHECK(seed >= 0 && seed < (int64_t{1} << 32), op, ": seed must be in [0, 2**32), got ", seed);
+  TORCH_CHECK(mode == 0 || mode == 1, op, ": mode must be 0 (tree) or 1 (vanilla), got ", mode);
+}
+
+// hssn::triplet_forward.
 inline void check_triplet_args(const at::Tensor& embeddings, const at::Tensor& target, const at::Tensor& triplets,
                                const at::Tensor& count, const at::Tensor& leaf_index, const at::Tensor& tree_distance,
                                int64_t height, int64_t distance, const char* op) {

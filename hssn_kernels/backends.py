@@ -2,7 +2,8 @@
 
 A backend module exposes (inputs already validated by :mod:`hssn_kernels.functional`):
 
-* ``focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction) -> Tensor``
+* ``focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial=False) -> Tensor``
+  (``partial``: targets may be inner nodes, README "Partial labels")
 * ``hierarchical_argmax(logits, hierarchy) -> Tensor`` (int64 leaf map)
 * ``sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode) -> (Tensor, Tensor)``
 * ``tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,

@@ -21,12 +21,9 @@ import triton
 import triton.language as tl
 
 from . import _checks
+from . import _triton_utils as _tu
 from ._autograd import register_fused_loss
 from .hierarchy import ClassHierarchy
-
-
-_empty = torch.empty
-"""Allocator of every kernel output (the tests swap in a poisoning one to catch unwritten elements)."""
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -229,17 +226,6 @@ def _config(c_pad: int) -> tuple[int, int]:
     return block_p, max(1, min(8, block_p * c_pad // 64))
 
 
-def _pixel_strides(x: torch.Tensor, channel_dim: bool) -> tuple[int, int, int, int, int, int]:
-    """(B, H, W) sizes and strides of the pixel dims of a (B, C, H, W) / (N, C) / (B, H, W) / (N,) tensor."""
-    if channel_dim:
-        if x.dim() == 2:
-            return x.shape[0], 1, 1, x.stride(0), 0, 0
-        return x.shape[0], x.shape[2], x.shape[3], x.stride(0), x.stride(2), x.stride(3)
-    if x.dim() == 1:
-        return x.shape[0], 1, 1, x.stride(0), 0, 0
-    return x.shape[0], x.shape[1], x.shape[2], x.stride(0), x.stride(1), x.stride(2)
-
-
 def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
@@ -248,8 +234,8 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     perm, size, ppos, path = tables
     num_c = logits.shape[1]
     depth = path.shape[1] - 1  # the last column is the leaf flag
-    nb, nh, nw, s_zb, s_zh, s_zw = _pixel_strides(logits, True)
-    _, _, _, s_tb, s_th, s_tw = _pixel_strides(target, False)
+    nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
+    _, _, _, s_tb, s_th, s_tw = _tu.pixel_strides(target, False)
     num_p = nb * nh * nw
     c_pad = triton.next_power_of_2(num_c)
     block_p, num_warps = _config(c_pad)
@@ -258,31 +244,32 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     count = (target != ignore_index).sum()
     loss_dtype = _loss_dtype(logits)
     if reduction == 0:
-        loss = _empty(num_p, dtype=loss_dtype, device=dev)
+        loss = _tu.empty(num_p, dtype=loss_dtype, device=dev)
     else:
         loss = torch.zeros(max(grid, 1), dtype=loss_dtype, device=dev)
-    grad = _empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
+    grad = _tu.empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
     per_pixel = grad_out is not None
     if per_pixel:
-        _, _, _, s_ob, s_oh, s_ow = _pixel_strides(grad_out, False)
+        _, _, _, s_ob, s_oh, s_ow = _tu.pixel_strides(grad_out, False)
     else:
         grad_out, s_ob, s_oh, s_ow = loss, 0, 0, 0
-    s_g = _pixel_strides(grad, True) if compute_grad else (0,) * 6
+    s_g = _tu.pixel_strides(grad, True) if compute_grad else (0,) * 6
     if num_p > 0:
-        _ftm_kernel[(grid,)](
-            logits, target, grad_out, loss, grad, count,
-            perm, size, ppos, path,
-            num_p, num_c, nh, nw,
-            s_zb, logits.stride(1), s_zh, s_zw,
-            s_tb, s_th, s_tw,
-            s_ob, s_oh, s_ow,
-            s_g[3], grad.stride(1) if compute_grad else 0, s_g[4], s_g[5],
-            float(gamma), int(ignore_index),
-            DEPTH=depth, LOG_C=max(1, num_c.bit_length()), BLOCK_P=block_p, C_PAD=c_pad,
-            REDUCTION=reduction, COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=compute_grad,
-            GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
-            num_warps=num_warps,
-        )
+        with _tu.launch_guard(logits):
+            _ftm_kernel[(grid,)](
+                logits, target, grad_out, loss, grad, count,
+                perm, size, ppos, path,
+                num_p, num_c, nh, nw,
+                s_zb, logits.stride(1), s_zh, s_zw,
+                s_tb, s_th, s_tw,
+                s_ob, s_oh, s_ow,
+                s_g[3], grad.stride(1) if compute_grad else 0, s_g[4], s_g[5],
+                float(gamma), int(ignore_index),
+                DEPTH=depth, LOG_C=max(1, num_c.bit_length()), BLOCK_P=block_p, C_PAD=c_pad,
+                REDUCTION=reduction, COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=compute_grad,
+                GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
+                num_warps=num_warps,
+            )
     return loss, grad, count
 
 

@@ -106,10 +106,8 @@ def _register() -> None:
         return logits.new_empty(logits.shape)
 
     @torch.library.register_fake(lib + "path_argmax")
-    def _(logits, parent, bottom_up, leaves, level_map, with_levels):
-        shape = _pixel_shape(logits)
-        levels = (level_map.shape[0],) + shape if with_levels else (0,)
-        return logits.new_empty(shape, dtype=torch.int64), logits.new_empty(levels, dtype=torch.int64)
+    def _(logits, parent, bottom_up, leaves):
+        return logits.new_empty(_pixel_shape(logits), dtype=torch.int64)
 
     @torch.library.register_fake(lib + "sample_triplets")
     def _(target, leaf_index, tree_distance, num_triplets, seed, ignore_index, mode):
@@ -174,14 +172,7 @@ def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: tor
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
     tabs = hierarchy.tables(logits.device)
-    leaf, _ = torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.level_map, False)
-    return leaf
-
-
-def hierarchical_argmax_levels(logits: torch.Tensor, hierarchy: ClassHierarchy) -> tuple[torch.Tensor, torch.Tensor]:
-    """The leaf map and the (D, *pixel shape) int64 maps at levels 1..D, in one pass."""
-    tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.level_map, True)
+    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves)
 
 
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,

@@ -3,8 +3,9 @@
 One program = ``BLOCK_P`` pixels x all channels (``[BLOCK_P, C_PAD]`` tile, channel = position).
 ``S_v = S_parent + sigmoid(z_v)`` is summed root first in fp32 (fp64 for fp64 logits) with
 ``DEPTH - 1`` gather steps along the channel axis, exactly the reference's summation order; the leaf
-with the largest ``S`` wins, the lowest leaf channel on ties. One read of the logits (in place,
-through their strides), one int64 leaf-map write, optionally the fused per-level maps.
+with the largest ``S`` wins, the lowest leaf channel on ties; a NaN logit scores 0. One read of the
+logits (in place, through their strides), one int64 leaf-map write (level maps are a table lookup away:
+``hssn_kernels.project_to_level``).
 """
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ import torch
 import triton
 import triton.language as tl
 
-from . import focal_tree_min as _ftm
-from .focal_tree_min import _pixel_strides
+from . import _triton_utils as _tu
 from .hierarchy import ClassHierarchy
 
 
 @triton.jit
 def _path_argmax_kernel(
-    z_ptr, parent_ptr, leaf_index_ptr, level_map_ptr, leaf_out_ptr, level_out_ptr,
+    z_ptr, parent_ptr, leaf_index_ptr, leaf_out_ptr,
     P, C, H, W,
     s_zb, s_zc, s_zh, s_zw,
-    DEPTH: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr,
-    WITH_LEVELS: tl.constexpr, FP64: tl.constexpr,
+    DEPTH: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr, FP64: tl.constexpr,
 ):
     pid = tl.program_id(0).to(tl.int64)
     pix = pid * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
@@ -45,7 +44,7 @@ def _path_argmax_kernel(
         z = z.to(tl.float64)
     else:
         z = z.to(tl.float32)
-    s = tl.sigmoid(z)
+    s = tl.where(z != z, 0.0, tl.sigmoid(z))  # a NaN logit scores 0, as -inf would
     zero = tl.zeros([BLOCK_P, C_PAD], dtype=z.dtype)
     pc = tl.where(parent >= 0, parent, 0)[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
     has_parent = (parent >= 0)[None, :] & m2
@@ -55,10 +54,6 @@ def _path_argmax_kernel(
     score = tl.where(is_leaf[None, :] & m2, score, zero - float("inf"))
     leaf = tl.argmax(score, axis=1, tie_break_left=True).to(tl.int64)
     tl.store(leaf_out_ptr + pix, leaf, mask=pmask)
-    if WITH_LEVELS:
-        for lvl in tl.static_range(DEPTH):
-            anc = tl.load(level_map_ptr + lvl * C + leaf, mask=pmask, other=0)
-            tl.store(level_out_ptr + lvl * P + pix, anc, mask=pmask)
 
 
 def _config(c_pad: int) -> tuple[int, int]:
@@ -68,40 +63,32 @@ def _config(c_pad: int) -> tuple[int, int]:
 
 
 @torch.library.custom_op("hssn::triton_path_argmax", mutates_args=())
-def path_argmax(logits: torch.Tensor, parent: torch.Tensor, leaf_index: torch.Tensor, level_map: torch.Tensor,
-                with_levels: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(leaf map (B, H, W) | (N,) int64, level maps (D, B, H, W) | (D, N) int64 or empty).
-
-    parent (C,) int32; leaf_index (C,) int32 (>= 0 marks leaves); level_map (D, C) int64.
-    """
+def path_argmax(logits: torch.Tensor, parent: torch.Tensor, leaf_index: torch.Tensor, depth: int) -> torch.Tensor:
+    """Leaf map (B, H, W) | (N,) int64; parent (C,) int32; leaf_index (C,) int32 (>= 0 marks leaves); depth =
+    the tree's height."""
     num_c = logits.shape[1]
-    depth = level_map.shape[0]
-    nb, nh, nw, s_zb, s_zh, s_zw = _pixel_strides(logits, True)
+    nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
     pix_shape = (logits.shape[0],) + tuple(logits.shape[2:])
     num_p = nb * nh * nw
-    leaf = _ftm._empty(pix_shape, dtype=torch.int64, device=logits.device)
-    levels = _ftm._empty(((depth,) + pix_shape) if with_levels else (0,), dtype=torch.int64, device=logits.device)
+    leaf = _tu.empty(pix_shape, dtype=torch.int64, device=logits.device)
     if num_p > 0:
         c_pad = triton.next_power_of_2(num_c)
         block_p, num_warps = _config(c_pad)
-        _path_argmax_kernel[(triton.cdiv(num_p, block_p),)](
-            logits, parent, leaf_index, level_map, leaf, levels,
-            num_p, num_c, nh, nw, s_zb, logits.stride(1), s_zh, s_zw,
-            DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, WITH_LEVELS=with_levels,
-            FP64=logits.dtype == torch.float64, num_warps=num_warps,
-        )
-    return leaf, levels
+        with _tu.launch_guard(logits):
+            _path_argmax_kernel[(triton.cdiv(num_p, block_p),)](
+                logits, parent, leaf_index, leaf,
+                num_p, num_c, nh, nw, s_zb, logits.stride(1), s_zh, s_zw,
+                DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, FP64=logits.dtype == torch.float64, num_warps=num_warps,
+            )
+    return leaf
 
 
 @path_argmax.register_fake
-def _(logits, parent, leaf_index, level_map, with_levels):
-    pix_shape = (logits.shape[0],) + tuple(logits.shape[2:])
-    levels = logits.new_empty(((level_map.shape[0],) + pix_shape) if with_levels else (0,), dtype=torch.int64)
-    return logits.new_empty(pix_shape, dtype=torch.int64), levels
+def _(logits, parent, leaf_index, depth):
+    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.int64)
 
 
-def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, levels: bool = False):
-    """Leaf map (int64, pixel-shaped); with ``levels=True`` also the (D, ...) level maps."""
+def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """Leaf map (int64, pixel-shaped)."""
     tabs = hierarchy.tables(logits.device)
-    leaf, level_maps = path_argmax(logits, tabs.parent, tabs.leaf_index, tabs.level_map, levels)
-    return (leaf, level_maps) if levels else leaf
+    return path_argmax(logits, tabs.parent, tabs.leaf_index, hierarchy.height)

@@ -312,14 +312,15 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
     """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel of the largest root-path score sum.
 
     ``S_leaf = sigmoid(z_level1) + sigmoid(z_level2) + ... + sigmoid(z_leaf)`` summed root first in
-    float32 (float64 for float64 logits); the lowest leaf channel wins ties. NaN logits: unspecified leaf.
+    float32 (float64 for float64 logits); the lowest leaf channel wins ties. A NaN logit scores 0, as
+    ``-inf`` would (so an all-NaN pixel gets the lowest leaf channel).
     ``size=(H, W)``: path inference on ``F.interpolate(logits, size, mode="bilinear", align_corners=...)``.
     """
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
     if size is not None:
         logits = F.interpolate(logits, size=_up.check_size(size), mode="bilinear", align_corners=align_corners)
-    s = torch.sigmoid(_flatten(logits))
+    s = torch.nan_to_num(torch.sigmoid(_flatten(logits)), nan=0.0)
     tabs = hierarchy.tables(s.device)
     path = tabs.path[tabs.leaves.long()].long()  # (L, D) root first, -1 past the leaf
     score = torch.zeros(s.shape[0], hierarchy.num_leaves, dtype=s.dtype, device=s.device)

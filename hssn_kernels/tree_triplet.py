@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .focal_tree_min import _pixel_strides
+from . import _triton_utils as _tu
 from . import _checks
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
@@ -109,11 +109,12 @@ def sample_triplets(target: torch.Tensor, leaf_index: torch.Tensor, tree_distanc
         return out, count
     idx_dtype = torch.int32 if num_p < 2**31 else torch.int64
     csum = torch.cumsum((flat != ignore_index).to(idx_dtype), 0, dtype=idx_dtype)
-    _sample_kernel[(1,)](
-        flat, csum, leaf_index, tree_distance, out, count,
-        num_p, tree_distance.shape[0], leaf_index.shape[0], num_triplets, ATTEMPTS_PER_TRIPLET * num_triplets, seed,
-        max(1, num_p.bit_length()), MODE=mode, BLOCK=256,
-    )
+    with _tu.launch_guard(target):
+        _sample_kernel[(1,)](
+            flat, csum, leaf_index, tree_distance, out, count,
+            num_p, tree_distance.shape[0], leaf_index.shape[0], num_triplets, ATTEMPTS_PER_TRIPLET * num_triplets,
+            seed, max(1, num_p.bit_length()), MODE=mode, BLOCK=256,
+        )
     return out, count
 
 
@@ -280,7 +281,7 @@ def triplet_forward(embeddings: torch.Tensor, target: torch.Tensor, triplets: to
     dev = embeddings.device
     num_t = triplets.shape[0]
     num_e = embeddings.shape[1]
-    nb, nh, nw, s_b, s_h, s_w = _pixel_strides(embeddings, True)
+    nb, nh, nw, s_b, s_h, s_w = _tu.pixel_strides(embeddings, True)
     grad = torch.zeros(embeddings.shape, dtype=embeddings.dtype, device=dev) if compute_grad else embeddings.new_empty(0)
     if num_t == 0 or nb * nh * nw == 0:
         return torch.zeros((), dtype=torch.float32, device=dev), grad
@@ -288,21 +289,23 @@ def triplet_forward(embeddings: torch.Tensor, target: torch.Tensor, triplets: to
     part = torch.empty((3 * num_t, num_e) if compute_grad else (1,), dtype=torch.float32, device=dev)
     flat_t = target.reshape(-1)
     block_e = _block_e(num_e)
-    _triplet_kernel[(num_t,)](
-        embeddings, flat_t, triplets, count, leaf_index, tree_distance, hinge, part,
-        num_e, nh, nw, tree_distance.shape[0], leaf_index.shape[0], s_b, embeddings.stride(1), s_h, s_w,
-        float(margin_eps), float(margin_scale), 1.0 / (2 * height), COSINE_EPS,
-        HIER_MARGIN=hierarchy_margin, DIST=distance, COMPUTE_GRAD=compute_grad, BLOCK_E=block_e,
-    )
+    with _tu.launch_guard(embeddings):
+        _triplet_kernel[(num_t,)](
+            embeddings, flat_t, triplets, count, leaf_index, tree_distance, hinge, part,
+            num_e, nh, nw, tree_distance.shape[0], leaf_index.shape[0], s_b, embeddings.stride(1), s_h, s_w,
+            float(margin_eps), float(margin_scale), 1.0 / (2 * height), COSINE_EPS,
+            HIER_MARGIN=hierarchy_margin, DIST=distance, COMPUTE_GRAD=compute_grad, BLOCK_E=block_e,
+        )
     loss = hinge.sum() / count.clamp(min=1)
     if compute_grad:
         slots = triplets.reshape(-1)
         keys, order = torch.sort(slots, stable=True)
         run_end = torch.searchsorted(keys, keys, right=True)
-        _, _, _, g_b, g_h, g_w = _pixel_strides(grad, True)
-        _gather_grad_kernel[(3 * num_t, triton.cdiv(num_e, block_e))](
-            part, keys, order, run_end, grad, num_e, nh, nw, g_b, grad.stride(1), g_h, g_w, BLOCK_E=block_e,
-        )
+        _, _, _, g_b, g_h, g_w = _tu.pixel_strides(grad, True)
+        with _tu.launch_guard(embeddings):
+            _gather_grad_kernel[(3 * num_t, triton.cdiv(num_e, block_e))](
+                part, keys, order, run_end, grad, num_e, nh, nw, g_b, grad.stride(1), g_h, g_w, BLOCK_E=block_e,
+            )
     return loss, grad
 
 

@@ -11,7 +11,7 @@ import os
 import torch
 
 from .focal_tree_min import focal_tree_min_loss, ftm_kernel, ftm_kernel_backward
-from .path_argmax import hierarchical_argmax as _hierarchical_argmax
+from .path_argmax import hierarchical_argmax
 from .tree_triplet import sample_triplets_padded, tree_triplet_loss
 
 __all__ = ["unavailable_reason", "focal_tree_min_loss", "ftm_kernel", "ftm_kernel_backward", "hierarchical_argmax", "sample_triplets_padded",
@@ -29,7 +29,3 @@ def unavailable_reason(device: torch.device) -> str | None:
         return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
     return f"Triton kernels need CUDA tensors, got {device.type} tensors"
 
-
-def hierarchical_argmax(logits: torch.Tensor, hierarchy) -> torch.Tensor:
-    """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
-    return _hierarchical_argmax(logits, hierarchy)

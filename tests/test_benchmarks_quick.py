@@ -33,7 +33,7 @@ def test_quick_json(quick_run):
     assert data["meta"]["quick"] is True and data["copy_bandwidth_Bps"] > 0
     rows = data["results"]
     assert {r["op"] for r in rows} == {"ftm", "argmax", "triplet", "hssn_loss", "ftm_interp", "ftm_upsample",
-                                       "train_loss_interp", "train_loss"}
+                                       "train_loss_interp", "train_loss", "ftm_partial_leaf", "ftm_partial"}
     assert {r["group"] for r in rows} == {"paper", "pixels", "channels"}
     assert {"reference", "cpu"} <= {r["backend"] for r in rows}
     skipped = [r for r in rows if r["status"].startswith("unsupported")]

@@ -30,8 +30,7 @@ def test_opcheck_all_ops():
         torch.library.opcheck(torch.ops.hssn.ftm_forward.default,
                               (x.requires_grad_(True), t, *tables(h), 2.0, 255, red, red != 0))
     torch.library.opcheck(torch.ops.hssn.ftm_backward.default, (torch.rand(t.shape), x.detach(), t, *tables(h), 2.0, 255))
-    torch.library.opcheck(torch.ops.hssn.path_argmax.default,
-                          (x.detach(), tabs.parent, tabs.bottom_up, tabs.leaves, tabs.level_map, True))
+    torch.library.opcheck(torch.ops.hssn.path_argmax.default, (x.detach(), tabs.parent, tabs.bottom_up, tabs.leaves))
     torch.library.opcheck(torch.ops.hssn.sample_triplets.default, (t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0))
     trip, count = torch.ops.hssn.sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0)
     e = torch.randn(2, 8, 5, 6, requires_grad=True)

@@ -212,10 +212,8 @@ def test_path_argmax_matches_reference(tree, dtype, device):
     leaf = hk.hierarchical_argmax(x.to(device), h, backend=device)
     assert leaf.dtype == torch.int64 and leaf.device.type == device
     assert torch.equal(leaf.cpu(), R.hierarchical_argmax(x, h))
-    leaf2, levels = native.hierarchical_argmax_levels(x.to(device)[:, :, :, ::2], h)
-    ref_leaf, ref_levels = hk.hierarchical_argmax(x[:, :, :, ::2], h, backend="reference", levels=True)
-    assert torch.equal(leaf2.cpu(), ref_leaf)
-    assert torch.equal(levels.cpu(), torch.stack(ref_levels))
+    leaf2 = hk.hierarchical_argmax(x.to(device)[:, :, :, ::2], h, backend=device)  # a view, read in place
+    assert torch.equal(leaf2.cpu(), R.hierarchical_argmax(x[:, :, :, ::2], h))
 
 
 def test_path_argmax_ties_lowest_leaf(device):

@@ -158,7 +158,7 @@ def _loss_and_grad(backend, z, t, h, reduction, weights, **kw):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_backends_match_the_reference(backend, seed, reduction, monkeypatch):
-    monkeypatch.setattr(tri, "_empty", poison_empty)
+    monkeypatch.setattr(tri._tu, "empty", poison_empty)
     h = random_tree(200 + seed, max_depth=4, max_channels=40)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2, h.num_channels, 5, 7, generator=gen) * 3

@@ -30,7 +30,7 @@ def test_opcheck_ftm():
 
 def test_opcheck_argmax_and_triplets():
     tabs = H.tables("cpu")
-    _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.parent, tabs.leaf_index, tabs.level_map, True))
+    _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.parent, tabs.leaf_index, H.height))
     t = random_targets(H, (1, 3, 4))
     _opcheck(sample_triplets, (t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0))
     table, count = sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0)
@@ -86,3 +86,47 @@ def test_cpu_needs_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     reason = triton_backend.unavailable_reason(torch.device("cpu"))
     assert reason is not None and "TRITON_INTERPRET=1" in reason
+
+
+# ----------------------------------------------------------------------------- device guard
+def test_every_triton_launch_enters_the_device_guard(monkeypatch):
+    """Each launch (loss, argmax, sampler, triplet loss, its gradient gather) runs under the guard of its
+    tensor's device (torch.cuda.device for CUDA tensors), so tensors on cuda:1 never launch on cuda:0."""
+    from hssn_kernels import _triton_utils as tu
+
+    seen = []
+    real = tu.launch_guard
+    monkeypatch.setattr(tu, "launch_guard", lambda x: (seen.append(x.device), real(x))[1])
+    h = cityscapes_like()
+    z = torch.randn(2, h.num_channels, 4, 5, requires_grad=True)
+    t = torch.randint(0, 19, (2, 4, 5))
+    hk.focal_tree_min_loss(z, t, h, backend="triton").backward()
+    hk.hierarchical_argmax(z.detach(), h, backend="triton")
+    emb = torch.randn(2, 8, 4, 5, requires_grad=True)
+    hk.tree_triplet_loss(emb, t, h, 20, backend="triton").backward()
+    assert len(seen) == 5 and all(d == torch.device("cpu") for d in seen)
+
+
+def test_launch_guard_selects_the_tensors_device(monkeypatch):
+    import types
+
+    from hssn_kernels import _triton_utils as tu
+
+    entered = []
+
+    class FakeDevice:
+        def __init__(self, device):
+            entered.append(device)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "device", FakeDevice)
+    with tu.launch_guard(types.SimpleNamespace(device=torch.device("cuda", 1))):
+        pass
+    with tu.launch_guard(torch.zeros(1)):
+        pass
+    assert entered == [torch.device("cuda", 1)]

@@ -18,9 +18,9 @@ def poison_empty(*shape, dtype=None, device=None):
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    from hssn_kernels import focal_tree_min
+    from hssn_kernels import _triton_utils
 
-    monkeypatch.setattr(focal_tree_min, "_empty", poison_empty)
+    monkeypatch.setattr(_triton_utils, "empty", poison_empty)
 
 
 def random_targets(hierarchy, shape, ignore_frac=0.2, ignore_index=255, dtype=torch.int64):

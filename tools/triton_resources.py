@@ -56,9 +56,8 @@ def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32") -> list[
         specs.append((f"{label} C={channels} {logits_dtype}", ftm._ftm_kernel,
                       _sig(ftm._ftm_kernel, ftm_types, cx), cx, warps))
     block_p, warps = pam._config(c_pad)
-    cx = dict(DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, WITH_LEVELS=True, FP64=False)
-    pam_types = {"z_ptr": f"*{logits_dtype}", "parent_ptr": "*i32", "leaf_index_ptr": "*i32",
-                 "level_map_ptr": "*i64", "leaf_out_ptr": "*i64", "level_out_ptr": "*i64"}
+    cx = dict(DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, FP64=False)
+    pam_types = {"z_ptr": f"*{logits_dtype}", "parent_ptr": "*i32", "leaf_index_ptr": "*i32", "leaf_out_ptr": "*i64"}
     specs.append((f"path_argmax C={channels} {logits_dtype}", pam._path_argmax_kernel,
                   _sig(pam._path_argmax_kernel, pam_types, cx), cx, warps))
     return specs

@@ -244,12 +244,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
                                            const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma,
                                            int64_t ignore_index, int64_t reduction, bool compute_grad,
                                            bool partial, const at::Tensor* grad_loss, const char* op) {
-  check_scores(logits, op, "logits");
-  check_target(target, logits, op, "logits");
-  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
-  check_reduction(reduction, op);
-  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
-  if (grad_loss) check_grad_loss(*grad_loss, logits, op);
+  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, gamma, reduction, grad_loss, op);
   TORCH_CHECK(logits.device().is_cpu(), op, ": the CPU kernel got ", logits.device(), " tensors");
 
   const int num_c = static_cast<int>(logits.size(1));

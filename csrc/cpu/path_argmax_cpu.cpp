@@ -1,5 +1,5 @@
 // CPU kernel of hssn::path_argmax: tiles of kTile pixels as [C][kTile] columns of sigmoid scores,
-// root-path sums top-down, argmax over the leaves (lowest channel on ties), optional level maps.
+// root-path sums top-down, argmax over the leaves (lowest channel on ties).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -14,33 +14,19 @@ namespace {
 
 constexpr int64_t kTile = 32;
 
-std::tuple<at::Tensor, at::Tensor> path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent,
-                                                   const at::Tensor& bottom_up, const at::Tensor& leaves,
-                                                   const at::Tensor& level_map, bool with_levels) {
+at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
+                           const at::Tensor& leaves) {
   const char* op = "hssn::path_argmax";
-  check_scores(logits, op, "logits");
+  check_path_argmax_args(logits, parent, bottom_up, leaves, op);
   const int64_t num_c = logits.size(1);
-  TORCH_CHECK(num_c >= 1 && num_c <= 4096, op, ": logits have ", num_c, " channels; supported: 1 to 4096");
-  check_table(parent, logits, op, "parent", {num_c});
-  check_table(bottom_up, logits, op, "bottom_up", {num_c});
-  check_table(leaves, logits, op, "leaves", {-1});
-  check_table(level_map, logits, op, "level_map", {-1, num_c}, at::kLong);
-  TORCH_CHECK(leaves.numel() >= 1, op, ": the hierarchy has no leaves");
   TORCH_CHECK(logits.device().is_cpu(), op, ": the CPU kernel got ", logits.device(), " tensors");
   const int64_t num_p = logits.numel() / num_c;
-  const int64_t depth = level_map.size(0);
-  auto shape = pixel_shape(logits);
-  at::Tensor leaf_map = at::empty(shape, logits.options().dtype(at::kLong));
-  std::vector<int64_t> lshape{with_levels ? depth : 0};
-  if (with_levels) lshape.insert(lshape.end(), shape.begin(), shape.end());
-  at::Tensor level_maps = at::empty(lshape, logits.options().dtype(at::kLong));
+  at::Tensor leaf_map = at::empty(pixel_shape(logits), logits.options().dtype(at::kLong));
   const int32_t* par = parent.data_ptr<int32_t>();
   const int32_t* bu = bottom_up.data_ptr<int32_t>();
   const int32_t* lv = leaves.data_ptr<int32_t>();
   const int num_leaves = static_cast<int>(leaves.numel());
-  const int64_t* lm = level_map.data_ptr<int64_t>();
   int64_t* out = leaf_map.data_ptr<int64_t>();
-  int64_t* out_lv = with_levels ? level_maps.data_ptr<int64_t>() : nullptr;
   const PixelLayout zl = pixel_layout(logits, true);
   const int64_t zsc = logits.stride(1);
 
@@ -58,19 +44,15 @@ std::tuple<at::Tensor, at::Tensor> path_argmax_cpu(const at::Tensor& logits, con
         for (int64_t c = 0; c < num_c; ++c)
           for (int64_t i = 0; i < n; ++i) {
             const acc_t x = static_cast<acc_t>(z[zoff[i] + c * zsc]);
-            v[c * kTile + i] = acc_t(1) / (acc_t(1) + fexp(-x));
+            v[c * kTile + i] = x != x ? acc_t(0) : acc_t(1) / (acc_t(1) + fexp(-x));  // NaN scores 0
           }
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t leaf = path_argmax_pixel<acc_t>(v.data() + i, kTile, static_cast<int>(num_c), par, bu, lv,
-                                                        num_leaves);
-          out[p0 + i] = leaf;
-          if (out_lv)
-            for (int64_t l = 0; l < depth; ++l) out_lv[l * num_p + p0 + i] = lm[l * num_c + leaf];
+          out[p0 + i] = path_argmax_pixel<acc_t>(v.data() + i, kTile, static_cast<int>(num_c), par, bu, lv, num_leaves);
         }
       }
     });
   });
-  return {leaf_map, level_maps};
+  return leaf_map;
 }
 
 }  // namespace

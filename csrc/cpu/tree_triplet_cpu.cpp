@@ -27,14 +27,7 @@ std::tuple<at::Tensor, at::Tensor> sample_triplets_cpu(const at::Tensor& target,
                                                        const at::Tensor& tree_distance, int64_t num_triplets,
                                                        int64_t seed, int64_t ignore_index, int64_t mode) {
   const char* op = "hssn::sample_triplets";
-  const auto st = target.scalar_type();
-  TORCH_CHECK(st == at::kLong || st == at::kInt || st == at::kByte, op,
-              ": target must be int64, int32 or uint8 leaf ids, got ", st);
-  check_table(leaf_index, target, op, "leaf_index", {-1});
-  check_table(tree_distance, target, op, "tree_distance", {-1, -1});
-  TORCH_CHECK(num_triplets >= 0, op, ": num_triplets must be >= 0, got ", num_triplets);
-  TORCH_CHECK(seed >= 0 && seed < (int64_t{1} << 32), op, ": seed must be in [0, 2**32), got ", seed);
-  TORCH_CHECK(mode == 0 || mode == 1, op, ": mode must be 0 (tree) or 1 (vanilla), got ", mode);
+  check_sample_args(target, leaf_index, tree_distance, num_triplets, seed, mode, op);
   TORCH_CHECK(target.device().is_cpu(), op, ": the CPU kernel got ", target.device(), " tensors");
   at::Tensor out = at::full({num_triplets, 3}, -1, target.options().dtype(at::kLong));
   const int64_t num_c = leaf_index.numel();
@@ -42,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> sample_triplets_cpu(const at::Tensor& target,
   const int32_t* li = leaf_index.data_ptr<int32_t>();
   const int32_t* dist = tree_distance.data_ptr<int32_t>();
   int64_t accepted = 0;
-  dispatch_target(st, [&](auto tag) {
+  dispatch_target(target.scalar_type(), [&](auto tag) {
     using tgt_t = decltype(tag);
     const at::Tensor flat = target.reshape({-1});
     const tgt_t* t = flat.data_ptr<tgt_t>();

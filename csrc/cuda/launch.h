@@ -39,10 +39,8 @@ cudaError_t launch_ftm(const FtmParams& p, const TileConfig& cfg, cudaStream_t s
 struct PathParams {
   const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;
   const int32_t *parent, *bottom_up, *leaves;
-  const int64_t* level_map;                     // (D, C)
   int64_t* leaf_map;                            // (P,)
-  int64_t* level_maps;                          // (D, P) or null
-  int num_c, num_leaves, depth;
+  int num_c, num_leaves;
   int64_t num_p;
   float* scratch;
 };

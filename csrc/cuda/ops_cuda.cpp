@@ -50,13 +50,8 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
                                             const at::Tensor& ancestors, double gamma, int64_t ignore_index,
                                             int64_t reduction, bool compute_grad, bool partial_labels,
                                             const at::Tensor* grad_loss, const char* op) {
-  check_scores(logits, op, "logits");
+  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, gamma, reduction, grad_loss, op);
   check_on_cuda(logits, op);
-  check_target(target, logits, op, "logits");
-  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
-  check_reduction(reduction, op);
-  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
-  if (grad_loss) check_grad_loss(*grad_loss, logits, op);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int num_c = static_cast<int>(logits.size(1));
   const int64_t num_p = logits.numel() / num_c;
@@ -113,27 +108,15 @@ at::Tensor ftm_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logi
                               "hssn::ftm_backward"));
 }
 
-std::tuple<at::Tensor, at::Tensor> path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent,
-                                                    const at::Tensor& bottom_up, const at::Tensor& leaves,
-                                                    const at::Tensor& level_map, bool with_levels) {
+at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
+                            const at::Tensor& leaves) {
   const char* op = "hssn::path_argmax";
-  check_scores(logits, op, "logits");
+  check_path_argmax_args(logits, parent, bottom_up, leaves, op);
   check_on_cuda(logits, op);
   const int64_t num_c = logits.size(1);
-  TORCH_CHECK(num_c >= 1 && num_c <= 4096, op, ": logits have ", num_c, " channels; supported: 1 to 4096");
-  check_table(parent, logits, op, "parent", {num_c});
-  check_table(bottom_up, logits, op, "bottom_up", {num_c});
-  check_table(leaves, logits, op, "leaves", {-1});
-  check_table(level_map, logits, op, "level_map", {-1, num_c}, at::kLong);
-  TORCH_CHECK(leaves.numel() >= 1 && leaves.numel() <= num_c, op, ": bad leaves table of ", leaves.numel(), " entries");
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t num_p = logits.numel() / num_c;
-  const int64_t depth = level_map.size(0);
-  auto shape = pixel_shape(logits);
-  at::Tensor leaf_map = at::empty(shape, logits.options().dtype(at::kLong));
-  std::vector<int64_t> lshape{with_levels ? depth : 0};
-  if (with_levels) lshape.insert(lshape.end(), shape.begin(), shape.end());
-  at::Tensor level_maps = at::empty(lshape, logits.options().dtype(at::kLong));
+  at::Tensor leaf_map = at::empty(pixel_shape(logits), logits.options().dtype(at::kLong));
   const cuda::TileConfig cfg = cuda::path_config(static_cast<int>(num_c), static_cast<int>(leaves.numel()), num_p);
   at::Tensor scratch = cfg.scratch_bytes
                            ? at::empty({static_cast<int64_t>(cfg.scratch_bytes / 4)}, logits.options().dtype(at::kFloat))
@@ -142,29 +125,20 @@ std::tuple<at::Tensor, at::Tensor> path_argmax_cuda(const at::Tensor& logits, co
   p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
   p.dtype = cuda_dtype(logits, op, "logits");
   p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>(); p.leaves = leaves.data_ptr<int32_t>();
-  p.level_map = level_map.data_ptr<int64_t>();
   p.leaf_map = leaf_map.data_ptr<int64_t>();
-  p.level_maps = with_levels ? level_maps.data_ptr<int64_t>() : nullptr;
-  p.num_c = static_cast<int>(num_c); p.num_leaves = static_cast<int>(leaves.numel()); p.depth = static_cast<int>(depth);
+  p.num_c = static_cast<int>(num_c); p.num_leaves = static_cast<int>(leaves.numel());
   p.num_p = num_p;
   p.scratch = scratch.defined() ? scratch.data_ptr<float>() : nullptr;
   if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
-  return {leaf_map, level_maps};
+  return leaf_map;
 }
 
 std::tuple<at::Tensor, at::Tensor> sample_triplets_cuda(const at::Tensor& target, const at::Tensor& leaf_index,
                                                         const at::Tensor& tree_distance, int64_t num_triplets,
                                                         int64_t seed, int64_t ignore_index, int64_t mode) {
   const char* op = "hssn::sample_triplets";
-  const auto st = target.scalar_type();
-  TORCH_CHECK(st == at::kLong || st == at::kInt || st == at::kByte, op,
-              ": target must be int64, int32 or uint8 leaf ids, got ", st);
+  check_sample_args(target, leaf_index, tree_distance, num_triplets, seed, mode, op);
   check_on_cuda(target, op);
-  check_table(leaf_index, target, op, "leaf_index", {-1});
-  check_table(tree_distance, target, op, "tree_distance", {-1, -1});
-  TORCH_CHECK(num_triplets >= 0, op, ": num_triplets must be >= 0, got ", num_triplets);
-  TORCH_CHECK(seed >= 0 && seed < (int64_t{1} << 32), op, ": seed must be in [0, 2**32), got ", seed);
-  TORCH_CHECK(mode == 0 || mode == 1, op, ": mode must be 0 (tree) or 1 (vanilla), got ", mode);
   const c10::cuda::CUDAGuard guard(target.device());
   at::Tensor out = at::full({num_triplets, 3}, -1, target.options().dtype(at::kLong));
   at::Tensor count = at::zeros({}, target.options().dtype(at::kLong));

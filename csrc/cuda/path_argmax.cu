@@ -1,6 +1,6 @@
 // CUDA kernel of hssn::path_argmax: one thread per pixel, the block's [C][P] tile of sigmoid scores in
 // shared memory (coalesced channel-by-channel loads), root-path sums top-down over the thread's column,
-// argmax over the leaves (lowest channel on ties), level maps by table lookup.
+// argmax over the leaves (lowest channel on ties).
 #include "dtypes.cuh"
 
 namespace hssn {
@@ -31,12 +31,9 @@ __global__ void path_argmax_kernel(PathParams p) {
     const int64_t zo = p.zl.offset(pix);
     for (int c = 0; c < num_c; ++c) {
       const float x = to_float(z[zo + c * p.zsc]);
-      v[c * nt + tid] = 1.f / (1.f + expf(-x));
+      v[c * nt + tid] = x != x ? 0.f : 1.f / (1.f + expf(-x));  // a NaN logit scores 0 (as -inf)
     }
-    const int leaf = path_argmax_pixel<float>(v + tid, nt, num_c, s_parent, s_bu, s_leaves, p.num_leaves);
-    p.leaf_map[pix] = leaf;
-    if (p.level_maps)
-      for (int l = 0; l < p.depth; ++l) p.level_maps[l * p.num_p + pix] = p.level_map[l * num_c + leaf];
+    p.leaf_map[pix] = path_argmax_pixel<float>(v + tid, nt, num_c, s_parent, s_bu, s_leaves, p.num_leaves);
   }
 }
 

@@ -40,13 +40,16 @@ ABLATION = {
     "ftm_vanilla": ("FTM + vanilla triplet", ["loss.segmentation=ftm", "loss.triplet=vanilla"]),
 }
 """The paper's loss ablation (Tables 6 and 8) as config overrides."""
-COARSE_FINE_SCENES, COARSE_EXTRA_SCENES, COARSE_LEVEL = 500, 2000, 2
+COARSE_FINE_SCENES, COARSE_EXTRA_SCENES, COARSE_LEVEL = 500, 500, 2
 """The coarse-label experiment: N fine scenes alone vs the same N plus M other scenes labelled only up to
-tree level ``COARSE_LEVEL`` (shape / texture family: "round", "stripes", ...), FTM + tree-triplet."""
+tree level ``COARSE_LEVEL`` (shape / texture family: "round", "stripes", ...), FTM + tree-triplet; the mix
+once on the same schedule (fewer fine images per step) and once on a schedule (N + M) / N times longer,
+which shows the fine scenes as often as the fine-only run does; the control trains the fine scenes alone on
+that longer schedule (the extra steps spent on fine scenes again instead of coarse ones)."""
 
 
 def coarse_experiment(base: dict) -> dict[str, tuple[str, list[str]]]:
-    """The experiment's two variants as overrides of the synthetic config ``base`` (its scene settings)."""
+    """The experiment's variants as overrides of the synthetic config ``base`` (its scene settings)."""
     scene = {k: v for k, v in base["data"]["kwargs"].items() if k != "seed"}
 
     def part(length, seed, **extra):
@@ -56,13 +59,21 @@ def coarse_experiment(base: dict) -> dict[str, tuple[str, list[str]]]:
     fine, val = part(COARSE_FINE_SCENES, 0), part(base["data"]["val_kwargs"].get("length", 100), 0)
     coarse = part(COARSE_EXTRA_SCENES, 1, coarse_fraction=1.0, coarse_level=COARSE_LEVEL)
     common = ["data.name=mixed", "data.train_kwargs={}", f"data.val_kwargs={{parts: [{val}]}}"]
+    mixed = common + [f"data.kwargs={{parts: [{fine}, {coarse}]}}", "data.partial_labels=true"]
+    iters = ABLATION_ITERS * (COARSE_FINE_SCENES + COARSE_EXTRA_SCENES) // COARSE_FINE_SCENES
+    label = f"{COARSE_FINE_SCENES} fine + {COARSE_EXTRA_SCENES} coarse (level {COARSE_LEVEL})"
     return {
         "fine": (f"{COARSE_FINE_SCENES} fine scenes", common + [f"data.kwargs={{parts: [{fine}]}}"]),
-        "fine_coarse": (f"{COARSE_FINE_SCENES} fine + {COARSE_EXTRA_SCENES} coarse (level {COARSE_LEVEL}) scenes",
-                        common + [f"data.kwargs={{parts: [{fine}, {coarse}]}}", "data.partial_labels=true"]),
+        "fine_coarse": (f"{label}, same schedule", mixed),
+        "fine_coarse_long": (f"{label}, {iters} steps (same fine visits)", mixed + [f"train.iters={iters}"]),
+        "fine_long": (f"{COARSE_FINE_SCENES} fine scenes, {iters} steps (control: more fine visits instead)",
+                      common + [f"data.kwargs={{parts: [{fine}]}}", f"train.iters={iters}"]),
     }
+
+
 ABLATION_SEEDS = (0, 1, 2)
-ABLATION_SCHEDULE = ["train.iters=300"]
+ABLATION_ITERS = 300
+ABLATION_SCHEDULE = [f"train.iters={ABLATION_ITERS}"]
 """The ablation's shared schedule: shorter than the demo's so 7 variants x 3 seeds fit in 30 minutes."""
 ERROR_COLORS = {
     "correct": (235, 235, 235),
