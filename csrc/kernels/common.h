@@ -1,6 +1,9 @@
-// Torch-free building blocks shared by the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal
-// terms, the per-pixel tree passes and the triplet RNG. Everything here is exactly the semantics of
-// hssn_kernels/reference.py (ties go to the lowest channel; math in float32, float64 for float64).
+// Torch-free building blocks of the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal terms, the
+// triplet RNG and path argmax (both backends), and ftm_pixel, the per-pixel focal tree-min passes the CUDA
+// kernel runs (the CPU kernel runs the same steps over [C][tile] blocks, focal_tree_min_cpu.cpp).
+// tests/test_kernel_header.py compiles ftm_pixel as plain C++ and checks it against the reference.
+// Everything here is exactly the semantics of hssn_kernels/reference.py (ties go to the lowest channel;
+// math in float32, float64 for float64).
 #pragma once
 
 #include <cmath>
