@@ -1,8 +1,10 @@
-"""The autograd formula of the fused loss ops, written once and registered for the native ``hssn::ftm_forward``
-and the Triton ``hssn::triton_ftm_forward`` (the same schema up to their tables).
+"""The autograd formula of the fused loss ops, written once and registered for the native ``hssn::ftm_forward``,
+the Triton ``hssn::triton_ftm_forward`` and the fused-upsampling ``hssn::upsampled_ftm`` (the same schema up to
+their tables).
 
-Schema of both: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad, partial) -> (loss,
-grad)`` (``partial``: targets may be inner nodes, README "Partial labels");
+Schema of all three: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad, partial) ->
+(loss, grad)`` (``tables``: tensors or settings that backward passes on unchanged; ``partial``: targets may be
+inner nodes, README "Partial labels");
 ``grad`` is d loss / d logits when the forward computed it (reduction sum / mean), else empty. Backward:
 
 * gradient fused into the forward: only that tensor is saved (never the logits); backward returns it
@@ -48,7 +50,8 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
         tables, (gamma, ignore_index, reduction, _, partial) = inputs[2:-5], inputs[-5:]
         grad = output[1]
         ctx.fused = reduction != 0 and grad.numel() == logits.numel() and logits.numel() > 0
-        ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target, *tables)))
+        ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target)))
+        ctx.tables = () if ctx.fused else tables  # constant per-tree tables and settings, never modified
         ctx.gamma, ctx.ignore_index, ctx.reduction, ctx.partial = gamma, ignore_index, reduction, partial
         ctx.num_inputs = len(inputs)
         ctx.set_materialize_grads(False)  # no logits-sized zero tensor for the unused gradient output
@@ -61,9 +64,9 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
         if ctx.fused:
             (grad,) = ctx.saved_tensors
             return (grad * grad_loss.to(grad.dtype),) + nones
-        logits, target, *tables = ctx.saved_tensors
+        logits, target = ctx.saved_tensors
         weight = per_pixel_weights(grad_loss, logits, target, ctx.ignore_index, ctx.reduction)
-        out = kernel_backward(weight, logits, target, *tables, ctx.gamma, ctx.ignore_index, ctx.partial)
+        out = kernel_backward(weight, logits, target, *ctx.tables, ctx.gamma, ctx.ignore_index, ctx.partial)
         return (out,) + nones
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)

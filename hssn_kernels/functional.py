@@ -70,8 +70,8 @@ def focal_tree_min_loss(
     else:
         red = _checks.REDUCTIONS.index(reduction)
         compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), float(gamma), int(ignore_index), red,
-                                    align_corners, name, compute_grad, partial)
+        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), align_corners, name, float(gamma),
+                                    int(ignore_index), red, compute_grad, partial)
         loss = loss.to(logits.dtype)
     if nan_policy == "raise":
         _checks.raise_on_nan(loss, "focal tree-min loss")

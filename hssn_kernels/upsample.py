@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from . import _checks, backends
-from ._autograd import per_pixel_weights, valid_count
-from ._checks import no_double_backward
+from ._autograd import register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 
 UPSAMPLE_MODES = (None, "bilinear")
@@ -214,8 +213,8 @@ def _impl(backend: str, device: torch.device):
 
 
 @torch.library.custom_op("hssn::upsampled_ftm", mutates_args=())
-def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], gamma: float, ignore_index: int,
-                  reduction: int, align_corners: bool, backend: str, compute_grad: bool, partial: bool = False
+def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], align_corners: bool, backend: str,
+                  gamma: float, ignore_index: int, reduction: int, compute_grad: bool, partial: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Focal tree-min loss of bilinearly upsampled logits (B, C, h, w) against target (B, H, W) (``partial``:
     targets may be inner nodes, README "Partial labels").
@@ -238,7 +237,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
 
 
 @upsampled_ftm.register_fake
-def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, compute_grad, partial=False):
+def _(logits, target, parents, align_corners, backend, gamma, ignore_index, reduction, compute_grad, partial=False):
     torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
     torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -249,7 +248,7 @@ def _(logits, target, parents, gamma, ignore_index, reduction, align_corners, ba
 
 @torch.library.custom_op("hssn::upsampled_ftm_backward", mutates_args=())
 def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, parents: list[int],
-                           gamma: float, ignore_index: int, align_corners: bool, backend: str, partial: bool = False
+                           align_corners: bool, backend: str, gamma: float, ignore_index: int, partial: bool = False
                            ) -> torch.Tensor:
     """d (sum of weights * per-pixel loss) / d logits, (B, C, h, w) in the logits' dtype; weights (B, H, W)."""
     hierarchy = _hierarchy(tuple(parents))
@@ -260,37 +259,11 @@ def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: 
 
 
 @upsampled_ftm_backward.register_fake
-def _(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial=False):
+def _(weights, logits, target, parents, align_corners, backend, gamma, ignore_index, partial=False):
     return logits.new_empty(logits.shape)
 
 
-def _setup_context(ctx, inputs, output):
-    logits, target, parents, gamma, ignore_index, reduction, align_corners, backend, _, partial = inputs
-    grad = output[1]
-    ctx.fused = grad.numel() == logits.numel() and reduction != 0
-    # the fused gradient makes the logits unnecessary in backward: save only what backward reads
-    ctx.save_for_backward(*((grad,) if ctx.fused else (logits, target)))
-    ctx.args = (parents, gamma, ignore_index, align_corners, backend, partial)
-    ctx.reduction = reduction
-    ctx.set_materialize_grads(False)
-
-
-def _backward(ctx, grad_loss, _grad_of_grad):
-    none = (None,) * 9
-    no_double_backward("hssn::upsampled_ftm")
-    if grad_loss is None:
-        return (None,) + none
-    if ctx.fused:
-        (grad,) = ctx.saved_tensors
-        return (grad * grad_loss.to(grad.dtype),) + none
-    logits, target = ctx.saved_tensors
-    parents, gamma, ignore_index, align_corners, backend, partial = ctx.args
-    weights = per_pixel_weights(grad_loss, logits, target, ignore_index, ctx.reduction)
-    out = upsampled_ftm_backward(weights, logits, target, parents, gamma, ignore_index, align_corners, backend, partial)
-    return (out,) + none
-
-
-upsampled_ftm.register_autograd(_backward, setup_context=_setup_context)
+register_fused_loss("hssn::upsampled_ftm", upsampled_ftm_backward)
 
 
 # ----------------------------------------------------------------------------- path inference

@@ -174,9 +174,9 @@ def test_opcheck_and_compile():
     tree = cityscapes_like()
     x = torch.randn(2, tree.num_channels, 4, 5, requires_grad=True)
     t = random_targets(tree, (2, 9, 11))
-    args = (x, t, list(tree.parents), 2.0, 255, 2, False, "cpu", True)
+    args = (x, t, list(tree.parents), False, "cpu", 2.0, 255, 2, True)
     torch.library.opcheck(upsample.upsampled_ftm, args)
-    torch.library.opcheck(upsample.upsampled_ftm, (x, t, list(tree.parents), 2.0, 255, 0, True, "cpu", False))
+    torch.library.opcheck(upsample.upsampled_ftm, (x, t, list(tree.parents), True, "cpu", 2.0, 255, 0, False))
 
     def fn(a):
         return hk.focal_tree_min_loss(a, t, tree, upsample="bilinear", backend="cpu", validate=False,
