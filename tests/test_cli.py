@@ -102,6 +102,7 @@ def test_user_errors_are_one_line_and_status_2(tmp_path, capsys):
     empty.write_bytes(b"")
     _one_line_error(capsys, ["eval", "synthetic", *TINY, "--checkpoint", str(empty)], "empty.pt")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=nope"], "loss.backend", "nope")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.segmentation=dice"], "loss.segmentation", "dice")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=cuda", f"train.output_dir={tmp_path}/a"],
                     "loss.backend", "cuda")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "train.device=cuda"], "train.device")

@@ -125,7 +125,7 @@ def test_overrides_parse_yaml_values():
 
 @pytest.mark.parametrize("override, match", [
     ("train.itres=5", "'train.itres'"), ("bogus=1", "'bogus'"), ("train=3", "section"),
-    ("loss.segmentation=dice", "loss.segmentation"), ("train.iters=0", "train.iters"),
+    ("eval.mode=tiled", "eval.mode"), ("train.iters=0", "train.iters"),
     ("eval.scales=[]", "eval.scales"), ("noequals", "key.sub=value"), ("data.crop_size=[1]", "data.crop_size"),
 ])
 def test_bad_overrides_name_the_key(override, match):
@@ -185,3 +185,17 @@ def test_an_override_replaces_an_open_section_or_sets_one_key():
     assert load_config("synthetic", ["model.kwargs={head_channels: 8}"])["model"]["kwargs"] == {"head_channels": 8}
     one = load_config("synthetic", ["model.kwargs.head_channels=8"])["model"]["kwargs"]
     assert one == {**base, "head_channels": 8}
+
+
+@pytest.mark.parametrize("override, match", [("loss.segmentation=dice", "'loss.segmentation' must be one of"),
+                                             ("loss.triplet=cosine", "'loss.triplet'"),
+                                             ("optim.name=lamb", "'optim.name'"),
+                                             ("loss.distance=l1", "'loss.distance'"),
+                                             ("loss.backend=fast", "'loss.backend'")])
+def test_registry_backed_keys_are_checked_against_their_registries(override, match):
+    """The registries (SEGMENTATION_LOSSES, TRIPLET_VARIANTS, DISTANCES, OPTIMIZERS, backends) are the lists;
+    a run checks the config against them before it builds anything."""
+    cfg = load_config("synthetic", [override])
+    with pytest.raises(ValueError, match=match):
+        builders.check_choices(cfg, "cpu")
+    builders.check_choices(load_config("synthetic"), "cpu")

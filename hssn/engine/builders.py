@@ -53,11 +53,27 @@ def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
     return build(m["name"], hierarchy, pretrained=weights, **_tuples(m["kwargs"]))
 
 
-def check_backend(cfg: dict, device) -> None:
-    """ValueError naming ``loss.backend`` when the backend registry does not know it or it cannot run on
-    ``device`` (the registry, ``hssn_kernels.backends``, is the list of choices)."""
+def registry_choices() -> dict[tuple[str, ...], tuple]:
+    """Config keys whose choices are a registry of the ops or engine: the registry is the list (the
+    torch-free config layer cannot import them, so they are checked when a run starts)."""
+    from hssn_kernels import modules
+    from hssn_kernels._checks import DISTANCES
+
+    return {("loss", "segmentation"): tuple(modules.SEGMENTATION_LOSSES),
+            ("loss", "triplet"): (*modules.TRIPLET_VARIANTS, None),
+            ("loss", "distance"): DISTANCES,
+            ("optim", "name"): tuple(OPTIMIZERS)}
+
+
+def check_choices(cfg: dict, device) -> None:
+    """ValueError naming the key when a registry-backed value (:func:`registry_choices`) is unknown, or when
+    ``loss.backend`` is not in the backend registry or cannot run on ``device``. Called when a run starts."""
     from hssn_kernels import backends
 
+    for path, choices in registry_choices().items():
+        value = cfg[path[0]][path[1]]
+        if value not in choices:
+            raise ValueError(f"config key {'.'.join(path)!r} must be one of {choices}, got {value!r}")
     name = cfg["loss"]["backend"]
     if name not in backends.names():
         raise ValueError(f"config key 'loss.backend' must be one of {backends.names()}, got {name!r}")

@@ -231,11 +231,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str]
     return cfg
 
 
-CHOICES = {
-    ("loss", "segmentation"): ("ftm", "tm", "bce", "focal", "cce", "released"),
-    ("loss", "triplet"): ("hierarchy", "constant", "vanilla", None),
-    ("loss", "distance"): ("cosine", "euclidean"),
-    ("optim", "name"): ("sgd", "adamw"),
+CHOICES = {  # the engine's own choice lists; the ops' registries are checked by builders.check_choices
     ("eval", "mode"): ("whole", "slide"),
     ("eval", "scored_classes"): ("dataset", "all"),
     ("train", "device"): ("auto", "cpu", "cuda"),
@@ -290,7 +286,8 @@ def _check_types(cfg: dict) -> None:
 
 def validate(cfg: dict) -> None:
     """ValueError naming the key whose value has the wrong type or is out of range."""
-    _check_types(cfg)  # loss.backend is checked against the backend registry when a run starts (Trainer)
+    _check_types(cfg)  # registry-backed keys (loss.segmentation, loss.triplet, loss.distance, optim.name,
+    # loss.backend) are checked against their registries when a run starts: builders.check_choices
     for path in [("train", "seed"), ("optim", "warmup_iters"), ("eval", "num_workers"), ("data", "num_workers"),
                  ("train", "eval_interval")]:
         if _get(cfg, path) < 0:

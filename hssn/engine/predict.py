@@ -57,7 +57,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
-    builders.check_backend(cfg, device)
+    builders.check_choices(cfg, device)
     meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path))
     hierarchy = meta["hierarchy"]
     model = load_trained_model(cfg, checkpoint_path, hierarchy, device)

@@ -36,7 +36,7 @@ def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | N
     the metrics JSON to ``out`` (default :func:`default_metrics_path`). Returns the report."""
     info = init_distributed(cfg["train"]["device"])
     try:
-        builders.check_backend(cfg, info.device)
+        builders.check_choices(cfg, info.device)
         dataset = builders.build_dataset(cfg, "val")
         model = load_trained_model(cfg, checkpoint_path, dataset.hierarchy, info.device)
         amp = bool(cfg["train"]["amp"]) and info.device.type == "cuda"

@@ -101,7 +101,7 @@ class Trainer:
         self.ignore_index = self.train_set.ignore_index
         self.device = self.info.device
         self.amp = bool(t["amp"]) and self.device.type == "cuda"
-        builders.check_backend(cfg, self.device)
+        builders.check_choices(cfg, self.device)
         model = builders.build_model(cfg, self.hierarchy).to(self.device)
         if self.info.distributed and self.device.type == "cuda" and t["sync_bn"]:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
