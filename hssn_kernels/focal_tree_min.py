@@ -188,34 +188,11 @@ def _ftm_kernel(
 
 
 # ----------------------------------------------------------------------------- tables
-_TABLES: dict[tuple[ClassHierarchy, torch.device], tuple[torch.Tensor, ...]] = {}
-
-
 def ftm_tables(hierarchy: ClassHierarchy, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """(perm, size, parent_pos, path_pos) int32 tables on ``device`` (cached).
-
-    perm (C,): channel at DFS pre-order position j. size (C,): |Dsc| of that channel.
-    parent_pos (C,): position of its parent or -1. path_pos (C, D + 1): root-first path of a channel in
-    positions, -1 past the channel, then 1 for a leaf and 0 for an inner node.
-    """
-    device = torch.device(device)
-    key = (hierarchy, device)
-    if key not in _TABLES:
-        order: list[int] = []
-        stack = list(reversed(hierarchy.roots))
-        while stack:
-            v = stack.pop()
-            order.append(v)
-            stack.extend(reversed(hierarchy.children(v)))
-        pos = {c: j for j, c in enumerate(order)}
-        size = [len(hierarchy.descendants(c)) for c in order]
-        ppos = [-1 if hierarchy.parents[c] == -1 else pos[hierarchy.parents[c]] for c in order]
-        path = [[pos[a] for a in reversed(hierarchy.ancestors(c))] for c in range(hierarchy.num_channels)]
-        path = [p + [-1] * (hierarchy.height - len(p)) + [int(hierarchy.is_leaf(c))] for c, p in enumerate(path)]
-        i32 = dict(dtype=torch.int32, device=device)
-        _TABLES[key] = (torch.tensor(order, **i32), torch.tensor(size, **i32), torch.tensor(ppos, **i32),
-                        torch.tensor(path, **i32))
-    return _TABLES[key]
+    """(perm, size, parent_pos, path_pos) int32: the DFS tables of ``hierarchy.tables(device)`` (cached there;
+    see :class:`hssn_kernels.HierarchyTables` ``dfs_*``)."""
+    t = hierarchy.tables(device)
+    return t.dfs_perm, t.dfs_size, t.dfs_parent, t.dfs_path
 
 
 # ----------------------------------------------------------------------------- launcher

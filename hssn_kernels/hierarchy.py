@@ -45,6 +45,11 @@ class HierarchyTables:
     level_map   (D, C)   int64; ``level_map[l-1, c]`` = ancestor of c at level l, or c if c is shallower.
     is_ancestor (C, C)   bool; ``is_ancestor[y, v]`` = v in A(y) (the per-node labels of target y).
     tree_distance (L, L) int32 leaf-to-leaf tree distance.
+    dfs_perm    (C,)     channel at DFS pre-order position j (roots and children in channel order), so
+                         ``Dsc(v)`` is the position range ``[j, j + dfs_size[j])`` (the Triton loss's layout).
+    dfs_size    (C,)     |Dsc| of the channel at position j.
+    dfs_parent  (C,)     position of its parent, or -1.
+    dfs_path    (C, D+1) root-first path of channel c in positions, -1 past c, then 1 for a leaf, 0 otherwise.
     """
 
     parent: torch.Tensor
@@ -60,6 +65,10 @@ class HierarchyTables:
     level_map: torch.Tensor
     is_ancestor: torch.Tensor
     tree_distance: torch.Tensor
+    dfs_perm: torch.Tensor
+    dfs_size: torch.Tensor
+    dfs_parent: torch.Tensor
+    dfs_path: torch.Tensor
 
 
 class ClassHierarchy:
@@ -337,6 +346,15 @@ class ClassHierarchy:
             common += ((col[:, None] == col[None, :]) & (col >= 0)[:, None]).to(torch.int32)
         lev = torch.tensor([self._levels[c] for c in leaves], **i32)
         dist = lev[:, None] + lev[None, :] - 2 * common
+        order: list[int] = []
+        stack = list(reversed(self.roots))
+        while stack:
+            v = stack.pop()
+            order.append(v)
+            stack.extend(reversed(self.children(v)))
+        pos = {c: j for j, c in enumerate(order)}
+        dfs_path = [[pos[a] for a in reversed(self.ancestors(c))] for c in range(num)]
+        dfs_path = [p + [-1] * (depth - len(p)) + [int(self.is_leaf(c))] for c, p in enumerate(dfs_path)]
         tabs = HierarchyTables(
             parent=torch.tensor(self._parents, **i32),
             level=torch.tensor(self._levels, **i32),
@@ -351,6 +369,10 @@ class ClassHierarchy:
             level_map=level_map,
             is_ancestor=is_anc,
             tree_distance=dist,
+            dfs_perm=torch.tensor(order, **i32),
+            dfs_size=torch.tensor([len(self.descendants(c)) for c in order], **i32),
+            dfs_parent=torch.tensor([-1 if self._parents[c] == -1 else pos[self._parents[c]] for c in order], **i32),
+            dfs_path=torch.tensor(dfs_path, **i32),
         )
         return HierarchyTables(**{k: v.to(device) for k, v in tabs.__dict__.items()})
 
