@@ -330,3 +330,23 @@ def test_training_on_fine_and_coarse_labels_with_one_key(tmp_path):
     report = result["report"]  # the coarse half of the val scenes is scored at levels 2 and 1 only
     assert report["inner_pixels"] == 8 * 32 * 32 and report["num_pixels"] == 16 * 32 * 32
 
+
+
+def test_the_coarse_label_experiment_builds_its_datasets():
+    """``hssn demo --ablation coarse``: every variant's config builds; the mixed variants hold N fine + M
+    coarse scenes and need the flag; validation is the same N-independent fine set for every variant."""
+    from hssn.engine import builders, demo
+    from hssn.engine.config import load_config
+
+    variants = demo.coarse_experiment(load_config("synthetic"))
+    assert set(variants) == {"fine", "fine_coarse", "fine_coarse_long", "fine_long"}
+    sizes = {}
+    for key, (_, overrides) in variants.items():
+        cfg = load_config("synthetic", [*demo.ABLATION_SCHEDULE, *overrides])
+        train, val = builders.build_dataset(cfg, "train"), builders.build_dataset(cfg, "val")
+        sizes[key] = (len(train), train.partial_labels, len(val), val.partial_labels, cfg["train"]["iters"])
+    n, m = demo.COARSE_FINE_SCENES, demo.COARSE_EXTRA_SCENES
+    long = demo.ABLATION_ITERS * (n + m) // n
+    assert sizes == {"fine": (n, False, 100, False, demo.ABLATION_ITERS),
+                     "fine_coarse": (n + m, True, 100, False, demo.ABLATION_ITERS),
+                     "fine_coarse_long": (n + m, True, 100, False, long), "fine_long": (n, False, 100, False, long)}
