@@ -1,7 +1,8 @@
 """Environment report: ``python -m hssn_kernels.info``.
 
 Prints the torch / CUDA / Triton versions, the native extension's build (torch it was built against,
-CUDA architectures), and which backends run on which devices, with the reason when one does not.
+CUDA architectures), which backends run on which devices, with the reason when one does not, and the order
+in which ``backend="auto"`` tries them per op, with why.
 """
 from __future__ import annotations
 
@@ -56,6 +57,13 @@ def report() -> str:
     for dev in devices():
         for name, reason in backends.available(dev).items():
             lines.append(f"  {str(dev):8s} {name:10s} {'available' if reason is None else 'unavailable: ' + reason}")
+    lines.append('backend="auto" (first available wins):')
+    lines.append(f"  cpu tensors   every op: {', '.join(backends.AUTO_CPU_PREFERENCE)} (the native kernels, measured "
+                 f"faster than the reference: benchmarks/results/)")
+    for op, order in backends.AUTO_CUDA_PREFERENCE.items():
+        lines.append(f"  cuda tensors  {op}: {', '.join(order)}")
+    lines.append("                (provisional: no GPU benchmark has run; the order will follow the measured GPU "
+                 "table when one exists)")
     return "\n".join(lines)
 
 

@@ -121,3 +121,12 @@ def test_missing_extension_reason(monkeypatch):
     x, t = inputs(cityscapes_like())
     with pytest.raises(RuntimeError, match="not built"):
         hk.focal_tree_min_loss(x, t, cityscapes_like(), backend="cpu")
+
+
+def test_info_report_says_what_auto_picks():
+    from hssn_kernels import info
+
+    text = info.report()
+    assert 'backend="auto"' in text and "provisional" in text
+    for op, order in hk.backends.AUTO_CUDA_PREFERENCE.items():
+        assert f"cuda tensors  {op}: {', '.join(order)}" in text
