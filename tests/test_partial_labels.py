@@ -277,6 +277,13 @@ def test_folder_dataset_reads_inner_node_ids_only_with_the_flag(tmp_path):
     ds = build_dataset("folder", root=tmp_path, partial_labels=True)
     label = ds[[s[0] for s in ds.samples].index("001")]["label"]
     assert ds.partial_labels and set(label.unique().tolist()) == {0, 3}
+    from hssn.engine import builders
+    from hssn.engine.config import load_config
+
+    cfg = load_config(None, ["data.name=folder", f"data.root={tmp_path}", "data.augment=false",
+                             "data.partial_labels=true"])
+    via_config = builders.build_dataset(cfg, "train")  # the one config key reaches the dataset
+    assert via_config.partial_labels and len(via_config) == len(ds)
     Image.fromarray(np.full((fx.H, fx.W), 9, dtype=np.uint8)).save(tmp_path / "labels" / "train" / "002.png")
     with pytest.raises(ValueError, match=r"002.png: label values \[9\]"):
         ds[[s[0] for s in ds.samples].index("002")]
