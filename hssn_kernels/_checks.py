@@ -144,6 +144,16 @@ def leaf_labels_only(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_ind
     return torch.where(inner, torch.full_like(target, ignore_index), target)
 
 
+def triplet_labels(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index: int, validate: bool,
+                   partial_labels: bool) -> torch.Tensor:
+    """The labels triplet sampling reads: checked (``validate``: leaf ids, or any node's id with partial
+    labels), uint8 widened (:func:`widen_uint8_target`), and with partial labels :func:`leaf_labels_only`."""
+    if validate:
+        check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    target = widen_uint8_target(target, ignore_index)
+    return leaf_labels_only(target, hierarchy, ignore_index) if partial_labels else target
+
+
 def check_nan_policy(nan_policy: str) -> str:
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")

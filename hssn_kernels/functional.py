@@ -153,11 +153,7 @@ def sample_triplets(
     num_triplets = _checks.check_num_triplets(num_triplets)
     if mode not in _ref.TRIPLET_MODES:
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    target = _checks.widen_uint8_target(target, ignore_index)
-    if partial_labels:
-        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
+    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
     table, count = impl.sample_triplets_padded(target, hierarchy, int(num_triplets), int(seed), int(ignore_index), mode)
     table = table[: int(count)]
@@ -203,12 +199,8 @@ def tree_triplet_loss(
         raise ValueError(f"distance must be one of {_ref.DISTANCES}, got {distance!r}")
     if mode not in _ref.TRIPLET_MODES:
         raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
-    target = _checks.widen_uint8_target(target, ignore_index)
-    if partial_labels:
-        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
     loss = impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
                                   float(margin_scale), bool(hierarchy_margin), distance, int(seed),

@@ -116,20 +116,16 @@ def _tree_extrema_indices(z: torch.Tensor, hierarchy: ClassHierarchy) -> tuple[t
     return min_idx, max_idx
 
 
-def _node_labels(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
-    """(P, C) bool: l_v = v in A(target); rows of ignored pixels use the first leaf (masked later)."""
-    tabs = hierarchy.tables(t.device)
-    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
-    return tabs.is_ancestor[safe]
+def _node_labels(t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(P, C) bool: l_v = v in A(target); ``t`` as :func:`_prepare` returns it (a channel at every pixel)."""
+    return hierarchy.tables(t.device).is_ancestor[t]
 
 
-def _known(t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+def _known(t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(P, C) bool: node v has a term for target t, i.e. v is not a strict descendant of t (all True for a
     leaf target; ``is_ancestor[v, t]`` = t in A(v))."""
-    tabs = hierarchy.tables(t.device)
-    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
-    below = tabs.is_ancestor.T[safe]
-    return ~below | (torch.arange(hierarchy.num_channels, device=t.device)[None, :] == safe[:, None])
+    below = hierarchy.tables(t.device).is_ancestor.T[t]
+    return ~below | (torch.arange(hierarchy.num_channels, device=t.device)[None, :] == t[:, None])
 
 
 def _upsampled(logits, target, upsample, align_corners):
@@ -161,7 +157,8 @@ def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, val
     if not partial_labels:
         leaf_ok = leaf_ok & hierarchy.tables(t.device).is_leaf[t.clamp(0, num - 1)]
     bad = valid & ~leaf_ok
-    t = torch.where(bad, torch.full_like(t, hierarchy.leaves[0]), t)
+    # every pixel that is ignored or bad reads the first leaf's rows (its terms are masked out later)
+    t = torch.where(valid & ~bad, t, torch.full_like(t, hierarchy.leaves[0]))
     z = _flatten(logits)
     z = torch.where(valid[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
     return z, t, valid, bad
@@ -194,12 +191,12 @@ def focal_tree_min_loss(
     """
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
-    labels = _node_labels(t, valid, hierarchy)
+    labels = _node_labels(t, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
     terms = _focal_terms(zstar, labels, float(gamma))
     if partial_labels:
-        terms = torch.where(_known(t, valid, hierarchy), terms, torch.zeros_like(terms))
+        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
     per_pixel = terms.sum(1)
     per_pixel = _masked(per_pixel, valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
@@ -218,9 +215,9 @@ def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduc
     no term for the strict descendants of the label."""
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
-    terms = _focal_terms(z, _node_labels(t, valid, hierarchy), float(gamma))
+    terms = _focal_terms(z, _node_labels(t, hierarchy), float(gamma))
     if partial_labels:
-        terms = torch.where(_known(t, valid, hierarchy), terms, torch.zeros_like(terms))
+        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
     per_pixel = _masked(terms.sum(1), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
@@ -232,19 +229,17 @@ def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", vali
                           partial_labels)
 
 
-def _leaf_ce(z: torch.Tensor, t: torch.Tensor, valid: torch.Tensor, hierarchy: ClassHierarchy,
-             partial_labels: bool) -> torch.Tensor:
+def _leaf_ce(z: torch.Tensor, t: torch.Tensor, hierarchy: ClassHierarchy, partial_labels: bool) -> torch.Tensor:
     """(P,) softmax cross-entropy over the leaf channels; for an inner label t (partial labels) the negative
-    log of the summed probability of the leaves under t."""
+    log of the summed probability of the leaves under t. ``t`` as :func:`_prepare` returns it."""
     tabs = hierarchy.tables(z.device)
-    safe = torch.where(valid, t, torch.full_like(t, hierarchy.leaves[0]))
     leaf_z = z[:, tabs.leaves.long()]
-    is_leaf = tabs.is_leaf[safe]
-    per_pixel = F.cross_entropy(leaf_z, tabs.leaf_index[torch.where(is_leaf, safe, hierarchy.leaves[0])].long(),
+    is_leaf = tabs.is_leaf[t]
+    per_pixel = F.cross_entropy(leaf_z, tabs.leaf_index[torch.where(is_leaf, t, hierarchy.leaves[0])].long(),
                                 reduction="none")
     if not partial_labels:
         return per_pixel
-    under = tabs.is_ancestor.T[safe][:, tabs.leaves.long()]  # (P, L): leaf below (or equal to) the label
+    under = tabs.is_ancestor.T[t][:, tabs.leaves.long()]  # (P, L): leaf below (or equal to) the label
     subtree = torch.logsumexp(torch.where(under, leaf_z, torch.full_like(leaf_z, float("-inf"))), dim=1)
     return torch.where(is_leaf, per_pixel, torch.logsumexp(leaf_z, dim=1) - subtree)
 
@@ -255,7 +250,7 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
     probability of the label's subtree."""
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate, partial_labels)
-    per_pixel = _masked(_leaf_ce(z, t, valid, hierarchy, partial_labels), valid, bad)
+    per_pixel = _masked(_leaf_ce(z, t, hierarchy, partial_labels), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
@@ -277,27 +272,25 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
     """
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, "mean", None, validate, partial_labels)
-    labels = _node_labels(t, valid, hierarchy)
+    labels = _node_labels(t, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     s = torch.sigmoid(z)  # monotone: the min / max of s sit at the arg-min / arg-max of z
     terms = torch.where(labels, -torch.log(s.gather(1, min_idx) + eps), -torch.log(1 - s.gather(1, max_idx) + eps))
-    keep = valid[:, None] & _known(t, valid, hierarchy) if partial_labels else valid[:, None]
+    keep = valid[:, None] & _known(t, hierarchy) if partial_labels else valid[:, None]
     terms = torch.where(keep, terms, torch.zeros_like(terms))
-    level = torch.tensor([hierarchy.level(c) for c in range(hierarchy.num_channels)], device=z.device)
+    tabs = hierarchy.tables(z.device)
+    level = tabs.level.long()
     level_size = torch.bincount(level)[level].to(terms.dtype)  # n_l of each node's level
     num_valid = valid.sum().clamp(min=1)
     tm = (terms.sum(0) / level_size).sum() / num_valid
 
+    # CE targets: the label (ignored pixels read the first leaf, as _prepare left them) and its level-1 node
     counted = torch.ones_like(valid) if void_in_ce else valid
-    first_leaf = torch.full_like(t, hierarchy.leaves[0])
-    leaf_t = torch.where(valid, t, first_leaf)
-    top = list(hierarchy.nodes_at_level(1))
-    top_pos = torch.full((hierarchy.num_channels,), -1, dtype=torch.long, device=z.device)
-    top_pos[torch.tensor(top, device=z.device)] = torch.arange(len(top), device=z.device)
-    top_t = top_pos[hierarchy.leaf_to_level(1).to(z.device)[leaf_t]]
+    top = (level == 1).nonzero()[:, 0]  # the level-1 channels, ascending
+    top_t = torch.searchsorted(top, tabs.level_map[0][t])
     zc = _flatten(logits) if void_in_ce else z  # z is zeroed at ignored pixels
-    ce_leaf = _leaf_ce(zc, leaf_t, torch.ones_like(valid), hierarchy, partial_labels)
-    ce_top = F.cross_entropy(zc[:, torch.tensor(top, device=z.device)], top_t, reduction="none")
+    ce_leaf = _leaf_ce(zc, t, hierarchy, partial_labels)
+    ce_top = F.cross_entropy(zc[:, top], top_t, reduction="none")
     ce = 0
     for per_pixel in (ce_leaf, ce_top):
         ce = ce + torch.where(counted, per_pixel, torch.zeros_like(per_pixel)).sum() / max(len(t), 1)
@@ -446,10 +439,7 @@ def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=25
     if not isinstance(target, torch.Tensor) or target.is_floating_point():
         raise TypeError("target must be an integer tensor of leaf channel ids")
     _checks.check_ignore_index(ignore_index, _checks.check_hierarchy(hierarchy))
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    if partial_labels:
-        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
+    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
     table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     return table[:, 0], table[:, 1], table[:, 2]
@@ -473,10 +463,7 @@ def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margi
     _checks.check_ignore_index(ignore_index, hierarchy)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    if partial_labels:
-        target = _checks.leaf_labels_only(target, hierarchy, ignore_index)
+    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
     table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     e = _flatten(embeddings)
