@@ -21,7 +21,8 @@ import torch
 from ._checks import no_double_backward
 
 
-def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
+def loss_dtype(logits: torch.Tensor) -> torch.dtype:
+    """The dtype of a loss and of its per-pixel weights: float64 for float64 logits, else float32."""
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
@@ -34,7 +35,7 @@ def per_pixel_weights(grad_loss: torch.Tensor, logits: torch.Tensor, target: tor
                       reduction: int) -> torch.Tensor:
     """The backward's per-pixel weights of a loss with ``reduction`` (0 none, 1 sum, 2 mean), target-shaped,
     in the loss dtype; no host sync."""
-    weight = grad_loss.to(_loss_dtype(logits))
+    weight = grad_loss.to(loss_dtype(logits))
     if reduction != 0:
         if reduction == 2:
             weight = weight / valid_count(target, ignore_index)

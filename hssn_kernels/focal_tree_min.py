@@ -22,7 +22,7 @@ import triton.language as tl
 
 from . import _checks
 from . import _triton_utils as _tu
-from ._autograd import register_fused_loss
+from ._autograd import loss_dtype, register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 
 
@@ -203,10 +203,6 @@ def _config(c_pad: int) -> tuple[int, int]:
     return block_p, max(1, min(8, block_p * c_pad // 64))
 
 
-def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-
 def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out, partial):
     perm, size, ppos, path = tables
     num_c = logits.shape[1]
@@ -218,12 +214,11 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     block_p, num_warps = _config(c_pad)
     grid = triton.cdiv(num_p, block_p)
     dev = logits.device
-    count = (target != ignore_index).sum()
-    loss_dtype = _loss_dtype(logits)
+    count = valid_count(target, ignore_index)
     if reduction == 0:
-        loss = _tu.empty(num_p, dtype=loss_dtype, device=dev)
+        loss = _tu.empty(num_p, dtype=loss_dtype(logits), device=dev)
     else:
-        loss = torch.zeros(max(grid, 1), dtype=loss_dtype, device=dev)
+        loss = torch.zeros(max(grid, 1), dtype=loss_dtype(logits), device=dev)
     grad = _tu.empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
     per_pixel = grad_out is not None
     if per_pixel:
@@ -270,7 +265,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
     else:
         loss = loss.sum()
         if reduction == 2:
-            loss = loss / count.clamp(min=1)
+            loss = loss / count
     if not with_grad:
         grad = logits.new_empty(0)
     return loss, grad
@@ -279,7 +274,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 @ftm_forward.register_fake
 def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
     shape = _pixel_shape(logits) if reduction == 0 else ()
-    loss = logits.new_empty(shape, dtype=_loss_dtype(logits))
+    loss = logits.new_empty(shape, dtype=loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
     return loss, grad
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from ._autograd import register_fused_loss
+from ._autograd import loss_dtype, register_fused_loss
 from ._checks import no_double_backward
 from .hierarchy import ClassHierarchy
 
@@ -80,11 +80,6 @@ def _runs_on(arch: str, major: int, minor: int) -> bool:
     if arch.endswith("+PTX"):
         return (major, minor) >= (a_major, a_minor)
     return major == a_major and minor >= a_minor
-
-
-def loss_dtype(logits: torch.Tensor) -> torch.dtype:
-    """The dtype of a loss and of its per-pixel weights: float64 for float64 logits, else float32."""
-    return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
 def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:

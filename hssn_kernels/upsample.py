@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import _checks, backends
-from ._autograd import register_fused_loss, valid_count
+from ._autograd import loss_dtype, register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 
 UPSAMPLE_MODES = (None, "bilinear")
@@ -240,7 +240,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
 def _(logits, target, parents, align_corners, backend, gamma, ignore_index, reduction, compute_grad, partial=False):
     torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
     torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    dtype = loss_dtype(logits)
     loss = logits.new_empty(tuple(target.shape) if reduction == 0 else (), dtype=dtype)
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
     return loss, grad
