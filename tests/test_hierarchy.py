@@ -121,3 +121,10 @@ def test_hashable_and_picklable():
     h = cityscapes_like()
     assert pickle.loads(pickle.dumps(h)) == h
     assert len({h, cityscapes_like()}) == 1
+
+
+def test_distance_table_equals_distance():
+    h = random_tree(4, max_depth=4, max_channels=25)
+    table = h.distance_table(range(h.num_channels), h.leaves)
+    assert table.tolist() == [[h.distance(c, q) for q in h.leaves] for c in range(h.num_channels)]
+    assert torch.equal(h.distance_table(h.leaves, h.leaves), h.tables("cpu").tree_distance)

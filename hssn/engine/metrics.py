@@ -122,17 +122,17 @@ def inner_level_confusion(inner_matrix: torch.Tensor, hierarchy: ClassHierarchy,
     """(K, K) counts at ``tree_level`` of the inner-labelled pixels: rows = the label's ancestor at that level
     (labels shallower than the level are left out), columns = the predicted leaf's class; ``inner_matrix``
     (C, L) rows = label channel, columns = predicted leaf position; ``classes`` from :func:`level_confusion`."""
+    tabs = hierarchy.tables("cpu")
+    to_level = hierarchy.leaf_to_level(tree_level)  # (C,) each channel's node at the level (or itself)
+    known = torch.tensor(classes)
+    idx = torch.searchsorted(known, to_level).clamp(max=len(classes) - 1)
+    class_of = torch.where(known[idx] == to_level, idx, -1)  # -1: a group without scored leaves is no class
+    rows = torch.where(~tabs.is_leaf & (tabs.level >= tree_level), class_of, -1)
+    leaves = tabs.leaves.long() if positions is None else tabs.leaves.long()[positions]
     cols = inner_matrix if positions is None else inner_matrix[:, positions]
-    _, group = level_classes(hierarchy, tree_level, positions)
-    col_onehot = torch.nn.functional.one_hot(group, len(classes)).to(cols.dtype)
-    index = {c: i for i, c in enumerate(classes)}
-    row_map = torch.zeros((hierarchy.num_channels, len(classes)), dtype=cols.dtype)
-    for g in range(hierarchy.num_channels):
-        if not hierarchy.is_leaf(g) and hierarchy.level(g) >= tree_level:
-            anc = hierarchy.ancestor_at_level(g, tree_level)
-            if anc in index:  # a group without scored leaves is no class
-                row_map[g, index[anc]] = 1
-    return row_map.T @ cols @ col_onehot
+    row_onehot = torch.nn.functional.one_hot(rows + 1, len(classes) + 1)[:, 1:].to(cols.dtype)
+    col_onehot = torch.nn.functional.one_hot(class_of[leaves], len(classes)).to(cols.dtype)
+    return row_onehot.T @ cols @ col_onehot
 
 
 def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None,
@@ -178,22 +178,6 @@ def majority_baseline(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> l
     return out
 
 
-def node_leaf_distance(hierarchy: ClassHierarchy) -> tuple[torch.Tensor, torch.Tensor]:
-    """((C, L) float64 tree distance between node c and leaf position j, (C, L) bool: leaf j is below c)."""
-    leaves = list(hierarchy.leaves)
-    depth = {c: len(hierarchy.ancestors(c)) for c in range(hierarchy.num_channels)}
-    dist = torch.zeros((hierarchy.num_channels, len(leaves)), dtype=torch.float64)
-    below = torch.zeros_like(dist, dtype=torch.bool)
-    for c in range(hierarchy.num_channels):
-        anc_c = set(hierarchy.ancestors(c))
-        for j, q in enumerate(leaves):
-            common = [a for a in hierarchy.ancestors(q) if a in anc_c]  # A(q) runs self first: deepest first
-            lca_depth = depth[common[0]] if common else 0
-            dist[c, j] = depth[c] + depth[q] - 2 * lca_depth
-            below[c, j] = c in hierarchy.ancestors(q)
-    return dist, below
-
-
 def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_leaves=None,
                      inner_matrix: torch.Tensor | None = None) -> float:
     """Mean tree distance between ground-truth and predicted leaf over the wrong pixels (NaN if none), on the
@@ -205,7 +189,8 @@ def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, score
     wrong = m.sum() - m.diagonal().sum()
     total = (m * distance).sum()
     if inner_matrix is not None:
-        dist, below = node_leaf_distance(hierarchy)
+        dist = hierarchy.distance_table(range(hierarchy.num_channels), hierarchy.leaves).double()  # (C, L)
+        below = hierarchy.tables("cpu").is_ancestor[list(hierarchy.leaves)].T  # leaf j is below node c
         cols = (slice(None),) if positions is None else (slice(None), positions)
         counts = inner_matrix.cpu().double()[cols] * ~below[cols]
         wrong = wrong + counts.sum()
