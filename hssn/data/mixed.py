@@ -6,21 +6,21 @@ hierarchy (equal trees) and ``ignore_index``; the palette, flip pairs and class 
 """
 from __future__ import annotations
 
-import bisect
 from typing import Any, Sequence
 
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from .common import Transform
 
 
-class MixedDataset(Dataset):
+class MixedDataset(ConcatDataset):
     """``parts``: datasets (or ``{"name", "root", "kwargs"}`` specs for :func:`hssn.data.build_dataset`, built
-    for ``split``); ``transforms`` run on the items of every part (build the parts without their own)."""
+    for ``split``); ``transforms`` run on the items of every part (build the parts without their own).
+    Indexing is ``torch.utils.data.ConcatDataset``'s (``datasets``, ``cumulative_sizes``)."""
 
     def __init__(self, parts: Sequence[Dataset | dict[str, Any]], split: str = "train",
                  transforms: Transform | None = None, partial_labels: bool = False):
-        from .registry import build_dataset, dataset_class
+        from .registry import accepts, build_dataset
 
         if not parts:
             raise ValueError("MixedDataset needs at least one part")
@@ -31,7 +31,7 @@ class MixedDataset(Dataset):
                 if "name" not in part or unknown:
                     raise ValueError(f"mixed part {i} must be {{name, root, kwargs}}, got keys {sorted(part)}")
                 kwargs = dict(part.get("kwargs") or {})
-                if partial_labels and "partial_labels" in _params(dataset_class(part["name"])):
+                if partial_labels and accepts(part["name"], "partial_labels"):
                     kwargs.setdefault("partial_labels", True)
                 part = build_dataset(part["name"], part.get("root"), split=split, **kwargs)
             built.append(part)
@@ -44,37 +44,16 @@ class MixedDataset(Dataset):
                 raise ValueError(f"mixed part {i} has ignore_index {part.ignore_index}, part 0 {first.ignore_index}")
         if transforms is not None and not callable(transforms):
             raise TypeError("transforms must be callable on the item dict")
-        self.parts, self.transforms = built, transforms
+        super().__init__(built)
+        self.transforms = transforms
         self.hierarchy, self.ignore_index = first.hierarchy, first.ignore_index
         self.palette, self.flip_pairs, self.class_names = first.palette, first.flip_pairs, first.class_names
         self.scored_leaves = getattr(first, "scored_leaves", None)
         self.partial_labels = any(getattr(p, "partial_labels", False) for p in built)
-        self.ends = []
-        total = 0
-        for part in built:
-            total += len(part)
-            self.ends.append(total)
-
-    def __len__(self) -> int:
-        return self.ends[-1]
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """(part, index within the part) of item ``index``."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
-        part = bisect.bisect_right(self.ends, index)
-        return part, index - (self.ends[part - 1] if part else 0)
 
     def __getitem__(self, index: int) -> dict:
-        part, local = self.locate(index)
-        item = self.parts[part][local]
+        item = super().__getitem__(index)
         return self.transforms(item) if self.transforms is not None else item
 
     def __repr__(self) -> str:
-        return f"MixedDataset({', '.join(f'{type(p).__name__}({len(p)})' for p in self.parts)})"
-
-
-def _params(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls).parameters)
+        return f"MixedDataset({', '.join(f'{type(p).__name__}({len(p)})' for p in self.datasets)})"

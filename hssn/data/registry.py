@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ _REGISTRY: dict[str, DatasetEntry] = {
 def available() -> list[str]:
     """Registered dataset names."""
     return sorted(_REGISTRY)
+
+
+def accepts(name: str, kwarg: str) -> bool:
+    """Whether the dataset class registered under ``name`` takes the constructor keyword ``kwarg``."""
+    return kwarg in inspect.signature(dataset_class(name)).parameters
 
 
 def entry_for_class(cls_name: str) -> str | None:

@@ -1,7 +1,6 @@
 """Config -> objects: datasets with their transforms, model, loss, optimizer and the poly schedule."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -19,14 +18,14 @@ def _tuples(kwargs: dict) -> dict:
 def build_dataset(cfg: dict, split: str) -> Dataset:
     """The "train" or "val" dataset of ``cfg`` with its transforms (``split`` picks the config's split name)."""
     from hssn.data import build_dataset as build
-    from hssn.data import dataset_class
     from hssn.data import transforms as T
+    from hssn.data.registry import accepts
 
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     d = cfg["data"]
     kwargs = {**d["kwargs"], **d[f"{split}_kwargs"]}
-    if d["partial_labels"] and "partial_labels" in inspect.signature(dataset_class(d["name"])).parameters:
+    if d["partial_labels"] and accepts(d["name"], "partial_labels"):
         kwargs.setdefault("partial_labels", True)
     ds = build(d["name"], root=d["root"], split=d[f"{split}_split"], **_tuples(kwargs))
     if getattr(ds, "partial_labels", False) and not d["partial_labels"]:
@@ -56,18 +55,19 @@ def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
 def registry_choices() -> dict[tuple[str, ...], tuple]:
     """Config keys whose choices are a registry of the ops or engine: the registry is the list (the
     torch-free config layer cannot import them, so they are checked when a run starts)."""
-    from hssn_kernels import modules
+    from hssn_kernels import backends, modules
     from hssn_kernels._checks import DISTANCES
 
     return {("loss", "segmentation"): tuple(modules.SEGMENTATION_LOSSES),
             ("loss", "triplet"): (*modules.TRIPLET_VARIANTS, None),
             ("loss", "distance"): DISTANCES,
-            ("optim", "name"): tuple(OPTIMIZERS)}
+            ("optim", "name"): tuple(OPTIMIZERS),
+            ("loss", "backend"): backends.names()}
 
 
 def check_choices(cfg: dict, device) -> None:
     """ValueError naming the key when a registry-backed value (:func:`registry_choices`) is unknown, or when
-    ``loss.backend`` is not in the backend registry or cannot run on ``device``. Called when a run starts."""
+    ``loss.backend`` cannot run on ``device``. Called when a run starts."""
     from hssn_kernels import backends
 
     for path, choices in registry_choices().items():
@@ -75,8 +75,6 @@ def check_choices(cfg: dict, device) -> None:
         if value not in choices:
             raise ValueError(f"config key {'.'.join(path)!r} must be one of {choices}, got {value!r}")
     name = cfg["loss"]["backend"]
-    if name not in backends.names():
-        raise ValueError(f"config key 'loss.backend' must be one of {backends.names()}, got {name!r}")
     why = backends.unavailable_reason(name, torch.device(device)) if name != "auto" else None
     if why is not None:
         raise ValueError(f"loss.backend={name!r}: {why}")
