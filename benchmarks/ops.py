@@ -85,16 +85,10 @@ def make_inputs(op: str, shape: Shape, dtype: str, device, seed: int = 0) -> dic
 
 
 # ----------------------------------------------------------------------------- calls
-def _ftm(backend, shape):
+def _ftm(backend, shape, partial_labels=False):
     h, ii = shape.hierarchy, shape.ignore_index
     return lambda x: hk.focal_tree_min_loss(x["logits"], x["target"], h, GAMMA, ii, "mean", backend=backend,
-                                            validate=False, nan_policy="propagate")
-
-
-def _ftm_partial(backend, shape):
-    h, ii = shape.hierarchy, shape.ignore_index
-    return lambda x: hk.focal_tree_min_loss(x["logits"], x["target"], h, GAMMA, ii, "mean", backend=backend,
-                                            validate=False, nan_policy="propagate", partial_labels=True)
+                                            validate=False, nan_policy="propagate", partial_labels=partial_labels)
 
 
 def _argmax(backend, shape):
@@ -206,8 +200,8 @@ OPS: dict[str, OpSpec] = {
     "hssn_loss": OpSpec(_hssn_loss, _compiled_hssn_loss, ("focal_tree_min_loss", "tree_triplet_loss")),
     "ftm_interp": OpSpec(_ftm_interp, _compiled_ftm_interp, ("focal_tree_min_loss",)),
     "ftm_upsample": OpSpec(_ftm_upsample, _not_compiled, ("ftm_kernel",)),
-    "ftm_partial_leaf": OpSpec(_ftm_partial, _not_compiled, ("focal_tree_min_loss",)),
-    "ftm_partial": OpSpec(_ftm_partial, _not_compiled, ("focal_tree_min_loss",)),
+    "ftm_partial_leaf": OpSpec(functools.partial(_ftm, partial_labels=True), _not_compiled, ("focal_tree_min_loss",)),
+    "ftm_partial": OpSpec(functools.partial(_ftm, partial_labels=True), _not_compiled, ("focal_tree_min_loss",)),
     "train_loss_interp": OpSpec(_train_loss_interp, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
     "train_loss": OpSpec(_train_loss, _not_compiled, ("focal_tree_min_loss", "tree_triplet_loss")),
 }
