@@ -1,24 +1,41 @@
 """Helpers shared by the Triton op modules (``focal_tree_min``, ``path_argmax``, ``tree_triplet``): the output
-allocator (a test hook), pixel strides of the layouts the kernels read in place, and the launch guard."""
+allocator (a test hook), pixel strides of the layouts the kernels read in place, the pixels-along-lanes launch
+configuration, and the launch guard."""
 from __future__ import annotations
 
 import contextlib
 
 import torch
+import triton
 
 empty = torch.empty
 """Allocator of every kernel output that a kernel must fully write (the tests swap in a poisoning one)."""
 
 
 def pixel_strides(x: torch.Tensor, channel_dim: bool) -> tuple[int, int, int, int, int, int]:
-    """(B, H, W) sizes and strides of the pixel dims of a (B, C, H, W) / (N, C) / (B, H, W) / (N,) tensor."""
+    """(B, H, W) sizes and strides of the pixel dims of a (B, C, H, W) / (B, H, W) tensor; (N, C) / (N,) read as
+    one 1 x N image."""
+    if x.dim() == (2 if channel_dim else 1):
+        return 1, 1, x.shape[0], 0, 0, x.stride(0)
     if channel_dim:
-        if x.dim() == 2:
-            return x.shape[0], 1, 1, x.stride(0), 0, 0
         return x.shape[0], x.shape[2], x.shape[3], x.stride(0), x.stride(2), x.stride(3)
-    if x.dim() == 1:
-        return x.shape[0], 1, 1, x.stride(0), 0, 0
     return x.shape[0], x.shape[1], x.shape[2], x.stride(0), x.stride(1), x.stride(2)
+
+
+def plane_contiguous(h: int, w: int, s_h: int, s_w: int) -> bool:
+    """Whether pixel (i, j) of an h x w plane sits at offset i * w + j (the kernels then index by q = i * w + j)."""
+    return (w == 1 or s_w == 1) and (h == 1 or s_h == w)
+
+
+PIXELS_PER_THREAD = 4
+"""Consecutive pixels a thread owns in the pixels-along-lanes kernels (a 16-byte fp32 / 8-byte bf16 vector)."""
+
+
+def pixel_config(hw: int) -> tuple[int, int]:
+    """(BLOCK_P, num_warps) of a pixels-along-lanes kernel over an image of ``hw`` pixels: 4 warps x 32 lanes x
+    ``PIXELS_PER_THREAD``, shrunk (power of two, >= 32) for small images. See docs/triton.md."""
+    block = min(4 * 32 * PIXELS_PER_THREAD, max(32, triton.next_power_of_2(hw)))
+    return block, max(1, min(4, block // (32 * PIXELS_PER_THREAD)))
 
 
 def launch_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:

@@ -1,18 +1,22 @@
 """Fused focal tree-min loss (forward + gradient) in Triton, as the ``hssn::triton_ftm_*`` custom ops.
 
-Design (one program = ``BLOCK_P`` pixels x all ``C`` channels as a ``[BLOCK_P, C_PAD]`` register tile):
+Design (pixels along the lanes; one program = ``BLOCK_P`` consecutive pixels of one image, ``VEC`` per thread):
 
-* Channels sit in DFS pre-order positions (``perm[j]`` = channel at position ``j``), so ``Dsc(v)`` is the
-  position range ``[j, j + size[j])``. The bottom-up max over descendants of every node is a range-max
-  query answered with a sparse table built in ``log2(C)`` doubling steps (``tl.gather`` along the
-  channel axis), tracking the winning channel (lowest channel on ties).
-* The target's path (at most ``DEPTH`` nodes) is walked root first: running min and its winner.
-* Gradients: a path term's derivative goes to its arg-min channel; a negative term's derivative is
-  carried top-down into the winning child while the winner is unchanged (``DEPTH - 1`` gather
-  steps), so every node's gradient is formed in registers and written exactly once.
+* The program walks the channels once in DFS pre-order (``perm[j]`` = channel at position ``j``, so ``Dsc(v)``
+  is the position range ``[j, j + size[j])``). Each step loads one channel row of ``BLOCK_P`` pixels:
+  adjacent lanes read adjacent pixels (coalesced, ``VEC``-wide vectors when the pixel plane is contiguous).
+* ``M_v`` (max over ``Dsc(v)``, lowest channel on ties) of a leaf is its logit; an inner node scans its
+  subtree rows (re-reads from L1/L2, no DRAM traffic in the model).
+* The target's path (at most ``DEPTH`` nodes) is read first: running min root first with its winner, the
+  positive terms and their gradients per path node.
+* Gradients, top-down in the same walk: a negative term's derivative is carried from a node into its child
+  while the winner is unchanged; the carry of the open ancestors lives in a ``[D_PAD, BLOCK_P]`` stack (one
+  slot per depth, per thread), so every channel's gradient is known when it is visited and written once,
+  in the same coalesced rows.
 
-Logits ``(B, C, H, W)`` or ``(N, C)`` are read in place through their strides (no copy). Math in fp32
-(fp64 for fp64 logits); the gradient is stored in the logits' dtype.
+No warp shuffles, no replicated warps, registers independent of ``C``. Math in fp32 (fp64 for fp64
+logits); the gradient is stored in the logits' dtype. Any logits / target strides are read in place; the
+vectorised path needs a contiguous pixel plane (``PLANE``), else pixels are addressed through (h, w).
 """
 from __future__ import annotations
 
@@ -28,11 +32,33 @@ from .hierarchy import ClassHierarchy
 
 # ----------------------------------------------------------------------------- kernel
 @triton.jit
-def _log1p_exp_neg_abs(z):
-    """log(1 + exp(-|z|)) with the log1p correction (exact for tiny exp(-|z|))."""
-    e = tl.exp(-tl.abs(z))
+def _log_sigmoid(m, FP64: tl.constexpr):
+    """(log p, log(1 - p), p, 1 - p) of p = sigmoid(m), from one exp, one log and one reciprocal.
+
+    log1p(exp(-|m|)): fp32 uses its Taylor series below exp(-|m|) = 1/16 (relative error < 2**-26) and
+    log(1 + e) above it (< 2**-20), so no division; fp64 keeps the exact log1p correction."""
+    e = tl.exp(-tl.abs(m))
     u = 1.0 + e
-    return tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    if FP64:
+        l1p = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
+    else:
+        series = e * (1.0 - e * (0.5 - e * (0.3333333333 - e * (0.25 - e * (0.2 - e * 0.1666666667)))))
+        l1p = tl.where(e < 0.0625, series, tl.log(u))
+    lp = tl.minimum(m, 0.0) - l1p
+    lq = tl.where(m == float("-inf"), 0.0, lp - m)  # log(1 - p): its limit 0 at m = -inf
+    r = 1.0 / u
+    er = e * r
+    pos = m >= 0.0
+    return lp, lq, tl.where(pos, r, er), tl.where(pos, er, r)
+
+
+@triton.jit
+def _focal_weight(lp, p, gamma, GAMMA2: tl.constexpr):
+    """p ** gamma (1 at gamma = 0); ``GAMMA2`` (gamma == 2, the paper's) is one multiply."""
+    if GAMMA2:
+        return p * p
+    else:
+        return tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
 
 
 @triton.jit
@@ -44,32 +70,36 @@ def _better_max(av, ai, bv, bi):
 @triton.jit
 def _ftm_kernel(
     z_ptr, t_ptr, gout_ptr, loss_ptr, grad_ptr, count_ptr,
-    perm_ptr, size_ptr, ppos_ptr, path_ptr,
-    P, C, H, W,
+    perm_ptr, size_ptr, depth_ptr, path_ptr,
+    HW, C, W,
     s_zb, s_zc, s_zh, s_zw,
     s_tb, s_th, s_tw,
     s_ob, s_oh, s_ow,
     s_gb, s_gc, s_gh, s_gw,
     gamma, ignore_index,
-    DEPTH: tl.constexpr, LOG_C: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr,
+    DEPTH: tl.constexpr, D_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, GAMMA2: tl.constexpr,
     REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
     GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    pix = pid * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
-    pmask = pix < P
-    hw = H * W
-    b = pix // hw
-    rem = pix - b * hw
-    h = rem // W
-    w = rem - h * W
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)  # pixel in the image's H x W plane
+    pmask = q < HW
+    if PLANE:  # the plane is contiguous in every operand: offsets are q (lets the compiler vectorise)
+        qz = q
+        qt = q
+        qo = q
+        qg = q
+    else:
+        h = q // W
+        w = q - h * W
+        qz = h.to(tl.int64) * s_zh + w.to(tl.int64) * s_zw
+        qt = h.to(tl.int64) * s_th + w.to(tl.int64) * s_tw
+        qo = h.to(tl.int64) * s_oh + w.to(tl.int64) * s_ow
+        qg = h.to(tl.int64) * s_gh + w.to(tl.int64) * s_gw
+    zrow = z_ptr + b * s_zb + qz
 
-    t = tl.load(t_ptr + b * s_tb + h * s_th + w * s_tw, mask=pmask, other=0).to(tl.int64)
-    cols = tl.arange(0, C_PAD)
-    cmask = cols < C
-    chan = tl.load(perm_ptr + cols, mask=cmask, other=0)
-    size = tl.load(size_ptr + cols, mask=cmask, other=0)
-    ppos = tl.load(ppos_ptr + cols, mask=cmask, other=-1)
+    t = tl.load(t_ptr + b * s_tb + qt, mask=pmask, other=0).to(tl.int64)
     # a label that is neither ignore_index nor a leaf (nor a node, with PARTIAL; validation skipped) gets a
     # NaN loss, and no table is read at it (the path table's last column flags the leaves)
     labelled = pmask & (t != ignore_index)
@@ -81,163 +111,145 @@ def _ftm_kernel(
                                    other=0) > 0)
     bad_label = labelled & (valid == 0)
     y = tl.where(valid, t, 0)
-    m2 = valid[:, None] & cmask[None, :]
-    zoff = b * s_zb + h * s_zh + w * s_zw
-    z = tl.load(z_ptr + zoff[:, None] + chan.to(tl.int64)[None, :] * s_zc, mask=m2, other=0.0)
     if FP64:
-        z = z.to(tl.float64)
+        zero = tl.zeros([BLOCK_P], dtype=tl.float64)
     else:
-        z = z.to(tl.float32)
-    has_nan = (tl.max(((z != z) & m2).to(tl.int32), axis=1) > 0) | bad_label  # both give a NaN loss
+        zero = tl.zeros([BLOCK_P], dtype=tl.float32)
+    big = tl.full([BLOCK_P], 2147483647, tl.int32)
+    lv = tl.arange(0, D_PAD)[:, None]  # the stack's depth axis
 
-    zero = tl.zeros([BLOCK_P, C_PAD], dtype=z.dtype)
-    ninf = zero - float("inf")
-    cols2 = cols[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
-    chan2 = chan[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
-    size2 = size[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
-    big = tl.full([BLOCK_P, C_PAD], C_PAD + C, tl.int32)
-
-    # ---- max over Dsc(v) = positions [j, j + size_j): sparse table, ascending bits of size_j
-    sv = tl.where(m2, z, ninf)
-    si = tl.where(m2, chan2, big)
-    rv = ninf
-    ri = big
-    cur = cols2
-    for k in tl.static_range(LOG_C):
-        bit = (size2 >> k) & 1
-        gi = tl.minimum(cur, C_PAD - 1)
-        gv = tl.gather(sv, gi, 1)
-        gx = tl.gather(si, gi, 1)
-        take = (bit != 0) & _better_max(gv, gx, rv, ri)
-        rv = tl.where(take, gv, rv)
-        ri = tl.where(take, gx, ri)
-        cur = cur + bit * (1 << k)
-        if k + 1 < LOG_C:
-            sh = tl.minimum(cols2 + (1 << k), C_PAD - 1)
-            nv = tl.gather(sv, sh, 1)
-            nx = tl.gather(si, sh, 1)
-            upd = _better_max(nv, nx, sv, si)
-            sv = tl.where(upd, nv, sv)
-            si = tl.where(upd, nx, si)
-
-    # ---- the target's path, root first: running min with its winner
-    on_path = cols2 < 0
-    gpos = zero
-    pos_loss = tl.zeros([BLOCK_P], dtype=z.dtype)
-    run_v = tl.zeros([BLOCK_P], dtype=z.dtype) + float("inf")
-    run_i = tl.full([BLOCK_P], C_PAD + C, tl.int32)
+    # ---- the target's path, root first: running min with its winner; d loss / d z per path node
+    pp2 = tl.full([D_PAD, BLOCK_P], -1, tl.int32)  # path positions by depth
+    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # gradient of the path node at that depth
+    pos_loss = zero
+    run_v = zero + float("inf")
+    run_i = big
+    run_p = big  # the running winner's position
     y_pos = tl.zeros([BLOCK_P], dtype=tl.int32)  # the label's DFS position (the path's last node)
     for lvl in tl.static_range(DEPTH):
         pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
         ok = pp >= 0
         y_pos = tl.where(ok, pp, y_pos)
-        ppc = tl.where(ok, pp, 0)
-        zl = tl.sum(tl.where(cols2 == ppc[:, None], z, zero), axis=1)
-        cl = tl.load(perm_ptr + ppc, mask=ok, other=0)
+        cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
+        zl = tl.load(zrow + cl.to(tl.int64) * s_zc, mask=ok, other=0.0).to(zero.dtype)
         take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
         run_v = tl.where(take, zl, run_v)
         run_i = tl.where(take, cl, run_i)
-        on_path = on_path | ((cols2 == pp[:, None]) & ok[:, None])
-        ls_p = tl.minimum(run_v, 0.0) - _log1p_exp_neg_abs(run_v)
-        ls_q = tl.where(run_v == float("-inf"), 0.0, ls_p - run_v)  # log(1 - p): its limit 0 at z = -inf
-        wq = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * ls_q))
+        run_p = tl.where(take, pp, run_p)
+        pp2 = tl.where(lv == lvl, pp[None, :], pp2)
+        ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
+        wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
         if COMPUTE_LOSS:
             pos_loss += tl.where(ok, -wq * ls_p, 0.0)
         if COMPUTE_GRAD:
-            d_pos = wq * (gamma * tl.exp(ls_p) * ls_p - tl.exp(ls_q))
-            gpos += tl.where((chan2 == run_i[:, None]) & ok[:, None], d_pos[:, None], zero)
-
-    # PARTIAL: the label's strict descendants (positions y_pos < j < y_pos + size) get no term either; they
-    # join the path mask, whose gradient (gpos) is zero there: no argmin of the path lies below the label
-    if PARTIAL:  # strictly below: j - y_pos - 1 < size - 1 as unsigned, one compare
+            d_pos = tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0)
+            gp2 += tl.where(pp2 == run_p[None, :], d_pos[None, :], 0.0)  # levels <= lvl are filled in
+    if PARTIAL:  # strictly below the label: j - y_pos - 1 < size - 1 as unsigned, one compare
         below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
-        on_path = on_path | ((cols2 - y_pos[:, None] - 1).to(tl.uint32) < below_n[:, None])
-
-    # ---- negative terms f-(M_v) for nodes off the path
-    neg = m2 & (on_path == 0)
-    lp = tl.minimum(rv, 0.0) - _log1p_exp_neg_abs(rv)
-    lq = tl.where(rv == float("-inf"), 0.0, lp - rv)
-    wp = tl.where(gamma == 0.0, 1.0, tl.exp(gamma * lp))
-    if COMPUTE_LOSS:
-        loss = tl.sum(tl.where(neg, -wp * lq, zero), axis=1) + pos_loss
-        loss = tl.where(valid, loss, 0.0)
-        loss = tl.where(has_nan, float("nan"), loss)
-        if REDUCTION == 0:
-            tl.store(loss_ptr + pix, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
-        else:
-            tl.store(loss_ptr + pid, tl.sum(loss, axis=0).to(loss_ptr.dtype.element_ty))
 
     if COMPUTE_GRAD:
-        base = tl.where(neg, wp * (tl.exp(lp) - gamma * tl.exp(lq) * lq), zero)
-        pc = tl.where(ppos >= 0, ppos, 0)[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
-        par_ok = (ppos >= 0)[None, :] & (tl.gather(on_path.to(tl.int32), pc, 1) == 0)
-        carry = neg & par_ok & (tl.gather(ri, pc, 1) == ri)
-        owed = base
-        for _ in tl.static_range(DEPTH - 1):
-            owed = base + tl.where(carry, tl.gather(owed, pc, 1), zero)
-        g = tl.where(on_path, gpos, tl.where(ri == chan2, owed, zero))
         if GRAD_PER_PIXEL:
-            go = tl.load(gout_ptr + b * s_ob + h * s_oh + w * s_ow, mask=valid, other=0.0).to(z.dtype)
-            g = g * go[:, None]
+            scale = tl.load(gout_ptr + b * s_ob + qo, mask=valid, other=0.0).to(zero.dtype)
         elif REDUCTION == 2:
-            g = g / tl.maximum(tl.load(count_ptr).to(z.dtype), 1.0)
-        g = tl.where(m2, g, zero)
-        goff = b * s_gb + h * s_gh + w * s_gw
-        gptr = grad_ptr + goff[:, None] + chan.to(tl.int64)[None, :] * s_gc
-        tl.store(gptr, g.to(grad_ptr.dtype.element_ty), mask=pmask[:, None] & cmask[None, :])
+            scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
+        else:
+            scale = zero + 1.0
+        grow = grad_ptr + b * s_gb + qg
+    # carry of the open inner ancestors: their winner channel (-1 when no negative term carries) and the owed sum
+    st_w = tl.full([D_PAD, BLOCK_P], -1, tl.int32)
+    st_o = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)
+    neg_loss = zero
+    has_nan = bad_label  # both give a NaN loss
+    for j in range(0, C):
+        c = tl.load(perm_ptr + j)
+        sz = tl.load(size_ptr + j)
+        d = tl.load(depth_ptr + j)
+        zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
+        has_nan = has_nan | (valid & (zj != zj))
+        m = tl.where(zj == zj, zj, float("-inf"))
+        win = tl.where(zj == zj, c, big)
+        for k in range(j + 1, j + sz):  # an inner node: max over the rest of its subtree
+            ck = tl.load(perm_ptr + k)
+            zk = tl.load(zrow + ck.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
+            take = _better_max(zk, ck, m, win)
+            m = tl.where(take, zk, m)
+            win = tl.where(take, ck, win)
+        on_path = tl.max((pp2 == j).to(tl.int32), axis=0) > 0
+        neg = valid & (on_path == 0)
+        if PARTIAL:
+            neg = neg & ((j - y_pos - 1).to(tl.uint32) >= below_n)
+        lp, lq, p, pq = _log_sigmoid(m, FP64)
+        wp = _focal_weight(lp, p, gamma, GAMMA2)
+        if COMPUTE_LOSS:
+            neg_loss += tl.where(neg, -wp * lq, 0.0)
+        if COMPUTE_GRAD:
+            base = tl.where(neg, wp * (p - gamma * pq * lq), 0.0)
+            par = lv == d - 1
+            par_w = tl.max(tl.where(par, st_w, -1), axis=0)
+            par_o = tl.sum(tl.where(par, st_o, 0.0), axis=0)
+            owed = base + tl.where(neg & (par_w == win), par_o, 0.0)
+            slot = (lv == d) & (sz > 1)  # an inner node opens the slot of its depth
+            st_w = tl.where(slot, tl.where(neg, win, -1)[None, :], st_w)
+            st_o = tl.where(slot, owed[None, :], st_o)
+            g_path = tl.sum(tl.where(pp2 == j, gp2, 0.0), axis=0)
+            g = tl.where(on_path, g_path, tl.where(win == c, owed, 0.0)) * scale
+            g = tl.where(valid, g, 0.0)
+            tl.store(grow + c.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=pmask)
+
+    if COMPUTE_LOSS:
+        loss = tl.where(valid, neg_loss + pos_loss, 0.0)
+        loss = tl.where(has_nan, float("nan"), loss)
+        if REDUCTION == 0:
+            tl.store(loss_ptr + b * HW + q, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
+        else:
+            tl.store(loss_ptr + b * tl.num_programs(0) + pid, tl.sum(loss, axis=0).to(loss_ptr.dtype.element_ty))
 
 
 # ----------------------------------------------------------------------------- tables
 def ftm_tables(hierarchy: ClassHierarchy, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """(perm, size, parent_pos, path_pos) int32: the DFS tables of ``hierarchy.tables(device)`` (cached there;
+    """(perm, size, depth, path_pos) int32: the DFS tables of ``hierarchy.tables(device)`` (cached there;
     see :class:`hssn_kernels.HierarchyTables` ``dfs_*``)."""
     t = hierarchy.tables(device)
-    return t.dfs_perm, t.dfs_size, t.dfs_parent, t.dfs_path
+    return t.dfs_perm, t.dfs_size, t.dfs_depth, t.dfs_path
 
 
 # ----------------------------------------------------------------------------- launcher
-def _config(c_pad: int) -> tuple[int, int]:
-    """(BLOCK_P, num_warps): a 512-element tile, 2 elements per thread (spill-free for C <= 256 on
-    sm_80/sm_90, measured with tools/triton_resources.py; wider trees spill but stay correct)."""
-    block_p = max(1, min(64, 512 // c_pad))
-    return block_p, max(1, min(8, block_p * c_pad // 64))
-
-
 def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss, compute_grad, grad_out, partial):
-    perm, size, ppos, path = tables
+    perm, size, depth_pos, path = tables
     num_c = logits.shape[1]
     depth = path.shape[1] - 1  # the last column is the leaf flag
     nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
     _, _, _, s_tb, s_th, s_tw = _tu.pixel_strides(target, False)
-    num_p = nb * nh * nw
-    c_pad = triton.next_power_of_2(num_c)
-    block_p, num_warps = _config(c_pad)
-    grid = triton.cdiv(num_p, block_p)
+    hw = nh * nw
+    block_p, num_warps = _tu.pixel_config(hw)
+    grid = (triton.cdiv(hw, block_p), nb)
     dev = logits.device
     count = valid_count(target, ignore_index)
     if reduction == 0:
-        loss = _tu.empty(num_p, dtype=loss_dtype(logits), device=dev)
+        loss = _tu.empty(nb * hw, dtype=loss_dtype(logits), device=dev)
     else:
-        loss = torch.zeros(max(grid, 1), dtype=loss_dtype(logits), device=dev)
+        loss = torch.zeros(max(grid[0] * grid[1], 1), dtype=loss_dtype(logits), device=dev)
     grad = _tu.empty(logits.shape, dtype=logits.dtype, device=dev) if compute_grad else loss
     per_pixel = grad_out is not None
     if per_pixel:
         _, _, _, s_ob, s_oh, s_ow = _tu.pixel_strides(grad_out, False)
     else:
-        grad_out, s_ob, s_oh, s_ow = loss, 0, 0, 0
-    s_g = _tu.pixel_strides(grad, True) if compute_grad else (0,) * 6
-    if num_p > 0:
+        grad_out, s_ob, s_oh, s_ow = loss, 0, nw, 1
+    s_g = _tu.pixel_strides(grad, True) if compute_grad else (0, 0, 0, 0, nw, 1)
+    plane = all(_tu.plane_contiguous(nh, nw, sh, sw) for sh, sw in ((s_zh, s_zw), (s_th, s_tw), (s_oh, s_ow),
+                                                                    (s_g[4], s_g[5])))
+    if nb * hw > 0:
         with _tu.launch_guard(logits):
-            _ftm_kernel[(grid,)](
+            _ftm_kernel[grid](
                 logits, target, grad_out, loss, grad, count,
-                perm, size, ppos, path,
-                num_p, num_c, nh, nw,
+                perm, size, depth_pos, path,
+                hw, num_c, nw,
                 s_zb, logits.stride(1), s_zh, s_zw,
                 s_tb, s_th, s_tw,
                 s_ob, s_oh, s_ow,
                 s_g[3], grad.stride(1) if compute_grad else 0, s_g[4], s_g[5],
                 float(gamma), int(ignore_index),
-                DEPTH=depth, LOG_C=max(1, num_c.bit_length()), BLOCK_P=block_p, C_PAD=c_pad,
+                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), BLOCK_P=block_p, PLANE=plane, GAMMA2=gamma == 2.0,
                 REDUCTION=reduction, COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=compute_grad,
                 GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
                 num_warps=num_warps,
@@ -252,13 +264,13 @@ def _pixel_shape(logits: torch.Tensor) -> tuple[int, ...]:
 
 @torch.library.custom_op("hssn::triton_ftm_forward", mutates_args=())
 def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, size: torch.Tensor,
-                parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
+                depth_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
                 reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss (fp32, fp64 for fp64 logits: () for sum/mean, pixel-shaped for none) and, when ``compute_grad`` and reduction is
     sum/mean, d loss / d logits in the logits' dtype (already divided by the valid count for mean). ``partial``:
     targets may be inner nodes (no term for their strict descendants)."""
     with_grad = compute_grad and reduction != 0
-    loss, grad, count = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index,
+    loss, grad, count = _launch(logits, target, (perm, size, depth_pos, path_pos), gamma, ignore_index,
                                 reduction, True, with_grad, None, partial)
     if reduction == 0:
         loss = loss.reshape(_pixel_shape(logits))
@@ -272,7 +284,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 
 
 @ftm_forward.register_fake
-def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
+def _(logits, target, perm, size, depth_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
     shape = _pixel_shape(logits) if reduction == 0 else ()
     loss = logits.new_empty(shape, dtype=loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
@@ -281,16 +293,16 @@ def _(logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, red
 
 @torch.library.custom_op("hssn::triton_ftm_backward", mutates_args=())
 def ftm_backward(grad_loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor,
-                 size: torch.Tensor, parent_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float,
+                 size: torch.Tensor, depth_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float,
                  ignore_index: int, partial: bool = False) -> torch.Tensor:
     """d (sum of grad_loss * per-pixel loss) / d logits; grad_loss is pixel-shaped."""
-    _, grad, _ = _launch(logits, target, (perm, size, parent_pos, path_pos), gamma, ignore_index, 0,
+    _, grad, _ = _launch(logits, target, (perm, size, depth_pos, path_pos), gamma, ignore_index, 0,
                          False, True, grad_loss, partial)
     return grad
 
 
 @ftm_backward.register_fake
-def _(grad_loss, logits, target, perm, size, parent_pos, path_pos, gamma, ignore_index, partial=False):
+def _(grad_loss, logits, target, perm, size, depth_pos, path_pos, gamma, ignore_index, partial=False):
     return logits.new_empty(logits.shape)
 
 

@@ -48,7 +48,7 @@ class HierarchyTables:
     dfs_perm    (C,)     channel at DFS pre-order position j (roots and children in channel order), so
                          ``Dsc(v)`` is the position range ``[j, j + dfs_size[j])`` (the Triton loss's layout).
     dfs_size    (C,)     |Dsc| of the channel at position j.
-    dfs_parent  (C,)     position of its parent, or -1.
+    dfs_depth   (C,)     depth of the channel at position j (0 = a root; its level - 1).
     dfs_path    (C, D+1) root-first path of channel c in positions, -1 past c, then 1 for a leaf, 0 otherwise.
     """
 
@@ -67,7 +67,7 @@ class HierarchyTables:
     tree_distance: torch.Tensor
     dfs_perm: torch.Tensor
     dfs_size: torch.Tensor
-    dfs_parent: torch.Tensor
+    dfs_depth: torch.Tensor
     dfs_path: torch.Tensor
 
 
@@ -381,7 +381,7 @@ class ClassHierarchy:
             tree_distance=dist,
             dfs_perm=torch.tensor(order, **i32),
             dfs_size=torch.tensor([len(self.descendants(c)) for c in order], **i32),
-            dfs_parent=torch.tensor([-1 if self._parents[c] == -1 else pos[self._parents[c]] for c in order], **i32),
+            dfs_depth=torch.tensor([self._levels[c] - 1 for c in order], **i32),
             dfs_path=torch.tensor(dfs_path, **i32),
         )
         return HierarchyTables(**{k: v.to(device) for k, v in tabs.__dict__.items()})

@@ -1,11 +1,11 @@
 """Path inference (Eq. 3) in Triton, as the ``hssn::triton_path_argmax`` custom op.
 
-One program = ``BLOCK_P`` pixels x all channels (``[BLOCK_P, C_PAD]`` tile, channel = position).
-``S_v = S_parent + sigmoid(z_v)`` is summed root first in fp32 (fp64 for fp64 logits) with
-``DEPTH - 1`` gather steps along the channel axis, exactly the reference's summation order; the leaf
-with the largest ``S`` wins, the lowest leaf channel on ties; a NaN logit scores 0. One read of the
-logits (in place, through their strides), one int64 leaf-map write (level maps are a table lookup away:
-``hssn_kernels.project_to_level``).
+Pixels along the lanes (one program = ``BLOCK_P`` consecutive pixels of one image), channels walked once in
+DFS pre-order, one coalesced row per channel: ``S_v = S_parent + sigmoid(z_v)`` is summed root first in fp32
+(fp64 for fp64 logits), exactly the reference's summation order, with the open ancestors' sums in a
+``[D_PAD, BLOCK_P]`` per-thread stack; the leaf with the largest ``S`` wins, the lowest leaf channel on ties;
+a NaN logit scores 0. One read of the logits (in place, through their strides), one int64 leaf-map write
+(level maps are a table lookup away: ``hssn_kernels.project_to_level``).
 """
 from __future__ import annotations
 
@@ -19,76 +19,73 @@ from .hierarchy import ClassHierarchy
 
 @triton.jit
 def _path_argmax_kernel(
-    z_ptr, parent_ptr, leaf_index_ptr, leaf_out_ptr,
-    P, C, H, W,
+    z_ptr, perm_ptr, size_ptr, depth_ptr, leaf_out_ptr,
+    HW, C, W,
     s_zb, s_zc, s_zh, s_zw,
-    DEPTH: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr, FP64: tl.constexpr,
+    DEPTH: tl.constexpr, D_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, FP64: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    pix = pid * BLOCK_P + tl.arange(0, BLOCK_P).to(tl.int64)
-    pmask = pix < P
-    hw = H * W
-    b = pix // hw
-    rem = pix - b * hw
-    h = rem // W
-    w = rem - h * W
-
-    cols = tl.arange(0, C_PAD)
-    cmask = cols < C
-    parent = tl.load(parent_ptr + cols, mask=cmask, other=-1)
-    is_leaf = tl.load(leaf_index_ptr + cols, mask=cmask, other=-1) >= 0
-    m2 = pmask[:, None] & cmask[None, :]
-    zoff = b * s_zb + h * s_zh + w * s_zw
-    z = tl.load(z_ptr + zoff[:, None] + cols.to(tl.int64)[None, :] * s_zc, mask=m2, other=0.0)
-    if FP64:
-        z = z.to(tl.float64)
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = q < HW
+    if PLANE:
+        qz = q
     else:
-        z = z.to(tl.float32)
-    s = tl.where(z != z, 0.0, tl.sigmoid(z))  # a NaN logit scores 0, as -inf would
-    zero = tl.zeros([BLOCK_P, C_PAD], dtype=z.dtype)
-    pc = tl.where(parent >= 0, parent, 0)[None, :] + tl.zeros([BLOCK_P, C_PAD], dtype=tl.int32)
-    has_parent = (parent >= 0)[None, :] & m2
-    score = s
-    for _ in tl.static_range(DEPTH - 1):
-        score = tl.where(has_parent, tl.gather(score, pc, 1) + s, s)
-    score = tl.where(is_leaf[None, :] & m2, score, zero - float("inf"))
-    leaf = tl.argmax(score, axis=1, tie_break_left=True).to(tl.int64)
-    tl.store(leaf_out_ptr + pix, leaf, mask=pmask)
-
-
-def _config(c_pad: int) -> tuple[int, int]:
-    """(BLOCK_P, num_warps): a 1024-element tile, 4 elements per thread (see docs/triton.md)."""
-    block_p = max(1, min(128, 1024 // c_pad))
-    return block_p, max(1, min(8, block_p * c_pad // 128))
+        h = q // W
+        qz = h.to(tl.int64) * s_zh + (q - h * W).to(tl.int64) * s_zw
+    zrow = z_ptr + b * s_zb + qz
+    if FP64:
+        zero = tl.zeros([BLOCK_P], dtype=tl.float64)
+    else:
+        zero = tl.zeros([BLOCK_P], dtype=tl.float32)
+    lv = tl.arange(0, D_PAD)[:, None]
+    stack = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # S of the open node at each depth
+    best = zero - float("inf")
+    best_c = tl.full([BLOCK_P], 2147483647, tl.int32)
+    for j in range(0, C):
+        c = tl.load(perm_ptr + j)
+        d = tl.load(depth_ptr + j)
+        zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
+        s = tl.where(zj != zj, 0.0, tl.sigmoid(zj))  # a NaN logit scores 0, as -inf would
+        score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0) + s
+        if tl.load(size_ptr + j) == 1:  # a leaf
+            take = (score > best) | ((score == best) & (c < best_c))
+            best = tl.where(take, score, best)
+            best_c = tl.where(take, c, best_c)
+        else:
+            stack = tl.where(lv == d, score[None, :], stack)
+    tl.store(leaf_out_ptr + b * HW + q, best_c.to(tl.int64), mask=pmask)
 
 
 @torch.library.custom_op("hssn::triton_path_argmax", mutates_args=())
-def path_argmax(logits: torch.Tensor, parent: torch.Tensor, leaf_index: torch.Tensor, depth: int) -> torch.Tensor:
-    """Leaf map (B, H, W) | (N,) int64; parent (C,) int32; leaf_index (C,) int32 (>= 0 marks leaves); depth =
-    the tree's height."""
+def path_argmax(logits: torch.Tensor, perm: torch.Tensor, size: torch.Tensor, depth_pos: torch.Tensor,
+                depth: int) -> torch.Tensor:
+    """Leaf map (B, H, W) | (N,) int64; perm, size, depth_pos (C,) int32: the DFS tables
+    (``HierarchyTables.dfs_perm / dfs_size / dfs_depth``); depth = the tree's height."""
     num_c = logits.shape[1]
     nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
     pix_shape = (logits.shape[0],) + tuple(logits.shape[2:])
-    num_p = nb * nh * nw
+    hw = nh * nw
     leaf = _tu.empty(pix_shape, dtype=torch.int64, device=logits.device)
-    if num_p > 0:
-        c_pad = triton.next_power_of_2(num_c)
-        block_p, num_warps = _config(c_pad)
+    if nb * hw > 0:
+        block_p, num_warps = _tu.pixel_config(hw)
         with _tu.launch_guard(logits):
-            _path_argmax_kernel[(triton.cdiv(num_p, block_p),)](
-                logits, parent, leaf_index, leaf,
-                num_p, num_c, nh, nw, s_zb, logits.stride(1), s_zh, s_zw,
-                DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, FP64=logits.dtype == torch.float64, num_warps=num_warps,
+            _path_argmax_kernel[(triton.cdiv(hw, block_p), nb)](
+                logits, perm, size, depth_pos, leaf,
+                hw, num_c, nw, s_zb, logits.stride(1), s_zh, s_zw,
+                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), BLOCK_P=block_p,
+                PLANE=_tu.plane_contiguous(nh, nw, s_zh, s_zw), FP64=logits.dtype == torch.float64,
+                num_warps=num_warps,
             )
     return leaf
 
 
 @path_argmax.register_fake
-def _(logits, parent, leaf_index, depth):
+def _(logits, perm, size, depth_pos, depth):
     return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.int64)
 
 
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """Leaf map (int64, pixel-shaped)."""
     tabs = hierarchy.tables(logits.device)
-    return path_argmax(logits, tabs.parent, tabs.leaf_index, hierarchy.height)
+    return path_argmax(logits, tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, hierarchy.height)

@@ -156,4 +156,4 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.hssn.triton_ftm_forward,
                           (z.requires_grad_(), t, *ftm_tables(h, z.device), 2.0, 255, 2, True), test_utils=utils)
     torch.library.opcheck(torch.ops.hssn.triton_path_argmax,
-                          (z.detach(), tabs.parent, tabs.leaf_index, h.height), test_utils=utils)
+                          (z.detach(), tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, h.height), test_utils=utils)

@@ -30,7 +30,7 @@ def test_opcheck_ftm():
 
 def test_opcheck_argmax_and_triplets():
     tabs = H.tables("cpu")
-    _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.parent, tabs.leaf_index, H.height))
+    _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, H.height))
     t = random_targets(H, (1, 3, 4))
     _opcheck(sample_triplets, (t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0))
     table, count = sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0)

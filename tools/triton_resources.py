@@ -28,6 +28,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hssn_kernels import _triton_utils as _tu  # noqa: E402
 from hssn_kernels import focal_tree_min as ftm  # noqa: E402
 from hssn_kernels import path_argmax as pam  # noqa: E402
 from hssn_kernels import tree_triplet as tt  # noqa: E402
@@ -39,10 +40,11 @@ def _sig(fn, types: dict[str, str], constexprs: dict[str, object]) -> dict[str, 
 
 
 def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32") -> list[tuple[str, object, dict, dict, int]]:
-    """(label, jit fn, signature, constexprs, num_warps) for every kernel at ``channels`` / ``depth``."""
-    c_pad = triton.next_power_of_2(channels)
-    block_p, warps = ftm._config(c_pad)
-    ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "ppos_ptr", "path_ptr")}
+    """(label, jit fn, signature, constexprs, num_warps) for every kernel at ``channels`` / ``depth``, at the
+    launch configuration of a large image (the benchmark shapes)."""
+    block_p, warps = _tu.pixel_config(1 << 20)
+    d_pad = triton.next_power_of_2(depth)
+    ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "depth_ptr", "path_ptr")}
     ftm_types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
                  "grad_ptr": f"*{logits_dtype}", "count_ptr": "*i64", "gamma": "fp32", **ptr32}
     specs = []
@@ -51,13 +53,13 @@ def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32") -> list[
                                                       ("ftm bwd (none)", 0, False, True, True, False),
                                                       ("ftm fwd+grad (mean, partial labels)", 2, True, True, False,
                                                        True)):
-        cx = dict(DEPTH=depth, LOG_C=channels.bit_length(), BLOCK_P=block_p, C_PAD=c_pad, REDUCTION=red,
+        cx = dict(DEPTH=depth, D_PAD=d_pad, BLOCK_P=block_p, PLANE=True, GAMMA2=True, REDUCTION=red,
                   COMPUTE_LOSS=loss, COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False, PARTIAL=partial)
         specs.append((f"{label} C={channels} {logits_dtype}", ftm._ftm_kernel,
                       _sig(ftm._ftm_kernel, ftm_types, cx), cx, warps))
-    block_p, warps = pam._config(c_pad)
-    cx = dict(DEPTH=depth, BLOCK_P=block_p, C_PAD=c_pad, FP64=False)
-    pam_types = {"z_ptr": f"*{logits_dtype}", "parent_ptr": "*i32", "leaf_index_ptr": "*i32", "leaf_out_ptr": "*i64"}
+    cx = dict(DEPTH=depth, D_PAD=d_pad, BLOCK_P=block_p, PLANE=True, FP64=False)
+    pam_types = {"z_ptr": f"*{logits_dtype}", "perm_ptr": "*i32", "size_ptr": "*i32", "depth_ptr": "*i32",
+                 "leaf_out_ptr": "*i64"}
     specs.append((f"path_argmax C={channels} {logits_dtype}", pam._path_argmax_kernel,
                   _sig(pam._path_argmax_kernel, pam_types, cx), cx, warps))
     return specs
