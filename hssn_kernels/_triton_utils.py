@@ -4,9 +4,12 @@ configuration, and the launch guard."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
+import triton.language as tl
+from triton.language.extra import libdevice
 
 empty = torch.empty
 """Allocator of every kernel output that a kernel must fully write (the tests swap in a poisoning one)."""
@@ -31,11 +34,16 @@ PIXELS_PER_THREAD = 4
 """Consecutive pixels a thread owns in the pixels-along-lanes kernels (a 16-byte fp32 / 8-byte bf16 vector)."""
 
 
-def pixel_config(hw: int) -> tuple[int, int]:
-    """(BLOCK_P, num_warps) of a pixels-along-lanes kernel over an image of ``hw`` pixels: 4 warps x 32 lanes x
-    ``PIXELS_PER_THREAD``, shrunk (power of two, >= 32) for small images. See docs/triton.md."""
+MAX_REGISTERS = 128
+"""Register cap (``maxnreg``) of the pixels-along-lanes kernels: without it ptxas spills the fp32 backward's
+prologue at 80 registers; with it every variant is spill-free (tools/triton_resources.py)."""
+
+
+def pixel_config(hw: int) -> tuple[int, dict]:
+    """(BLOCK_P, launch options) of a pixels-along-lanes kernel over an image of ``hw`` pixels: 4 warps x 32
+    lanes x ``PIXELS_PER_THREAD``, shrunk (power of two, >= 32) for small images. See docs/triton.md."""
     block = min(4 * 32 * PIXELS_PER_THREAD, max(32, triton.next_power_of_2(hw)))
-    return block, max(1, min(4, block // (32 * PIXELS_PER_THREAD)))
+    return block, {"num_warps": max(1, min(4, block // (32 * PIXELS_PER_THREAD))), "maxnreg": MAX_REGISTERS}
 
 
 def launch_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -45,3 +53,34 @@ def launch_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
     if x.device.type == "cuda":
         return torch.cuda.device(x.device)
     return contextlib.nullcontext()
+
+
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@triton.jit
+def fast_exp(x):
+    """exp(x) in fp32 as one ex2.approx.ftz (results below 2**-126 flush to 0); the exact exp under the
+    interpreter, which has no PTX intrinsics."""
+    if _INTERPRETED:
+        return tl.exp(x)
+    else:
+        return libdevice.fast_expf(x)
+
+
+@triton.jit
+def fast_log2(x):
+    """log2(x) in fp32 as one lg2.approx.ftz (absolute error < 2**-22); the exact log2 under the interpreter."""
+    if _INTERPRETED:
+        return tl.log2(x)
+    else:
+        return libdevice.fast_log2f(x)
+
+
+@triton.jit
+def fast_div(x, y):
+    """x / y in fp32 as div.approx (one MUFU.RCP and a multiply; for |y| < 2**126); exact under the interpreter."""
+    if _INTERPRETED:
+        return x / y
+    else:
+        return libdevice.fast_dividef(x, y)

@@ -35,18 +35,25 @@ from .hierarchy import ClassHierarchy
 def _log_sigmoid(m, FP64: tl.constexpr):
     """(log p, log(1 - p), p, 1 - p) of p = sigmoid(m), from one exp, one log and one reciprocal.
 
-    log1p(exp(-|m|)): fp32 uses its Taylor series below exp(-|m|) = 1/16 (relative error < 2**-26) and
-    log(1 + e) above it (< 2**-20), so no division; fp64 keeps the exact log1p correction."""
-    e = tl.exp(-tl.abs(m))
-    u = 1.0 + e
+    fp32: e = exp(-|m|) and log2(1 + e) are one MUFU op each on the GPU (``_triton_utils.fast_exp`` /
+    ``fast_log2``); log1p(e) is its Taylor series below e = 1/16 (relative error < 2**-26) and
+    log2(1 + e) * ln 2 above it (relative error < 2**-18), so no division and no software log.
+    fp64 keeps exp, log and the exact log1p correction."""
     if FP64:
+        e = tl.exp(-tl.abs(m))
+        u = 1.0 + e
         l1p = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
     else:
+        e = _tu.fast_exp(-tl.abs(m))
+        u = 1.0 + e
         series = e * (1.0 - e * (0.5 - e * (0.3333333333 - e * (0.25 - e * (0.2 - e * 0.1666666667)))))
-        l1p = tl.where(e < 0.0625, series, tl.log(u))
+        l1p = tl.where(e < 0.0625, series, _tu.fast_log2(u) * 0.6931471805599453)
     lp = tl.minimum(m, 0.0) - l1p
     lq = tl.where(m == float("-inf"), 0.0, lp - m)  # log(1 - p): its limit 0 at m = -inf
-    r = 1.0 / u
+    if FP64:
+        r = 1.0 / u
+    else:
+        r = _tu.fast_div(1.0, u)  # u in [1, 2]
     er = e * r
     pos = m >= 0.0
     return lp, lq, tl.where(pos, r, er), tl.where(pos, er, r)
@@ -77,13 +84,13 @@ def _ftm_kernel(
     s_ob, s_oh, s_ow,
     s_gb, s_gc, s_gh, s_gw,
     gamma, ignore_index,
-    DEPTH: tl.constexpr, D_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, GAMMA2: tl.constexpr,
+    DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, GAMMA2: tl.constexpr,
     REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
     GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)  # pixel in the image's H x W plane
+    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]  # [1, BLOCK_P]: pixel in the image's H x W plane
     pmask = q < HW
     if PLANE:  # the plane is contiguous in every operand: offsets are q (lets the compiler vectorise)
         qz = q
@@ -112,20 +119,23 @@ def _ftm_kernel(
     bad_label = labelled & (valid == 0)
     y = tl.where(valid, t, 0)
     if FP64:
-        zero = tl.zeros([BLOCK_P], dtype=tl.float64)
+        zero = tl.zeros([1, BLOCK_P], dtype=tl.float64)
     else:
-        zero = tl.zeros([BLOCK_P], dtype=tl.float32)
-    big = tl.full([BLOCK_P], 2147483647, tl.int32)
-    lv = tl.arange(0, D_PAD)[:, None]  # the stack's depth axis
+        zero = tl.zeros([1, BLOCK_P], dtype=tl.float32)
+    big = tl.full([1, BLOCK_P], 2147483647, tl.int32)
+    # every per-pixel value is a [1, BLOCK_P] row and the per-depth values [D_PAD | S_PAD, BLOCK_P] tiles of the
+    # same layout (a thread owns its pixels' whole columns): no layout conversion, no shared memory
+    lv = tl.arange(0, D_PAD)[:, None]
 
     # ---- the target's path, root first: running min with its winner; d loss / d z per path node
-    pp2 = tl.full([D_PAD, BLOCK_P], -1, tl.int32)  # path positions by depth
-    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # gradient of the path node at that depth
+    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # d loss / d z of the path node at each depth
     pos_loss = zero
     run_v = zero + float("inf")
     run_i = big
-    run_p = big  # the running winner's position
-    y_pos = tl.zeros([BLOCK_P], dtype=tl.int32)  # the label's DFS position (the path's last node)
+    run_d = tl.zeros([1, BLOCK_P], dtype=tl.int32)  # the running winner's depth
+    # the label's DFS position (the path's last node); far outside [0, C) at unlabelled pixels, so that the
+    # on-path test (the label lies in the node's position range) fails there
+    y_pos = tl.full([1, BLOCK_P], -(1 << 30), tl.int32)
     for lvl in tl.static_range(DEPTH):
         pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
         ok = pp >= 0
@@ -135,15 +145,14 @@ def _ftm_kernel(
         take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
         run_v = tl.where(take, zl, run_v)
         run_i = tl.where(take, cl, run_i)
-        run_p = tl.where(take, pp, run_p)
-        pp2 = tl.where(lv == lvl, pp[None, :], pp2)
+        run_d = tl.where(take, lvl, run_d)
         ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
         wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
         if COMPUTE_LOSS:
             pos_loss += tl.where(ok, -wq * ls_p, 0.0)
         if COMPUTE_GRAD:
             d_pos = tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0)
-            gp2 += tl.where(pp2 == run_p[None, :], d_pos[None, :], 0.0)  # levels <= lvl are filled in
+            gp2 += tl.where(lv == run_d, d_pos, 0.0)
     if PARTIAL:  # strictly below the label: j - y_pos - 1 < size - 1 as unsigned, one compare
         below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
 
@@ -156,25 +165,26 @@ def _ftm_kernel(
             scale = zero + 1.0
         grow = grad_ptr + b * s_gb + qg
     # carry of the open inner ancestors: their winner channel (-1 when no negative term carries) and the owed sum
-    st_w = tl.full([D_PAD, BLOCK_P], -1, tl.int32)
-    st_o = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)
+    sv = tl.arange(0, S_PAD)[:, None]  # slots of the inner depths 0 .. DEPTH - 2
+    st_w = tl.full([S_PAD, BLOCK_P], -1, tl.int32)
+    st_o = tl.zeros([S_PAD, BLOCK_P], dtype=zero.dtype)
     neg_loss = zero
-    has_nan = bad_label  # both give a NaN loss
+    nan_seen = zero  # NaN once any logit of the pixel is NaN (a NaN-propagating max: no predicate carried)
     for j in range(0, C):
         c = tl.load(perm_ptr + j)
         sz = tl.load(size_ptr + j)
         d = tl.load(depth_ptr + j)
         zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-        has_nan = has_nan | (valid & (zj != zj))
+        nan_seen = tl.maximum(nan_seen, zj, propagate_nan=tl.PropagateNan.ALL)
         m = tl.where(zj == zj, zj, float("-inf"))
         win = tl.where(zj == zj, c, big)
         for k in range(j + 1, j + sz):  # an inner node: max over the rest of its subtree
             ck = tl.load(perm_ptr + k)
             zk = tl.load(zrow + ck.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-            take = _better_max(zk, ck, m, win)
-            m = tl.where(take, zk, m)
-            win = tl.where(take, ck, win)
-        on_path = tl.max((pp2 == j).to(tl.int32), axis=0) > 0
+            better = _better_max(zk, ck, m, win)
+            m = tl.where(better, zk, m)
+            win = tl.where(better, ck, win)
+        on_path = (y_pos - j).to(tl.uint32) < sz.to(tl.uint32)  # j <= y_pos < j + size: c is y or above it
         neg = valid & (on_path == 0)
         if PARTIAL:
             neg = neg & ((j - y_pos - 1).to(tl.uint32) >= below_n)
@@ -184,25 +194,24 @@ def _ftm_kernel(
             neg_loss += tl.where(neg, -wp * lq, 0.0)
         if COMPUTE_GRAD:
             base = tl.where(neg, wp * (p - gamma * pq * lq), 0.0)
-            par = lv == d - 1
-            par_w = tl.max(tl.where(par, st_w, -1), axis=0)
-            par_o = tl.sum(tl.where(par, st_o, 0.0), axis=0)
+            par = sv == d - 1
+            par_w = tl.max(tl.where(par, st_w, -1), axis=0, keep_dims=True)
+            par_o = tl.sum(tl.where(par, st_o, 0.0), axis=0, keep_dims=True)
             owed = base + tl.where(neg & (par_w == win), par_o, 0.0)
-            slot = (lv == d) & (sz > 1)  # an inner node opens the slot of its depth
-            st_w = tl.where(slot, tl.where(neg, win, -1)[None, :], st_w)
-            st_o = tl.where(slot, owed[None, :], st_o)
-            g_path = tl.sum(tl.where(pp2 == j, gp2, 0.0), axis=0)
-            g = tl.where(on_path, g_path, tl.where(win == c, owed, 0.0)) * scale
-            g = tl.where(valid, g, 0.0)
+            slot = (sv == d) & (sz > 1)  # an inner node opens the slot of its depth
+            st_w = tl.where(slot, tl.where(neg, win, -1), st_w)
+            st_o = tl.where(slot, owed, st_o)
+            g_path = tl.sum(tl.where(lv == d, gp2, 0.0), axis=0, keep_dims=True)
+            g = tl.where(on_path, g_path, tl.where(win == c, owed, 0.0)) * scale  # exactly 0 at unlabelled pixels
             tl.store(grow + c.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=pmask)
 
     if COMPUTE_LOSS:
         loss = tl.where(valid, neg_loss + pos_loss, 0.0)
-        loss = tl.where(has_nan, float("nan"), loss)
+        loss = tl.where(bad_label | (valid & (nan_seen != nan_seen)), float("nan"), loss)
         if REDUCTION == 0:
             tl.store(loss_ptr + b * HW + q, loss.to(loss_ptr.dtype.element_ty), mask=pmask)
         else:
-            tl.store(loss_ptr + b * tl.num_programs(0) + pid, tl.sum(loss, axis=0).to(loss_ptr.dtype.element_ty))
+            tl.store(loss_ptr + b * tl.num_programs(0) + pid, tl.sum(loss).to(loss_ptr.dtype.element_ty))
 
 
 # ----------------------------------------------------------------------------- tables
@@ -221,7 +230,7 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
     _, _, _, s_tb, s_th, s_tw = _tu.pixel_strides(target, False)
     hw = nh * nw
-    block_p, num_warps = _tu.pixel_config(hw)
+    block_p, options = _tu.pixel_config(hw)
     grid = (triton.cdiv(hw, block_p), nb)
     dev = logits.device
     count = valid_count(target, ignore_index)
@@ -249,10 +258,11 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
                 s_ob, s_oh, s_ow,
                 s_g[3], grad.stride(1) if compute_grad else 0, s_g[4], s_g[5],
                 float(gamma), int(ignore_index),
-                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), BLOCK_P=block_p, PLANE=plane, GAMMA2=gamma == 2.0,
+                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
+                BLOCK_P=block_p, PLANE=plane, GAMMA2=gamma == 2.0,
                 REDUCTION=reduction, COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=compute_grad,
                 GRAD_PER_PIXEL=per_pixel, FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
-                num_warps=num_warps,
+                **options,
             )
     return loss, grad, count
 

@@ -3,7 +3,7 @@
 Pixels along the lanes (one program = ``BLOCK_P`` consecutive pixels of one image), channels walked once in
 DFS pre-order, one coalesced row per channel: ``S_v = S_parent + sigmoid(z_v)`` is summed root first in fp32
 (fp64 for fp64 logits), exactly the reference's summation order, with the open ancestors' sums in a
-``[D_PAD, BLOCK_P]`` per-thread stack; the leaf with the largest ``S`` wins, the lowest leaf channel on ties;
+``[S_PAD, BLOCK_P]`` per-thread stack; the leaf with the largest ``S`` wins, the lowest leaf channel on ties;
 a NaN logit scores 0. One read of the logits (in place, through their strides), one int64 leaf-map write
 (level maps are a table lookup away: ``hssn_kernels.project_to_level``).
 """
@@ -22,11 +22,11 @@ def _path_argmax_kernel(
     z_ptr, perm_ptr, size_ptr, depth_ptr, leaf_out_ptr,
     HW, C, W,
     s_zb, s_zc, s_zh, s_zw,
-    DEPTH: tl.constexpr, D_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, FP64: tl.constexpr,
+    DEPTH: tl.constexpr, S_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, FP64: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]  # [1, BLOCK_P], the layout of the [D_PAD, BLOCK_P] stack
     pmask = q < HW
     if PLANE:
         qz = q
@@ -35,25 +35,29 @@ def _path_argmax_kernel(
         qz = h.to(tl.int64) * s_zh + (q - h * W).to(tl.int64) * s_zw
     zrow = z_ptr + b * s_zb + qz
     if FP64:
-        zero = tl.zeros([BLOCK_P], dtype=tl.float64)
+        zero = tl.zeros([1, BLOCK_P], dtype=tl.float64)
     else:
-        zero = tl.zeros([BLOCK_P], dtype=tl.float32)
-    lv = tl.arange(0, D_PAD)[:, None]
-    stack = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # S of the open node at each depth
+        zero = tl.zeros([1, BLOCK_P], dtype=tl.float32)
+    lv = tl.arange(0, S_PAD)[:, None]
+    stack = tl.zeros([S_PAD, BLOCK_P], dtype=zero.dtype)  # S of the open inner node at each depth 0 .. DEPTH - 2
     best = zero - float("inf")
-    best_c = tl.full([BLOCK_P], 2147483647, tl.int32)
+    best_c = tl.full([1, BLOCK_P], 2147483647, tl.int32)
     for j in range(0, C):
         c = tl.load(perm_ptr + j)
         d = tl.load(depth_ptr + j)
         zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-        s = tl.where(zj != zj, 0.0, tl.sigmoid(zj))  # a NaN logit scores 0, as -inf would
-        score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0) + s
+        if FP64:
+            s = tl.sigmoid(zj)
+        else:
+            s = _tu.fast_div(1.0, 1.0 + _tu.fast_exp(-zj))
+        s = tl.where(zj != zj, 0.0, s)  # a NaN logit scores 0, as -inf would
+        score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0, keep_dims=True) + s
         if tl.load(size_ptr + j) == 1:  # a leaf
             take = (score > best) | ((score == best) & (c < best_c))
             best = tl.where(take, score, best)
             best_c = tl.where(take, c, best_c)
         else:
-            stack = tl.where(lv == d, score[None, :], stack)
+            stack = tl.where(lv == d, score, stack)
     tl.store(leaf_out_ptr + b * HW + q, best_c.to(tl.int64), mask=pmask)
 
 
@@ -68,14 +72,14 @@ def path_argmax(logits: torch.Tensor, perm: torch.Tensor, size: torch.Tensor, de
     hw = nh * nw
     leaf = _tu.empty(pix_shape, dtype=torch.int64, device=logits.device)
     if nb * hw > 0:
-        block_p, num_warps = _tu.pixel_config(hw)
+        block_p, options = _tu.pixel_config(hw)
         with _tu.launch_guard(logits):
             _path_argmax_kernel[(triton.cdiv(hw, block_p), nb)](
                 logits, perm, size, depth_pos, leaf,
                 hw, num_c, nw, s_zb, logits.stride(1), s_zh, s_zw,
-                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), BLOCK_P=block_p,
+                DEPTH=depth, S_PAD=triton.next_power_of_2(max(depth - 1, 1)), BLOCK_P=block_p,
                 PLANE=_tu.plane_contiguous(nh, nw, s_zh, s_zw), FP64=logits.dtype == torch.float64,
-                num_warps=num_warps,
+                **options,
             )
     return leaf
 

@@ -1,0 +1,354 @@
+"""Static GPU cost model of the hssn Triton kernels: compile for sm_90, read the SASS, predict a lower bound.
+
+No GPU is needed and none is used: every figure this prints is a PREDICTION from the compiled code, never a
+measurement. Method (docs/benchmarks.md, "GPU cost model"):
+
+1. Compile each kernel (``tools/triton_resources.kernel_specs``, the launch configuration of a large image)
+   for sm_90 and disassemble the cubin with the ``nvdisasm`` shipped in the triton package.
+2. Loops are the backward branches of the SASS. Their trip counts come from the kernel's design, given per
+   nesting depth: depth 1 = the walk over the ``C`` channel rows, depth 2 = the subtree scans of the loss
+   (``sum over nodes of |Dsc| - 1`` rows in all). An instruction executes (product of its loops' trip
+   counts) times per thread; conditional code inside a loop is counted at every trip (an upper bound on
+   that part). A kernel whose SASS has a loop structure the model does not know raises.
+3. Per pixel: warp instructions, shuffles, MUFU ops, shared-memory instructions, and the global bytes
+   the load / store instructions request (L1 traffic, the subtree re-reads included) from the SASS; the DRAM
+   bytes are the op's compulsory traffic (every logit read once, every gradient written once, targets and
+   outputs; the re-reads are assumed to hit L1 / L2).
+4. Occupancy from the documented H100 limits (65536 registers, 64 warps, 32 blocks, 228 KB shared memory
+   per SM; registers allocated per warp in 256s).
+5. Predicted lower bound = max(DRAM bytes / bandwidth, warp instructions / (SMs x 4 schedulers x clock),
+   MUFU ops / (SMs x 16 per clock), shared-memory wavefronts / (SMs x clock)), and its ratio to the memory
+   floor (the DRAM term). A separate latency column (Little's law: bytes in flight per SM from the
+   occupancy and one outstanding row load per warp, against an assumed 600 ns DRAM latency) says when the
+   kernel would rather be latency-bound; it is not part of the lower bound.
+
+    python tools/gpu_cost.py [--gpu h100-sxm] [--out DIR]      # prints the table; --out writes .md + .json
+
+Must run WITHOUT ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import triton_resources as tr  # noqa: E402  (refuses TRITON_INTERPRET=1)
+import triton  # noqa: E402
+
+from benchmarks.cases import get_tree  # noqa: E402
+from hssn_kernels import _triton_utils as _tu  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    """Published figures of one GPU (the model's only inputs besides the SASS)."""
+    name: str
+    sms: int
+    clock_hz: float          # boost clock
+    dram_bytes_per_s: float  # HBM bandwidth
+    regs_per_sm: int = 65536
+    max_warps_per_sm: int = 64
+    max_blocks_per_sm: int = 32
+    smem_per_sm: int = 228 * 1024
+    mufu_per_sm_clk: int = 16      # special-function unit lanes per SM per clock
+    schedulers_per_sm: int = 4     # one warp instruction issued per scheduler per clock
+    dram_latency_s: float = 600e-9  # assumed load latency under load (the latency column only)
+
+
+GPUS = {g.name: g for g in (Gpu("h100-sxm", 132, 1.98e9, 3.35e12), Gpu("h200", 132, 1.98e9, 4.8e12))}
+"""H100 SXM5 and H200 (the kind this project may be lent): 132 SMs at 1.98 GHz; 3.35 / 4.8 TB/s HBM."""
+
+CASES = (("cityscapes", 2, 512, 1024), ("channels-150", 8, 512, 1024), ("mapillary_v2", 2, 512, 1024),
+         ("channels-1000", 1, 512, 1024))
+"""(tree, B, H, W): the paper shapes of the benchmark suite at 26 and 177 channels, the issue's
+8 x 150 x 512 x 1024 and the 1000-channel sweep point."""
+
+KERNELS = ("ftm fwd+grad (mean)", "ftm bwd (none)", "path_argmax")
+DTYPES = {"bf16": 2, "fp32": 4}
+
+
+# ----------------------------------------------------------------------------- SASS
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[0-9T]\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_LABEL = re.compile(r"^(\.L_x_\d+):")
+_BRANCH = re.compile(r"`\((\.L_x_\d+)\)")
+
+
+@dataclasses.dataclass
+class Instr:
+    addr: int
+    op: str          # full opcode with modifiers, e.g. LDG.E.64
+    operands: str
+    loop: int = -1   # index of the innermost loop holding it, -1 outside every loop
+    target: int = -1  # a branch's target address
+
+
+@dataclasses.dataclass
+class Loop:
+    lo: int          # address of the first instruction (the backward branch's target)
+    hi: int          # address of the backward branch
+    depth: int = 1
+    row_loads: int = 0  # logit-row loads directly inside (not in a nested loop): the unroll factor
+    trips: float = 0.0
+    guarded: bool = False  # not a loop: the code a branch skips at leaves (the scans' set-up and remainder)
+
+
+def disassemble(cubin: bytes) -> tuple[list[Instr], list[Loop]]:
+    """The SASS of a one-kernel cubin and its loops (the backward branches), each instruction tagged with its
+    innermost loop."""
+    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+    instrs: list[Instr] = []
+    labels: dict[str, int] = {}
+    pending: list[str] = []
+    for line in text.splitlines():
+        lab = _LABEL.match(line.strip())
+        if lab:
+            pending.append(lab.group(1))
+            continue
+        m = _INSTR.search(line)
+        if m:
+            addr = int(m.group(1), 16)
+            for name in pending:
+                labels[name] = addr
+            pending = []
+            instrs.append(Instr(addr, m.group(3), m.group(4)))
+    loops = []
+    for ins in instrs:
+        tgt = _BRANCH.search(ins.operands) if ins.op.startswith("BRA") else None
+        ins.target = labels.get(tgt.group(1), -1) if tgt else -1
+        if 0 <= ins.target < ins.addr:  # a backward branch closes a loop (not the branch-to-self that pads
+            loops.append(Loop(ins.target, ins.addr))  # the end of every kernel)
+    for lp in loops:
+        lp.depth = sum(o.lo <= lp.lo and lp.hi <= o.hi for o in loops)
+    for ins in instrs:
+        inside = [k for k, lp in enumerate(loops) if lp.lo <= ins.addr <= lp.hi]
+        if inside:
+            ins.loop = max(inside, key=lambda k: loops[k].depth)
+    return instrs, loops
+
+
+def _access_bytes(op: str) -> int:
+    """Bytes per thread of a global / shared access opcode (LDG.E.64 -> 8, LDG.E.U16 -> 2, LDG.E -> 4)."""
+    for suffix, size in ((".128", 16), (".64", 8), (".U16", 2), (".S16", 2), (".U8", 1), (".S8", 1)):
+        if suffix in op:
+            return size
+    return 4
+
+
+def assign_trips(instrs: list[Instr], loops: list[Loop], row_bytes: int, channels: int, scans: list[int]) -> None:
+    """Trip counts per thread of every loop. Depth 1 = the channel walk: ``channels`` trips. Depth 2 = the
+    subtree scans, ``scans`` = rows scanned per inner node: ptxas unrolls a scan into loops of ``U`` rows
+    per trip (``U`` = the logit-row loads in the loop, an LDG of ``row_bytes``) plus straight-line remainder
+    code; rows are given to the widest loop first (``n // U`` trips), the rest to the narrower ones. The
+    straight-line remainder code sits in the channel walk's body and is counted at every trip of it (an
+    upper bound). Any other loop structure raises."""
+    if loops and loops[-1].guarded:  # a previous call's guarded region: hand its code back to the walk
+        for ins in instrs:
+            if ins.loop == len(loops) - 1:
+                ins.loop = next(k for k, lp in enumerate(loops) if lp.depth == 1 and not lp.guarded)
+        loops.pop()
+    by_depth: dict[int, list[Loop]] = {}
+    for lp in loops:
+        by_depth.setdefault(lp.depth, []).append(lp)
+    if set(by_depth) - {1, 2} or len(by_depth.get(1, [])) != 1:
+        raise ValueError(f"unexpected loop structure {[(lp.depth, hex(lp.lo), hex(lp.hi)) for lp in loops]}")
+    walk = loops.index(by_depth[1][0])
+    inner = by_depth.get(2, [])
+    if inner:  # the scans' set-up / remainder code: what the walk's first branch past every scan loop skips
+        first, last = min(lp.lo for lp in inner), max(lp.hi for lp in inner)
+        skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
+        if skip is None:
+            raise ValueError("no branch skips the subtree scans at leaves")
+        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=1, guarded=True))
+        for ins in instrs:
+            if ins.loop == walk and skip.addr < ins.addr < skip.target:
+                ins.loop = len(loops) - 1
+    for lp in loops:
+        lp.row_loads, lp.trips = 0, 0.0
+    for ins in instrs:
+        if ins.loop >= 0 and ins.op.startswith("LDG") and _access_bytes(ins.op) == row_bytes:
+            loops[ins.loop].row_loads += 1
+    if loops[walk].row_loads != 1:
+        raise ValueError(f"the channel walk has {loops[walk].row_loads} row loads per trip, expected 1")
+    loops[walk].trips = channels
+    if inner:
+        loops[-1].trips = len(scans)  # once per inner node (its straight-line rows counted as if all ran)
+    inner = sorted(inner, key=lambda lp: -lp.row_loads)
+    if any(lp.row_loads == 0 for lp in inner):
+        raise ValueError(f"a nested loop without row loads {[(lp.depth, lp.row_loads) for lp in loops]}")
+    rest = list(scans)
+    for lp in inner:
+        lp.trips = sum(n // lp.row_loads for n in rest)
+        rest = [n % lp.row_loads for n in rest]
+
+
+@dataclasses.dataclass
+class Counts:
+    """Dynamic per-thread counts of one program."""
+    instrs: float = 0.0
+    shfl: float = 0.0
+    mufu: float = 0.0
+    shared: float = 0.0
+    ldg_bytes: float = 0.0
+    stg_bytes: float = 0.0
+    row_ops: tuple[str, ...] = ()  # the global access opcodes inside the channel walk (vector width check)
+
+
+def count(instrs: list[Instr], loops: list[Loop]) -> Counts:
+    """Execute-weighted counts: an instruction in a loop runs that loop's trips times (1 outside loops;
+    conditional code inside a loop is counted at every trip)."""
+    out = Counts()
+    ops = set()
+    for ins in instrs:
+        if ins.op.startswith("NOP"):
+            continue
+        n = loops[ins.loop].trips if ins.loop >= 0 else 1.0
+        out.instrs += n
+        base = ins.op.split(".")[0]
+        if base == "SHFL":
+            out.shfl += n
+        elif base == "MUFU":
+            out.mufu += n
+        elif base in ("LDS", "STS", "LDSM", "ATOMS"):
+            out.shared += n
+        elif base in ("LDG", "STG"):
+            if base == "LDG":
+                out.ldg_bytes += n * _access_bytes(ins.op)
+            else:
+                out.stg_bytes += n * _access_bytes(ins.op)
+            if ins.loop >= 0 and _access_bytes(ins.op) > 4:
+                ops.add(ins.op)
+    out.row_ops = tuple(sorted(ops))
+    return out
+
+
+# ----------------------------------------------------------------------------- model
+def compile_kernel(label: str, dtype: str, depth: int, channels: int, image: tuple[int, int, int]):
+    """(cubin bytes, regs, shared bytes, num_warps, BLOCK_P) of the kernel ``label`` at sm_90, specialised for
+    contiguous logits of ``channels`` x ``image`` (B, H, W) as the launcher would be."""
+    for lab, fn, sig, cx, attrs, options in tr.kernel_specs(channels, depth, dtype, image):
+        if lab.startswith(label + " C="):
+            warps = options["num_warps"]
+            kernel = tr.compile_for(fn, sig, cx, attrs, options, 90)
+            res = tr.cubin_resources(kernel.asm["cubin"])
+            if res.get("STACK", 0):
+                raise RuntimeError(f"{label} {dtype} spills ({res['STACK']} stack bytes): the model assumes none")
+            return kernel.asm["cubin"], res["REG"], int(kernel.metadata.shared), warps, cx["BLOCK_P"]
+    raise KeyError(label)
+
+
+def occupancy(gpu: Gpu, regs: int, shared: int, warps: int) -> int:
+    """Resident warps per SM."""
+    regs_per_warp = math.ceil(max(regs, 1) * 32 / 256) * 256
+    blocks = min(gpu.max_blocks_per_sm, gpu.regs_per_sm // (regs_per_warp * warps), gpu.max_warps_per_sm // warps)
+    if shared:
+        blocks = min(blocks, gpu.smem_per_sm // shared)
+    return blocks * warps
+
+
+def dram_bytes(label: str, channels: int, elem: int) -> int:
+    """Compulsory DRAM bytes per pixel: logits once, int64 target / leaf map, the outputs."""
+    if label == "path_argmax":
+        return channels * elem + 8
+    if label == "ftm bwd (none)":
+        return 2 * channels * elem + 8 + 4  # logits, gradient, target, fp32 per-pixel weight
+    return 2 * channels * elem + 8          # logits, gradient, target (the loss is one float per program)
+
+
+def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
+            compiled: dict | None = None) -> dict:
+    """One row of the predicted table (a dict of the figures, all per pixel unless named otherwise)."""
+    h = get_tree(tree)
+    key = (label, dtype, h.height, h.num_channels, batch, height, width)
+    if compiled is None or key not in compiled:
+        cubin, regs, shared, warps, block_p = compile_kernel(label, dtype, h.height, h.num_channels,
+                                                             (batch, height, width))
+        sass = disassemble(cubin)
+        if compiled is not None:
+            compiled[key] = (sass, regs, shared, warps, block_p)
+    else:
+        sass, regs, shared, warps, block_p = compiled[key]
+    channels = h.num_channels
+    scans = [len(h.descendants(c)) - 1 for c in range(channels) if not h.is_leaf(c)]  # rows each inner node re-reads
+    per_thread_px = block_p / (32 * warps)
+    warp_px = 32 * per_thread_px
+    elem = DTYPES[dtype]
+    instrs, loops = sass
+    assign_trips(instrs, loops, int(per_thread_px * elem), channels, scans)
+    c = count(instrs, loops)
+    pixels = batch * height * width
+    warps_sm = occupancy(gpu, regs, shared, warps)
+    t_dram = pixels * dram_bytes(label, channels, elem) / gpu.dram_bytes_per_s
+    t_issue = pixels * c.instrs / warp_px / (gpu.sms * gpu.schedulers_per_sm * gpu.clock_hz)
+    t_mufu = pixels * c.mufu * 32 / warp_px / (gpu.sms * gpu.mufu_per_sm_clk * gpu.clock_hz)
+    t_smem = pixels * c.shared / warp_px / (gpu.sms * gpu.clock_hz)
+    bound = max(t_dram, t_issue, t_mufu, t_smem)
+    limiter = {t_dram: "DRAM", t_issue: "issue", t_mufu: "MUFU", t_smem: "shared"}[bound]
+    row_bytes = warp_px * elem  # one outstanding row load per warp in the channel walk
+    t_latency = pixels * channels * elem / (gpu.sms * warps_sm * row_bytes / gpu.dram_latency_s)
+    return {
+        "kernel": f"triton {label}", "dtype": dtype, "tree": tree, "shape": f"{batch}x{channels}x{height}x{width}",
+        "channels": channels, "depth": h.height, "regs": regs, "shared_bytes": shared, "num_warps": warps,
+        "block_p": block_p, "warps_per_sm": warps_sm, "occupancy": warps_sm / gpu.max_warps_per_sm,
+        "warp_instr_per_px": c.instrs / warp_px, "shfl_per_px": c.shfl / warp_px, "mufu_per_px": c.mufu / per_thread_px,
+        "shared_per_px": c.shared / warp_px, "l1_bytes_per_px": (c.ldg_bytes + c.stg_bytes) / per_thread_px,
+        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops),
+        "loops": "/".join(f"{lp.depth}:{lp.row_loads}x{lp.trips:g}" for lp in loops),
+        "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": t_smem * 1e3,
+        "predicted_ms": bound * 1e3, "limiter": limiter, "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
+    }
+
+
+def table(gpu: Gpu, cases=CASES, kernels=KERNELS, dtypes=tuple(DTYPES)) -> list[dict]:
+    compiled: dict = {}
+    return [predict(gpu, k, d, tree, b, hh, ww, compiled) for tree, b, hh, ww in cases for d in dtypes
+            for k in kernels]
+
+
+def markdown(gpu: Gpu, rows: list[dict]) -> str:
+    head = (f"# PREDICTED GPU cost of the Triton kernels ({gpu.name}, sm_90): a static model, not a measurement\n\n"
+            f"`python tools/gpu_cost.py --gpu {gpu.name}` (method: tools/gpu_cost.py, docs/benchmarks.md). "
+            f"{gpu.sms} SMs, {gpu.clock_hz / 1e9:.2f} GHz, {gpu.dram_bytes_per_s / 1e12:.2f} TB/s. Per pixel: "
+            "warp instructions, shuffles, MUFU ops (per thread-pixel), L1 bytes requested (SASS), DRAM bytes "
+            "(compulsory). Predicted = max(DRAM, issue, MUFU, shared) bound; x floor = predicted / DRAM time. "
+            "Latency = the Little's-law time with one row load in flight per warp (not in the bound).\n\n")
+    cols = ("kernel", "dtype", "shape", "regs", "warps_per_sm", "warp_instr_per_px", "shfl_per_px", "mufu_per_px",
+            "l1_bytes_per_px", "dram_bytes_per_px", "row_access", "t_dram_ms", "predicted_ms", "limiter", "x_floor",
+            "t_latency_ms")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", default="h100-sxm", choices=sorted(GPUS))
+    parser.add_argument("--out", type=Path, help="folder for predicted.md and predicted.json")
+    args = parser.parse_args(argv)
+    gpu = GPUS[args.gpu]
+    rows = table(gpu)
+    text = markdown(gpu, rows)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "predicted.md").write_text(text)
+        (args.out / "predicted.json").write_text(json.dumps({"gpu": dataclasses.asdict(gpu), "rows": rows},
+                                                            indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
