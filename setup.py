@@ -106,7 +106,7 @@ setup(
     version="0.1.0",
     description="Fused kernels and a training stack for hierarchical semantic segmentation (HSSN, CVPR 2022)",
     packages=find_packages(include=["hssn_kernels*", "hssn*", "benchmarks*"]),
-    package_data={"hssn_kernels": ["py.typed"], "hssn": ["hierarchies/data/*", "configs/*.yaml"]},
+    package_data={"hssn_kernels": ["py.typed", "gpu_table.json"], "hssn": ["hierarchies/data/*", "configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

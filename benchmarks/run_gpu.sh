@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: build the extension for this GPU, run the GPU kernel
-# tests, run the benchmark suite, and keep everything under benchmarks/results/<gpu-name>-<date>/.
+# tests, run the benchmark suite, put the measurements next to the static model's predictions
+# (measured_vs_predicted.md) and keep everything under benchmarks/results/<gpu-name>-<date>/; the measured
+# times become hssn_kernels/gpu_table.json, which backend="auto" ranks CUDA backends by (commit it).
 #
 #   bash benchmarks/run_gpu.sh                    # build + tests + full suite (bf16)
 #   bash benchmarks/run_gpu.sh --dtypes fp32 --shapes paper   # extra arguments go to python -m benchmarks
@@ -39,5 +41,9 @@ fi
 if [[ ",$STEPS," == *",bench,"* ]]; then
   echo "== benchmark suite -> $OUT"
   python -m benchmarks --out "$OUT" "$@" || STATUS=1
+  MODEL_GPU="$(python -c 'import torch; print("h200" if "H200" in torch.cuda.get_device_name() else "h100-sxm")')"
+  echo "== measured vs predicted (${MODEL_GPU} model) -> $OUT/measured_vs_predicted.md"
+  python tools/gpu_cost.py --gpu "$MODEL_GPU" --measured "$OUT/results.json" \
+    --gpu-table hssn_kernels/gpu_table.json | tail -n 30 || STATUS=1
 fi
 exit "$STATUS"

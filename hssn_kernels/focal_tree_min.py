@@ -36,8 +36,8 @@ def _log_sigmoid(m, FP64: tl.constexpr):
     """(log p, log(1 - p), p, 1 - p) of p = sigmoid(m), from one exp, one log and one reciprocal.
 
     fp32: e = exp(-|m|) and log2(1 + e) are one MUFU op each on the GPU (``_triton_utils.fast_exp`` /
-    ``fast_log2``); log1p(e) is its Taylor series below e = 1/16 (relative error < 2**-26) and
-    log2(1 + e) * ln 2 above it (relative error < 2**-18), so no division and no software log.
+    ``fast_log2``); log1p(e) is its Taylor series below e = 1/64 (4 terms, relative error < 2**-26) and
+    log2(1 + e) * ln 2 above it (relative error < 2**-17), so no division and no software log.
     fp64 keeps exp, log and the exact log1p correction."""
     if FP64:
         e = tl.exp(-tl.abs(m))
@@ -46,10 +46,10 @@ def _log_sigmoid(m, FP64: tl.constexpr):
     else:
         e = _tu.fast_exp(-tl.abs(m))
         u = 1.0 + e
-        series = e * (1.0 - e * (0.5 - e * (0.3333333333 - e * (0.25 - e * (0.2 - e * 0.1666666667)))))
-        l1p = tl.where(e < 0.0625, series, _tu.fast_log2(u) * 0.6931471805599453)
+        series = e * (1.0 - e * (0.5 - e * (0.3333333333 - e * 0.25)))
+        l1p = tl.where(e < 0.015625, series, _tu.fast_log2(u) * 0.6931471805599453)
     lp = tl.minimum(m, 0.0) - l1p
-    lq = tl.where(m == float("-inf"), 0.0, lp - m)  # log(1 - p): its limit 0 at m = -inf
+    lq = tl.minimum(-m, 0.0) - l1p  # log(1 - p), not lp - m: finite limits at m = -inf / +inf
     if FP64:
         r = 1.0 / u
     else:
@@ -127,32 +127,12 @@ def _ftm_kernel(
     # same layout (a thread owns its pixels' whole columns): no layout conversion, no shared memory
     lv = tl.arange(0, D_PAD)[:, None]
 
-    # ---- the target's path, root first: running min with its winner; d loss / d z per path node
-    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # d loss / d z of the path node at each depth
-    pos_loss = zero
-    run_v = zero + float("inf")
-    run_i = big
-    run_d = tl.zeros([1, BLOCK_P], dtype=tl.int32)  # the running winner's depth
     # the label's DFS position (the path's last node); far outside [0, C) at unlabelled pixels, so that the
     # on-path test (the label lies in the node's position range) fails there
     y_pos = tl.full([1, BLOCK_P], -(1 << 30), tl.int32)
     for lvl in tl.static_range(DEPTH):
         pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
-        ok = pp >= 0
-        y_pos = tl.where(ok, pp, y_pos)
-        cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
-        zl = tl.load(zrow + cl.to(tl.int64) * s_zc, mask=ok, other=0.0).to(zero.dtype)
-        take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
-        run_v = tl.where(take, zl, run_v)
-        run_i = tl.where(take, cl, run_i)
-        run_d = tl.where(take, lvl, run_d)
-        ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
-        wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
-        if COMPUTE_LOSS:
-            pos_loss += tl.where(ok, -wq * ls_p, 0.0)
-        if COMPUTE_GRAD:
-            d_pos = tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0)
-            gp2 += tl.where(lv == run_d, d_pos, 0.0)
+        y_pos = tl.where(pp >= 0, pp, y_pos)
     if PARTIAL:  # strictly below the label: j - y_pos - 1 < size - 1 as unsigned, one compare
         below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
 
@@ -201,9 +181,39 @@ def _ftm_kernel(
             slot = (sv == d) & (sz > 1)  # an inner node opens the slot of its depth
             st_w = tl.where(slot, tl.where(neg, win, -1), st_w)
             st_o = tl.where(slot, owed, st_o)
-            g_path = tl.sum(tl.where(lv == d, gp2, 0.0), axis=0, keep_dims=True)
-            g = tl.where(on_path, g_path, tl.where(win == c, owed, 0.0)) * scale  # exactly 0 at unlabelled pixels
+            # 0 at path nodes (written after the walk) and unlabelled pixels (no term carries there)
+            g = tl.where(win == c, owed, 0.0) * scale
             tl.store(grow + c.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=pmask)
+
+    # ---- the target's path, root first: running min with its winner; each level's derivative goes to its
+    # winner, and every path node's gradient is stored once more over the walk's 0 (same thread: in order)
+    pos_loss = zero
+    run_v = zero + float("inf")
+    run_i = big
+    run_d = tl.zeros([1, BLOCK_P], dtype=tl.int32)  # the running winner's depth
+    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # d loss / d z of the path node at each depth
+    for lvl in tl.static_range(DEPTH):
+        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
+        ok = pp >= 0
+        cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
+        zl = tl.load(zrow + cl.to(tl.int64) * s_zc, mask=ok, other=0.0).to(zero.dtype)
+        take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
+        run_v = tl.where(take, zl, run_v)
+        run_i = tl.where(take, cl, run_i)
+        run_d = tl.where(take, lvl, run_d)
+        ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
+        wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
+        if COMPUTE_LOSS:
+            pos_loss += tl.where(ok, -wq * ls_p, 0.0)
+        if COMPUTE_GRAD:
+            gp2 += tl.where(lv == run_d, tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0), 0.0)
+    if COMPUTE_GRAD:
+        for lvl in tl.static_range(DEPTH):
+            pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
+            ok = pp >= 0
+            cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
+            g = tl.sum(tl.where(lv == lvl, gp2, 0.0), axis=0, keep_dims=True) * scale
+            tl.store(grow + cl.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=ok)
 
     if COMPUTE_LOSS:
         loss = tl.where(valid, neg_loss + pos_loss, 0.0)

@@ -1,7 +1,8 @@
 """The functional API: validated inputs, then the op of the chosen backend.
 
 ``backend``: "reference" | "triton" | "cuda" | "cpu" | "auto" (native CPU kernels for CPU tensors, the
-faster fast backend for CUDA tensors per the README's benchmark table, the reference as a fallback).
+fastest fast backend for CUDA tensors per ``hssn_kernels/gpu_table.json``, predicted or measured, the reference
+as a fallback).
 ``validate=True`` checks label values (one host sync); ``nan_policy="raise"`` turns a NaN loss into a
 ``ValueError`` (one sync on the loss); both are skipped while ``torch.compile`` traces.
 """
@@ -59,7 +60,7 @@ def focal_tree_min_loss(
     if not (gamma >= 0 and math.isfinite(gamma)):
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     partial = bool(partial_labels)
-    name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss")
+    name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits)
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
@@ -105,7 +106,7 @@ def hierarchical_argmax(
     """
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
-    impl = backends.resolve(backend, logits.device, "hierarchical_argmax")
+    impl = backends.resolve(backend, logits.device, "hierarchical_argmax", logits)
     viol = None
     if size is not None:
         size = _up.check_size(size)

@@ -2,7 +2,8 @@
 
 Prints the torch / CUDA / Triton versions, the native extension's build (torch it was built against,
 CUDA architectures), which backends run on which devices, with the reason when one does not, and the order
-in which ``backend="auto"`` tries them per op, with why.
+in which ``backend="auto"`` tries them per op (for CUDA tensors per dtype and channel count, with the
+predicted or measured times it ranks by).
 """
 from __future__ import annotations
 
@@ -60,10 +61,25 @@ def report() -> str:
     lines.append('backend="auto" (first available wins):')
     lines.append(f"  cpu tensors   every op: {', '.join(backends.AUTO_CPU_PREFERENCE)} (the native kernels, measured "
                  f"faster than the reference: benchmarks/results/)")
-    for op, order in backends.AUTO_CUDA_PREFERENCE.items():
-        lines.append(f"  cuda tensors  {op}: {', '.join(order)}")
-    lines.append("                (provisional: no GPU benchmark has run; the order will follow the measured GPU "
-                 "table when one exists)")
+    table = backends.gpu_table()
+    lines.append(f"  cuda tensors  ranked per op, dtype and channel count by {backends.GPU_TABLE.name} "
+                 f"({table['source']} times on {table['gpu'] or 'no GPU'}; written by `{table['command']}`)")
+    for op, preference in backends.AUTO_CUDA_PREFERENCE.items():
+        keys = sorted({(r["dtype"], r["channels"]) for r in table["rows"] if r["op"] == op})
+        if not keys:
+            lines.append(f"  cuda tensors  {op}: {', '.join(preference)} (no table row: the fixed preference)")
+        for dtype, channels in keys:
+            why = []
+            for name in preference:
+                row = backends.table_time(op, name, dtype, channels)
+                why.append(f"{name} {row['ms_per_mpix']:.3g} ms/Mpx" + (f" ({row['x_floor']:.2f}x floor)"
+                                                                       if row.get("x_floor") else "")
+                           if row else f"{name} no row")
+            lines.append(f"  cuda tensors  {op} {dtype} C={channels}: "
+                         f"{', '.join(backends.cuda_order(op, dtype, channels))}  [{'; '.join(why)}]")
+    if table["source"] == "predicted":
+        lines.append("                (predicted: a static model of the compiled code, not a measurement; "
+                     "bash benchmarks/run_gpu.sh replaces it with measured times)")
     return "\n".join(lines)
 
 

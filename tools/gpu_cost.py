@@ -22,7 +22,11 @@ measurement. Method (docs/benchmarks.md, "GPU cost model"):
    occupancy and one outstanding row load per warp, against an assumed 600 ns DRAM latency) says when the
    kernel would rather be latency-bound; it is not part of the lower bound.
 
-    python tools/gpu_cost.py [--gpu h100-sxm] [--out DIR]      # prints the table; --out writes .md + .json
+    python tools/gpu_cost.py [--gpu h100-sxm] [--out DIR] [--gpu-table hssn_kernels/gpu_table.json]
+    python tools/gpu_cost.py --gpu h200 --measured RUN/results.json [--gpu-table hssn_kernels/gpu_table.json]
+
+The first prints the predicted table (--out writes predicted.md / .json, --gpu-table the rows backend="auto"
+ranks by); the second puts a GPU run's measurements next to the predictions (run by benchmarks/run_gpu.sh).
 
 Must run WITHOUT ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler).
 """
@@ -333,12 +337,68 @@ def markdown(gpu: Gpu, rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+OPS = {"ftm fwd+grad (mean)": "focal_tree_min_loss", "path_argmax": "hierarchical_argmax"}
+"""The model's kernels that the functional ops run (``hssn_kernels.gpu_table.json`` rows)."""
+BENCH_OPS = {("ftm", "full"): "ftm fwd+grad (mean)", ("argmax", "no_grad"): "path_argmax"}
+"""Benchmark-suite (op, mode) -> the model's kernel, for measured-vs-predicted."""
+
+
+def gpu_table_rows(rows: list[dict]) -> list[dict]:
+    """``hssn_kernels/gpu_table.json`` rows (time per megapixel) from predicted rows."""
+    out = []
+    for r in rows:
+        op = OPS.get(r["kernel"].removeprefix("triton "))
+        if op:
+            b, _, h, w = (int(v) for v in r["shape"].split("x"))
+            out.append({"op": op, "backend": "triton", "dtype": r["dtype"], "channels": r["channels"],
+                        "ms_per_mpix": r["predicted_ms"] / (b * h * w / 1e6), "x_floor": r["x_floor"]})
+    return out
+
+
+def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
+    """(Markdown table, gpu_table rows) from a benchmark ``results.json`` of a GPU run: every Triton row the
+    model covers, measured next to its prediction at the same shape; the gpu_table rows are the measured
+    times of every backend."""
+    compiled: dict = {}
+    lines = [f"# Measured vs PREDICTED ({gpu.name} model), {results['meta'].get('device', '?')}\n",
+             "| op | backend | dtype | shape | measured ms | predicted ms | measured / predicted | floor ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    table = []
+    for r in results["results"]:
+        kernel = BENCH_OPS.get((r["op"], r["mode"]))
+        if kernel is None or r.get("status") != "ok" or r["dtype"] not in DTYPES:
+            continue
+        table.append({"op": OPS[kernel], "backend": r["backend"], "dtype": r["dtype"], "channels": r["channels"],
+                      "ms_per_mpix": r["ms_median"] / (r["pixels"] / 1e6), "x_floor": None})
+        if r["backend"] != "triton":
+            continue
+        p = predict(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], compiled)
+        lines.append(f"| {r['op']} | triton | {r['dtype']} | {p['shape']} | {r['ms_median']:.3g} | "
+                     f"{p['predicted_ms']:.3g} | {r['ms_median'] / p['predicted_ms']:.2f} | {p['t_dram_ms']:.3g} |")
+    return "\n".join(lines) + "\n", table
+
+
+def write_gpu_table(path: Path, source: str, gpu: Gpu, command: str, rows: list[dict]) -> None:
+    path.write_text(json.dumps({"source": source, "gpu": gpu.name, "command": command, "rows": rows}, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", default="h100-sxm", choices=sorted(GPUS))
     parser.add_argument("--out", type=Path, help="folder for predicted.md and predicted.json")
+    parser.add_argument("--gpu-table", type=Path, help="write these rows as hssn_kernels/gpu_table.json (auto's ranking)")
+    parser.add_argument("--measured", type=Path, help="a GPU run's results.json: write measured_vs_predicted.md "
+                                                       "next to it (and measured --gpu-table rows)")
     args = parser.parse_args(argv)
     gpu = GPUS[args.gpu]
+    command = "python tools/gpu_cost.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.measured:
+        text, measured = measured_vs_predicted(gpu, json.loads(args.measured.read_text()))
+        print(text)
+        (args.measured.parent / "measured_vs_predicted.md").write_text(text)
+        if args.gpu_table and measured:
+            write_gpu_table(args.gpu_table, "measured", gpu, command, measured)
+        return 0
     rows = table(gpu)
     text = markdown(gpu, rows)
     print(text)
@@ -347,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "predicted.md").write_text(text)
         (args.out / "predicted.json").write_text(json.dumps({"gpu": dataclasses.asdict(gpu), "rows": rows},
                                                             indent=1) + "\n")
+    if args.gpu_table:
+        write_gpu_table(args.gpu_table, "predicted", gpu, command, gpu_table_rows(rows))
     return 0
 
 
