@@ -13,8 +13,7 @@
 
 namespace hssn {
 
-constexpr int kMaxDepth = 16;       // hierarchy.MAX_DEPTH
-constexpr int64_t kMaxChannels = 4096;  // hierarchy.MAX_CHANNELS
+constexpr int64_t kMaxChannels = 4096;  // hierarchy.MAX_CHANNELS (kMaxDepth: kernels/common.h)
 
 // Pixel layout of (B, C, H, W) / (N, C) (channel_dim) or (B, H, W) / (N,) tensors.
 inline PixelLayout pixel_layout(const at::Tensor& x, bool channel_dim) {

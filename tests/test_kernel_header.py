@@ -1,5 +1,6 @@
-"""``csrc/kernels/common.h: ftm_pixel`` (the per-pixel focal tree-min steps the CUDA kernel runs) compiled as
-plain C++ on the host and checked against the reference: loss and gradient, leaf and inner-node targets."""
+"""``csrc/kernels/common.h: dfs_tables + ftm_walk`` (the per-pixel focal tree-min walk the CUDA kernel runs)
+compiled as plain C++ on the host and checked against the reference: loss and gradient, leaf and inner-node
+targets, NaN logits; the DFS tables against ``HierarchyTables.dfs_*`` invariants."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,17 +27,23 @@ int main() {
   for (auto& x : parent) std::scanf("%d", &x);
   for (auto& x : bottom_up) std::scanf("%d", &x);
   for (auto& x : anc) std::scanf("%d", &x);
-  std::vector<double> v(C), z(C);
-  std::vector<int> w(C);
+  std::vector<int32_t> dfs(6 * C);
+  hssn::dfs_tables(parent.data(), bottom_up.data(), C, dfs.data());
+  const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
+  std::printf("dfs");
+  for (int i = 0; i < 4 * C; ++i) std::printf(" %d", dfs[i]);
+  std::printf("\n");
+  std::vector<double> z(C), g(C);
   for (int p = 0; p < P; ++p) {
     int t;
     std::scanf("%d", &t);
-    for (int c = 0; c < C; ++c) { std::scanf("%lf", &z[c]); v[c] = z[c]; w[c] = c; }
+    for (int c = 0; c < C; ++c) { std::scanf("%lf", &z[c]); g[c] = -7.0; }  // poisoned: every entry is stored
     auto z_at = [&](int c) { return z[c]; };
-    const double loss = hssn::ftm_pixel<double, int>(v.data(), w.data(), 1, C, parent.data(), bottom_up.data(),
-                                                      anc.data() + t * D, D, z_at, gamma, true, partial ? t : -1);
+    auto store = [&](int c, double v) { g[c] = v; };
+    const double loss = hssn::ftm_walk<double, hssn::kMaxDepth>(C, perm, size, depth, pos[t], anc.data() + t * D, D,
+                                                               partial != 0, z_at, store, gamma, true);
     std::printf("%.17g", loss);
-    for (int c = 0; c < C; ++c) std::printf(" %.17g", v[c]);
+    for (int c = 0; c < C; ++c) std::printf(" %.17g", g[c]);
     std::printf("\n");
   }
   return 0;
@@ -49,7 +56,7 @@ def harness(tmp_path_factory):
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler")
-    out = tmp_path_factory.mktemp("ftm_pixel")
+    out = tmp_path_factory.mktemp("ftm_walk")
     (out / "harness.cpp").write_text(HARNESS)
     subprocess.run([cxx, "-O1", "-std=c++17", f"-I{REPO / 'csrc'}", str(out / "harness.cpp"), "-o",
                     str(out / "harness")], check=True, capture_output=True, text=True)
@@ -63,19 +70,29 @@ def run(harness, h, z, t, gamma, partial):
              " ".join(map(str, tabs.ancestors.reshape(-1).tolist()))]
     lines += [f"{int(t[i])} " + " ".join(repr(float(x)) for x in z[i]) for i in range(len(t))]
     proc = subprocess.run([str(harness)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-    rows = torch.tensor([[float(x) for x in line.split()] for line in proc.stdout.splitlines()], dtype=torch.float64)
-    return rows[:, 0], rows[:, 1:]
+    out = proc.stdout.splitlines()
+    dfs = torch.tensor([int(x) for x in out[0].split()[1:]]).reshape(4, -1)
+    rows = torch.tensor([[float(x) for x in line.split()] for line in out[1:]], dtype=torch.float64)
+    return rows[:, 0], rows[:, 1:], dfs
 
 
 @pytest.mark.parametrize("tree, partial", [("cityscapes", False), ("random", False), ("random", True)])
 @pytest.mark.parametrize("gamma", [0.0, 2.0, 1.5])
-def test_ftm_pixel_matches_the_reference(harness, tree, partial, gamma):
+def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     h = cityscapes_like() if tree == "cityscapes" else random_tree(9, max_depth=4, max_channels=30)
     gen = torch.Generator().manual_seed(int(gamma * 10) + partial)
     z = torch.randn(24, h.num_channels, generator=gen, dtype=torch.float64) * 3
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (24,), generator=gen)]
-    loss, grad = run(harness, h, z, t, gamma, partial)
+    z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
+    loss, grad, dfs = run(harness, h, z, t, gamma, partial)
+    perm, size, depth, pos = dfs
+    assert sorted(perm.tolist()) == list(range(h.num_channels)) and torch.equal(perm[pos], torch.arange(h.num_channels))
+    for j, c in enumerate(perm.tolist()):  # Dsc(c) is the position range [j, j + size)
+        assert sorted(perm[j:j + size[j]].tolist()) == sorted(h.descendants(c))
+        assert depth[j] == h.level(c) - 1
+    assert torch.isnan(loss[3])
+    loss, grad, z, t = loss[4:], grad[4:], z[4:], t[4:]
     x = z.clone().requires_grad_()
     want = ref.focal_tree_min_loss(x, t, h, gamma, reduction="none", partial_labels=partial)
     want.sum().backward()

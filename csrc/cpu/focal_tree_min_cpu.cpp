@@ -1,6 +1,6 @@
 // CPU kernels of hssn::ftm_forward / hssn::ftm_backward: tiles of kTile pixels, each tile loaded
 // channel by channel (contiguous runs of pixels) into a channel-major [C][kTile] scratch block (fp32
-// math, fp64 for fp64 logits); the steps of kernels/common.h: ftm_pixel run node by node with inner
+// math, fp64 for fp64 logits); a bottom-up max pass, then the top-down terms and carries, node by node with inner
 // loops over the tile's pixels (auto-vectorised; exp / log from vec_math.h); the gradient is written
 // once per element. Deterministic: loss partial sums per fixed tile, added in tile order.
 // GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated:
@@ -40,7 +40,7 @@ struct FtmArgs {
   PixelLayout gll;
 };
 
-// The steps of kernels/common.h: ftm_pixel, run node by node over a channel-major [C][kTile] tile
+// The focal tree-min passes, run node by node over a channel-major [C][kTile] tile
 // (v: values, w: winners) so that every inner loop runs over kTile pixels.
 // 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
 template <class T>

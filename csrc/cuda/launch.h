@@ -28,13 +28,15 @@ struct FtmParams {
   float gamma;
   int64_t ignore_index;
   bool partial_labels;                          // labels may be inner nodes (no term for their descendants)
-  unsigned char* scratch;                       // per-block [C][P] scratch when it does not fit in shared memory
+  int32_t* dfs;                                 // 6 * num_c ints: the DFS tables (kernels/common.h: dfs_tables)
 };
+
+constexpr int kFtmThreads = 256;                // threads (= pixels) per block of the focal tree-min kernel
+int ftm_blocks(int64_t num_p);                  // its grid (fixed beyond kMaxBlocks: reproducible sums)
+cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream);
 
 // Threads per block, blocks, dynamic shared memory and global scratch bytes for num_c channels.
 struct TileConfig { int threads; int blocks; size_t smem; size_t scratch_bytes; };
-TileConfig ftm_config(int num_c, int64_t num_p);
-cudaError_t launch_ftm(const FtmParams& p, const TileConfig& cfg, cudaStream_t stream);
 
 struct PathParams {
   const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;

@@ -57,15 +57,13 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   const int64_t num_p = logits.numel() / num_c;
   const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
   const int64_t red = grad_loss ? 0 : reduction;
-  const cuda::TileConfig cfg = cuda::ftm_config(num_c, num_p);
+  const int blocks = cuda::ftm_blocks(num_p);
   at::Tensor count = at::ne(target, ignore_index).sum(at::kLong);
   at::Tensor loss = (red == 0 && !grad_loss) ? at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat))
                                              : at::Tensor();
-  at::Tensor partial = red != 0 ? at::zeros({cfg.blocks}, logits.options().dtype(at::kFloat)) : at::Tensor();
+  at::Tensor partial = red != 0 ? at::zeros({blocks}, logits.options().dtype(at::kFloat)) : at::Tensor();
   at::Tensor grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
-  at::Tensor scratch = cfg.scratch_bytes
-                           ? at::empty({static_cast<int64_t>(cfg.scratch_bytes)}, logits.options().dtype(at::kByte))
-                           : at::Tensor();
+  at::Tensor dfs = at::empty({6 * num_c}, logits.options().dtype(at::kInt));
   cuda::FtmParams p{};
   p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
   p.dtype = cuda_dtype(logits, op, "logits");
@@ -82,8 +80,8 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
   p.ignore_index = ignore_index;
   p.partial_labels = partial_labels;
-  p.scratch = scratch.defined() ? static_cast<unsigned char*>(scratch.data_ptr()) : nullptr;
-  if (num_p > 0) check_cuda(cuda::launch_ftm(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
+  p.dfs = dfs.data_ptr<int32_t>();
+  if (num_p > 0) check_cuda(cuda::launch_ftm(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
   if (red != 0) {
     loss = partial.sum();
     if (reduction == 2) loss = at::div(loss, count.clamp_min(1));

@@ -1,7 +1,7 @@
 // Torch-free building blocks of the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal terms, the
-// triplet RNG and path argmax (both backends), and ftm_pixel, the per-pixel focal tree-min passes the CUDA
-// kernel runs (the CPU kernel runs the same steps over [C][tile] blocks, focal_tree_min_cpu.cpp).
-// tests/test_kernel_header.py compiles ftm_pixel as plain C++ and checks it against the reference.
+// triplet RNG and path argmax (both backends), and dfs_tables / ftm_walk, the per-pixel focal tree-min walk
+// the CUDA kernel runs (the CPU kernel runs its own [C][tile] passes, focal_tree_min_cpu.cpp).
+// tests/test_kernel_header.py compiles ftm_walk as plain C++ and checks it against the reference.
 // Everything here is exactly the semantics of hssn_kernels/reference.py (ties go to the lowest channel;
 // math in float32, float64 for float64).
 #pragma once
@@ -16,6 +16,8 @@
 #endif
 
 namespace hssn {
+
+constexpr int kMaxDepth = 16;  // hierarchy.MAX_DEPTH: the deepest tree every kernel takes
 
 // Pixel p of a (B, [C,] H, W) or (N, [C]) tensor: p = (b * H + h) * W + w; offset = b*sb + h*sh + w*sw.
 struct PixelLayout {
@@ -69,79 +71,90 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   return out;
 }
 
-// Focal tree-min loss of one pixel with target `anc_row[0]` (anc_row = A(target), self first,
-// -1 padded, `depth` entries): a leaf, or with `partial_label` = the target an inner node, whose strict
-// descendants then get no term (marked w = -2). Column layout: node c of this pixel lives at v[c * st], w[c * st].
-// On entry v holds the logits z and w[c] = c. `z_at(c)` re-reads logit c. Returns the pixel's loss;
-// with `grad`, v holds d loss / d z on exit (each entry written once, no scatter).
-template <class T, class Idx, class ZAt>
-HSSN_HD T ftm_pixel(T* v, Idx* w, int64_t st, int num_c, const int32_t* parent, const int32_t* bottom_up,
-                    const int32_t* anc_row, int depth, ZAt z_at, T gamma, bool grad, int partial_label = -1) {
-  // 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties); branch-free selects.
+// DFS pre-order tables of a forest from parent[] and bottom_up[] (children before parents), written to
+// out[6 * C]: perm[j] (channel at position j), size[j] (|Dsc| of it), depth[j] (0 = a root), pos[c] (position
+// of channel c), then two work arrays. Dsc(v) is the position range [pos[v], pos[v] + size). O(C), one thread.
+HSSN_HD void dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* out) {
+  int32_t *perm = out, *size = out + num_c, *depth = out + 2 * num_c, *pos = out + 3 * num_c;
+  int32_t *csize = out + 4 * num_c, *next = out + 5 * num_c;
+  for (int c = 0; c < num_c; ++c) csize[c] = 1;
   for (int i = 0; i < num_c; ++i) {
     const int c = bottom_up[i];
-    const int p = parent[c];
-    if (p < 0) continue;
-    const T vc = v[c * st], vp = v[p * st];
-    const Idx wc = w[c * st], wp = w[p * st];
-    const bool take = (vc > vp) | ((vc == vp) & (wc < wp));
-    v[p * st] = take ? vc : vp;
-    w[p * st] = take ? wc : wp;
+    if (parent[c] >= 0) csize[parent[c]] += csize[c];
   }
-  // 2. mark the target's path A(y): its nodes take the positive terms.
-  int len = 0;
-  while (len < depth && anc_row[len] >= 0) {
-    w[anc_row[len] * st] = Idx(-1);
-    ++len;
-  }
-  // 3. top-down: negative terms, and the gradient owed to each winner carried down its chain.
-  T loss = T(0);
-  for (int i = num_c - 1; i >= 0; --i) {
+  int root_next = 0;
+  for (int i = num_c - 1; i >= 0; --i) {  // parents before children
     const int c = bottom_up[i];
-    const Idx wc = w[c * st];
-    if (wc == Idx(-1)) {
-      v[c * st] = T(0);
-      continue;
-    }
-    const int pl = parent[c];
-    if (partial_label >= 0 && pl >= 0 && (pl == partial_label || w[pl * st] == Idx(-2))) {
-      w[c * st] = Idx(-2);  // a strict descendant of the (inner) label: unknown, no term, no gradient
-      v[c * st] = T(0);
-      continue;
-    }
-    const Term<T> t = focal_term(v[c * st], false, gamma);
-    loss += t.loss;
-    if (grad) {
-      const int p = parent[c];
-      const int pc = p >= 0 ? p : c;
-      const bool carry = (p >= 0) & (w[pc * st] == wc);
-      const T from_parent = v[pc * st];
-      v[c * st] = t.dz + (carry ? from_parent : T(0));
-    }
+    const int p = parent[c];
+    const int j = p < 0 ? root_next : next[p];
+    if (p < 0) root_next += csize[c];
+    else next[p] += csize[c];
+    next[c] = j + 1;
+    pos[c] = j;
+    perm[j] = c;
+    size[j] = csize[c];
+    depth[j] = p < 0 ? 0 : depth[pos[p]] + 1;
   }
-  // 4. the path, root first: running min over A(v) (lowest channel on ties), positive terms.
-  T run_v = T(0);
-  int run_i = -1;
-  for (int k = len - 1; k >= 0; --k) {
+}
+
+// Focal tree-min loss of one pixel, the walk of hssn_kernels/focal_tree_min.py (pixels along the lanes when
+// a thread runs one pixel): channels visited once in DFS pre-order (tables of dfs_tables); M_v of an inner
+// node by a scan of its subtree; the negative terms' gradient carried top-down through a per-depth stack of
+// the open ancestors (winner channel, owed sum), so each channel's gradient is final when it is visited and
+// handed to store(c, d loss / d z_c) once; then the path's positive terms (running min root first, lowest
+// channel on ties) stored over the path channels. y_pos = the target's position; anc_row = A(target), self
+// first, -1 padded, `depth` entries; partial: the target may be an inner node (no term below it). A NaN
+// logit gives a NaN loss. kDepth >= the tree's height. Returns the pixel's loss.
+template <class T, int kDepth, class ZAt, class Store>
+HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth, int y_pos,
+                   const int32_t* anc_row, int depth, bool partial, ZAt z_at, Store store, T gamma, bool grad) {
+  int st_w[kDepth];  // run-time indexed: local memory on a GPU (L1), registers would need unrolled selects
+  T st_o[kDepth];
+  const unsigned below_n = partial ? static_cast<unsigned>(size[y_pos] - 1) : 0u;
+  T loss = T(0);
+  bool nan = false;
+  for (int j = 0; j < num_c; ++j) {
+    const int c = perm[j], sz = size[j], d = node_depth[j];
+    T m = z_at(c);
+    int win = c;
+    nan |= m != m;
+    if (m != m) { m = -INFINITY; win = 0x7fffffff; }
+    for (int k = j + 1; k < j + sz; ++k) {  // an inner node: the rest of its subtree
+      const int ck = perm[k];
+      const T zk = z_at(ck);
+      if (zk > m || (zk == m && ck < win)) { m = zk; win = ck; }
+    }
+    const bool on_path = static_cast<unsigned>(y_pos - j) < static_cast<unsigned>(sz);  // c is the target or above
+    const bool below = static_cast<unsigned>(j - y_pos - 1) < below_n;
+    T owed = T(0);
+    const bool neg = !on_path && !below;
+    if (neg) {
+      const Term<T> t = focal_term(m, false, gamma);
+      loss += t.loss;
+      owed = t.dz + ((d > 0 && st_w[d - 1] == win) ? st_o[d - 1] : T(0));
+    }
+    if (sz > 1) {  // an inner node opens the slot of its depth
+      st_w[d] = neg ? win : -1;
+      st_o[d] = owed;
+    }
+    if (grad) store(c, win == c ? owed : T(0));
+  }
+  int len = 0;
+  while (len < depth && anc_row[len] >= 0) ++len;
+  T run_v = T(0), g_at[kDepth];
+  int run_i = -1, run_k = 0;
+  for (int k = len - 1; k >= 0; --k) {  // root first
     const int a = anc_row[k];
     const T za = z_at(a);
-    if (run_i < 0 || za < run_v || (za == run_v && a < run_i)) {
-      run_v = za;
-      run_i = a;
-    }
+    if (run_i < 0 || za < run_v || (za == run_v && a < run_i)) { run_v = za; run_i = a; run_k = k; }
     const Term<T> t = focal_term(run_v, true, gamma);
     loss += t.loss;
-    if (grad) v[run_i * st] += t.dz;
+    g_at[k] = T(0);
+    g_at[run_k] += t.dz;  // run_k >= k: filled in
   }
-  // 5. keep the gradient only where it landed: path nodes and the winners of their own chains.
-  if (grad) {
-    for (int c = 0; c < num_c; ++c) {
-      const Idx wc = w[c * st];
-      const T g = v[c * st];
-      v[c * st] = ((wc != Idx(-1)) & (wc != Idx(c))) ? T(0) : g;
-    }
-  }
-  return loss;
+  if (grad)
+    for (int k = 0; k < len; ++k) store(anc_row[k], g_at[k]);  // over the walk's 0
+  return nan ? static_cast<T>(NAN) : loss;
 }
 
 // Path inference (Eq. 3) for one pixel: on entry v[c * st] = sigmoid(z_c); returns the leaf with the
