@@ -1,6 +1,6 @@
-"""``csrc/kernels/common.h: dfs_tables + ftm_walk`` (the per-pixel focal tree-min walk the CUDA kernel runs)
+"""``csrc/kernels/common.h: dfs_tables, ftm_walk, path_walk`` (the per-pixel walks the CUDA kernels run)
 compiled as plain C++ on the host and checked against the reference: loss and gradient, leaf and inner-node
-targets, NaN logits; the DFS tables against ``HierarchyTables.dfs_*`` invariants."""
+targets, NaN logits, path inference; the DFS tables against the tree (ranges = descendants, depths)."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,7 +44,7 @@ int main() {
                                                                partial != 0, z_at, store, gamma, true);
     std::printf("%.17g", loss);
     for (int c = 0; c < C; ++c) std::printf(" %.17g", g[c]);
-    std::printf("\n");
+    std::printf(" %d\n", hssn::path_walk<double, hssn::kMaxDepth>(C, perm, size, depth, z_at));
   }
   return 0;
 }
@@ -73,7 +73,7 @@ def run(harness, h, z, t, gamma, partial):
     out = proc.stdout.splitlines()
     dfs = torch.tensor([int(x) for x in out[0].split()[1:]]).reshape(4, -1)
     rows = torch.tensor([[float(x) for x in line.split()] for line in out[1:]], dtype=torch.float64)
-    return rows[:, 0], rows[:, 1:], dfs
+    return rows[:, 0], rows[:, 1:-1], dfs, rows[:, -1].long()
 
 
 @pytest.mark.parametrize("tree, partial", [("cityscapes", False), ("random", False), ("random", True)])
@@ -85,7 +85,8 @@ def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (24,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
-    loss, grad, dfs = run(harness, h, z, t, gamma, partial)
+    loss, grad, dfs, leaf = run(harness, h, z, t, gamma, partial)
+    assert torch.equal(leaf, ref.hierarchical_argmax(z, h))  # path_walk (NaN scores 0 in both)
     perm, size, depth, pos = dfs
     assert sorted(perm.tolist()) == list(range(h.num_channels)) and torch.equal(perm[pos], torch.arange(h.num_channels))
     for j, c in enumerate(perm.tolist()):  # Dsc(c) is the position range [j, j + size)

@@ -49,34 +49,7 @@ __device__ __forceinline__ float block_sum(float x, float* buf) {
   return buf[0];
 }
 
-// Channels c with size bytes per pixel column of a [C][threads] tile: the threads per block (128, 64
-// or 32) that keep the tile under `limit` bytes of shared memory, or 0 when even 32 does not fit.
-inline int tile_threads(size_t fixed, size_t per_thread, size_t limit) {
-  for (int t = 128; t >= 32; t /= 2)
-    if (fixed + per_thread * t <= limit) return t;
-  return 0;
-}
-
-constexpr size_t kSmemLimit = 96 * 1024;  // two blocks per SM on A100 / H100
-constexpr int kMaxBlocks = 8192;          // grid-stride beyond this (fixed, so sums are reproducible)
-constexpr int kMaxScratchBlocks = 256;    // blocks when the tile lives in global scratch
-
-__host__ __device__ inline size_t align16(size_t x) { return (x + 15) / 16 * 16; }
-
-// Launch shape for a kernel with `fixed` shared bytes of tables and `per_thread` bytes per pixel column:
-// the tile in shared memory when it fits, else (very wide trees) 32 threads over a global scratch.
-inline TileConfig make_tile_config(size_t fixed, size_t per_thread, int64_t num_p) {
-  TileConfig cfg{};
-  cfg.threads = tile_threads(fixed, per_thread, kSmemLimit);
-  const bool scratch = cfg.threads == 0;
-  if (scratch) cfg.threads = 32;
-  cfg.smem = scratch ? fixed : fixed + per_thread * cfg.threads;
-  const int max_blocks = scratch ? kMaxScratchBlocks : kMaxBlocks;
-  const int64_t tiles = (num_p + cfg.threads - 1) / cfg.threads;
-  cfg.blocks = static_cast<int>(tiles < max_blocks ? (tiles > 0 ? tiles : 1) : max_blocks);
-  cfg.scratch_bytes = scratch ? per_thread * cfg.threads * cfg.blocks : 0;
-  return cfg;
-}
+constexpr int kMaxBlocks = 8192;  // grid-stride beyond this (fixed, so sums are reproducible)
 
 }  // namespace cuda
 }  // namespace hssn

@@ -16,8 +16,8 @@ __global__ void dfs_tables_kernel(const int32_t* parent, const int32_t* bottom_u
 }
 
 template <class scalar_t, class tgt_t>
-__global__ void __launch_bounds__(kFtmThreads) ftm_kernel(FtmParams p) {
-  __shared__ float buf[kFtmThreads];
+__global__ void __launch_bounds__(kPixelThreads) ftm_kernel(FtmParams p) {
+  __shared__ float buf[kPixelThreads];
   const int num_c = p.num_c;
   const int32_t *perm = p.dfs, *size = p.dfs + num_c, *node_depth = p.dfs + 2 * num_c, *pos = p.dfs + 3 * num_c;
   const scalar_t* z = static_cast<const scalar_t*>(p.z);
@@ -25,8 +25,8 @@ __global__ void __launch_bounds__(kFtmThreads) ftm_kernel(FtmParams p) {
   scalar_t* g = static_cast<scalar_t*>(p.g);
   const float nan = __int_as_float(0x7fc00000);
   float acc = 0.f;
-  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kFtmThreads; base < p.num_p;
-       base += static_cast<int64_t>(gridDim.x) * kFtmThreads) {
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kPixelThreads; base < p.num_p;
+       base += static_cast<int64_t>(gridDim.x) * kPixelThreads) {
     const int64_t pix = base + threadIdx.x;
     const bool in = pix < p.num_p;
     int y = -1;
@@ -65,20 +65,25 @@ __global__ void __launch_bounds__(kFtmThreads) ftm_kernel(FtmParams p) {
 
 }  // namespace
 
-int ftm_blocks(int64_t num_p) {
-  const int64_t tiles = (num_p + kFtmThreads - 1) / kFtmThreads;
+int pixel_blocks(int64_t num_p) {
+  const int64_t tiles = (num_p + kPixelThreads - 1) / kPixelThreads;
   return static_cast<int>(tiles < kMaxBlocks ? (tiles > 0 ? tiles : 1) : kMaxBlocks);
 }
 
+cudaError_t launch_dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* dfs,
+                              cudaStream_t stream) {
+  dfs_tables_kernel<<<1, 1, 0, stream>>>(parent, bottom_up, num_c, dfs);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream) {
-  dfs_tables_kernel<<<1, 1, 0, stream>>>(p.parent, p.bottom_up, p.num_c, p.dfs);
-  cudaError_t err = cudaGetLastError();
+  cudaError_t err = launch_dfs_tables(p.parent, p.bottom_up, p.num_c, p.dfs, stream);
   if (err != cudaSuccess) return err;
   dispatch_dtype(p.dtype, [&](auto st) {
     using scalar_t = decltype(st);
     dispatch_target(p.ttype, [&](auto tt) {
       using tgt_t = decltype(tt);
-      ftm_kernel<scalar_t, tgt_t><<<blocks, kFtmThreads, 0, stream>>>(p);
+      ftm_kernel<scalar_t, tgt_t><<<blocks, kPixelThreads, 0, stream>>>(p);
       err = cudaGetLastError();
     });
   });

@@ -31,23 +31,22 @@ struct FtmParams {
   int32_t* dfs;                                 // 6 * num_c ints: the DFS tables (kernels/common.h: dfs_tables)
 };
 
-constexpr int kFtmThreads = 256;                // threads (= pixels) per block of the focal tree-min kernel
-int ftm_blocks(int64_t num_p);                  // its grid (fixed beyond kMaxBlocks: reproducible sums)
+constexpr int kPixelThreads = 256;              // threads (= pixels) per block of the per-pixel walk kernels
+int pixel_blocks(int64_t num_p);                // their grid (fixed beyond kMaxBlocks: reproducible sums)
+// The DFS tables (kernels/common.h: dfs_tables) into dfs[6 * num_c], one thread, on `stream`.
+cudaError_t launch_dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* dfs,
+                              cudaStream_t stream);
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream);
-
-// Threads per block, blocks, dynamic shared memory and global scratch bytes for num_c channels.
-struct TileConfig { int threads; int blocks; size_t smem; size_t scratch_bytes; };
 
 struct PathParams {
   const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;
-  const int32_t *parent, *bottom_up, *leaves;
+  const int32_t *parent, *bottom_up;
   int64_t* leaf_map;                            // (P,)
-  int num_c, num_leaves;
+  int num_c;
   int64_t num_p;
-  float* scratch;
+  int32_t* dfs;                                 // 6 * num_c ints: the DFS tables
 };
-TileConfig path_config(int num_c, int num_leaves, int64_t num_p);
-cudaError_t launch_path_argmax(const PathParams& p, const TileConfig& cfg, cudaStream_t stream);
+cudaError_t launch_path_argmax(const PathParams& p, int blocks, cudaStream_t stream);
 
 struct SampleParams {
   const void* t; TargetType ttype;              // flat contiguous target

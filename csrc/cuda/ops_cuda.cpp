@@ -57,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   const int64_t num_p = logits.numel() / num_c;
   const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
   const int64_t red = grad_loss ? 0 : reduction;
-  const int blocks = cuda::ftm_blocks(num_p);
+  const int blocks = cuda::pixel_blocks(num_p);
   at::Tensor count = at::ne(target, ignore_index).sum(at::kLong);
   at::Tensor loss = (red == 0 && !grad_loss) ? at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat))
                                              : at::Tensor();
@@ -115,19 +115,16 @@ at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, 
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t num_p = logits.numel() / num_c;
   at::Tensor leaf_map = at::empty(pixel_shape(logits), logits.options().dtype(at::kLong));
-  const cuda::TileConfig cfg = cuda::path_config(static_cast<int>(num_c), static_cast<int>(leaves.numel()), num_p);
-  at::Tensor scratch = cfg.scratch_bytes
-                           ? at::empty({static_cast<int64_t>(cfg.scratch_bytes / 4)}, logits.options().dtype(at::kFloat))
-                           : at::Tensor();
+  at::Tensor dfs = at::empty({6 * num_c}, logits.options().dtype(at::kInt));
   cuda::PathParams p{};
   p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
   p.dtype = cuda_dtype(logits, op, "logits");
-  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>(); p.leaves = leaves.data_ptr<int32_t>();
+  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>();
   p.leaf_map = leaf_map.data_ptr<int64_t>();
-  p.num_c = static_cast<int>(num_c); p.num_leaves = static_cast<int>(leaves.numel());
+  p.num_c = static_cast<int>(num_c);
   p.num_p = num_p;
-  p.scratch = scratch.defined() ? scratch.data_ptr<float>() : nullptr;
-  if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, cfg, c10::cuda::getCurrentCUDAStream()), op);
+  p.dfs = dfs.data_ptr<int32_t>();
+  if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, cuda::pixel_blocks(num_p), c10::cuda::getCurrentCUDAStream()), op);
   return leaf_map;
 }
 

@@ -1,7 +1,7 @@
 // Torch-free building blocks of the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal terms, the
-// triplet RNG and path argmax (both backends), and dfs_tables / ftm_walk, the per-pixel focal tree-min walk
-// the CUDA kernel runs (the CPU kernel runs its own [C][tile] passes, focal_tree_min_cpu.cpp).
-// tests/test_kernel_header.py compiles ftm_walk as plain C++ and checks it against the reference.
+// triplet RNG, dfs_tables and the per-pixel walks the CUDA kernels run (ftm_walk, path_walk), and
+// path_argmax_pixel (the CPU kernel's; the CPU loss runs its own [C][tile] passes, focal_tree_min_cpu.cpp).
+// tests/test_kernel_header.py compiles the walks as plain C++ and checks them against the reference.
 // Everything here is exactly the semantics of hssn_kernels/reference.py (ties go to the lowest channel;
 // math in float32, float64 for float64).
 #pragma once
@@ -155,6 +155,30 @@ HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const in
   if (grad)
     for (int k = 0; k < len; ++k) store(anc_row[k], g_at[k]);  // over the walk's 0
   return nan ? static_cast<T>(NAN) : loss;
+}
+
+// Path inference (Eq. 3) for one pixel, the walk of hssn_kernels/path_argmax.py: channels in DFS pre-order
+// (dfs_tables), S_v = S_parent + sigmoid(z_v) with the open ancestors' sums in a per-depth stack (summed root
+// first, the reference's order); a NaN logit scores 0 (as -inf); returns the leaf with the largest sum, the
+// lowest leaf channel on ties. kDepth >= the tree's height.
+template <class T, int kDepth, class ZAt>
+HSSN_HD int path_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth, ZAt z_at) {
+  T st[kDepth];  // run-time indexed: local memory on a GPU (L1)
+  T best = -INFINITY;
+  int best_c = 0x7fffffff;
+  for (int j = 0; j < num_c; ++j) {
+    const int c = perm[j], d = node_depth[j];
+    const T x = z_at(c);
+    const T s = x != x ? T(0) : T(1) / (T(1) + fexp(-x));
+    const T score = (d > 0 ? st[d - 1] : T(0)) + s;
+    if (size[j] > 1) {
+      st[d] = score;
+    } else if (score > best || (score == best && c < best_c)) {
+      best = score;
+      best_c = c;
+    }
+  }
+  return best_c;
 }
 
 // Path inference (Eq. 3) for one pixel: on entry v[c * st] = sigmoid(z_c); returns the leaf with the
