@@ -1,4 +1,4 @@
-"""Static GPU cost model of the hssn Triton kernels: compile for sm_90, read the SASS, predict a lower bound.
+"""Static GPU cost model of the hssn GPU kernels: compile for sm_90, read the SASS, predict a lower bound.
 
 No GPU is needed and none is used: every figure this prints is a PREDICTION from the compiled code, never a
 measurement. Method (docs/benchmarks.md, "GPU cost model"):
@@ -21,6 +21,8 @@ measurement. Method (docs/benchmarks.md, "GPU cost model"):
    floor (the DRAM term). A separate latency column (Little's law: bytes in flight per SM from the
    occupancy and one outstanding row load per warp, against an assumed 600 ns DRAM latency) says when the
    kernel would rather be latency-bound; it is not part of the lower bound.
+6. The native CUDA loss and argmax (``predict_cuda``, from the built extension's sm_90 code; one pixel
+   per thread, 256 per block) get the same columns from a coarser loop model (its docstring).
 
     python tools/gpu_cost.py [--gpu h100-sxm] [--out DIR] [--gpu-table hssn_kernels/gpu_table.json]
     python tools/gpu_cost.py --gpu h200 --measured RUN/results.json [--gpu-table hssn_kernels/gpu_table.json]
@@ -104,14 +106,17 @@ class Loop:
     guarded: bool = False  # not a loop: the code a branch skips at leaves (the scans' set-up and remainder)
 
 
-def disassemble(cubin: bytes) -> tuple[list[Instr], list[Loop]]:
-    """The SASS of a one-kernel cubin and its loops (the backward branches), each instruction tagged with its
-    innermost loop."""
+def _nvdisasm(cubin: bytes) -> str:
     nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
-        text = subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+        return subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+
+
+def parse(text: str) -> tuple[list[Instr], list[Loop]]:
+    """Instructions and loops (the backward branches) of one kernel's SASS text, each instruction tagged with
+    its innermost loop."""
     instrs: list[Instr] = []
     labels: dict[str, int] = {}
     pending: list[str] = []
@@ -140,6 +145,11 @@ def disassemble(cubin: bytes) -> tuple[list[Instr], list[Loop]]:
         if inside:
             ins.loop = max(inside, key=lambda k: loops[k].depth)
     return instrs, loops
+
+
+def disassemble(cubin: bytes) -> tuple[list[Instr], list[Loop]]:
+    """The SASS of a one-kernel cubin (a Triton kernel), parsed."""
+    return parse(_nvdisasm(cubin))
 
 
 def _access_bytes(op: str) -> int:
@@ -315,13 +325,21 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
 
 
 def table(gpu: Gpu, cases=CASES, kernels=KERNELS, dtypes=tuple(DTYPES)) -> list[dict]:
+    """Every Triton row, then the native CUDA rows (the loss and the argmax) when the extension holds sm_90
+    code."""
     compiled: dict = {}
-    return [predict(gpu, k, d, tree, b, hh, ww, compiled) for tree, b, hh, ww in cases for d in dtypes
+    rows = [predict(gpu, k, d, tree, b, hh, ww, compiled) for tree, b, hh, ww in cases for d in dtypes
             for k in kernels]
+    cuda = cuda_kernels() if EXTENSION.exists() else {}
+    if any(_CUDA_NAMES[("path_argmax", "fp32")] in k for k in cuda):
+        rows += [predict_cuda(gpu, k, d, tree, b, hh, ww, cuda) for tree, b, hh, ww in cases for d in dtypes
+                 for k in OPS]
+    return rows
 
 
 def markdown(gpu: Gpu, rows: list[dict]) -> str:
-    head = (f"# PREDICTED GPU cost of the Triton kernels ({gpu.name}, sm_90): a static model, not a measurement\n\n"
+    head = (f"# PREDICTED GPU cost of the Triton and CUDA kernels ({gpu.name}, sm_90): a static model, not a "
+            "measurement\n\n"
             f"`python tools/gpu_cost.py --gpu {gpu.name}` (method: tools/gpu_cost.py, docs/benchmarks.md). "
             f"{gpu.sms} SMs, {gpu.clock_hz / 1e9:.2f} GHz, {gpu.dram_bytes_per_s / 1e12:.2f} TB/s. Per pixel: "
             "warp instructions, shuffles, MUFU ops (per thread-pixel), L1 bytes requested (SASS), DRAM bytes "
@@ -337,6 +355,99 @@ def markdown(gpu: Gpu, rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- CUDA kernels (coarser)
+EXTENSION = Path(__file__).resolve().parents[1] / "hssn_kernels" / "_C.abi3.so"
+CUDA_THREADS = 256  # csrc/cuda/launch.h kPixelThreads
+_CUDA_NAMES = {("ftm fwd+grad (mean)", "bf16"): "ftm_kernelI13__nv_bfloat16lE", ("ftm fwd+grad (mean)", "fp32"):
+               "ftm_kernelIflE", ("path_argmax", "bf16"): "path_argmax_kernelI13__nv_bfloat16E",
+               ("path_argmax", "fp32"): "path_argmax_kernelIfE"}
+
+
+def cuda_kernels(so: Path = EXTENSION) -> dict[str, tuple[str, dict]]:
+    """{mangled name: (SASS text, {REG, STACK, SHARED})} of the extension's sm_90 CUDA kernels."""
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([str(bin_dir / "cuobjdump"), "-xelf", "all", str(so)], cwd=tmp, capture_output=True, check=True)
+        for cubin in sorted(Path(tmp).glob("*sm_90*.cubin")):
+            text = _nvdisasm(cubin.read_bytes())
+            res = subprocess.run([str(bin_dir / "cuobjdump"), "--dump-resource-usage", str(cubin)],
+                                 capture_output=True, text=True, check=True).stdout
+            usage = {m.group(1): {k: int(v) for k, v in re.findall(r"(REG|STACK|SHARED):(\d+)", m.group(2))}
+                     for m in re.finditer(r"Function (\S+):\n(.*)", res)}
+            parts = re.split(r"\n\s*\.text\.(\S+):\n", text)
+            for name, body in zip(parts[1::2], parts[2::2]):
+                out[name] = (body, usage.get(name, {}))
+    return out
+
+
+def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
+                 kernels: dict | None = None) -> dict:
+    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread): the walk is the loop
+    that holds the other row-loading loops (or, for the argmax, the row-loading loop), run ``C`` times per
+    pixel; loops nested in it with row loads are the subtree scans (``rows / U`` trips, ``U`` their row
+    loads, counted on the bf16 build, whose logit loads are the only 2-byte loads); every other loop inside
+    the pixel loop runs ``depth`` times (the path); the rest once. The walk's conditional code is counted at
+    every trip (an upper bound, looser than the Triton rows: the thread's branches diverge per pixel)."""
+    kernels = kernels if kernels is not None else cuda_kernels()
+    h = get_tree(tree)
+    channels, elem = h.num_channels, DTYPES[dtype]
+    scans = sum(len(h.descendants(c)) - 1 for c in range(channels) if not h.is_leaf(c))
+
+    key = next(k for k in kernels if _CUDA_NAMES[(label, dtype)] in k)
+    (instrs, loops), usage = parse(kernels[key][0]), kernels[key][1]
+    per_row = 1 if elem == 2 else 2  # fp32: a scan trip's 4-byte loads are its rows and their perm entries
+    direct = [0] * len(loops)
+    for ins in instrs:
+        if ins.loop >= 0 and ins.op.startswith("LDG") and _access_bytes(ins.op) == elem:
+            direct[ins.loop] += 1
+
+    def inside(k, j):  # loop j nested in loop k
+        return k != j and loops[k].lo <= loops[j].lo and loops[j].hi <= loops[k].hi
+
+    loaders = [k for k in range(len(loops)) if direct[k]]
+    if label != "path_argmax":  # the loss's walk holds the scans: the deepest loader holding a loader
+        loaders_with_scans = [k for k in loaders if any(inside(k, j) for j in loaders)]
+        if not loaders_with_scans:
+            raise ValueError(f"no walk with subtree scans in {label} {dtype}")
+        walk = max(loaders_with_scans, key=lambda k: loops[k].depth)
+    elif loaders:  # the argmax has no scans: its deepest, then largest, loader
+        walk = max(loaders, key=lambda k: (loops[k].depth, loops[k].hi - loops[k].lo))
+    else:
+        raise ValueError(f"no row-loading loop in {label} {dtype}")
+    for k, lp in enumerate(loops):
+        if k == walk:
+            lp.trips = channels
+        elif k in loaders and inside(walk, k):
+            lp.trips = scans / max(direct[k] // per_row, 1)
+        elif inside(k, walk):
+            lp.trips = 1  # the grid-stride pixel loop: per pixel
+        elif any(inside(o, k) and inside(o, walk) for o in range(len(loops))):
+            lp.trips = h.height  # a loop beside the walk inside the pixel loop: the path
+        else:
+            lp.trips = 1
+    c = count(instrs, loops)
+    pixels = batch * height * width
+    warps_sm = occupancy(gpu, usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32)
+    t_dram = pixels * dram_bytes(label, channels, elem) / gpu.dram_bytes_per_s
+    t_issue = pixels * c.instrs / 32 / (gpu.sms * gpu.schedulers_per_sm * gpu.clock_hz)
+    t_mufu = pixels * c.mufu / (gpu.sms * gpu.mufu_per_sm_clk * gpu.clock_hz)
+    bound = max(t_dram, t_issue, t_mufu)
+    t_latency = pixels * channels * elem / (gpu.sms * warps_sm * 32 * elem / gpu.dram_latency_s)
+    return {
+        "kernel": f"cuda {label}", "dtype": dtype, "tree": tree, "shape": f"{batch}x{channels}x{height}x{width}",
+        "channels": channels, "depth": h.height, "regs": usage.get("REG", -1), "shared_bytes": usage.get("SHARED", 0),
+        "num_warps": CUDA_THREADS // 32, "block_p": CUDA_THREADS, "warps_per_sm": warps_sm,
+        "occupancy": warps_sm / gpu.max_warps_per_sm, "warp_instr_per_px": c.instrs / 32, "shfl_per_px": c.shfl / 32,
+        "mufu_per_px": c.mufu, "shared_per_px": c.shared / 32, "l1_bytes_per_px": c.ldg_bytes + c.stg_bytes,
+        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops) or "scalar",
+        "loops": "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops),
+        "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": 0.0,
+        "predicted_ms": bound * 1e3, "limiter": {t_dram: "DRAM", t_issue: "issue", t_mufu: "MUFU"}[bound],
+        "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
+    }
+
+
 OPS = {"ftm fwd+grad (mean)": "focal_tree_min_loss", "path_argmax": "hierarchical_argmax"}
 """The model's kernels that the functional ops run (``hssn_kernels.gpu_table.json`` rows)."""
 BENCH_OPS = {("ftm", "full"): "ftm fwd+grad (mean)", ("argmax", "no_grad"): "path_argmax"}
@@ -347,18 +458,18 @@ def gpu_table_rows(rows: list[dict]) -> list[dict]:
     """``hssn_kernels/gpu_table.json`` rows (time per megapixel) from predicted rows."""
     out = []
     for r in rows:
-        op = OPS.get(r["kernel"].removeprefix("triton "))
-        if op:
+        backend, _, kernel = r["kernel"].partition(" ")
+        if kernel in OPS:
             b, _, h, w = (int(v) for v in r["shape"].split("x"))
-            out.append({"op": op, "backend": "triton", "dtype": r["dtype"], "channels": r["channels"],
+            out.append({"op": OPS[kernel], "backend": backend, "dtype": r["dtype"], "channels": r["channels"],
                         "ms_per_mpix": r["predicted_ms"] / (b * h * w / 1e6), "x_floor": r["x_floor"]})
     return out
 
 
 def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
-    """(Markdown table, gpu_table rows) from a benchmark ``results.json`` of a GPU run: every Triton row the
-    model covers, measured next to its prediction at the same shape; the gpu_table rows are the measured
-    times of every backend."""
+    """(Markdown table, gpu_table rows) from a benchmark ``results.json`` of a GPU run: every Triton and CUDA
+    row the model covers, measured next to its prediction at the same shape; the gpu_table rows are the
+    measured times of every backend."""
     compiled: dict = {}
     lines = [f"# Measured vs PREDICTED ({gpu.name} model), {results['meta'].get('device', '?')}\n",
              "| op | backend | dtype | shape | measured ms | predicted ms | measured / predicted | floor ms |",
@@ -370,10 +481,14 @@ def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
             continue
         table.append({"op": OPS[kernel], "backend": r["backend"], "dtype": r["dtype"], "channels": r["channels"],
                       "ms_per_mpix": r["ms_median"] / (r["pixels"] / 1e6), "x_floor": None})
-        if r["backend"] != "triton":
+        if r["backend"] == "triton":
+            p = predict(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], compiled)
+        elif r["backend"] == "cuda":
+            cuda = compiled.setdefault("cuda", cuda_kernels())
+            p = predict_cuda(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], cuda)
+        else:
             continue
-        p = predict(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], compiled)
-        lines.append(f"| {r['op']} | triton | {r['dtype']} | {p['shape']} | {r['ms_median']:.3g} | "
+        lines.append(f"| {r['op']} | {r['backend']} | {r['dtype']} | {p['shape']} | {r['ms_median']:.3g} | "
                      f"{p['predicted_ms']:.3g} | {r['ms_median'] / p['predicted_ms']:.2f} | {p['t_dram_ms']:.3g} |")
     return "\n".join(lines) + "\n", table
 
