@@ -19,3 +19,22 @@ def _seed():
 
 def pytest_report_header(config):
     return f"torch {torch.__version__}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every Triton kernel output allocated NaN / -7-filled (``_triton_utils.empty``), so unwritten elements fail."""
+    from hssn_kernels import _triton_utils
+    from trees import poison_empty
+
+    monkeypatch.setattr(_triton_utils, "empty", poison_empty)
+
+
+@pytest.fixture
+def on_device():
+    """New tensors on ``trees.DEVICE`` for the test (CUDA with HSSN_TEST_GPU=1, else CPU)."""
+    from trees import DEVICE
+
+    torch.set_default_device(DEVICE)
+    yield DEVICE
+    torch.set_default_device("cpu")

@@ -13,7 +13,7 @@ import torch
 import hssn_kernels as hk
 from hssn_kernels import native
 from hssn_kernels import reference as R
-from trees import chain_tree, cityscapes_like, random_tree, wide_tree
+from trees import REL_TOL, TREES, cityscapes_like, random_tree, wide_tree
 
 pytestmark = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
                                 reason=f"native extension unavailable: {native.unavailable_reason(torch.device('cpu'))}")
@@ -48,17 +48,6 @@ def fp(device):
     return (torch.float64, 1e-5) if device == "cpu" else (torch.float32, 1e-4)
 
 
-TREES = {
-    "cityscapes": cityscapes_like,
-    "wide": wide_tree,
-    "chain16": lambda: chain_tree(16),
-    "shuffled": lambda: random_tree(7, max_depth=4, max_channels=40, shuffle=True),
-    "unbalanced": lambda: random_tree(11, max_depth=5, max_channels=30, shuffle=False),
-}
-# relative tolerance of the loss / gradient per logits dtype (the kernels do fp32 math, fp64 for fp64)
-TOL = {torch.float64: 1e-5, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
-
-
 def make_inputs(h, shape, dtype=torch.float32, ignore_frac=0.2, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn((shape[0], h.num_channels) + tuple(shape[1:]), generator=g) * 3).to(dtype)
@@ -88,12 +77,12 @@ def test_ftm_matches_reference(tree, dtype, reduction, device):
     la = hk.focal_tree_min_loss(xa, t.to(device), h, reduction=reduction, backend=device)
     lb = R.focal_tree_min_loss(xb, t, h, reduction=reduction)
     assert la.dtype == lb.dtype == dtype and la.shape == lb.shape
-    close(la, lb, TOL[dtype])
+    close(la, lb, REL_TOL[dtype])
     go = torch.rand_like(lb, dtype=torch.float32).to(dtype) + 0.5
     (ga,) = torch.autograd.grad(la, xa, go.to(device))
     (gb,) = torch.autograd.grad(lb, xb, go)
     assert ga.dtype == dtype
-    close(ga, gb, TOL[dtype])
+    close(ga, gb, REL_TOL[dtype])
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.0])
@@ -249,8 +238,8 @@ def test_triplet_loss_matches_reference(distance, dtype, hierarchy_margin, devic
     kw = dict(num_triplets=40, distance=distance, hierarchy_margin=hierarchy_margin, seed=3)
     la = hk.tree_triplet_loss(ea, t.to(device), h, backend=device, **kw)
     lb = R.tree_triplet_loss(eb, t, h, **kw)
-    close(la, lb, TOL[dtype])
-    close(torch.autograd.grad(la, ea)[0], torch.autograd.grad(lb, eb)[0], TOL[dtype])
+    close(la, lb, REL_TOL[dtype])
+    close(torch.autograd.grad(la, ea)[0], torch.autograd.grad(lb, eb)[0], REL_TOL[dtype])
 
 
 def test_triplet_forward_only_and_none(device):

@@ -11,8 +11,7 @@ import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy, native
 from hssn_kernels import focal_tree_min as tri
 from hssn_kernels import reference as ref
-from triton_helpers import TOL, poison_empty
-from trees import random_tree
+from trees import TOL, poison_empty, random_tree
 
 needs_native = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
                                   reason="native extension not built")

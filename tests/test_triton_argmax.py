@@ -1,14 +1,15 @@
-"""Triton path argmax vs the reference (under TRITON_INTERPRET=1 on CPU)."""
+"""Triton path argmax vs the reference (CPU under TRITON_INTERPRET=1; CUDA with HSSN_TEST_GPU=1)."""
 import pytest
 import torch
 
 import hssn_kernels as hk
 from hssn_kernels import reference as ref
 from hssn_kernels.path_argmax import hierarchical_argmax
-from triton_helpers import poisoned  # noqa: F401
-from trees import chain_tree, cityscapes_like, random_tree, wide_tree
+from trees import DEVICE, TREES, cityscapes_like, random_tree
 
-TREES = [cityscapes_like, lambda: random_tree(6, max_depth=4), lambda: chain_tree(16, 2), wide_tree]
+pytestmark = [pytest.mark.usefixtures("on_device"),
+              pytest.mark.skipif(hk.backends.unavailable_reason("triton", torch.device(DEVICE)) is not None,
+                                 reason=str(hk.backends.unavailable_reason("triton", torch.device(DEVICE))))]
 
 
 def _leaf_scores(logits, hierarchy):
@@ -31,26 +32,28 @@ def _check(logits, hierarchy):
         assert (gap < 1e-5).all()
 
 
-@pytest.mark.parametrize("make", TREES)
-def test_matches_reference(make, poisoned):  # noqa: F811
-    hierarchy = make()
+@pytest.mark.parametrize("tree", list(TREES))
+def test_matches_reference(tree, poisoned):
+    hierarchy = TREES[tree]()
     _check(torch.randn(2, hierarchy.num_channels, 3, 5) * 2, hierarchy)
+    zeros = torch.zeros(2, hierarchy.num_channels, 3, 5)  # all ties: the lowest leaf of the best paths
+    assert torch.equal(hk.hierarchical_argmax(zeros, hierarchy, backend="triton"), ref.hierarchical_argmax(zeros, hierarchy))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_dtypes(dtype, poisoned):  # noqa: F811
+def test_half_dtypes(dtype, poisoned):
     hierarchy = cityscapes_like()
     _check((torch.randn(1, 26, 4, 5) * 2).to(dtype), hierarchy)
 
 
-def test_non_contiguous_and_flat(poisoned):  # noqa: F811
+def test_non_contiguous_and_flat(poisoned):
     hierarchy = cityscapes_like()
     _check(torch.randn(2, 30, 3, 5)[:, 1:27], hierarchy)
     _check(torch.randn(2, 26, 5, 3).transpose(2, 3), hierarchy)
     _check(torch.randn(26, 19).t(), hierarchy)
 
 
-def test_ties_lowest_leaf_and_empty(poisoned):  # noqa: F811
+def test_ties_lowest_leaf_and_empty(poisoned):
     hierarchy = random_tree(9, max_depth=3)
     x = torch.zeros(5, hierarchy.num_channels)
     assert torch.equal(hierarchical_argmax(x, hierarchy), ref.hierarchical_argmax(x, hierarchy))
@@ -58,6 +61,7 @@ def test_ties_lowest_leaf_and_empty(poisoned):  # noqa: F811
     assert leaf.shape == (0, 2, 2)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the CPU backends' half of the rule")
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
 def test_nan_logits_score_zero_on_every_backend(backend):
     """One rule everywhere: a NaN logit scores 0 (as -inf); an all-NaN pixel gets the lowest leaf channel."""

@@ -1,19 +1,15 @@
-"""Triton focal tree-min loss vs the reference (under TRITON_INTERPRET=1 on CPU)."""
+"""Triton focal tree-min loss vs the reference (CPU under TRITON_INTERPRET=1; CUDA with HSSN_TEST_GPU=1)."""
 import pytest
 import torch
 
+import hssn_kernels as hk
 from hssn_kernels import reference as ref
 from hssn_kernels.focal_tree_min import ftm_forward, ftm_tables, focal_tree_min_loss
-from triton_helpers import TOL, poisoned, random_targets  # noqa: F401
-from trees import chain_tree, cityscapes_like, random_tree, wide_tree
+from trees import DEVICE, TOL, TREES, cityscapes_like, random_targets, random_tree, wide_tree
 
-TREES = {
-    "cityscapes": cityscapes_like,
-    "shuffled": lambda: random_tree(3, max_depth=4, max_channels=40),
-    "shuffled_balanced": lambda: random_tree(11, max_depth=3, balanced=True),
-    "chain16": lambda: chain_tree(16, 2),
-    "wide166": wide_tree,
-}
+pytestmark = [pytest.mark.usefixtures("on_device"),
+              pytest.mark.skipif(hk.backends.unavailable_reason("triton", torch.device(DEVICE)) is not None,
+                                 reason=str(hk.backends.unavailable_reason("triton", torch.device(DEVICE))))]
 
 
 def _compare(logits, target, hierarchy, reduction, gamma=2.0, grad_out=True):
@@ -33,14 +29,14 @@ def _compare(logits, target, hierarchy, reduction, gamma=2.0, grad_out=True):
 
 @pytest.mark.parametrize("tree", list(TREES))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_matches_reference(tree, reduction, poisoned):  # noqa: F811
+def test_matches_reference(tree, reduction, poisoned):
     hierarchy = TREES[tree]()
     x = torch.randn(2, hierarchy.num_channels, 3, 5) * 3
     _compare(x, random_targets(hierarchy, (2, 3, 5)), hierarchy, reduction)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_dtypes(dtype, poisoned):  # noqa: F811
+def test_dtypes(dtype, poisoned):
     hierarchy = cityscapes_like()
     x = (torch.randn(2, 26, 3, 5) * 3).to(dtype)
     for reduction in ("mean", "none"):
@@ -48,7 +44,7 @@ def test_dtypes(dtype, poisoned):  # noqa: F811
 
 
 @pytest.mark.parametrize("view", ["channel_slice", "transposed_hw", "nc_transposed"])
-def test_non_contiguous(view, poisoned):  # noqa: F811
+def test_non_contiguous(view, poisoned):
     hierarchy = cityscapes_like()
     if view == "channel_slice":
         x, t = torch.randn(2, 30, 3, 5)[:, 2:28], random_targets(hierarchy, (2, 3, 5))
@@ -62,19 +58,19 @@ def test_non_contiguous(view, poisoned):  # noqa: F811
 
 
 @pytest.mark.parametrize("tdtype", [torch.int32, torch.uint8])
-def test_target_dtypes_gamma0(tdtype, poisoned):  # noqa: F811
+def test_target_dtypes_gamma0(tdtype, poisoned):
     hierarchy = random_tree(5, max_depth=3)
     x = torch.randn(1, hierarchy.num_channels, 4, 7)
     _compare(x, random_targets(hierarchy, (1, 4, 7), dtype=tdtype), hierarchy, "sum", gamma=0.0)
 
 
-def test_ties_go_to_lowest_channel(poisoned):  # noqa: F811
+def test_ties_go_to_lowest_channel(poisoned):
     hierarchy = random_tree(8, max_depth=3)
     x = torch.randint(-1, 2, (3, hierarchy.num_channels, 2, 3)).float()  # many exact ties
     _compare(x, random_targets(hierarchy, (3, 2, 3)), hierarchy, "none")
 
 
-def test_all_ignored_and_empty(poisoned):  # noqa: F811
+def test_all_ignored_and_empty(poisoned):
     hierarchy = cityscapes_like()
     x = torch.randn(2, 26, 3, 3, requires_grad=True)
     t = torch.full((2, 3, 3), 255)
@@ -100,7 +96,7 @@ def test_nan_rule():
     assert torch.isnan(focal_tree_min_loss(x, t, hierarchy, 2.0, 255, "mean"))
 
 
-def test_forward_only_and_deferred_gradient(poisoned):  # noqa: F811
+def test_forward_only_and_deferred_gradient(poisoned):
     hierarchy = cityscapes_like()
     x = torch.randn(2, 26, 3, 3)
     t = random_targets(hierarchy, (2, 3, 3))
@@ -110,7 +106,7 @@ def test_forward_only_and_deferred_gradient(poisoned):  # noqa: F811
     # forward run without the fused gradient, backward recomputes it (mean scaling on the device)
     a = x.clone().requires_grad_()
     b = x.clone().requires_grad_()
-    loss_b, grad = ftm_forward(b, t, *ftm_tables(hierarchy, "cpu"), 2.0, 255, 2, False)
+    loss_b, grad = ftm_forward(b, t, *ftm_tables(hierarchy, DEVICE), 2.0, 255, 2, False)
     assert grad.numel() == 0
     (3.0 * loss_b).backward()
     (3.0 * ref.focal_tree_min_loss(a, t, hierarchy)).backward()
@@ -127,7 +123,7 @@ def test_never_below_bce():
 
 
 def test_thousand_channels():
-    hierarchy = wide_tree(900, 80, 20)  # 1000 channels: the generic tile path at C_PAD = 1024
+    hierarchy = wide_tree(900, 80, 20)  # 1000 channels
     x = torch.randn(3, hierarchy.num_channels) * 3
     t = torch.tensor(hierarchy.leaves)[torch.randint(hierarchy.num_leaves, (3,))]
     a = x.clone().requires_grad_()
@@ -138,3 +134,22 @@ def test_thousand_channels():
     lb.backward()
     torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(b.grad, a.grad, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("tree", ["unbalanced", "shuffled"])
+def test_public_api_matches_reference(tree):
+    hierarchy = TREES[tree]()
+    x = torch.randn(2, hierarchy.num_channels, 3, 5) * 3
+    t = random_targets(hierarchy, (2, 3, 5)).to(torch.uint8)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = hk.focal_tree_min_loss(a, t, hierarchy, reduction="none", backend="triton")
+    want = ref.focal_tree_min_loss(b, t, hierarchy, reduction="none")
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+    go = torch.rand_like(want) + 0.5
+    (got * go).sum().backward()
+    (want * go).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, **TOL[torch.float32])
+    x[0, 1, 2, 3] = float("nan")
+    t[0, 2, 3] = hierarchy.leaves[0]
+    per = hk.focal_tree_min_loss(x, t, hierarchy, backend="triton", reduction="none", nan_policy="propagate")
+    assert torch.isnan(per[0, 2, 3]) and torch.isfinite(per[1]).all()

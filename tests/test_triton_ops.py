@@ -9,10 +9,11 @@ from hssn_kernels import triton_backend
 from hssn_kernels.focal_tree_min import ftm_backward, ftm_forward, ftm_tables
 from hssn_kernels.path_argmax import path_argmax
 from hssn_kernels.tree_triplet import sample_triplets, triplet_forward
-from triton_helpers import random_targets
-from trees import cityscapes_like
+from trees import DEVICE, cityscapes_like, random_targets
 
 H = cityscapes_like()
+pytestmark = pytest.mark.skipif(DEVICE != "cpu" or triton_backend.unavailable_reason(torch.device("cpu")) is not None,
+                                reason="Triton's CPU interpreter cases (TRITON_INTERPRET=1)")
 
 
 def _opcheck(op, args):

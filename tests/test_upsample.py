@@ -6,8 +6,7 @@ import torch.nn.functional as F
 import hssn_kernels as hk
 from hssn_kernels import native, upsample
 from hssn_kernels import reference as ref
-from triton_helpers import random_targets
-from trees import cityscapes_like, random_tree
+from trees import cityscapes_like, random_targets, random_tree
 
 needs_native = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
                                   reason="native extension not built")

@@ -1,7 +1,12 @@
-"""Class-tree fixtures for tests: small hand-made trees and random trees (balanced and unbalanced)."""
+"""The kernel tests' shared data, in one place: class trees (hand-made, random balanced and unbalanced, the
+deepest, a Mapillary-wide one), the named set the kernel suites run, tolerances per dtype, random targets,
+poisoned outputs, and the device the Triton suites run on."""
 from __future__ import annotations
 
+import os
 import random
+
+import torch
 
 from hssn_kernels import ClassHierarchy
 
@@ -64,3 +69,43 @@ def wide_tree(num_leaves: int = 150, groups: int = 12, supergroups: int = 4) -> 
     parents += [num_leaves + groups + (g % supergroups) for g in range(groups)]
     parents += [-1] * supergroups
     return ClassHierarchy.from_parents(parents)
+
+
+TREES = {
+    "cityscapes": cityscapes_like,
+    "shuffled": lambda: random_tree(3, max_depth=4, max_channels=40),
+    "shuffled_balanced": lambda: random_tree(11, max_depth=3, balanced=True),
+    "unbalanced": lambda: random_tree(5, max_depth=5, max_channels=30, shuffle=False),
+    "chain16": lambda: chain_tree(16, 2),
+    "wide166": wide_tree,
+}
+"""The trees every kernel suite runs (name -> factory): leaves-first and shuffled channel ids, balanced and
+unbalanced, 16 deep, 166 channels."""
+
+TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float16: dict(rtol=1e-2, atol=1e-3),
+       torch.bfloat16: dict(rtol=5e-2, atol=1e-2), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+"""Elementwise tolerances (``torch.testing.assert_close``) of a kernel's loss / gradient per logits dtype."""
+
+REL_TOL = {torch.float64: 1e-5, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
+"""Max-relative-error tolerances (error / largest reference value) of the native kernels per logits dtype:
+their fp64 runs fp32 math on CUDA."""
+
+DEVICE = "cuda" if os.environ.get("HSSN_TEST_GPU") == "1" and torch.cuda.is_available() else "cpu"
+"""Where the Triton suites run: CUDA with HSSN_TEST_GPU=1 (compiled kernels), else CPU (the interpreter)."""
+
+
+def random_targets(hierarchy, shape, ignore_frac=0.2, ignore_index=255, dtype=torch.int64, device=None):
+    """Random leaf labels with ``ignore_frac`` of ``ignore_index`` (drawn on the CPU generator; on ``device``,
+    default the current default device)."""
+    leaves = torch.tensor(hierarchy.leaves, device="cpu")
+    t = leaves[torch.randint(len(leaves), shape, device="cpu")]
+    t[torch.rand(shape, device="cpu") < ignore_frac] = ignore_index
+    return t.to(dtype=dtype, device=device or torch.get_default_device())
+
+
+def poison_empty(*shape, dtype=None, device=None):
+    """torch.empty look-alike filled with NaN (floats) or -7 (integers) so unwritten outputs fail tests."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+        shape = tuple(shape[0])
+    fill = float("nan") if dtype is None or dtype.is_floating_point else -7
+    return torch.full(shape, fill, dtype=dtype, device=device)
