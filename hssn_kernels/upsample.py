@@ -25,7 +25,7 @@ import functools
 import numpy as np
 import torch
 
-from . import _checks, backends
+from . import backends
 from ._autograd import loss_dtype, register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 

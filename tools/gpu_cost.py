@@ -50,7 +50,6 @@ import triton_resources as tr  # noqa: E402  (refuses TRITON_INTERPRET=1)
 import triton  # noqa: E402
 
 from benchmarks.cases import get_tree  # noqa: E402
-from hssn_kernels import _triton_utils as _tu  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,12 +294,21 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
         sass, regs, shared, warps, block_p = compiled[key]
     channels = h.num_channels
     scans = [len(h.descendants(c)) - 1 for c in range(channels) if not h.is_leaf(c)]  # rows each inner node re-reads
+    instrs, loops = sass
+    assign_trips(instrs, loops, int(block_p / (32 * warps) * DTYPES[dtype]), channels, scans)
+    return _row(gpu, f"triton {label}", label, dtype, tree, (batch, height, width), count(instrs, loops), regs,
+                shared, warps, block_p, "/".join(f"{lp.depth}:{lp.row_loads}x{lp.trips:g}" for lp in loops))
+
+
+def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[int, int, int], c: Counts,
+         regs: int, shared: int, warps: int, block_p: int, loops: str) -> dict:
+    """The table row of a kernel from its per-thread counts ``c`` (one program of ``block_p`` pixels on
+    ``warps`` warps): per-pixel figures, occupancy, the four bounds and the latency column."""
+    batch, height, width = image
+    h = get_tree(tree)
+    channels, elem = h.num_channels, DTYPES[dtype]
     per_thread_px = block_p / (32 * warps)
     warp_px = 32 * per_thread_px
-    elem = DTYPES[dtype]
-    instrs, loops = sass
-    assign_trips(instrs, loops, int(per_thread_px * elem), channels, scans)
-    c = count(instrs, loops)
     pixels = batch * height * width
     warps_sm = occupancy(gpu, regs, shared, warps)
     t_dram = pixels * dram_bytes(label, channels, elem) / gpu.dram_bytes_per_s
@@ -312,13 +320,13 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
     row_bytes = warp_px * elem  # one outstanding row load per warp in the channel walk
     t_latency = pixels * channels * elem / (gpu.sms * warps_sm * row_bytes / gpu.dram_latency_s)
     return {
-        "kernel": f"triton {label}", "dtype": dtype, "tree": tree, "shape": f"{batch}x{channels}x{height}x{width}",
+        "kernel": kernel, "dtype": dtype, "tree": tree, "shape": f"{batch}x{channels}x{height}x{width}",
         "channels": channels, "depth": h.height, "regs": regs, "shared_bytes": shared, "num_warps": warps,
         "block_p": block_p, "warps_per_sm": warps_sm, "occupancy": warps_sm / gpu.max_warps_per_sm,
         "warp_instr_per_px": c.instrs / warp_px, "shfl_per_px": c.shfl / warp_px, "mufu_per_px": c.mufu / per_thread_px,
         "shared_per_px": c.shared / warp_px, "l1_bytes_per_px": (c.ldg_bytes + c.stg_bytes) / per_thread_px,
-        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops),
-        "loops": "/".join(f"{lp.depth}:{lp.row_loads}x{lp.trips:g}" for lp in loops),
+        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops) or "scalar",
+        "loops": loops,
         "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": t_smem * 1e3,
         "predicted_ms": bound * 1e3, "limiter": limiter, "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
     }
@@ -426,26 +434,9 @@ def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height
             lp.trips = h.height  # a loop beside the walk inside the pixel loop: the path
         else:
             lp.trips = 1
-    c = count(instrs, loops)
-    pixels = batch * height * width
-    warps_sm = occupancy(gpu, usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32)
-    t_dram = pixels * dram_bytes(label, channels, elem) / gpu.dram_bytes_per_s
-    t_issue = pixels * c.instrs / 32 / (gpu.sms * gpu.schedulers_per_sm * gpu.clock_hz)
-    t_mufu = pixels * c.mufu / (gpu.sms * gpu.mufu_per_sm_clk * gpu.clock_hz)
-    bound = max(t_dram, t_issue, t_mufu)
-    t_latency = pixels * channels * elem / (gpu.sms * warps_sm * 32 * elem / gpu.dram_latency_s)
-    return {
-        "kernel": f"cuda {label}", "dtype": dtype, "tree": tree, "shape": f"{batch}x{channels}x{height}x{width}",
-        "channels": channels, "depth": h.height, "regs": usage.get("REG", -1), "shared_bytes": usage.get("SHARED", 0),
-        "num_warps": CUDA_THREADS // 32, "block_p": CUDA_THREADS, "warps_per_sm": warps_sm,
-        "occupancy": warps_sm / gpu.max_warps_per_sm, "warp_instr_per_px": c.instrs / 32, "shfl_per_px": c.shfl / 32,
-        "mufu_per_px": c.mufu, "shared_per_px": c.shared / 32, "l1_bytes_per_px": c.ldg_bytes + c.stg_bytes,
-        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops) or "scalar",
-        "loops": "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops),
-        "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": 0.0,
-        "predicted_ms": bound * 1e3, "limiter": {t_dram: "DRAM", t_issue: "issue", t_mufu: "MUFU"}[bound],
-        "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
-    }
+    return _row(gpu, f"cuda {label}", label, dtype, tree, (batch, height, width), count(instrs, loops),
+                usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32, CUDA_THREADS,
+                "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops))
 
 
 OPS = {"ftm fwd+grad (mean)": "focal_tree_min_loss", "path_argmax": "hierarchical_argmax"}
