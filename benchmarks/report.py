@@ -116,7 +116,7 @@ def markdown(data: dict) -> str:
         f"- pixel sides divided by {meta['cpu_side_scale']} (CPU scaling){' - quick run' if meta['quick'] else ''}",
         f"- device-to-device copy: {bw:.1f} GB/s (read + write)",
         f"- timing: {meta['timing']}; memory: {meta['memory']}",
-        f"- backends: " + ", ".join(f"{k}: {'yes' if v is None else 'no'}" for k, v in meta["backends"].items()),
+        "- backends: " + ", ".join(f"{k}: {'yes' if v is None else 'no'}" for k, v in meta["backends"].items()),
         "",
         "`x ref`: reference median / median. `above inputs MB`: peak memory minus the inputs (for mode "
         "backward, the forward's saved tensors count). `mem / ref`: that peak over the reference's. "

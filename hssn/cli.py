@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 CONFIG_HELP = "a shipped config name (see `hssn configs`) or a path to a YAML file"
