@@ -116,3 +116,33 @@ def test_shipped_table_is_the_predicted_one():
         for dtype in ("bfloat16", "float32"):
             for channels in (26, 150, 177, 1000):
                 assert hk.backends.cuda_order(op, dtype, channels)[0] == "triton"
+
+
+def test_measured_vs_predicted_and_the_measured_table(tmp_path):
+    """The step run_gpu.sh runs after a GPU benchmark, on a results.json of the suite's format."""
+    def row(op, mode, backend, dtype, ms):
+        return {"op": op, "mode": mode, "backend": backend, "shape": "cityscapes", "tree": "cityscapes",
+                "dtype": dtype, "batch": 2, "channels": 26, "height": 512, "width": 1024, "pixels": 2 * 512 * 1024,
+                "ms_median": ms, "status": "ok"}
+    results = {"meta": {"device": "NVIDIA H200"}, "results": [
+        row("ftm", "full", "triton", "bf16", 0.2), row("ftm", "full", "cuda", "bf16", 0.1),
+        row("argmax", "no_grad", "triton", "fp32", 0.05), row("ftm", "forward", "triton", "bf16", 0.1),
+        row("triplet", "full", "cuda", "fp32", 1.0)]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    table = tmp_path / "gpu_table.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "tools/gpu_cost.py", "--gpu", "h200", "--measured",
+                           str(tmp_path / "results.json"), "--gpu-table", str(table)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "measured_vs_predicted.md").read_text()
+    assert "Measured vs PREDICTED (h200 model), NVIDIA H200" in text
+    assert "| ftm | triton | bf16 | 2x26x512x1024 | 0.2 |" in text and "| argmax | triton | fp32 |" in text
+    written = json.loads(table.read_text())
+    assert written["source"] == "measured" and written["gpu"] == "h200"
+    got = {(r["op"], r["backend"], r["dtype"]): r["ms_per_mpix"] for r in written["rows"]}
+    assert got == {("focal_tree_min_loss", "triton", "bf16"): pytest.approx(0.2 / 1.048576),
+                   ("focal_tree_min_loss", "cuda", "bf16"): pytest.approx(0.1 / 1.048576),
+                   ("hierarchical_argmax", "triton", "fp32"): pytest.approx(0.05 / 1.048576)}
+    if any(r["kernel"].startswith("cuda") for r in json.loads(COMMITTED.read_text())["rows"]):
+        assert "| ftm | cuda | bf16 |" in text
