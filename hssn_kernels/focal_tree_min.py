@@ -1,18 +1,19 @@
 """Fused focal tree-min loss (forward + gradient) in Triton, as the ``hssn::triton_ftm_*`` custom ops.
 
-Design (pixels along the lanes; one program = ``BLOCK_P`` consecutive pixels of one image, ``VEC`` per thread):
+Design (pixels along the lanes; one program = ``BLOCK_P`` consecutive pixels of one image,
+``_triton_utils.PIXELS_PER_THREAD`` per thread):
 
 * The program walks the channels once in DFS pre-order (``perm[j]`` = channel at position ``j``, so ``Dsc(v)``
   is the position range ``[j, j + size[j])``). Each step loads one channel row of ``BLOCK_P`` pixels:
-  adjacent lanes read adjacent pixels (coalesced, ``VEC``-wide vectors when the pixel plane is contiguous).
+  adjacent lanes read adjacent pixels (coalesced, one vector per thread when the pixel plane is contiguous).
 * ``M_v`` (max over ``Dsc(v)``, lowest channel on ties) of a leaf is its logit; an inner node scans its
   subtree rows (re-reads from L1/L2, no DRAM traffic in the model).
-* The target's path (at most ``DEPTH`` nodes) is read first: running min root first with its winner, the
+* After the walk, the target's path (at most ``DEPTH`` nodes): running min root first with its winner, the
   positive terms and their gradients per path node.
 * Gradients, top-down in the same walk: a negative term's derivative is carried from a node into its child
-  while the winner is unchanged; the carry of the open ancestors lives in a ``[D_PAD, BLOCK_P]`` stack (one
-  slot per depth, per thread), so every channel's gradient is known when it is visited and written once,
-  in the same coalesced rows.
+  while the winner is unchanged; the carry of the open ancestors lives in an ``[S_PAD, BLOCK_P]`` stack (one
+  slot per inner depth, per thread), so every channel's gradient is known when it is visited and written
+  once, in the same coalesced rows (the path channels once more after the walk, by the same thread).
 
 No warp shuffles, no replicated warps, registers independent of ``C``. Math in fp32 (fp64 for fp64
 logits); the gradient is stored in the logits' dtype. Any logits / target strides are read in place; the
@@ -84,8 +85,8 @@ def _ftm_kernel(
     s_ob, s_oh, s_ow,
     s_gb, s_gc, s_gh, s_gw,
     gamma, ignore_index,
-    DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr, GAMMA2: tl.constexpr,
-    REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
+    DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BLOCK_P: tl.constexpr, PLANE: tl.constexpr,
+    GAMMA2: tl.constexpr, REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
     GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
     pid = tl.program_id(0)
