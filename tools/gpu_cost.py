@@ -102,7 +102,6 @@ class Loop:
     depth: int = 1
     row_loads: int = 0  # logit-row loads directly inside (not in a nested loop): the unroll factor
     trips: float = 0.0
-    guarded: bool = False  # not a loop: the code a branch skips at leaves (the scans' set-up and remainder)
 
 
 def _nvdisasm(cubin: bytes) -> str:
@@ -146,11 +145,6 @@ def parse(text: str) -> tuple[list[Instr], list[Loop]]:
     return instrs, loops
 
 
-def disassemble(cubin: bytes) -> tuple[list[Instr], list[Loop]]:
-    """The SASS of a one-kernel cubin (a Triton kernel), parsed."""
-    return parse(_nvdisasm(cubin))
-
-
 def _access_bytes(op: str) -> int:
     """Bytes per thread of a global / shared access opcode (LDG.E.64 -> 8, LDG.E.U16 -> 2, LDG.E -> 4)."""
     for suffix, size in ((".128", 16), (".64", 8), (".U16", 2), (".S16", 2), (".U8", 1), (".S8", 1)):
@@ -159,18 +153,25 @@ def _access_bytes(op: str) -> int:
     return 4
 
 
+def _scan_rows(h) -> list[int]:
+    """Rows each inner node's subtree scan reads (|Dsc| - 1), in channel order."""
+    return [len(h.descendants(c)) - 1 for c in range(h.num_channels) if not h.is_leaf(c)]
+
+
+def count_row_loads(instrs: list[Instr], loops: list[Loop], row_bytes: int) -> None:
+    """``Loop.row_loads``: the LDGs of ``row_bytes`` (one logit row per thread) directly inside each loop."""
+    for ins in instrs:
+        if ins.loop >= 0 and ins.op.startswith("LDG") and _access_bytes(ins.op) == row_bytes:
+            loops[ins.loop].row_loads += 1
+
+
 def assign_trips(instrs: list[Instr], loops: list[Loop], row_bytes: int, channels: int, scans: list[int]) -> None:
-    """Trip counts per thread of every loop. Depth 1 = the channel walk: ``channels`` trips. Depth 2 = the
-    subtree scans, ``scans`` = rows scanned per inner node: ptxas unrolls a scan into loops of ``U`` rows
-    per trip (``U`` = the logit-row loads in the loop, an LDG of ``row_bytes``) plus straight-line remainder
-    code; rows are given to the widest loop first (``n // U`` trips), the rest to the narrower ones. The
-    straight-line remainder code sits in the channel walk's body and is counted at every trip of it (an
-    upper bound). Any other loop structure raises."""
-    if loops and loops[-1].guarded:  # a previous call's guarded region: hand its code back to the walk
-        for ins in instrs:
-            if ins.loop == len(loops) - 1:
-                ins.loop = next(k for k, lp in enumerate(loops) if lp.depth == 1 and not lp.guarded)
-        loops.pop()
+    """Trip counts per thread of every loop of freshly parsed SASS. Depth 1 = the channel walk: ``channels``
+    trips. Depth 2 = the subtree scans, ``scans`` = rows scanned per inner node: ptxas unrolls a scan into
+    loops of ``U`` rows per trip (``U`` = the logit-row loads in the loop, an LDG of ``row_bytes``) plus
+    straight-line set-up and remainder code; rows are given to the widest loop first (``n // U`` trips), the
+    rest to the narrower ones. The set-up / remainder code (what the walk's branch skips at leaves) becomes a
+    region run once per inner node, all of it (an upper bound). Any other structure raises."""
     by_depth: dict[int, list[Loop]] = {}
     for lp in loops:
         by_depth.setdefault(lp.depth, []).append(lp)
@@ -183,15 +184,11 @@ def assign_trips(instrs: list[Instr], loops: list[Loop], row_bytes: int, channel
         skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
         if skip is None:
             raise ValueError("no branch skips the subtree scans at leaves")
-        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=1, guarded=True))
+        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=1))
         for ins in instrs:
             if ins.loop == walk and skip.addr < ins.addr < skip.target:
                 ins.loop = len(loops) - 1
-    for lp in loops:
-        lp.row_loads, lp.trips = 0, 0.0
-    for ins in instrs:
-        if ins.loop >= 0 and ins.op.startswith("LDG") and _access_bytes(ins.op) == row_bytes:
-            loops[ins.loop].row_loads += 1
+    count_row_loads(instrs, loops, row_bytes)
     if loops[walk].row_loads != 1:
         raise ValueError(f"the channel walk has {loops[walk].row_loads} row loads per trip, expected 1")
     loops[walk].trips = channels
@@ -281,21 +278,17 @@ def dram_bytes(label: str, channels: int, elem: int) -> int:
 
 def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
             compiled: dict | None = None) -> dict:
-    """One row of the predicted table (a dict of the figures, all per pixel unless named otherwise)."""
+    """One row of the predicted table (a dict of the figures, all per pixel unless named otherwise);
+    ``compiled`` caches the SASS text of each specialisation across calls."""
     h = get_tree(tree)
     key = (label, dtype, h.height, h.num_channels, batch, height, width)
-    if compiled is None or key not in compiled:
-        cubin, regs, shared, warps, block_p = compile_kernel(label, dtype, h.height, h.num_channels,
-                                                             (batch, height, width))
-        sass = disassemble(cubin)
-        if compiled is not None:
-            compiled[key] = (sass, regs, shared, warps, block_p)
-    else:
-        sass, regs, shared, warps, block_p = compiled[key]
-    channels = h.num_channels
-    scans = [len(h.descendants(c)) - 1 for c in range(channels) if not h.is_leaf(c)]  # rows each inner node re-reads
-    instrs, loops = sass
-    assign_trips(instrs, loops, int(block_p / (32 * warps) * DTYPES[dtype]), channels, scans)
+    compiled = {} if compiled is None else compiled
+    if key not in compiled:
+        cubin, *meta = compile_kernel(label, dtype, h.height, h.num_channels, (batch, height, width))
+        compiled[key] = (_nvdisasm(cubin), *meta)
+    text, regs, shared, warps, block_p = compiled[key]
+    instrs, loops = parse(text)
+    assign_trips(instrs, loops, int(block_p / (32 * warps) * DTYPES[dtype]), h.num_channels, _scan_rows(h))
     return _row(gpu, f"triton {label}", label, dtype, tree, (batch, height, width), count(instrs, loops), regs,
                 shared, warps, block_p, "/".join(f"{lp.depth}:{lp.row_loads}x{lp.trips:g}" for lp in loops))
 
@@ -391,24 +384,23 @@ def cuda_kernels(so: Path = EXTENSION) -> dict[str, tuple[str, dict]]:
 
 def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
                  kernels: dict | None = None) -> dict:
-    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread): the walk is the loop
-    that holds the other row-loading loops (or, for the argmax, the row-loading loop), run ``C`` times per
-    pixel; loops nested in it with row loads are the subtree scans (``rows / U`` trips, ``U`` their row
-    loads, counted on the bf16 build, whose logit loads are the only 2-byte loads); every other loop inside
-    the pixel loop runs ``depth`` times (the path); the rest once. The walk's conditional code is counted at
-    every trip (an upper bound, looser than the Triton rows: the thread's branches diverge per pixel)."""
+    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread): the walk is the deepest
+    row-loading loop that holds other row-loading loops (the argmax: its deepest, then largest, row-loading
+    loop), ``C`` trips per pixel; row-loading loops nested in it are the subtree scans (``rows / U`` trips,
+    ``U`` its row loads per trip; a row load is an LDG of the logits' width, in fp32 counted with its perm
+    entry); the loop around the walk is the grid-stride pixel loop (once per pixel); other loops in it run
+    ``depth`` times (the path); the rest once. Conditional code is counted at every trip (an upper bound,
+    looser than the Triton rows: a thread's branches diverge per pixel)."""
     kernels = kernels if kernels is not None else cuda_kernels()
     h = get_tree(tree)
     channels, elem = h.num_channels, DTYPES[dtype]
-    scans = sum(len(h.descendants(c)) - 1 for c in range(channels) if not h.is_leaf(c))
+    scans = sum(_scan_rows(h))
 
     key = next(k for k in kernels if _CUDA_NAMES[(label, dtype)] in k)
     (instrs, loops), usage = parse(kernels[key][0]), kernels[key][1]
     per_row = 1 if elem == 2 else 2  # fp32: a scan trip's 4-byte loads are its rows and their perm entries
-    direct = [0] * len(loops)
-    for ins in instrs:
-        if ins.loop >= 0 and ins.op.startswith("LDG") and _access_bytes(ins.op) == elem:
-            direct[ins.loop] += 1
+    count_row_loads(instrs, loops, elem)
+    direct = [lp.row_loads for lp in loops]
 
     def inside(k, j):  # loop j nested in loop k
         return k != j and loops[k].lo <= loops[j].lo and loops[j].hi <= loops[k].hi
@@ -462,6 +454,7 @@ def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
     row the model covers, measured next to its prediction at the same shape; the gpu_table rows are the
     measured times of every backend."""
     compiled: dict = {}
+    cuda = None
     lines = [f"# Measured vs PREDICTED ({gpu.name} model), {results['meta'].get('device', '?')}\n",
              "| op | backend | dtype | shape | measured ms | predicted ms | measured / predicted | floor ms |",
              "|---|---|---|---|---|---|---|---|"]
@@ -475,7 +468,7 @@ def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
         if r["backend"] == "triton":
             p = predict(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], compiled)
         elif r["backend"] == "cuda":
-            cuda = compiled.setdefault("cuda", cuda_kernels())
+            cuda = cuda if cuda is not None else cuda_kernels()  # extracted once, for the first CUDA row
             p = predict_cuda(gpu, kernel, r["dtype"], r["tree"], r["batch"], r["height"], r["width"], cuda)
         else:
             continue
