@@ -1,11 +1,17 @@
-"""Input validation shared by every backend: clear errors before any kernel runs."""
+"""Input validation shared by every backend: clear errors before any kernel runs.
+
+One validator per op (:func:`loss_inputs`, :func:`argmax_inputs`, :func:`sampling_inputs`,
+:func:`triplet_inputs`, :func:`level_inputs`) runs every rule of its public inputs; the functional layer and
+the reference's public functions call it, the backends behind them trust it. Each rule is one function here.
+"""
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 
 from .hierarchy import ClassHierarchy
-
-import numbers
 
 REDUCTIONS = ("none", "sum", "mean")
 """Loss reductions; the kernels take their index (0 none, 1 sum, 2 mean)."""
@@ -14,6 +20,8 @@ TRIPLET_MODES = ("tree", "vanilla")
 DISTANCES = ("cosine", "euclidean")
 """Embedding distances of the triplet loss; the kernels take their index."""
 NAN_POLICIES = ("raise", "propagate")
+UPSAMPLE_MODES = (None, "bilinear")
+"""The losses' ``upsample=`` choices (None: logits already at the target's size)."""
 TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
 """Label tensor dtypes every backend reads (the native kernels dispatch on exactly these)."""
 MAX_TRIPLETS = 1 << 16
@@ -31,9 +39,7 @@ def check_hierarchy(hierarchy) -> ClassHierarchy:
 
 
 def check_reduction(reduction: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
+    return check_choice(reduction, REDUCTIONS, "reduction")
 
 
 def check_ignore_index(ignore_index: int, hierarchy: ClassHierarchy) -> int:
@@ -155,9 +161,7 @@ def triplet_labels(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index
 
 
 def check_nan_policy(nan_policy: str) -> str:
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
-    return nan_policy
+    return check_choice(nan_policy, NAN_POLICIES, "nan_policy")
 
 
 def raise_on_nan(loss: torch.Tensor, what: str) -> None:
@@ -186,3 +190,116 @@ def no_double_backward(op: str) -> None:
     instead of returning a gradient with no graph behind it."""
     if torch.is_grad_enabled():
         raise RuntimeError(f"{op} has no second derivative (double backward / create_graph=True is not supported)")
+
+
+def check_upsample(upsample, align_corners) -> None:
+    """``upsample`` in :data:`UPSAMPLE_MODES`, ``align_corners`` a bool."""
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
+
+
+def check_size(size) -> tuple[int, int]:
+    """``size`` = (H, W) with positive ints."""
+    try:
+        H, W = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
+    if H <= 0 or W <= 0:
+        raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}")
+    return H, W
+
+
+def check_gamma(gamma) -> float:
+    """A finite number >= 0."""
+    if not (gamma >= 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
+    return float(gamma)
+
+
+def check_choice(value, choices: tuple, name: str):
+    """``value`` one of ``choices`` (the list that names them, e.g. :data:`TRIPLET_MODES`)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_embeddings(embeddings) -> None:
+    """A real floating (B, E, h, w) or (N, E) tensor with E >= 1."""
+    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
+        raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
+    if embeddings.dim() not in (2, 4) or embeddings.shape[1] == 0:
+        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E) with E >= 1, got shape {tuple(embeddings.shape)}")
+    if embeddings.device.type == "meta":
+        raise ValueError("meta tensors are not supported: the ops need real embeddings")
+
+
+# ----------------------------------------------------------------------------- one validator per op
+def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
+                partial_labels=False, gamma=None) -> torch.Tensor:
+    """Every rule of a segmentation loss's inputs (``gamma=None``: a loss without one); returns the target
+    the kernels read (:func:`widen_uint8_target`)."""
+    check_hierarchy(hierarchy)
+    check_scores(logits, hierarchy)
+    check_upsample(upsample, align_corners)
+    check_target(target, logits, upsample=upsample)
+    check_reduction(reduction)
+    check_ignore_index(ignore_index, hierarchy)
+    if gamma is not None:
+        check_gamma(gamma)
+    if validate:
+        check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    return widen_uint8_target(target, ignore_index)
+
+
+def argmax_inputs(logits, hierarchy, size=None, align_corners=False) -> tuple[int, int] | None:
+    """Every rule of path inference's inputs; returns ``size`` as (H, W) (or None)."""
+    check_hierarchy(hierarchy)
+    check_scores(logits, hierarchy)
+    if size is None:
+        return None
+    size = check_size(size)
+    check_upsample("bilinear", align_corners)
+    if logits.dim() != 4:
+        raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
+    return size
+
+
+def sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate=True,
+                    partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of triplet sampling's inputs; returns (the labels sampling reads (:func:`triplet_labels`),
+    num_triplets, seed) as ints."""
+    check_hierarchy(hierarchy)
+    check_target_dtype(target)
+    if target.device.type == "meta":
+        raise ValueError("meta tensors are not supported: sampling needs real labels")
+    check_ignore_index(ignore_index, hierarchy)
+    seed = check_seed(seed)
+    num_triplets = check_num_triplets(num_triplets)
+    check_choice(mode, TRIPLET_MODES, "mode")
+    return triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+
+
+def triplet_inputs(embeddings, target, hierarchy, num_triplets, seed, ignore_index, distance, mode, validate=True,
+                   partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of a triplet loss's inputs; returns as :func:`sampling_inputs`."""
+    check_hierarchy(hierarchy)
+    check_embeddings(embeddings)
+    check_target(target, embeddings, name="embeddings")
+    check_ignore_index(ignore_index, hierarchy)
+    seed = check_seed(seed)
+    num_triplets = check_num_triplets(num_triplets)
+    check_choice(distance, DISTANCES, "distance")
+    check_choice(mode, TRIPLET_MODES, "mode")
+    return triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+
+
+def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
+    """Every rule of :func:`hssn_kernels.project_to_level`'s inputs."""
+    check_hierarchy(hierarchy)
+    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
+        raise TypeError("leaf_map must be an integer tensor of channel ids")
+    if not 1 <= level <= hierarchy.height:
+        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
+    check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)

@@ -1,4 +1,4 @@
-"""The reference ops behind the backend interface of :mod:`hssn_kernels.backends` (validation done upstream)."""
+"""The reference ops behind the backend interface of :mod:`hssn_kernels.backends` (the unchecked internals: validation done upstream)."""
 from __future__ import annotations
 
 import torch
@@ -11,18 +11,10 @@ def unavailable_reason(device: torch.device) -> str | None:
 
 
 def focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels=False):
-    return _ref.focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, validate=False,
-                                    partial_labels=partial_labels)
+    return _ref._focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction,
+                                     partial_labels=partial_labels)
 
 
-def hierarchical_argmax(logits, hierarchy):
-    return _ref.hierarchical_argmax(logits, hierarchy)
-
-
-sample_triplets_padded = _ref.sample_triplets_padded
-
-
-def tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
-                      distance, seed, ignore_index, mode):
-    return _ref._triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
-                              hierarchy_margin, distance, seed, ignore_index, mode, False)
+hierarchical_argmax = _ref._hierarchical_argmax
+sample_triplets_padded = _ref._sample_triplets_padded
+tree_triplet_loss = _ref._triplet_loss

@@ -8,27 +8,12 @@ as a fallback).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from . import _checks, backends
 from . import reference as _ref
 from . import upsample as _up
 from .hierarchy import ClassHierarchy
-
-
-def _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
-                 partial_labels=False):
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
-    _up.check_upsample(upsample, align_corners)
-    _checks.check_target(target, logits, upsample=upsample)
-    _checks.check_reduction(reduction)
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    return _checks.widen_uint8_target(target, ignore_index)
 
 
 def focal_tree_min_loss(
@@ -54,20 +39,17 @@ def focal_tree_min_loss(
     fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
     gradient on the low-res logits), the reference computes that expression.
     """
-    target = _loss_checks(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                          partial_labels)
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample,
+                                 align_corners, partial_labels, gamma)
     _checks.check_nan_policy(nan_policy)
-    if not (gamma >= 0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     partial = bool(partial_labels)
     name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits)
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
     elif name == "reference":
-        loss = _ref.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
-                                        validate=False, upsample=upsample, align_corners=align_corners,
-                                        partial_labels=partial)
+        loss = _ref._focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
+                                         upsample, align_corners, partial)
     else:
         red = _checks.REDUCTIONS.index(reduction)
         compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
@@ -104,15 +86,10 @@ def hierarchical_argmax(
     map of :func:`hssn_kernels.upsample.tree_violations` of the upsampled logits. Extra results follow
     the leaf map in that order.
     """
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
+    size = _checks.argmax_inputs(logits, hierarchy, size, align_corners)
     impl = backends.resolve(backend, logits.device, "hierarchical_argmax", logits)
     viol = None
     if size is not None:
-        size = _up.check_size(size)
-        _up.check_upsample("bilinear", align_corners)
-        if logits.dim() != 4:
-            raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
         leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, align_corners, impl, violations)
     elif violations:
         raise ValueError("violations=True needs size=(H, W)")
@@ -145,18 +122,10 @@ def sample_triplets(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed;
     ``partial_labels``: inner-node pixels are left out."""
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_target_dtype(target)
-    if target.device.type == "meta":
-        raise ValueError("meta tensors are not supported: sampling needs real labels")
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    _checks.check_seed(seed)
-    num_triplets = _checks.check_num_triplets(num_triplets)
-    if mode not in _ref.TRIPLET_MODES:
-        raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
-    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
+    target, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+                                                         validate, partial_labels)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
-    table, count = impl.sample_triplets_padded(target, hierarchy, int(num_triplets), int(seed), int(ignore_index), mode)
+    table, count = impl.sample_triplets_padded(target, hierarchy, num_triplets, seed, int(ignore_index), mode)
     table = table[: int(count)]
     return table[:, 0], table[:, 1], table[:, 2]
 
@@ -185,26 +154,12 @@ def tree_triplet_loss(
     ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive). A NaN in an
     embedding a sampled triplet uses makes the loss NaN; ``nan_policy`` as for the segmentation loss.
     """
-    _checks.check_hierarchy(hierarchy)
-    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
-        raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
-    if embeddings.dim() not in (2, 4) or embeddings.shape[1] == 0:
-        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E) with E >= 1, got shape {tuple(embeddings.shape)}")
-    if embeddings.device.type == "meta":
-        raise ValueError("meta tensors are not supported: the ops need real embeddings")
-    _checks.check_target(target, embeddings, name="embeddings")
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    _checks.check_seed(seed)
-    num_triplets = _checks.check_num_triplets(num_triplets)
-    if distance not in _ref.DISTANCES:
-        raise ValueError(f"distance must be one of {_ref.DISTANCES}, got {distance!r}")
-    if mode not in _ref.TRIPLET_MODES:
-        raise ValueError(f"mode must be one of {_ref.TRIPLET_MODES}, got {mode!r}")
-    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
+    target, num_triplets, seed = _checks.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
+                                                        ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
-    loss = impl.tree_triplet_loss(embeddings, target, hierarchy, int(num_triplets), float(margin_eps),
-                                  float(margin_scale), bool(hierarchy_margin), distance, int(seed),
+    loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, float(margin_eps),
+                                  float(margin_scale), bool(hierarchy_margin), distance, seed,
                                   int(ignore_index), mode)
     if nan_policy == "raise":
         _checks.raise_on_nan(loss, "tree-triplet loss")

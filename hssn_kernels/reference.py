@@ -21,13 +21,10 @@ Conventions (README "Conventions"):
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from . import _checks
-from . import upsample as _up
 from .hierarchy import ClassHierarchy
 
 __all__ = [
@@ -52,7 +49,6 @@ COSINE_EPS = 1e-8
 """cos(x, y) = x.y / max(|x| |y|, COSINE_EPS)."""
 ATTEMPTS_PER_TRIPLET = 16
 """Triplet sampling draws at most ``ATTEMPTS_PER_TRIPLET * num_triplets`` candidates."""
-TRIPLET_MODES, DISTANCES = _checks.TRIPLET_MODES, _checks.DISTANCES
 
 _MASK32 = 0xFFFFFFFF
 
@@ -130,25 +126,13 @@ def _known(t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
 
 def _upsampled(logits, target, upsample, align_corners):
     """The loss's ``upsample=`` keyword: ``F.interpolate(logits, target's (H, W), mode=upsample)``, or logits."""
-    _up.check_upsample(upsample, align_corners)
-    if upsample is None:
-        return logits
-    _checks.check_target(target, logits, upsample=upsample)
-    if tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
+    if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         return logits
     return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=align_corners)
 
 
-def _prepare(logits, target, hierarchy, ignore_index, reduction, gamma=None, validate=True, partial_labels=False):
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
-    _checks.check_target(target, logits)
-    _checks.check_reduction(reduction)
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    if gamma is not None and not (gamma >= 0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+def _prepare(logits, target, hierarchy, ignore_index, partial_labels=False):
+    """(P, C) logits (zero at ignored pixels), (P,) channel per pixel, (P,) valid and (P,) bad-label masks."""
     t, valid = _valid_pixels(target, ignore_index)
     # with validation skipped, a label that is no leaf (no node with partial_labels) gives its pixel a NaN
     # loss (as the native kernels)
@@ -170,6 +154,20 @@ def _masked(per_pixel: torch.Tensor, valid: torch.Tensor, bad: torch.Tensor) -> 
     return torch.where(bad, torch.full_like(per_pixel, float("nan")), per_pixel)
 
 
+def _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, upsample=None, align_corners=False,
+                         partial_labels=False):
+    logits = _upsampled(logits, target, upsample, align_corners)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
+    labels = _node_labels(t, hierarchy)
+    min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
+    zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
+    terms = _focal_terms(zstar, labels, float(gamma))
+    if partial_labels:
+        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
+    per_pixel = _masked(terms.sum(1), valid, bad)
+    return _reduce(per_pixel, valid, reduction, logits)
+
+
 def focal_tree_min_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -189,17 +187,10 @@ def focal_tree_min_loss(
     per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
     loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
-    logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
-    labels = _node_labels(t, hierarchy)
-    min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
-    zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
-    terms = _focal_terms(zstar, labels, float(gamma))
-    if partial_labels:
-        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
-    per_pixel = terms.sum(1)
-    per_pixel = _masked(per_pixel, valid, bad)
-    return _reduce(per_pixel, valid, reduction, logits)
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+                                 partial_labels, gamma)
+    return _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, upsample, align_corners,
+                                partial_labels)
 
 
 def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
@@ -213,8 +204,10 @@ def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduc
                    upsample=None, align_corners=False, partial_labels=False):
     """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. Partial labels:
     no term for the strict descendants of the label."""
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+                                 partial_labels, gamma)
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, gamma, validate, partial_labels)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     terms = _focal_terms(z, _node_labels(t, hierarchy), float(gamma))
     if partial_labels:
         terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
@@ -248,8 +241,10 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
                        align_corners=False, partial_labels=False):
     """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline); partial labels: the
     probability of the label's subtree."""
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+                                 partial_labels)
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, reduction, None, validate, partial_labels)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     per_pixel = _masked(_leaf_ce(z, t, hierarchy, partial_labels), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
@@ -270,8 +265,10 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
     and the first level-1 node. Partial labels: no tree-min term for the label's strict descendants, the
     leaf cross-entropy of the label's subtree, the top-level cross-entropy of its level-1 ancestor.
     """
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, "mean", validate, upsample, align_corners,
+                                 partial_labels)
     logits = _upsampled(logits, target, upsample, align_corners)
-    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, "mean", None, validate, partial_labels)
+    z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     labels = _node_labels(t, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
     s = torch.sigmoid(z)  # monotone: the min / max of s sit at the arg-min / arg-max of z
@@ -309,10 +306,13 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
     ``-inf`` would (so an all-NaN pixel gets the lowest leaf channel).
     ``size=(H, W)``: path inference on ``F.interpolate(logits, size, mode="bilinear", align_corners=...)``.
     """
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
+    size = _checks.argmax_inputs(logits, hierarchy, size, align_corners)
     if size is not None:
-        logits = F.interpolate(logits, size=_up.check_size(size), mode="bilinear", align_corners=align_corners)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+    return _hierarchical_argmax(logits, hierarchy)
+
+
+def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     s = torch.nan_to_num(torch.sigmoid(_flatten(logits)), nan=0.0)
     tabs = hierarchy.tables(s.device)
     path = tabs.path[tabs.leaves.long()].long()  # (L, D) root first, -1 past the leaf
@@ -327,12 +327,7 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
 
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
     """Map channel ids to their ancestor at tree ``level`` (1 = coarsest); shallower nodes stay; ignore kept."""
-    _checks.check_hierarchy(hierarchy)
-    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
-        raise TypeError("leaf_map must be an integer tensor of channel ids")
-    if not 1 <= level <= hierarchy.height:
-        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
-    _checks.check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)
+    _checks.level_inputs(leaf_map, hierarchy, level, ignore_index)
     t = leaf_map.long()
     ignored = t == ignore_index
     table = hierarchy.tables(t.device).level_map[level - 1]
@@ -386,13 +381,16 @@ def sample_triplets_padded(
        ``dy = psi(y_a, y_y)``. Mode "tree": reject if ``dx == dy``; else the closer one is the positive.
        Mode "vanilla": accept only if exactly one of x, y has the anchor's leaf; it is the positive.
     4. The first ``num_triplets`` accepted attempts, in attempt order.
+
+    The labels are not checked (they are the backend interface's, checked upstream): a value that is no leaf
+    rejects its attempt.
     """
-    _checks.check_hierarchy(hierarchy)
-    if mode not in TRIPLET_MODES:
-        raise ValueError(f"mode must be one of {TRIPLET_MODES}, got {mode!r}")
-    if int(num_triplets) < 0:
-        raise ValueError(f"num_triplets must be >= 0, got {num_triplets}")
-    seed = _checks.check_seed(seed)
+    _, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+                                                    validate=False)
+    return _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+
+
+def _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode):
     dev = target.device
     t = target.reshape(-1).long()
     valid_idx = torch.nonzero(t != ignore_index).squeeze(1)
@@ -436,11 +434,9 @@ def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=25
     See :func:`sample_triplets_padded` for the exact algorithm. ``partial_labels``: inner-node pixels are
     left out (:func:`hssn_kernels._checks.leaf_labels_only`).
     """
-    if not isinstance(target, torch.Tensor) or target.is_floating_point():
-        raise TypeError("target must be an integer tensor of leaf channel ids")
-    _checks.check_ignore_index(ignore_index, _checks.check_hierarchy(hierarchy))
-    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
-    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+    target, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+                                                         validate, partial_labels)
+    table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     return table[:, 0], table[:, 1], table[:, 2]
 
@@ -453,18 +449,9 @@ def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
 
 
 def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance,
-                  seed, ignore_index, mode, validate, partial_labels=False):
-    _checks.check_hierarchy(hierarchy)
-    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point():
-        raise TypeError("embeddings must be a floating-point tensor (B, E, h, w) or (N, E)")
-    if embeddings.dim() not in (2, 4):
-        raise ValueError(f"embeddings must be (B, E, h, w) or (N, E), got shape {tuple(embeddings.shape)}")
-    _checks.check_target(target, embeddings, name="embeddings")
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    target = _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels)
-    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
+                  seed, ignore_index, mode):
+    """The triplet loss on labels as :func:`hssn_kernels._checks.triplet_inputs` returns them (unchecked)."""
+    table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     e = _flatten(embeddings)
     if table.shape[0] == 0:
@@ -503,12 +490,20 @@ def tree_triplet_loss(
     ``m = margin_eps + margin_scale * (psi(y_a,y_n) - psi(y_a,y_p)) / (2 D)``, or ``margin_eps`` with
     ``hierarchy_margin=False`` (the constant-margin ablation).
     """
-    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
-                         hierarchy_margin, distance, seed, ignore_index, "tree", validate, partial_labels)
+    return _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
+                                 hierarchy_margin, distance, seed, ignore_index, "tree", validate, partial_labels)
 
 
 def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine",
                          seed=0, ignore_index=255, validate=True, partial_labels=False):
     """Hierarchy-agnostic triplet loss: positive = same leaf, negative = another leaf, constant margin."""
-    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
-                         ignore_index, "vanilla", validate, partial_labels)
+    return _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
+                                 ignore_index, "vanilla", validate, partial_labels)
+
+
+def _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
+                          distance, seed, ignore_index, mode, validate, partial_labels):
+    target, num_triplets, seed = _checks.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
+                                                        ignore_index, distance, mode, validate, partial_labels)
+    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
+                         distance, seed, ignore_index, mode)

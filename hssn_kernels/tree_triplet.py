@@ -337,9 +337,8 @@ triplet_forward.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------- backend entry points
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
                            ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
-    """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed."""
-    if int(num_triplets) < 0:
-        raise ValueError(f"num_triplets must be >= 0, got {num_triplets}")
+    """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed (inputs checked
+    upstream)."""
     tabs = hierarchy.tables(target.device)
     return sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
                            int(ignore_index), _checks.TRIPLET_MODES.index(mode))

@@ -29,8 +29,6 @@ from . import backends
 from ._autograd import loss_dtype, register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 
-UPSAMPLE_MODES = (None, "bilinear")
-"""Values of the ``upsample=`` keyword of the losses."""
 INDEX_ADD_DEVICES = ("cpu",)
 """Devices whose ``index_add_`` is sequential (deterministic); elsewhere the gradient folds by a gather."""
 BAND_ELEMENTS = 1 << 20
@@ -293,22 +291,3 @@ def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tupl
             if with_violations:
                 viol[:, y0:y1] = tree_violations(up, hierarchy)
     return leaf, viol
-
-
-def check_upsample(upsample, align_corners) -> None:
-    """``upsample`` in :data:`UPSAMPLE_MODES`, ``align_corners`` a bool."""
-    if upsample not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-    if not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
-
-
-def check_size(size) -> tuple[int, int]:
-    """``size`` = (H, W) with positive ints."""
-    try:
-        H, W = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
-    if H <= 0 or W <= 0:
-        raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}")
-    return H, W

@@ -86,6 +86,45 @@ def test_num_triplets_checked_once_with_a_bound(backend, bad, error):
         hk.tree_triplet_loss(emb, t, TREE, num_triplets=bad, backend=backend)
 
 
+FTM, ARGMAX, SAMPLE, TRIPLET, LEVEL = ("focal_tree_min_loss", "hierarchical_argmax", "sample_triplets",
+                                      "tree_triplet_loss", "project_to_level")
+BAD_CALLS = {
+    "5 channels": (FTM, lambda x, t, e: ((x[:, :5], t, TREE), {})),
+    "int16 target": (FTM, lambda x, t, e: ((x, t.to(torch.int16), TREE), {})),
+    "target shape": (FTM, lambda x, t, e: ((x, t[:, :2], TREE), {})),
+    "ignore_index a channel": (FTM, lambda x, t, e: ((x, t, TREE), {"ignore_index": 1})),
+    "no leaf label": (FTM, lambda x, t, e: ((x, torch.full_like(t, 99), TREE), {})),
+    "reduction": (FTM, lambda x, t, e: ((x, t, TREE), {"reduction": "avg"})),
+    "upsample": (FTM, lambda x, t, e: ((x, t, TREE), {"upsample": "nearest"})),
+    "gamma": (FTM, lambda x, t, e: ((x, t, TREE), {"gamma": -1.0})),
+    "argmax size": (ARGMAX, lambda x, t, e: ((x, TREE), {"size": (0, 4)})),
+    "argmax size of (N, C)": (ARGMAX, lambda x, t, e: ((x[:, :, 0, 0], TREE), {"size": (2, 2)})),
+    "sampling mode": (SAMPLE, lambda x, t, e: ((t, TREE), {"mode": "random"})),
+    "sampling target": (SAMPLE, lambda x, t, e: ((t.float(), TREE), {})),
+    "num_triplets": (TRIPLET, lambda x, t, e: ((e, t, TREE), {"num_triplets": -1})),
+    "seed": (TRIPLET, lambda x, t, e: ((e, t, TREE), {"seed": 1.5})),
+    "distance": (TRIPLET, lambda x, t, e: ((e, t, TREE), {"distance": "l1"})),
+    "embeddings": (TRIPLET, lambda x, t, e: ((e[:, :0], t, TREE), {})),
+    "level": (LEVEL, lambda x, t, e: ((t, TREE, 4), {})),
+}
+"""A bad input of each rule: name -> (op, inputs -> (args, keywords))."""
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_reference_functions_raise_the_functional_layers_errors(name):
+    """One validator per op: the reference's public functions (thin checked wrappers) and the functional
+    layer raise the same error for the same bad input."""
+    x, t = _inputs()
+    op, make = BAD_CALLS[name]
+    args, kwargs = make(x, t, torch.randn(2, 8, 3, 4))
+    errors = []
+    for fn in (getattr(hk, op), getattr(hk.reference, op)):
+        with pytest.raises((TypeError, ValueError)) as info:
+            fn(*args, **kwargs)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.parametrize("seed", [1.5, "3", True])
 def test_seeds_must_be_ints(seed):
     _, t = _inputs()

@@ -48,7 +48,7 @@ def test_loss_and_gradient(distance, dtype):
     for hier_margin, mode in ((True, "tree"), (False, "vanilla")):
         a = e.clone().requires_grad_()
         b = e.clone().requires_grad_()
-        la = ref._triplet_loss(a, t, hierarchy, 30, 0.1, 0.5, hier_margin, distance, 5, 255, mode, False)
+        la = ref._triplet_loss(a, t, hierarchy, 30, 0.1, 0.5, hier_margin, distance, 5, 255, mode)
         lb = tt.tree_triplet_loss(b, t, hierarchy, 30, 0.1, 0.5, hier_margin, distance, 5, 255, mode)
         assert lb.dtype == dtype
         torch.testing.assert_close(lb, la, **TOL[dtype])
@@ -68,7 +68,7 @@ def test_non_contiguous_deterministic_and_empty():
         tt.tree_triplet_loss(b, t, hierarchy, 40, 0.1, 0.5, True, "cosine", 3, 255, "tree").backward()
         grads.append(b.grad)
     a = e.clone().requires_grad_()
-    ref._triplet_loss(a, t, hierarchy, 40, 0.1, 0.5, True, "cosine", 3, 255, "tree", False).backward()
+    ref._triplet_loss(a, t, hierarchy, 40, 0.1, 0.5, True, "cosine", 3, 255, "tree").backward()
     assert torch.equal(grads[0], grads[1])
     torch.testing.assert_close(grads[0], a.grad, **TOL[torch.float32])
     e2 = torch.randn(1, 4, 2, 2, requires_grad=True)
