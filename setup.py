@@ -67,7 +67,7 @@ def _extensions():
     archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS) if with_cuda else ""
 
     csrc = Path("csrc")
-    sources = [str(csrc / "hssn.cpp")] + sorted(str(p) for p in (csrc / "cpu").glob("*.cpp"))
+    sources = [str(csrc / "hssn.cpp")] + sorted(str(p) for p in (csrc / "ops").glob("*.cpp"))
     cxx = ["-O3"]
     link = []
     if "OpenMP" in torch.__config__.parallel_info():  # at::parallel_for runs OpenMP regions in our code
@@ -81,7 +81,6 @@ def _extensions():
     ]
     if with_cuda:
         sources += sorted(str(p) for p in (csrc / "cuda").glob("*.cu"))
-        sources += sorted(str(p) for p in (csrc / "cuda").glob("*.cpp"))
         nvcc = ["-O3", "--expt-relaxed-constexpr"]
         if _flag("HSSN_PTXAS_VERBOSE"):
             nvcc.append("-Xptxas=-v")

@@ -84,3 +84,17 @@ def fast_div(x, y):
         return x / y
     else:
         return libdevice.fast_dividef(x, y)
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when the Triton kernels can run on ``device``, else why not (CUDA tensors whenever ``triton``
+    imports; CPU tensors only under Triton's interpreter, ``TRITON_INTERPRET=1`` set before ``triton`` is
+    first imported: slow, for tests)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return None
+        return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
+    return f"Triton kernels need CUDA tensors, got {device.type} tensors"

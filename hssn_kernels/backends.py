@@ -1,16 +1,20 @@
-"""The backend registry: name -> module implementing the core ops, loaded lazily.
+"""The backend registry: which function runs each op on each backend, loaded lazily.
 
-A backend module exposes (inputs already validated by :mod:`hssn_kernels.functional`):
+:data:`OPS` is the list: op -> {backend family: "module:function"}, the function taking the op's
+interface arguments (inputs already validated by :mod:`hssn_kernels.functional`):
 
 * ``focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial=False) -> Tensor``
   (``partial``: targets may be inner nodes, README "Partial labels")
+* ``ftm_kernel(logits, target, hierarchy, gamma, ignore_index, reduction_index, compute_grad, partial)`` ->
+  (loss, grad) and ``ftm_kernel_backward(weights, logits, target, hierarchy, gamma, ignore_index, partial)``:
+  the raw fused kernels the band-by-band upsampling runs (:mod:`hssn_kernels.upsample`)
 * ``hierarchical_argmax(logits, hierarchy) -> Tensor`` (int64 leaf map)
 * ``sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode) -> (Tensor, Tensor)``
 * ``tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
   hierarchy_margin, distance, seed, ignore_index, mode) -> Tensor``
-* ``unavailable_reason(device: torch.device) -> str | None``: None when usable on that device.
 
-A module may omit ops it does not implement; asking for them is a clear error.
+A backend is usable on a device when its :data:`FAMILIES` entry's ``unavailable_reason(device)`` is None
+(and, for "cpu" / "cuda", the device type matches); asking for an op it does not implement is a clear error.
 """
 from __future__ import annotations
 
@@ -19,16 +23,38 @@ import importlib
 import json
 import math
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
+from typing import Callable
 
 import torch
 
-_MODULES: dict[str, str] = {
-    "reference": "hssn_kernels._reference_backend",
-    "triton": "hssn_kernels.triton_backend",
-    "cuda": "hssn_kernels.native",
-    "cpu": "hssn_kernels.native",
+FAMILIES: dict[str, str | None] = {
+    "reference": None,
+    "triton": "hssn_kernels._triton_utils:unavailable_reason",
+    "native": "hssn_kernels.native:unavailable_reason",
 }
+"""Implementation family -> its availability check ("module:function"; None: always available)."""
+BACKENDS: dict[str, str] = {"reference": "reference", "triton": "triton", "cuda": "native", "cpu": "native"}
+"""Backend name (``backend=``) -> the family that implements it ("cpu" and "cuda" are the extension's)."""
+
+OPS: dict[str, dict[str, str]] = {
+    "focal_tree_min_loss": {"reference": "hssn_kernels.reference:_focal_tree_min_loss",
+                            "triton": "hssn_kernels.focal_tree_min:focal_tree_min_loss",
+                            "native": "hssn_kernels.native:focal_tree_min_loss"},
+    "ftm_kernel": {"triton": "hssn_kernels.focal_tree_min:ftm_kernel", "native": "hssn_kernels.native:ftm_kernel"},
+    "ftm_kernel_backward": {"triton": "hssn_kernels.focal_tree_min:ftm_kernel_backward",
+                            "native": "hssn_kernels.native:ftm_kernel_backward"},
+    "hierarchical_argmax": {"reference": "hssn_kernels.reference:_hierarchical_argmax",
+                            "triton": "hssn_kernels.path_argmax:hierarchical_argmax",
+                            "native": "hssn_kernels.native:hierarchical_argmax"},
+    "sample_triplets_padded": {"reference": "hssn_kernels.reference:_sample_triplets_padded",
+                               "triton": "hssn_kernels.tree_triplet:sample_triplets_padded",
+                               "native": "hssn_kernels.native:sample_triplets_padded"},
+    "tree_triplet_loss": {"reference": "hssn_kernels.reference:_triplet_loss",
+                          "triton": "hssn_kernels.tree_triplet:tree_triplet_loss",
+                          "native": "hssn_kernels.native:tree_triplet_loss"},
+}
+"""Op -> {family: "module:function"}: the one table a new op adds its row to."""
 
 # The candidates "auto" tries for CUDA tensors, per op; ``GPU_TABLE`` ranks them per dtype and channel count
 # (predicted or measured time), and this order breaks ties and ranks backends the table has no row for.
@@ -84,47 +110,56 @@ def cuda_order(op: str, dtype: str | None = None, channels: int | None = None) -
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_MODULES) + ("auto",)
+    return tuple(BACKENDS) + ("auto",)
 
 
-_LOADED: dict[str, tuple[ModuleType | None, str | None]] = {}
+def _import(target: str) -> Callable:
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-def _load(name: str) -> tuple[ModuleType | None, str | None]:
-    """(module, None) or (None, why it failed to import); imported once and cached."""
-    hit = _LOADED.get(name)
+_LOADED: dict[str, tuple[SimpleNamespace | None, str | None]] = {}
+
+
+def _load(family: str) -> tuple[SimpleNamespace | None, str | None]:
+    """(namespace of the family's op functions and ``unavailable_reason``, None) or (None, why it failed to
+    import); imported once and cached."""
+    hit = _LOADED.get(family)
     if hit is None:
         try:
-            hit = importlib.import_module(_MODULES[name]), None
+            check = FAMILIES[family]
+            fns = {op: _import(impls[family]) for op, impls in OPS.items() if family in impls}
+            fns["unavailable_reason"] = _import(check) if check else (lambda device: None)
+            hit = SimpleNamespace(**fns), None
         except Exception as err:  # an optional dependency or the extension may be missing
             hit = None, f"{type(err).__name__}: {err}"
-        _LOADED[name] = hit
+        _LOADED[family] = hit
     return hit
 
 
 def preload() -> None:
-    """Import every backend module now, so later lookups are plain dict reads (``torch.compile``-safe)."""
-    for name in _MODULES:
-        _load(name)
+    """Import every backend now, so later lookups are plain dict reads (``torch.compile``-safe)."""
+    for family in FAMILIES:
+        _load(family)
 
 
 def unavailable_reason(name: str, device: torch.device, op: str | None = None) -> str | None:
     """None when backend ``name`` can run ``op`` on ``device``; otherwise why not."""
-    if name not in _MODULES:
+    if name not in BACKENDS:
         return f"unknown backend {name!r}; choose from {names()}"
     if device.type == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available (no GPU or a CPU-only torch build)"
-    module, err = _load(name)
-    if module is None:
+    impl, err = _load(BACKENDS[name])
+    if impl is None:
         return f"backend {name!r} failed to load ({err})"
     if name == "cpu" and device.type != "cpu":
         return f"backend 'cpu' runs CPU tensors only, got {device.type} tensors"
     if name == "cuda" and device.type != "cuda":
         return f"backend 'cuda' runs CUDA tensors only, got {device.type} tensors"
-    reason = module.unavailable_reason(device)
+    reason = impl.unavailable_reason(device)
     if reason is not None:
         return f"backend {name!r} is unavailable on {device}: {reason}"
-    if op is not None and not hasattr(module, op):
+    if op is not None and not hasattr(impl, op):
         return f"backend {name!r} does not implement {op}"
     return None
 
@@ -153,12 +188,13 @@ def resolve_name(name: str, device: torch.device, op: str, x: torch.Tensor | Non
     return _choose(name, device.type, -1 if device.index is None else device.index, op, dtype, channels)
 
 
-def resolve(name: str, device: torch.device, op: str, x: torch.Tensor | None = None) -> ModuleType:
-    """The module that runs ``op`` for tensors on ``device`` (see :func:`resolve_name`)."""
-    return _LOADED[resolve_name(name, device, op, x)][0]
+def resolve(name: str, device: torch.device, op: str, x: torch.Tensor | None = None) -> SimpleNamespace:
+    """The backend's op functions (attributes named as in :data:`OPS`) that run ``op`` for tensors on
+    ``device`` (see :func:`resolve_name`)."""
+    return _LOADED[BACKENDS[resolve_name(name, device, op, x)]][0]
 
 
 def available(device: torch.device | str) -> dict[str, str | None]:
     """{backend: None if usable on ``device`` else the reason}."""
     device = torch.device(device)
-    return {name: unavailable_reason(name, device) for name in _MODULES}
+    return {name: unavailable_reason(name, device) for name in BACKENDS}

@@ -39,7 +39,7 @@ def focal_tree_min_loss(
     fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
     gradient on the low-res logits), the reference computes that expression.
     """
-    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample,
+    target = _ref.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample,
                                  align_corners, partial_labels, gamma)
     _checks.check_nan_policy(nan_policy)
     partial = bool(partial_labels)
@@ -49,7 +49,7 @@ def focal_tree_min_loss(
         loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
     elif name == "reference":
         loss = _ref._focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
-                                         upsample, align_corners, partial)
+                                         partial, upsample, align_corners)
     else:
         red = _checks.REDUCTIONS.index(reduction)
         compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
@@ -86,7 +86,7 @@ def hierarchical_argmax(
     map of :func:`hssn_kernels.upsample.tree_violations` of the upsampled logits. Extra results follow
     the leaf map in that order.
     """
-    size = _checks.argmax_inputs(logits, hierarchy, size, align_corners)
+    size = _ref.argmax_inputs(logits, hierarchy, size, align_corners)
     impl = backends.resolve(backend, logits.device, "hierarchical_argmax", logits)
     viol = None
     if size is not None:
@@ -122,7 +122,7 @@ def sample_triplets(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed;
     ``partial_labels``: inner-node pixels are left out."""
-    target, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+    target, num_triplets, seed = _ref.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
                                                          validate, partial_labels)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
     table, count = impl.sample_triplets_padded(target, hierarchy, num_triplets, seed, int(ignore_index), mode)
@@ -154,7 +154,7 @@ def tree_triplet_loss(
     ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive). A NaN in an
     embedding a sampled triplet uses makes the loss NaN; ``nan_policy`` as for the segmentation loss.
     """
-    target, num_triplets, seed = _checks.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
+    target, num_triplets, seed = _ref.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")

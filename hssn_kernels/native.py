@@ -1,7 +1,7 @@
 """The "cpu" and "cuda" backends: the compiled extension ``hssn_kernels._C`` (csrc/) behind the backend
 interface of :mod:`hssn_kernels.backends`, plus the autograd formulas and fake (meta) kernels of its ops.
 
-Ops (``torch.ops.hssn.*``, schemas in csrc/hssn.cpp): ``ftm_forward``, ``ftm_backward``,
+Ops (``torch.ops.hssn.*``, schemas in csrc/ops/*.cpp): ``ftm_forward``, ``ftm_backward``,
 ``path_argmax``, ``sample_triplets``, ``triplet_forward``. Tables come from ``hierarchy.tables(device)``.
 Importing this module never fails: when the extension is missing or was built against another torch,
 :func:`unavailable_reason` says why and how to rebuild.

@@ -43,6 +43,11 @@ __all__ = [
     "triplet_rand",
     "COSINE_EPS",
     "ATTEMPTS_PER_TRIPLET",
+    "loss_inputs",
+    "argmax_inputs",
+    "sampling_inputs",
+    "triplet_inputs",
+    "level_inputs",
 ]
 
 COSINE_EPS = 1e-8
@@ -51,6 +56,76 @@ ATTEMPTS_PER_TRIPLET = 16
 """Triplet sampling draws at most ``ATTEMPTS_PER_TRIPLET * num_triplets`` candidates."""
 
 _MASK32 = 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- input rules, one validator per op
+def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
+                partial_labels=False, gamma=None) -> torch.Tensor:
+    """Every rule of a segmentation loss's inputs (``gamma=None``: a loss without one); returns the target
+    the kernels read (:func:`hssn_kernels._checks.widen_uint8_target`)."""
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    _checks.check_upsample(upsample, align_corners)
+    _checks.check_target(target, logits, upsample=upsample)
+    _checks.check_reduction(reduction)
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    if gamma is not None:
+        _checks.check_gamma(gamma)
+    if validate:
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    return _checks.widen_uint8_target(target, ignore_index)
+
+
+def argmax_inputs(logits, hierarchy, size=None, align_corners=False) -> tuple[int, int] | None:
+    """Every rule of path inference's inputs; returns ``size`` as (H, W) (or None)."""
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_scores(logits, hierarchy)
+    if size is None:
+        return None
+    size = _checks.check_size(size)
+    _checks.check_upsample("bilinear", align_corners)
+    if logits.dim() != 4:
+        raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
+    return size
+
+
+def sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate=True,
+                    partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of triplet sampling's inputs; returns the labels sampling reads
+    (:func:`hssn_kernels._checks.triplet_labels`), num_triplets and seed as ints."""
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_target_dtype(target)
+    if target.device.type == "meta":
+        raise ValueError("meta tensors are not supported: sampling needs real labels")
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    seed = _checks.check_seed(seed)
+    num_triplets = _checks.check_num_triplets(num_triplets)
+    _checks.check_choice(mode, _checks.TRIPLET_MODES, "mode")
+    return _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+
+
+def triplet_inputs(embeddings, target, hierarchy, num_triplets, seed, ignore_index, distance, mode, validate=True,
+                   partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of a triplet loss's inputs; returns as :func:`sampling_inputs`."""
+    _checks.check_hierarchy(hierarchy)
+    _checks.check_embeddings(embeddings)
+    _checks.check_target(target, embeddings, name="embeddings")
+    _checks.check_ignore_index(ignore_index, hierarchy)
+    seed = _checks.check_seed(seed)
+    num_triplets = _checks.check_num_triplets(num_triplets)
+    _checks.check_choice(distance, _checks.DISTANCES, "distance")
+    _checks.check_choice(mode, _checks.TRIPLET_MODES, "mode")
+    return _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+
+
+def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
+    """Every rule of :func:`project_to_level`'s inputs."""
+    _checks.check_hierarchy(hierarchy)
+    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
+        raise TypeError("leaf_map must be an integer tensor of channel ids")
+    if not 1 <= level <= hierarchy.height:
+        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
+    _checks.check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)
 
 
 # ----------------------------------------------------------------------------- layout helpers
@@ -154,8 +229,9 @@ def _masked(per_pixel: torch.Tensor, valid: torch.Tensor, bad: torch.Tensor) -> 
     return torch.where(bad, torch.full_like(per_pixel, float("nan")), per_pixel)
 
 
-def _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, upsample=None, align_corners=False,
-                         partial_labels=False):
+def _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels=False, upsample=None,
+                         align_corners=False):
+    """The loss on inputs :func:`loss_inputs` has checked (the backend interface's signature)."""
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     labels = _node_labels(t, hierarchy)
@@ -187,10 +263,10 @@ def focal_tree_min_loss(
     per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
     loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
-    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
                                  partial_labels, gamma)
-    return _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, upsample, align_corners,
-                                partial_labels)
+    return _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels, upsample,
+                                align_corners)
 
 
 def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
@@ -204,7 +280,7 @@ def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduc
                    upsample=None, align_corners=False, partial_labels=False):
     """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. Partial labels:
     no term for the strict descendants of the label."""
-    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
                                  partial_labels, gamma)
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
@@ -241,7 +317,7 @@ def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="m
                        align_corners=False, partial_labels=False):
     """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline); partial labels: the
     probability of the label's subtree."""
-    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
+    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
                                  partial_labels)
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
@@ -265,7 +341,7 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
     and the first level-1 node. Partial labels: no tree-min term for the label's strict descendants, the
     leaf cross-entropy of the label's subtree, the top-level cross-entropy of its level-1 ancestor.
     """
-    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, "mean", validate, upsample, align_corners,
+    target = loss_inputs(logits, target, hierarchy, ignore_index, "mean", validate, upsample, align_corners,
                                  partial_labels)
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
@@ -306,7 +382,7 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
     ``-inf`` would (so an all-NaN pixel gets the lowest leaf channel).
     ``size=(H, W)``: path inference on ``F.interpolate(logits, size, mode="bilinear", align_corners=...)``.
     """
-    size = _checks.argmax_inputs(logits, hierarchy, size, align_corners)
+    size = argmax_inputs(logits, hierarchy, size, align_corners)
     if size is not None:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
     return _hierarchical_argmax(logits, hierarchy)
@@ -327,7 +403,7 @@ def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> tor
 
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
     """Map channel ids to their ancestor at tree ``level`` (1 = coarsest); shallower nodes stay; ignore kept."""
-    _checks.level_inputs(leaf_map, hierarchy, level, ignore_index)
+    level_inputs(leaf_map, hierarchy, level, ignore_index)
     t = leaf_map.long()
     ignored = t == ignore_index
     table = hierarchy.tables(t.device).level_map[level - 1]
@@ -385,7 +461,7 @@ def sample_triplets_padded(
     The labels are not checked (they are the backend interface's, checked upstream): a value that is no leaf
     rejects its attempt.
     """
-    _, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+    _, num_triplets, seed = sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
                                                     validate=False)
     return _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
 
@@ -434,7 +510,7 @@ def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=25
     See :func:`sample_triplets_padded` for the exact algorithm. ``partial_labels``: inner-node pixels are
     left out (:func:`hssn_kernels._checks.leaf_labels_only`).
     """
-    target, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+    target, num_triplets, seed = sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
                                                          validate, partial_labels)
     table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
@@ -450,7 +526,7 @@ def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
 
 def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance,
                   seed, ignore_index, mode):
-    """The triplet loss on labels as :func:`hssn_kernels._checks.triplet_inputs` returns them (unchecked)."""
+    """The triplet loss on labels as :func:`triplet_inputs` returns them (unchecked)."""
     table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     e = _flatten(embeddings)
@@ -503,7 +579,7 @@ def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin
 
 def _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
                           distance, seed, ignore_index, mode, validate, partial_labels):
-    target, num_triplets, seed = _checks.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
+    target, num_triplets, seed = triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
                          distance, seed, ignore_index, mode)

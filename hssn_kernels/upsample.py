@@ -16,7 +16,7 @@ so results agree with ``F.interpolate`` to rounding.
 
 Custom ops: ``hssn::upsampled_ftm`` (loss, and the low-res gradient when asked) and
 ``hssn::upsampled_ftm_backward`` (per-pixel weights -> low-res gradient, for ``reduction="none"``).
-A backend module that runs them provides ``ftm_kernel`` and ``ftm_kernel_backward`` (see ``native.py``).
+A backend that runs them implements the ``ftm_kernel`` and ``ftm_kernel_backward`` rows of ``backends.OPS``.
 """
 from __future__ import annotations
 

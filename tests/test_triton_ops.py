@@ -5,14 +5,14 @@ import pytest
 import torch
 
 import hssn_kernels as hk
-from hssn_kernels import triton_backend
+from hssn_kernels import _triton_utils
 from hssn_kernels.focal_tree_min import ftm_backward, ftm_forward, ftm_tables
 from hssn_kernels.path_argmax import path_argmax
 from hssn_kernels.tree_triplet import sample_triplets, triplet_forward
 from trees import DEVICE, cityscapes_like, random_targets
 
 H = cityscapes_like()
-pytestmark = pytest.mark.skipif(DEVICE != "cpu" or triton_backend.unavailable_reason(torch.device("cpu")) is not None,
+pytestmark = pytest.mark.skipif(DEVICE != "cpu" or _triton_utils.unavailable_reason(torch.device("cpu")) is not None,
                                 reason="Triton's CPU interpreter cases (TRITON_INTERPRET=1)")
 
 
@@ -69,9 +69,9 @@ def test_torch_compile_fullgraph():
 
 
 def test_backend_entry():
-    assert triton_backend.unavailable_reason(torch.device("cpu")) is None  # conftest sets TRITON_INTERPRET=1
+    assert _triton_utils.unavailable_reason(torch.device("cpu")) is None  # conftest sets TRITON_INTERPRET=1
     assert os.environ.get("TRITON_INTERPRET") == "1"
-    assert triton_backend.unavailable_reason(torch.device("meta")) is not None
+    assert _triton_utils.unavailable_reason(torch.device("meta")) is not None
     x = torch.randn(2, 26, 3, 3)
     t = random_targets(H, (2, 3, 3))
     torch.testing.assert_close(hk.focal_tree_min_loss(x, t, H, backend="triton"),
@@ -85,7 +85,7 @@ def test_backend_entry():
 
 def test_cpu_needs_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    reason = triton_backend.unavailable_reason(torch.device("cpu"))
+    reason = _triton_utils.unavailable_reason(torch.device("cpu"))
     assert reason is not None and "TRITON_INTERPRET=1" in reason
 
 

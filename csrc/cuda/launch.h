@@ -1,4 +1,4 @@
-// Torch-free interface between the CUDA kernels (*.cu) and their launchers (ops_cuda.cpp).
+// Torch-free interface between the CUDA kernels (cuda/<op>.cu) and their ATen glue (ops/<op>.cpp).
 #pragma once
 
 #include <cuda_runtime.h>

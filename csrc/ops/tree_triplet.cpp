@@ -1,20 +1,60 @@
-// CPU kernels of hssn::sample_triplets (the reference's counter-based sampler, bit for bit) and
-// hssn::triplet_forward (hinge loss with its gradient; repeated pixels summed in slot order).
+// hssn::sample_triplets / hssn::triplet_forward: the schemas, the argument checks, the CPU kernels and their
+// registration, and in CUDA builds the ATen glue around the launchers of cuda/tree_triplet.cu.
+// CPU kernels: the sampler is the reference's counter-based one, bit for bit; the loss is the hinge with its
+// gradient (repeated pixels summed in slot order).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+#ifdef HSSN_WITH_CUDA
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/ne.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/clamp_min.h>
+#endif
 
 #include <algorithm>
 #include <numeric>
 #include <vector>
 
 #include "../ops_common.h"
-#include "cpu_common.h"
+#include "../cpu/cpu_common.h"
 
 namespace hssn {
 namespace {
+
+// hssn::sample_triplets.
+void check_sample_args(const at::Tensor& target, const at::Tensor& leaf_index, const at::Tensor& tree_distance,
+                       int64_t num_triplets, int64_t seed, int64_t mode, const char* op) {
+  const auto st = target.scalar_type();
+  TORCH_CHECK(st == at::kLong || st == at::kInt || st == at::kByte, op,
+              ": target must be int64, int32 or uint8 leaf ids, got ", st);
+  check_table(leaf_index, target, op, "leaf_index", {-1});
+  check_table(tree_distance, target, op, "tree_distance", {-1, -1});
+  TORCH_CHECK(num_triplets >= 0, op, ": num_triplets must be >= 0, got ", num_triplets);
+  TORCH_CHECK(seed >= 0 && seed < (int64_t{1} << 32), op, ": seed must be in [0, 2**32), got ", seed);
+  TORCH_CHECK(mode == 0 || mode == 1, op, ": mode must be 0 (tree) or 1 (vanilla), got ", mode);
+}
+
+// hssn::triplet_forward.
+void check_triplet_args(const at::Tensor& embeddings, const at::Tensor& target, const at::Tensor& triplets,
+                        const at::Tensor& count, const at::Tensor& leaf_index, const at::Tensor& tree_distance,
+                        int64_t height, int64_t distance, const char* op) {
+  check_scores(embeddings, op, "embeddings");
+  check_target(target, embeddings, op, "embeddings");
+  TORCH_CHECK(triplets.scalar_type() == at::kLong && triplets.dim() == 2 && triplets.size(1) == 3, op,
+              ": triplets must be a (T, 3) int64 table, got ", triplets.scalar_type(), " ", triplets.sizes());
+  TORCH_CHECK(triplets.device() == embeddings.device(), op, ": triplets are on ", triplets.device(),
+              " but embeddings are on ", embeddings.device());
+  TORCH_CHECK(count.scalar_type() == at::kLong && count.dim() == 0 && count.device() == embeddings.device(), op,
+              ": count must be a 0-d int64 tensor on ", embeddings.device());
+  check_table(leaf_index, embeddings, op, "leaf_index", {-1});
+  check_table(tree_distance, embeddings, op, "tree_distance", {-1, -1});
+  TORCH_CHECK(height >= 1 && height <= kMaxDepth, op, ": height must be in [1, ", kMaxDepth, "], got ", height);
+  TORCH_CHECK(distance == 0 || distance == 1, op, ": distance must be 0 (cosine) or 1 (euclidean), got ", distance);
+}
 
 // Leaf position of label y; raises for a label that is not a leaf.
 inline int64_t leaf_pos(int64_t y, const int32_t* leaf_index, int64_t num_c, const char* op) {
@@ -160,11 +200,83 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cpu(const at::Tensor& embeddi
   return {at::full({}, loss, embeddings.options().dtype(loss_dtype(embeddings))), grad};
 }
 
+#ifdef HSSN_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> sample_triplets_cuda(const at::Tensor& target, const at::Tensor& leaf_index,
+                                                        const at::Tensor& tree_distance, int64_t num_triplets,
+                                                        int64_t seed, int64_t ignore_index, int64_t mode) {
+  const char* op = "hssn::sample_triplets";
+  check_sample_args(target, leaf_index, tree_distance, num_triplets, seed, mode, op);
+  check_on_cuda(target, op);
+  const c10::cuda::CUDAGuard guard(target.device());
+  at::Tensor out = at::full({num_triplets, 3}, -1, target.options().dtype(at::kLong));
+  at::Tensor count = at::zeros({}, target.options().dtype(at::kLong));
+  const at::Tensor flat = target.reshape({-1}).contiguous();
+  if (flat.numel() == 0 || num_triplets == 0) return {out, count};
+  const at::Tensor csum = at::cumsum(at::ne(flat, ignore_index), 0, at::kLong);
+  cuda::SampleParams p{};
+  p.t = flat.data_ptr(); p.ttype = target_type(flat); p.csum = csum.data_ptr<int64_t>(); p.num_p = flat.numel();
+  p.leaf_index = leaf_index.data_ptr<int32_t>(); p.num_c = static_cast<int>(leaf_index.numel());
+  p.dist = tree_distance.data_ptr<int32_t>(); p.num_l = static_cast<int>(tree_distance.size(0));
+  p.out = out.data_ptr<int64_t>(); p.count = count.data_ptr<int64_t>(); p.num_triplets = num_triplets;
+  p.seed = static_cast<uint32_t>(seed); p.mode = static_cast<int>(mode);
+  check_cuda(cuda::launch_sample_triplets(p, c10::cuda::getCurrentCUDAStream()), op);
+  return {out, count};
+}
+
+std::tuple<at::Tensor, at::Tensor> triplet_forward_cuda(const at::Tensor& embeddings, const at::Tensor& target,
+                                                        const at::Tensor& triplets, const at::Tensor& count,
+                                                        const at::Tensor& leaf_index, const at::Tensor& tree_distance,
+                                                        double margin_eps, double margin_scale, int64_t height,
+                                                        bool hierarchy_margin, int64_t distance, bool compute_grad) {
+  const char* op = "hssn::triplet_forward";
+  check_triplet_args(embeddings, target, triplets, count, leaf_index, tree_distance, height, distance, op);
+  check_on_cuda(embeddings, op);
+  const c10::cuda::CUDAGuard guard(embeddings.device());
+  const int64_t num_t = triplets.size(0);
+  const int64_t num_e = embeddings.size(1);
+  at::Tensor grad = compute_grad ? at::zeros(embeddings.sizes(), embeddings.options()) : at::empty({0}, embeddings.options());
+  at::Tensor hinge = at::zeros({num_t}, embeddings.options().dtype(at::kFloat));
+  at::Tensor coef = compute_grad ? at::empty({num_t, 8}, embeddings.options().dtype(at::kFloat)) : at::Tensor();
+  const at::Tensor trip = triplets.contiguous();
+  cuda::TripletParams p{};
+  p.e = embeddings.data_ptr(); p.el = pixel_layout(embeddings, true); p.esc = embeddings.stride(1);
+  p.dtype = cuda_dtype(embeddings, op, "embeddings"); p.num_e = num_e;
+  p.num_p = num_e > 0 ? embeddings.numel() / num_e : 0;
+  p.t = target.data_ptr(); p.tl = pixel_layout(target, false); p.ttype = target_type(target);
+  p.triplets = trip.data_ptr<int64_t>(); p.count = count.data_ptr<int64_t>(); p.num_t = num_t;
+  p.leaf_index = leaf_index.data_ptr<int32_t>(); p.num_c = static_cast<int>(leaf_index.numel());
+  p.dist = tree_distance.data_ptr<int32_t>(); p.num_l = static_cast<int>(tree_distance.size(0));
+  p.margin_eps = static_cast<float>(margin_eps); p.margin_scale = static_cast<float>(margin_scale);
+  p.height = static_cast<int>(height); p.hierarchy_margin = hierarchy_margin; p.distance = static_cast<int>(distance);
+  p.hinge = hinge.data_ptr<float>();
+  p.coef = compute_grad ? coef.data_ptr<float>() : nullptr;
+  if (compute_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
+  if (p.num_p > 0) check_cuda(cuda::launch_triplet_forward(p, c10::cuda::getCurrentCUDAStream()), op);
+  at::Tensor loss = at::div(hinge.sum(), count.clamp_min(1)).to(loss_dtype(embeddings));
+  return {loss, grad};
+}
+#endif  // HSSN_WITH_CUDA
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hssn, m) {
+  m.def("sample_triplets(Tensor target, Tensor leaf_index, Tensor tree_distance, int num_triplets, int seed, "
+        "int ignore_index, int mode) -> (Tensor triplets, Tensor count)");
+  m.def("triplet_forward(Tensor embeddings, Tensor target, Tensor triplets, Tensor count, Tensor leaf_index, "
+        "Tensor tree_distance, float margin_eps, float margin_scale, int height, bool hierarchy_margin, "
+        "int distance, bool compute_grad) -> (Tensor loss, Tensor grad)");
+}
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {
   m.impl("sample_triplets", &sample_triplets_cpu);
   m.impl("triplet_forward", &triplet_forward_cpu);
 }
+
+#ifdef HSSN_WITH_CUDA
+TORCH_LIBRARY_IMPL(hssn, CUDA, m) {
+  m.impl("sample_triplets", &sample_triplets_cuda);
+  m.impl("triplet_forward", &triplet_forward_cuda);
+}
+#endif
 
 }  // namespace hssn

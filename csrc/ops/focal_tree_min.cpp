@@ -1,4 +1,6 @@
-// CPU kernels of hssn::ftm_forward / hssn::ftm_backward: tiles of kTile pixels, each tile loaded
+// hssn::ftm_forward / hssn::ftm_backward: the schemas, the argument checks, the CPU kernels and their
+// registration, and in CUDA builds the ATen glue around the launchers of cuda/focal_tree_min.cu.
+// CPU kernels: tiles of kTile pixels, each tile loaded
 // channel by channel (contiguous runs of pixels) into a channel-major [C][kTile] scratch block (fp32
 // math, fp64 for fp64 logits); a bottom-up max pass, then the top-down terms and carries, node by node with inner
 // loops over the tile's pixels (auto-vectorised; exp / log from vec_math.h); the gradient is written
@@ -13,16 +15,62 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
+#ifdef HSSN_WITH_CUDA
+#include <ATen/ops/clamp_min.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/ne.h>
+#include <ATen/ops/sum.h>
+#endif
 
 #include <limits>
 #include <vector>
 
 #include "../ops_common.h"
-#include "cpu_common.h"
-#include "vec_math.h"
+#include "../cpu/cpu_common.h"
+#include "../cpu/vec_math.h"
 
 namespace hssn {
 namespace {
+
+// The focal tree-min tables: parent (C,), bottom_up (C,), ancestors (C, D) int32.
+int check_ftm_tables(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
+                     const at::Tensor& ancestors, const char* op) {
+  const int64_t c = logits.size(1);
+  TORCH_CHECK(c >= 1 && c <= kMaxChannels, op, ": logits have ", c, " channels; supported: 1 to ", kMaxChannels);
+  check_table(parent, logits, op, "parent", {c});
+  check_table(bottom_up, logits, op, "bottom_up", {c});
+  check_table(ancestors, logits, op, "ancestors", {c, -1});
+  TORCH_CHECK(ancestors.size(1) >= 1 && ancestors.size(1) <= kMaxDepth, op, ": ancestors table depth ",
+              ancestors.size(1), " outside [1, ", kMaxDepth, "]");
+  return static_cast<int>(ancestors.size(1));
+}
+
+void check_reduction(int64_t reduction, const char* op) {
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, op, ": reduction must be 0 (none), 1 (sum) or 2 (mean), got ",
+              reduction);
+}
+
+void check_grad_loss(const at::Tensor& grad_loss, const at::Tensor& logits, const char* op) {
+  TORCH_CHECK(grad_loss.scalar_type() == loss_dtype(logits), op, ": grad_loss must be ", loss_dtype(logits),
+              " for ", logits.scalar_type(), " logits, got ", grad_loss.scalar_type());
+  TORCH_CHECK(grad_loss.device() == logits.device(), op, ": grad_loss is on ", grad_loss.device(), " but logits are on ",
+              logits.device());
+  TORCH_CHECK(grad_loss.sizes() == at::IntArrayRef(pixel_shape(logits)), op, ": grad_loss shape ", grad_loss.sizes(),
+              " does not match the pixel shape of logits ", logits.sizes());
+}
+
+// hssn::ftm_forward / ftm_backward: returns the tree depth (the ancestors table's width).
+int check_ftm_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& parent,
+                   const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma, int64_t reduction,
+                   const at::Tensor* grad_loss, const char* op) {
+  check_scores(logits, op, "logits");
+  check_target(target, logits, op, "logits");
+  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
+  check_reduction(reduction, op);
+  TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
+  if (grad_loss) check_grad_loss(*grad_loss, logits, op);
+  return depth;
+}
 
 constexpr int64_t kTile = 64;  // pixels per tile; the [C][kTile] passes run over the pixels (vectorised)
 
@@ -314,11 +362,88 @@ at::Tensor ftm_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logit
                              &grad_loss, "hssn::ftm_backward"));
 }
 
+#ifdef HSSN_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                            const at::Tensor& parent, const at::Tensor& bottom_up,
+                                            const at::Tensor& ancestors, double gamma, int64_t ignore_index,
+                                            int64_t reduction, bool compute_grad, bool partial_labels,
+                                            const at::Tensor* grad_loss, const char* op) {
+  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, gamma, reduction, grad_loss, op);
+  check_on_cuda(logits, op);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const int num_c = static_cast<int>(logits.size(1));
+  const int64_t num_p = logits.numel() / num_c;
+  const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
+  const int64_t red = grad_loss ? 0 : reduction;
+  const int blocks = cuda::pixel_blocks(num_p);
+  at::Tensor count = at::ne(target, ignore_index).sum(at::kLong);
+  at::Tensor loss = (red == 0 && !grad_loss) ? at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat))
+                                             : at::Tensor();
+  at::Tensor partial = red != 0 ? at::zeros({blocks}, logits.options().dtype(at::kFloat)) : at::Tensor();
+  at::Tensor grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
+  at::Tensor dfs = at::empty({6 * num_c}, logits.options().dtype(at::kInt));
+  cuda::FtmParams p{};
+  p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
+  p.dtype = cuda_dtype(logits, op, "logits");
+  p.t = target.data_ptr(); p.tl = pixel_layout(target, false); p.ttype = target_type(target);
+  if (want_grad) { p.g = grad.data_ptr(); p.gl = pixel_layout(grad, true); p.gsc = grad.stride(1); }
+  // fp32 math on CUDA: fp64 weights are read as fp32 and the loss handed back in loss_dtype(logits)
+  const at::Tensor grad_loss32 = grad_loss ? grad_loss->to(at::kFloat) : at::Tensor();
+  if (grad_loss) { p.grad_loss = grad_loss32.data_ptr<float>(); p.gll = pixel_layout(grad_loss32, false); }
+  p.count = (!grad_loss && reduction == 2) ? count.data_ptr<int64_t>() : nullptr;
+  p.loss_pix = loss.defined() ? loss.data_ptr<float>() : nullptr;
+  p.partial = partial.defined() ? partial.data_ptr<float>() : nullptr;
+  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>();
+  p.ancestors = ancestors.data_ptr<int32_t>();
+  p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
+  p.ignore_index = ignore_index;
+  p.partial_labels = partial_labels;
+  p.dfs = dfs.data_ptr<int32_t>();
+  if (num_p > 0) check_cuda(cuda::launch_ftm(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
+  if (red != 0) {
+    loss = partial.sum();
+    if (reduction == 2) loss = at::div(loss, count.clamp_min(1));
+  }
+  if (loss.defined()) loss = loss.to(loss_dtype(logits));
+  return {loss, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> ftm_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
+                                                    const at::Tensor& parent, const at::Tensor& bottom_up,
+                                                    const at::Tensor& ancestors, double gamma, int64_t ignore_index,
+                                                    int64_t reduction, bool compute_grad, bool partial) {
+  return ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
+                  nullptr, "hssn::ftm_forward");
+}
+
+at::Tensor ftm_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                             const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
+                             double gamma, int64_t ignore_index, bool partial) {
+  return std::get<1>(ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
+                              &grad_loss,
+                              "hssn::ftm_backward"));
+}
+#endif  // HSSN_WITH_CUDA
+
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hssn, m) {
+  m.def("ftm_forward(Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, Tensor ancestors, float gamma, "
+        "int ignore_index, int reduction, bool compute_grad, bool partial=False) -> (Tensor loss, Tensor grad)");
+  m.def("ftm_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, "
+        "Tensor ancestors, float gamma, int ignore_index, bool partial=False) -> Tensor");
+}
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {
   m.impl("ftm_forward", &ftm_forward_cpu);
   m.impl("ftm_backward", &ftm_backward_cpu);
 }
+
+#ifdef HSSN_WITH_CUDA
+TORCH_LIBRARY_IMPL(hssn, CUDA, m) {
+  m.impl("ftm_forward", &ftm_forward_cuda);
+  m.impl("ftm_backward", &ftm_backward_cuda);
+}
+#endif
 
 }  // namespace hssn
