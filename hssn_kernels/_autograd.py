@@ -1,6 +1,7 @@
-"""The autograd formula of the fused loss ops, written once and registered for the native ``hssn::ftm_forward``,
-the Triton ``hssn::triton_ftm_forward`` and the fused-upsampling ``hssn::upsampled_ftm`` (the same schema up to
-their tables).
+"""The autograd formulas of the fused loss ops, each written once: :func:`register_fused_loss` for the native
+``hssn::ftm_forward``, the Triton ``hssn::triton_ftm_forward`` and the fused-upsampling ``hssn::upsampled_ftm``
+(the same schema up to their tables), :func:`register_triplet_loss` for ``hssn::triplet_forward`` and
+``hssn::triton_triplet_forward``; and :func:`triplet_loss`, the triplet backend function both backends share.
 
 Schema of all three: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad, partial) ->
 (loss, grad)`` (``tables``: tensors or settings that backward passes on unchanged; ``partial``: targets may be
@@ -18,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from . import _checks
 from ._checks import no_double_backward
 
 
@@ -71,3 +73,40 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
         return (out,) + nones
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
+def register_triplet_loss(qualname: str, forward: Callable) -> None:
+    """Register the autograd of the triplet op ``qualname``: ``(embeddings, target, triplets, count, leaf_index,
+    tree_distance, margin_eps, margin_scale, height, hierarchy_margin, distance, compute_grad) -> (loss,
+    grad)``. Backward scales the gradient the forward computed, or runs ``forward`` with ``compute_grad``."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.args = inputs[6:11]
+        ctx.save_for_backward(*inputs[:6], output[1])
+        ctx.set_materialize_grads(False)
+
+    def backward(ctx, grad_loss, _grad_of_grad):
+        no_double_backward(qualname)
+        if grad_loss is None:
+            return (None,) * 12
+        embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
+        if grad.numel() != embeddings.numel():  # the forward ran without the gradient
+            grad = forward(embeddings, target, triplets, count, leaf_index, tree_distance, *ctx.args, True)[1]
+        return (grad * grad_loss.to(grad.dtype),) + (None,) * 11
+
+    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
+def triplet_loss(sample: Callable, forward: Callable, embeddings: torch.Tensor, target: torch.Tensor, hierarchy,
+                 num_triplets: int, margin_eps: float, margin_scale: float, hierarchy_margin: bool, distance: str,
+                 seed: int, ignore_index: int, mode: str) -> torch.Tensor:
+    """The ``tree_triplet_loss`` backend function on a backend's sampler (``sample_triplets_padded``
+    interface) and triplet op ``forward``: the mean hinge over the sampled triplets (0 if none), in the
+    embeddings' dtype."""
+    table, count = sample(target, hierarchy, num_triplets, seed, ignore_index, mode)
+    tabs = hierarchy.tables(embeddings.device)
+    compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
+    loss, _ = forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance, float(margin_eps),
+                      float(margin_scale), hierarchy.height, bool(hierarchy_margin), _checks.DISTANCES.index(distance),
+                      compute_grad)
+    return loss.to(embeddings.dtype)

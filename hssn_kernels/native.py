@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _checks
-from ._autograd import loss_dtype, register_fused_loss
-from ._checks import no_double_backward
+from ._autograd import loss_dtype, register_fused_loss, register_triplet_loss, triplet_loss
 from .hierarchy import ClassHierarchy
 
 REBUILD = 'rebuild it with: pip install --no-build-isolation -e ".[test]"'
@@ -116,22 +115,7 @@ def _register() -> None:
 
     register_fused_loss(lib + "ftm_forward", torch.ops.hssn.ftm_backward)
 
-    def triplet_setup(ctx, inputs, output):
-        ctx.args = inputs[6:11]
-        ctx.save_for_backward(*inputs[:6], output[1])
-        ctx.set_materialize_grads(False)
-
-    def triplet_backward(ctx, grad_loss, _grad_of_grad):
-        no_double_backward("hssn::triplet_forward")
-        if grad_loss is None:
-            return (None,) * 12
-        embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
-        if grad.numel() != embeddings.numel():  # forward ran without the gradient
-            grad = torch.ops.hssn.triplet_forward(embeddings, target, triplets, count, leaf_index, tree_distance,
-                                                  *ctx.args, True)[1]
-        return (grad * grad_loss.to(grad.dtype),) + (None,) * 11
-
-    torch.library.register_autograd(lib + "triplet_forward", triplet_backward, setup_context=triplet_setup)
+    register_triplet_loss(lib + "triplet_forward", torch.ops.hssn.triplet_forward)
 
 
 if _C is not None:
@@ -178,14 +162,7 @@ def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_
                                           int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
-def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int,
-                      margin_eps: float, margin_scale: float, hierarchy_margin: bool, distance: str, seed: int,
-                      ignore_index: int, mode: str) -> torch.Tensor:
-    """Tree-triplet loss (mean hinge over sampled triplets, 0 if none) in the embeddings' dtype."""
-    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
-    tabs = hierarchy.tables(embeddings.device)
-    compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
-    loss, _ = torch.ops.hssn.triplet_forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance,
-                                             float(margin_eps), float(margin_scale), hierarchy.height,
-                                             bool(hierarchy_margin), _checks.DISTANCES.index(distance), compute_grad)
-    return loss.to(embeddings.dtype)
+def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
+    """Tree-triplet loss on the native sampler and ``hssn::triplet_forward`` (``_autograd.triplet_loss``;
+    arguments as ``backends.OPS`` documents)."""
+    return triplet_loss(sample_triplets_padded, torch.ops.hssn.triplet_forward, embeddings, target, hierarchy, *args)

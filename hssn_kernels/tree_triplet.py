@@ -20,7 +20,7 @@ import triton.language as tl
 
 from . import _triton_utils as _tu
 from . import _checks
-from ._checks import no_double_backward
+from ._autograd import register_triplet_loss, triplet_loss
 from .hierarchy import ClassHierarchy
 from .reference import ATTEMPTS_PER_TRIPLET, COSINE_EPS
 
@@ -316,22 +316,7 @@ def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps
     return embeddings.new_empty((), dtype=torch.float32), grad
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.inputs = inputs
-    ctx.save_for_backward(*inputs[:6], output[1])
-    ctx.mark_non_differentiable(output[1])
-
-
-def _backward(ctx, grad_loss, _grad_grad):
-    no_double_backward("hssn::triton_triplet_forward")
-    embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
-    if grad.numel() != embeddings.numel():  # forward ran without the gradient: compute it now
-        args = ctx.inputs[6:11]
-        grad = triplet_forward(embeddings, target, triplets, count, leaf_index, tree_distance, *args, True)[1]
-    return (grad * grad_loss.to(grad.dtype),) + (None,) * 11
-
-
-triplet_forward.register_autograd(_backward, setup_context=_setup_context)
+register_triplet_loss("hssn::triton_triplet_forward", triplet_forward)
 
 
 # ----------------------------------------------------------------------------- backend entry points
@@ -344,14 +329,7 @@ def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_
                            int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
-def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int,
-                      margin_eps: float, margin_scale: float, hierarchy_margin: bool, distance: str, seed: int,
-                      ignore_index: int, mode: str) -> torch.Tensor:
-    """Tree-triplet loss (mean hinge over sampled triplets, 0 if none) in the embeddings' dtype."""
-    table, count = sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
-    tabs = hierarchy.tables(embeddings.device)
-    compute_grad = torch.is_grad_enabled() and embeddings.requires_grad
-    loss, _ = triplet_forward(embeddings, target, table, count, tabs.leaf_index, tabs.tree_distance,
-                              float(margin_eps), float(margin_scale), hierarchy.height, bool(hierarchy_margin),
-                              _checks.DISTANCES.index(distance), compute_grad)
-    return loss.to(embeddings.dtype)
+def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
+    """Tree-triplet loss on the Triton sampler and ``hssn::triton_triplet_forward`` (``_autograd.triplet_loss``;
+    arguments as ``backends.OPS`` documents)."""
+    return triplet_loss(sample_triplets_padded, triplet_forward, embeddings, target, hierarchy, *args)
