@@ -66,6 +66,7 @@ def test_flip_maps_left_triangles_to_right_triangles():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(split="dev"), "split"), (dict(size=8), "size"), (dict(length=0), "length"), (dict(ignore_index=3), "ignore"),
+    (dict(gradient_contrast=0.0), "gradient_contrast"), (dict(gradient_contrast=0.9), "gradient_contrast"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -75,3 +76,24 @@ def test_bad_arguments(kwargs, match):
 def test_index_out_of_range():
     with pytest.raises(IndexError):
         SyntheticDataset(size=16, length=2)[2]
+
+
+def test_gradient_backgrounds_span_at_least_the_contrast():
+    """A gradient is linear, so its end colours sit at two corners: the farthest corner pair is at least
+    ``gradient_contrast`` apart in RGB."""
+    import numpy as np
+
+    from hssn.data.synthetic import MAX_CONTRAST, _background
+
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float64)
+    for contrast in (0.6, MAX_CONTRAST):
+        seen = 0
+        for seed in range(40):
+            image, leaf = _background(np.random.default_rng(seed), yy, xx, contrast)
+            if leaf != LEAF["gradient"]:
+                continue
+            seen += 1
+            corners = image[[0, 0, -1, -1], [0, -1, 0, -1]]
+            spread = max(np.linalg.norm(a - b) for a in corners for b in corners)
+            assert spread >= contrast - 1e-9
+        assert seen >= 10

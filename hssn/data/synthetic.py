@@ -53,21 +53,27 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 1.0, size=3)
 
 
+MAX_CONTRAST = 0.85
+"""The largest ``min_dist`` :func:`_contrasting` guarantees: every colour has a corner of the RGB cube at least
+sqrt(3) / 2 away."""
+
+
 def _contrasting(rng: np.random.Generator, other: np.ndarray, min_dist: float = 0.45) -> np.ndarray:
-    """A random colour at least ``min_dist`` (Euclidean, RGB in [0, 1]) from ``other``."""
+    """A random colour at least ``min_dist`` (Euclidean, RGB in [0, 1], <= :data:`MAX_CONTRAST`) from
+    ``other``: 50 draws, then the farthest corner of the cube."""
     for _ in range(50):
         c = _colour(rng)
         if np.linalg.norm(c - other) >= min_dist:
             return c
-    return 1.0 - other
+    return np.where(other < 0.5, 1.0, 0.0)
 
 
-def _background(rng, yy, xx):
+def _background(rng, yy, xx, gradient_contrast: float):
     h, w = yy.shape
     if rng.random() < 0.5:
         return np.broadcast_to(_colour(rng), (h, w, 3)).copy(), LEAF["plain"]
     a = _colour(rng)
-    b = _contrasting(rng, a, 0.6)
+    b = _contrasting(rng, a, gradient_contrast)
     angle = rng.uniform(0, 2 * np.pi)
     t = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
@@ -103,11 +109,13 @@ SHAPES: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray, float, 
 
 
 def render(rng: np.random.Generator, height: int, width: int, max_textures: int = 2, max_shapes: int = 3,
-           noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+           noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0, gradient_contrast: float = 0.6
+           ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: ((H, W, 3) float32 image in [0, 1], (H, W) int64 leaf ids). ``pattern_scale`` multiplies
-    the texture periods, ``shape_scale`` the shape radii (1: radii from 1/8 to 1/4 of the image side)."""
+    the texture periods, ``shape_scale`` the shape radii (1: radii from 1/8 to 1/4 of the image side),
+    ``gradient_contrast`` is the least RGB distance (in [0, 1]^3) between a gradient's two end colours."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    image, leaf = _background(rng, yy, xx)
+    image, leaf = _background(rng, yy, xx, gradient_contrast)
     label = np.full((height, width), leaf, dtype=np.int64)
     size = min(height, width)
     for _ in range(rng.integers(1, max_textures + 1)):
@@ -143,13 +151,15 @@ class SyntheticDataset(Dataset):
         ignore_index: the void value (never produced: every pixel is labelled).
         max_textures, max_shapes, noise: scene complexity (noise = std of the Gaussian, image units).
         pattern_scale, shape_scale: texture periods and shape radii relative to the defaults.
+        gradient_contrast: least RGB distance between a gradient background's end colours (in
+            (0, :data:`MAX_CONTRAST`]).
         coarse_fraction: share of the scenes (drawn per index) labelled only at ``coarse_level`` (1 or 2).
     """
 
     def __init__(self, split: str = "train", transforms: Transform | None = None, size: int | tuple[int, int] = 64,
                  length: int = 1000, seed: int = 0, ignore_index: int = 255, max_textures: int = 2,
                  max_shapes: int = 3, noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0,
-                 coarse_fraction: float = 0.0, coarse_level: int = 2):
+                 gradient_contrast: float = 0.6, coarse_fraction: float = 0.0, coarse_level: int = 2):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
         hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -166,6 +176,9 @@ class SyntheticDataset(Dataset):
         if not (pattern_scale > 0 and shape_scale > 0):
             raise ValueError(f"pattern_scale and shape_scale must be > 0, got {pattern_scale}, {shape_scale}")
         self.pattern_scale, self.shape_scale = float(pattern_scale), float(shape_scale)
+        if not 0 < gradient_contrast <= MAX_CONTRAST:
+            raise ValueError(f"gradient_contrast must be in (0, {MAX_CONTRAST}] (RGB distance), got {gradient_contrast!r}")
+        self.gradient_contrast = float(gradient_contrast)
         if not 0.0 <= coarse_fraction <= 1.0:
             raise ValueError(f"coarse_fraction must be in [0, 1], got {coarse_fraction!r}")
         if coarse_level not in range(1, HIERARCHY.height):
@@ -190,7 +203,7 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} items")
         rng = np.random.default_rng([self.seed, self._stream, index])
         image, label = render(rng, *self.size, self.max_textures, self.max_shapes, self.noise, self.pattern_scale,
-                              self.shape_scale)
+                              self.shape_scale, self.gradient_contrast)
         if self.coarse_fraction > 0 and rng.random() < self.coarse_fraction:
             label = HIERARCHY.leaf_to_level(self.coarse_level).numpy()[label]
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(label),
