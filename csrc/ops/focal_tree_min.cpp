@@ -347,21 +347,6 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   return {loss, grad};
 }
 
-std::tuple<at::Tensor, at::Tensor> ftm_forward_cpu(const at::Tensor& logits, const at::Tensor& target,
-                                                   const at::Tensor& parent, const at::Tensor& bottom_up,
-                                                   const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                                   int64_t reduction, bool compute_grad, bool partial) {
-  return ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
-                 nullptr, "hssn::ftm_forward");
-}
-
-at::Tensor ftm_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
-                            const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
-                            double gamma, int64_t ignore_index, bool partial) {
-  return std::get<1>(ftm_cpu(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
-                             &grad_loss, "hssn::ftm_backward"));
-}
-
 #ifdef HSSN_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::Tensor& target,
                                             const at::Tensor& parent, const at::Tensor& bottom_up,
@@ -407,23 +392,30 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   if (loss.defined()) loss = loss.to(loss_dtype(logits));
   return {loss, grad};
 }
-
-std::tuple<at::Tensor, at::Tensor> ftm_forward_cuda(const at::Tensor& logits, const at::Tensor& target,
-                                                    const at::Tensor& parent, const at::Tensor& bottom_up,
-                                                    const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                                    int64_t reduction, bool compute_grad, bool partial) {
-  return ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
-                  nullptr, "hssn::ftm_forward");
-}
-
-at::Tensor ftm_backward_cuda(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
-                             const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
-                             double gamma, int64_t ignore_index, bool partial) {
-  return std::get<1>(ftm_cuda(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
-                              &grad_loss,
-                              "hssn::ftm_backward"));
-}
 #endif  // HSSN_WITH_CUDA
+
+// The two ops on a driver (ftm_cpu or ftm_cuda): the forward (no grad_loss) and the backward (grad_loss,
+// reduction none, the gradient only).
+using FtmDriver = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                         const at::Tensor&, const at::Tensor&, double, int64_t, int64_t,
+                                                         bool, bool, const at::Tensor*, const char*);
+
+template <FtmDriver driver>
+std::tuple<at::Tensor, at::Tensor> ftm_forward(const at::Tensor& logits, const at::Tensor& target,
+                                               const at::Tensor& parent, const at::Tensor& bottom_up,
+                                               const at::Tensor& ancestors, double gamma, int64_t ignore_index,
+                                               int64_t reduction, bool compute_grad, bool partial) {
+  return driver(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
+                nullptr, "hssn::ftm_forward");
+}
+
+template <FtmDriver driver>
+at::Tensor ftm_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
+                        const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
+                        double gamma, int64_t ignore_index, bool partial) {
+  return std::get<1>(driver(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
+                            &grad_loss, "hssn::ftm_backward"));
+}
 
 }  // namespace
 
@@ -435,14 +427,14 @@ TORCH_LIBRARY_FRAGMENT(hssn, m) {
 }
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {
-  m.impl("ftm_forward", &ftm_forward_cpu);
-  m.impl("ftm_backward", &ftm_backward_cpu);
+  m.impl("ftm_forward", &ftm_forward<ftm_cpu>);
+  m.impl("ftm_backward", &ftm_backward<ftm_cpu>);
 }
 
 #ifdef HSSN_WITH_CUDA
 TORCH_LIBRARY_IMPL(hssn, CUDA, m) {
-  m.impl("ftm_forward", &ftm_forward_cuda);
-  m.impl("ftm_backward", &ftm_backward_cuda);
+  m.impl("ftm_forward", &ftm_forward<ftm_cuda>);
+  m.impl("ftm_backward", &ftm_backward<ftm_cuda>);
 }
 #endif
 
