@@ -132,3 +132,21 @@ def test_info_report_says_what_auto_picks():
     for op, order in hk.backends.AUTO_CUDA_PREFERENCE.items():
         assert f"cuda tensors  {op}" in text
     assert "focal_tree_min_loss bf16 C=150: triton, cuda" in text  # ranked by the predicted table
+
+
+def test_every_registry_row_names_a_function_of_its_family():
+    """``backends.OPS`` is the one list: each row's functions import (for the families that load here), an op a
+    family lacks is a clear error, and every backend interface op has a reference row."""
+    import importlib
+
+    for op, impls in hk.backends.OPS.items():
+        for family, target in impls.items():
+            assert family in hk.backends.FAMILIES, (op, family)
+            module, attr = target.split(":")
+            if family == "triton" and hk.backends.unavailable_reason("triton", torch.device("cpu")) is not None:
+                continue
+            assert callable(getattr(importlib.import_module(module), attr)), target
+    assert {op for op, impls in hk.backends.OPS.items() if "reference" in impls} == set(
+        hk.backends.AUTO_CUDA_PREFERENCE)
+    reason = hk.backends.unavailable_reason("reference", torch.device("cpu"), "ftm_kernel")
+    assert reason == "backend 'reference' does not implement ftm_kernel"
