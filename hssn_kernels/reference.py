@@ -106,16 +106,13 @@ def sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, v
 
 def triplet_inputs(embeddings, target, hierarchy, num_triplets, seed, ignore_index, distance, mode, validate=True,
                    partial_labels=False) -> tuple[torch.Tensor, int, int]:
-    """Every rule of a triplet loss's inputs; returns as :func:`sampling_inputs`."""
+    """Every rule of a triplet loss's inputs: the embeddings', then :func:`sampling_inputs` (whose result it
+    returns) on the labels."""
     _checks.check_hierarchy(hierarchy)
     _checks.check_embeddings(embeddings)
     _checks.check_target(target, embeddings, name="embeddings")
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    seed = _checks.check_seed(seed)
-    num_triplets = _checks.check_num_triplets(num_triplets)
     _checks.check_choice(distance, _checks.DISTANCES, "distance")
-    _checks.check_choice(mode, _checks.TRIPLET_MODES, "mode")
-    return _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+    return sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate, partial_labels)
 
 
 def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
