@@ -97,3 +97,51 @@ def test_gradient_backgrounds_span_at_least_the_contrast():
             spread = max(np.linalg.norm(a - b) for a in corners for b in corners)
             assert spread >= contrast - 1e-9
         assert seen >= 10
+
+
+def test_no_overlap_keeps_boxes_and_shapes_apart(monkeypatch):
+    """``overlap=False``: the texture boxes placed miss each other, the shapes miss each other, and every
+    shape placed is visible whole in the label map."""
+    import numpy as np
+
+    from hssn.data import synthetic
+
+    placed = []
+    real = synthetic._place
+
+    def recording(rng, draw, taken, overlap):
+        mask = real(rng, draw, taken, overlap)
+        placed.append((taken.copy(), mask))
+        return mask
+
+    monkeypatch.setattr(synthetic, "_place", recording)
+    seen = 0
+    for seed in range(30):
+        placed.clear()
+        _, label = synthetic.render(np.random.default_rng(seed), 48, 48, max_textures=2, max_shapes=3, overlap=False)
+        for taken, mask in placed:
+            if mask is not None:
+                assert not (mask & taken).any()
+                seen += taken.any()
+        first_shape = [i for i, (taken, _) in enumerate(placed) if not taken.any()][-1]  # textures, then shapes
+        for _, mask in placed[first_shape:]:
+            if mask is not None:  # one shape class over the whole mask: nothing painted over part of it
+                values = np.unique(label[mask])
+                assert len(values) == 1 and values[0] in [LEAF[n] for n in synthetic.SHAPES]
+    assert seen >= 20  # the rule was exercised: many elements were placed next to earlier ones
+
+
+def test_place_gives_up_after_the_tries():
+    import numpy as np
+
+    from hssn.data.synthetic import PLACEMENT_TRIES, _place
+
+    calls = []
+    full = np.ones((4, 4), dtype=bool)
+
+    def draw():
+        calls.append(1)
+        return full
+
+    assert _place(np.random.default_rng(0), draw, full, overlap=False) is None and len(calls) == PLACEMENT_TRIES
+    assert _place(np.random.default_rng(0), draw, full, overlap=True) is full

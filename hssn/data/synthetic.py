@@ -2,7 +2,8 @@
 
 Each image is a background (plain colour or a two-colour gradient), one or two textured rectangles
 (horizontal / vertical stripes, checker board, dot grid) and one to three solid shapes (circle,
-ellipse, square, triangle pointing left / right) painted on top, plus a little Gaussian noise.
+ellipse, square, triangle pointing left / right) painted on top, plus a little Gaussian noise; with
+``overlap=False`` no box covers another box and no shape another shape.
 Colours are random, so a class is told by its geometry or pattern: the coarse class (smooth,
 shape, texture) from local statistics, the fine class from the shape outline or the pattern.
 
@@ -34,7 +35,7 @@ TREE = {
         "pattern": {"checker": {}, "dots": {}},
     },
 }
-"""The class tree: 11 leaves (channels 0-10), 5 families, 3 groups (18 channels)."""
+"""The class tree: 11 leaves (channels 0-10), 5 families, 3 groups (19 channels)."""
 
 HIERARCHY = ClassHierarchy.from_nested(TREE)
 LEAF = {name: HIERARCHY.names.index(name) for name in HIERARCHY.names}
@@ -108,31 +109,62 @@ SHAPES: dict[str, Callable[[np.random.Generator, np.ndarray, np.ndarray, float, 
 """Shape name -> boolean mask of a shape of radius ``r`` pixels centred at (cy, cx)."""
 
 
+PLACEMENT_TRIES = 20
+"""With ``overlap=False``: positions drawn for a texture box or shape before it is left out of the scene."""
+
+
+def _place(rng: np.random.Generator, draw: Callable[[], np.ndarray], taken: np.ndarray, overlap: bool
+           ) -> np.ndarray | None:
+    """The mask ``draw()`` returns; with ``overlap=False`` redrawn until it misses ``taken`` (None after
+    :data:`PLACEMENT_TRIES` misses)."""
+    for _ in range(1 if overlap else PLACEMENT_TRIES):
+        mask = draw()
+        if overlap or not (mask & taken).any():
+            return mask
+    return None
+
+
 def render(rng: np.random.Generator, height: int, width: int, max_textures: int = 2, max_shapes: int = 3,
-           noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0, gradient_contrast: float = 0.6
-           ) -> tuple[np.ndarray, np.ndarray]:
+           noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0, gradient_contrast: float = 0.6,
+           overlap: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One scene: ((H, W, 3) float32 image in [0, 1], (H, W) int64 leaf ids). ``pattern_scale`` multiplies
     the texture periods, ``shape_scale`` the shape radii (1: radii from 1/8 to 1/4 of the image side),
-    ``gradient_contrast`` is the least RGB distance (in [0, 1]^3) between a gradient's two end colours."""
+    ``gradient_contrast`` is the least RGB distance (in [0, 1]^3) between a gradient's two end colours;
+    ``overlap=False`` keeps texture boxes off each other and shapes off each other (no partly hidden outline
+    or pattern; a shape may still lie on a texture)."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     image, leaf = _background(rng, yy, xx, gradient_contrast)
     label = np.full((height, width), leaf, dtype=np.int64)
     size = min(height, width)
+    taken = np.zeros((height, width), dtype=bool)
     for _ in range(rng.integers(1, max_textures + 1)):
         name = list(TEXTURES)[rng.integers(len(TEXTURES))]
         th, tw = rng.integers(size // 3, size // 2 + 1, size=2)
-        top, left = rng.integers(0, height - th + 1), rng.integers(0, width - tw + 1)
-        box = (yy >= top) & (yy < top + th) & (xx >= left) & (xx < left + tw)
+
+        def box():
+            top, left = rng.integers(0, height - th + 1), rng.integers(0, width - tw + 1)
+            return (yy >= top) & (yy < top + th) & (xx >= left) & (xx < left + tw)
+
+        if (mask := _place(rng, box, taken, overlap)) is None:
+            continue
+        taken |= mask
         fg = TEXTURES[name](rng, (yy / pattern_scale).astype(np.int64), (xx / pattern_scale).astype(np.int64))
         a = _colour(rng)
         b = _contrasting(rng, a)
-        image[box] = np.where(fg[box][:, None], a, b)
-        label[box] = LEAF[name]
+        image[mask] = np.where(fg[mask][:, None], a, b)
+        label[mask] = LEAF[name]
+    taken[:] = False
     for _ in range(rng.integers(1, max_shapes + 1)):
         name = list(SHAPES)[rng.integers(len(SHAPES))]
         r = min(rng.uniform(size / 8, size / 4) * shape_scale, 0.45 * size)
-        cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
-        mask = SHAPES[name](rng, yy, xx, cy, cx, r)
+
+        def shape():
+            cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
+            return SHAPES[name](rng, yy, xx, cy, cx, r)
+
+        if (mask := _place(rng, shape, taken, overlap)) is None:
+            continue
+        taken |= mask
         image[mask] = _colour(rng)
         label[mask] = LEAF[name]
     image = image + rng.normal(0.0, noise, size=image.shape)
@@ -153,13 +185,15 @@ class SyntheticDataset(Dataset):
         pattern_scale, shape_scale: texture periods and shape radii relative to the defaults.
         gradient_contrast: least RGB distance between a gradient background's end colours (in
             (0, :data:`MAX_CONTRAST`]).
+        overlap: whether texture boxes may cover each other and shapes each other (see :func:`render`).
         coarse_fraction: share of the scenes (drawn per index) labelled only at ``coarse_level`` (1 or 2).
     """
 
     def __init__(self, split: str = "train", transforms: Transform | None = None, size: int | tuple[int, int] = 64,
                  length: int = 1000, seed: int = 0, ignore_index: int = 255, max_textures: int = 2,
                  max_shapes: int = 3, noise: float = 0.03, pattern_scale: float = 1.0, shape_scale: float = 1.0,
-                 gradient_contrast: float = 0.6, coarse_fraction: float = 0.0, coarse_level: int = 2):
+                 gradient_contrast: float = 0.6, overlap: bool = True, coarse_fraction: float = 0.0,
+                 coarse_level: int = 2):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
         hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
@@ -179,6 +213,9 @@ class SyntheticDataset(Dataset):
         if not 0 < gradient_contrast <= MAX_CONTRAST:
             raise ValueError(f"gradient_contrast must be in (0, {MAX_CONTRAST}] (RGB distance), got {gradient_contrast!r}")
         self.gradient_contrast = float(gradient_contrast)
+        if not isinstance(overlap, bool):
+            raise TypeError(f"overlap must be a bool, got {overlap!r}")
+        self.overlap = overlap
         if not 0.0 <= coarse_fraction <= 1.0:
             raise ValueError(f"coarse_fraction must be in [0, 1], got {coarse_fraction!r}")
         if coarse_level not in range(1, HIERARCHY.height):
@@ -203,7 +240,7 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} items")
         rng = np.random.default_rng([self.seed, self._stream, index])
         image, label = render(rng, *self.size, self.max_textures, self.max_shapes, self.noise, self.pattern_scale,
-                              self.shape_scale, self.gradient_contrast)
+                              self.shape_scale, self.gradient_contrast, self.overlap)
         if self.coarse_fraction > 0 and rng.random() < self.coarse_fraction:
             label = HIERARCHY.leaf_to_level(self.coarse_level).numpy()[label]
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(label),

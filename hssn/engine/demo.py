@@ -75,10 +75,12 @@ ABLATION_SEEDS = (0, 1, 2)
 ABLATION_ITERS = 300
 ABLATION_SCHEDULE = [f"train.iters={ABLATION_ITERS}", "train.batch_size=16", "optim.lr=2.0e-3",
                      "model.kwargs.head_channels=64", "model.kwargs.aspp_rates=[12, 24, 36]",
-                     "data.kwargs.gradient_contrast=0.6", "data.kwargs.shape_scale=1.3"]
+                     "data.kwargs.gradient_contrast=0.6", "data.kwargs.shape_scale=1.3", "data.kwargs.overlap=true",
+                     "data.val_kwargs.length=100"]
 """The ablation's shared schedule: shorter than the demo's so 7 variants x 3 seeds fit in 30 minutes, with
-the scenes, batch, learning rate, head width and ASPP rates its committed tables (docs/demo-*.md) were
-measured with (the demo itself has since moved on: ``hssn/configs/synthetic.yaml``)."""
+the scenes (overlapping shapes and boxes, 100 validation scenes), batch, learning rate, head width and ASPP
+rates its committed tables (docs/demo-*.md) were measured with (the demo itself has since moved on:
+``hssn/configs/synthetic.yaml``)."""
 ERROR_COLORS = {
     "correct": (235, 235, 235),
     "wrong leaf, right family": (250, 200, 60),
