@@ -41,19 +41,29 @@ def test_error_map_colours_the_coarsest_wrong_level():
     assert torch.equal(out[0, 3], colors[3])
 
 
-def test_ablation_schedule_keeps_the_scenes_its_tables_were_measured_on():
-    """docs/demo-ablation.md and docs/demo-coarse-labels.md were measured on these scene settings; the demo's
-    own config may move on, the ablation's schedule pins them back."""
+def test_coarse_schedule_keeps_the_scenes_its_table_was_measured_on():
+    """docs/demo-coarse-labels.md was measured on these scene settings; the demo's own config may move on,
+    the coarse experiment's schedule pins them back."""
     from hssn.data.synthetic import SyntheticDataset
     from hssn.engine.builders import build_dataset
     from hssn.engine.config import load_config
 
-    cfg = load_config("synthetic", demo.ABLATION_SCHEDULE)
+    cfg = load_config("synthetic", demo.COARSE_SCHEDULE)
     measured_on = SyntheticDataset("val", size=64, seed=0, pattern_scale=2.0, shape_scale=1.3, max_shapes=2,
                                    length=100)
     val = build_dataset(cfg, "val")
+    assert len(val) == 100
     for i in (0, 7, 42):
         assert torch.equal(val[i]["image"], measured_on[i]["image"])
         assert torch.equal(val[i]["label"], measured_on[i]["label"])
     assert cfg["optim"]["lr"] == 2.0e-3 and cfg["train"]["batch_size"] == 16
     assert cfg["model"]["kwargs"]["head_channels"] == 64 and list(cfg["model"]["kwargs"]["aspp_rates"]) == [12, 24, 36]
+
+
+def test_loss_ablation_runs_on_the_demos_config_with_fewer_steps():
+    from hssn.engine.config import load_config
+
+    demo_cfg, ablation = load_config("synthetic"), load_config("synthetic", demo.ABLATION_SCHEDULE)
+    assert ablation["train"]["iters"] == demo.ABLATION_ITERS < demo_cfg["train"]["iters"]
+    ablation["train"]["iters"] = demo_cfg["train"]["iters"]
+    assert ablation == demo_cfg
