@@ -109,8 +109,8 @@ def test_no_overlap_keeps_boxes_and_shapes_apart(monkeypatch):
     placed = []
     real = synthetic._place
 
-    def recording(rng, draw, taken, overlap):
-        mask = real(rng, draw, taken, overlap)
+    def recording(draw, taken, overlap):
+        mask = real(draw, taken, overlap)
         placed.append((taken.copy(), mask))
         return mask
 
@@ -143,5 +143,5 @@ def test_place_gives_up_after_the_tries():
         calls.append(1)
         return full
 
-    assert _place(np.random.default_rng(0), draw, full, overlap=False) is None and len(calls) == PLACEMENT_TRIES
-    assert _place(np.random.default_rng(0), draw, full, overlap=True) is full
+    assert _place(draw, full, overlap=False) is None and len(calls) == PLACEMENT_TRIES
+    assert _place(draw, full, overlap=True) is full

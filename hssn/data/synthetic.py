@@ -113,8 +113,7 @@ PLACEMENT_TRIES = 20
 """With ``overlap=False``: positions drawn for a texture box or shape before it is left out of the scene."""
 
 
-def _place(rng: np.random.Generator, draw: Callable[[], np.ndarray], taken: np.ndarray, overlap: bool
-           ) -> np.ndarray | None:
+def _place(draw: Callable[[], np.ndarray], taken: np.ndarray, overlap: bool) -> np.ndarray | None:
     """The mask ``draw()`` returns; with ``overlap=False`` redrawn until it misses ``taken`` (None after
     :data:`PLACEMENT_TRIES` misses)."""
     for _ in range(1 if overlap else PLACEMENT_TRIES):
@@ -145,7 +144,7 @@ def render(rng: np.random.Generator, height: int, width: int, max_textures: int 
             top, left = rng.integers(0, height - th + 1), rng.integers(0, width - tw + 1)
             return (yy >= top) & (yy < top + th) & (xx >= left) & (xx < left + tw)
 
-        if (mask := _place(rng, box, taken, overlap)) is None:
+        if (mask := _place(box, taken, overlap)) is None:
             continue
         taken |= mask
         fg = TEXTURES[name](rng, (yy / pattern_scale).astype(np.int64), (xx / pattern_scale).astype(np.int64))
@@ -162,7 +161,7 @@ def render(rng: np.random.Generator, height: int, width: int, max_textures: int 
             cy, cx = rng.uniform(r, height - r), rng.uniform(r, width - r)
             return SHAPES[name](rng, yy, xx, cy, cx, r)
 
-        if (mask := _place(rng, shape, taken, overlap)) is None:
+        if (mask := _place(shape, taken, overlap)) is None:
             continue
         taken |= mask
         image[mask] = _colour(rng)
