@@ -75,7 +75,7 @@ ABLATION_SEEDS = (0, 1, 2)
 ABLATION_ITERS = 350
 ABLATION_SCHEDULE = [f"train.iters={ABLATION_ITERS}"]
 """The loss ablation's schedule: the demo's config (scenes, validation set, model, batch, learning rate) with
-350 steps instead of 1000, so 7 variants x 3 seeds fit in 30 minutes."""
+:data:`ABLATION_ITERS` steps instead of its own, so 7 variants x 3 seeds fit in 30 minutes."""
 COARSE_ITERS = 300
 COARSE_SCHEDULE = [f"train.iters={COARSE_ITERS}", "train.batch_size=16", "optim.lr=2.0e-3",
                    "model.kwargs.head_channels=64", "model.kwargs.aspp_rates=[12, 24, 36]",
