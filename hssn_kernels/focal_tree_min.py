@@ -76,6 +76,145 @@ def _better_max(av, ai, bv, bi):
 
 
 @triton.jit
+def _logit(base, off, mask, o01, o10, o11, w0, w1, h0, h1, ftype: tl.constexpr, UPS: tl.constexpr):
+    """One channel's logits at the tile's pixels: ``base + off`` loaded in place, or with ``UPS`` the bilinear
+    mix of the four low-res taps ``base + off (+ o01 | o10 | o11)`` as ``upsample_bilinear2d`` forms it:
+    h0 * (w0 * z00 + w1 * z01) + h1 * (w0 * z10 + w1 * z11)."""
+    z = tl.load(base + off, mask=mask, other=0.0).to(ftype)
+    if UPS:
+        z01 = tl.load(base + off + o01, mask=mask, other=0.0).to(ftype)
+        z10 = tl.load(base + off + o10, mask=mask, other=0.0).to(ftype)
+        z11 = tl.load(base + off + o11, mask=mask, other=0.0).to(ftype)
+        z = h0 * (w0 * z + w1 * z01) + h1 * (w0 * z10 + w1 * z11)
+    return z
+
+
+@triton.jit
+def _labels(t, pmask, ignore_index, C, path_ptr, size_ptr, DEPTH: tl.constexpr, PARTIAL: tl.constexpr):
+    """(valid, bad_label, y, y_pos, below_n) of the pixels' labels ``t`` (int64).
+
+    A label that is neither ignore_index nor a leaf (nor a node, with PARTIAL; validation skipped) is a bad
+    label (NaN loss) and no table is read at it (the path table's last column flags the leaves). ``y_pos``:
+    the label's DFS position (the path's last node), far outside [0, C) at unlabelled pixels so that the
+    on-path test fails there; ``below_n`` (PARTIAL): |Dsc(y)| - 1 as unsigned, the strictly-below test."""
+    labelled = pmask & (t != ignore_index)
+    in_tree = labelled & (t >= 0) & (t < C)
+    if PARTIAL:
+        valid = in_tree
+    else:
+        valid = in_tree & (tl.load(path_ptr + tl.where(in_tree, t, 0) * (DEPTH + 1) + DEPTH, mask=in_tree,
+                                   other=0) > 0)
+    bad_label = labelled & (valid == 0)
+    y = tl.where(valid, t, 0)
+    y_pos = tl.zeros_like(t).to(tl.int32) - (1 << 30)
+    for lvl in tl.static_range(DEPTH):
+        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
+        y_pos = tl.where(pp >= 0, pp, y_pos)
+    below_n = y_pos.to(tl.uint32)
+    if PARTIAL:  # strictly below the label: j - y_pos - 1 < size - 1 as unsigned, one compare
+        below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
+    return valid, bad_label, y, y_pos, below_n
+
+
+@triton.jit
+def _path_terms(base, o01, o10, o11, w0, w1, h0, h1, s_zc, valid, y, zero, lv, perm_ptr, path_ptr, gamma,
+                DEPTH: tl.constexpr, GAMMA2: tl.constexpr, FP64: tl.constexpr, UPS: tl.constexpr):
+    """The positive terms along the target's path, root first: running min with its winner (lowest channel on
+    ties). Returns (their loss, ``[D_PAD, ...]`` d loss / d z of the path node at each depth): each level's
+    derivative goes to its running winner."""
+    big = tl.zeros_like(y).to(tl.int32) + 2147483647
+    pos_loss = zero
+    run_v = zero + float("inf")
+    run_i = big
+    run_d = tl.zeros_like(big)  # the running winner's depth
+    gp = zero * lv  # [D_PAD, ...] (lv: the depth index, [D_PAD, 1, ...])
+    for lvl in tl.static_range(DEPTH):
+        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
+        ok = pp >= 0
+        cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
+        zl = _logit(base, cl.to(tl.int64) * s_zc, ok, o01, o10, o11, w0, w1, h0, h1, zero.dtype, UPS)
+        take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
+        run_v = tl.where(take, zl, run_v)
+        run_i = tl.where(take, cl, run_i)
+        run_d = tl.where(take, lvl, run_d)
+        ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
+        wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
+        pos_loss += tl.where(ok, -wq * ls_p, 0.0)
+        gp += tl.where(lv == run_d, tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0), 0.0)
+    return pos_loss, gp
+
+
+@triton.jit
+def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_n, zero, gp, lv, sv, scale,
+          perm_ptr, size_ptr, depth_ptr, C, gamma, sink, sink_k, sink_c, sink_mask, first,
+          GAMMA2: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FP64: tl.constexpr,
+          PARTIAL: tl.constexpr, UPS: tl.constexpr):
+    """The channels once in DFS pre-order: ``M_v`` (max over ``Dsc(v)``, lowest channel on ties; a leaf's is
+    its logit, an inner node re-reads its subtree rows from L1/L2), the negative terms, and every channel's
+    gradient: a negative term's derivative is carried into the child while the winner is unchanged (the
+    open ancestors' carry in an ``[S_PAD, ...]`` stack), the path nodes take their ``gp`` row (a negative
+    term never lands on a path node). Each channel's gradient is written once, when it is visited: at the
+    pixels (``sink + c * sink_c``), or with ``UPS`` folded onto the tile's low-res anchors (four partial
+    sums per anchor and channel, ``sink + k * sink_k + c * sink_c``; added to the stored ones unless
+    ``first``). Returns (negative loss, NaN-propagating max of the logits)."""
+    big = tl.zeros_like(y_pos) + 2147483647
+    st_w = tl.zeros_like(zero * sv).to(tl.int32) - 1  # the open inner ancestors' winner (-1: nothing carried)
+    st_o = zero * sv  # and the sum they owe it
+    neg_loss = zero
+    nan_seen = zero  # NaN once any logit of the pixel is NaN (a NaN-propagating max: no predicate carried)
+    for j in range(0, C):
+        c = tl.load(perm_ptr + j)
+        sz = tl.load(size_ptr + j)
+        d = tl.load(depth_ptr + j)
+        zj = _logit(base, c.to(tl.int64) * s_zc, pmask, o01, o10, o11, w0, w1, h0, h1, zero.dtype, UPS)
+        nan_seen = tl.maximum(nan_seen, zj, propagate_nan=tl.PropagateNan.ALL)
+        m = tl.where(zj == zj, zj, float("-inf"))
+        win = tl.where(zj == zj, c, big)
+        for k in range(j + 1, j + sz):  # an inner node: max over the rest of its subtree
+            ck = tl.load(perm_ptr + k)
+            zk = _logit(base, ck.to(tl.int64) * s_zc, pmask, o01, o10, o11, w0, w1, h0, h1, zero.dtype, UPS)
+            better = _better_max(zk, ck, m, win)
+            m = tl.where(better, zk, m)
+            win = tl.where(better, ck, win)
+        on_path = (y_pos - j).to(tl.uint32) < sz.to(tl.uint32)  # j <= y_pos < j + size: c is y or above it
+        neg = valid & (on_path == 0)
+        if PARTIAL:
+            neg = neg & ((j - y_pos - 1).to(tl.uint32) >= below_n)
+        lp, lq, p, pq = _log_sigmoid(m, FP64)
+        wp = _focal_weight(lp, p, gamma, GAMMA2)
+        if COMPUTE_LOSS:
+            neg_loss += tl.where(neg, -wp * lq, 0.0)
+        if COMPUTE_GRAD:
+            base_g = tl.where(neg, wp * (p - gamma * pq * lq), 0.0)
+            par = sv == d - 1
+            par_w = tl.max(tl.where(par, st_w, -1), axis=0, keep_dims=True)
+            par_o = tl.sum(tl.where(par, st_o, 0.0), axis=0, keep_dims=True)
+            owed = base_g + tl.where(neg & (par_w == win), par_o, 0.0)
+            slot = (sv == d) & (sz > 1)  # an inner node opens the slot of its depth
+            st_w = tl.where(slot, tl.where(neg, win, -1), st_w)
+            st_o = tl.where(slot, owed, st_o)
+            g = tl.where(win == c, owed, 0.0)
+            g += tl.where(valid & on_path, tl.sum(tl.where(lv == d, gp, 0.0), axis=0, keep_dims=True), 0.0)
+            g = g * scale
+            if UPS:  # the four partial sums of each anchor: (row, column) tap (0, 0), (0, 1), (1, 0), (1, 1)
+                gh0 = g * h0
+                gh1 = g * h1
+                cell = sink + c.to(tl.int64) * sink_c
+                keep = sink_mask & (first == 0)
+                p00 = tl.sum(gh0 * w0, axis=2, keep_dims=True) + tl.load(cell, mask=keep, other=0.0)
+                tl.store(cell, p00.to(sink.dtype.element_ty), mask=sink_mask)
+                p01 = tl.sum(gh0 * w1, axis=2, keep_dims=True) + tl.load(cell + sink_k, mask=keep, other=0.0)
+                tl.store(cell + sink_k, p01.to(sink.dtype.element_ty), mask=sink_mask)
+                p10 = tl.sum(gh1 * w0, axis=2, keep_dims=True) + tl.load(cell + 2 * sink_k, mask=keep, other=0.0)
+                tl.store(cell + 2 * sink_k, p10.to(sink.dtype.element_ty), mask=sink_mask)
+                p11 = tl.sum(gh1 * w1, axis=2, keep_dims=True) + tl.load(cell + 3 * sink_k, mask=keep, other=0.0)
+                tl.store(cell + 3 * sink_k, p11.to(sink.dtype.element_ty), mask=sink_mask)
+            else:
+                tl.store(sink + c.to(tl.int64) * sink_c, g.to(sink.dtype.element_ty), mask=sink_mask)
+    return neg_loss, nan_seen
+
+
+@triton.jit
 def _ftm_kernel(
     z_ptr, t_ptr, gout_ptr, loss_ptr, grad_ptr, count_ptr,
     perm_ptr, size_ptr, depth_ptr, path_ptr,
@@ -108,113 +247,28 @@ def _ftm_kernel(
     zrow = z_ptr + b * s_zb + qz
 
     t = tl.load(t_ptr + b * s_tb + qt, mask=pmask, other=0).to(tl.int64)
-    # a label that is neither ignore_index nor a leaf (nor a node, with PARTIAL; validation skipped) gets a
-    # NaN loss, and no table is read at it (the path table's last column flags the leaves)
-    labelled = pmask & (t != ignore_index)
-    in_tree = labelled & (t >= 0) & (t < C)
-    if PARTIAL:
-        valid = in_tree
-    else:
-        valid = in_tree & (tl.load(path_ptr + tl.where(in_tree, t, 0) * (DEPTH + 1) + DEPTH, mask=in_tree,
-                                   other=0) > 0)
-    bad_label = labelled & (valid == 0)
-    y = tl.where(valid, t, 0)
+    valid, bad_label, y, y_pos, below_n = _labels(t, pmask, ignore_index, C, path_ptr, size_ptr, DEPTH, PARTIAL)
     if FP64:
         zero = tl.zeros([1, BLOCK_P], dtype=tl.float64)
     else:
         zero = tl.zeros([1, BLOCK_P], dtype=tl.float32)
-    big = tl.full([1, BLOCK_P], 2147483647, tl.int32)
     # every per-pixel value is a [1, BLOCK_P] row and the per-depth values [D_PAD | S_PAD, BLOCK_P] tiles of the
     # same layout (a thread owns its pixels' whole columns): no layout conversion, no shared memory
     lv = tl.arange(0, D_PAD)[:, None]
-
-    # the label's DFS position (the path's last node); far outside [0, C) at unlabelled pixels, so that the
-    # on-path test (the label lies in the node's position range) fails there
-    y_pos = tl.full([1, BLOCK_P], -(1 << 30), tl.int32)
-    for lvl in tl.static_range(DEPTH):
-        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
-        y_pos = tl.where(pp >= 0, pp, y_pos)
-    if PARTIAL:  # strictly below the label: j - y_pos - 1 < size - 1 as unsigned, one compare
-        below_n = (tl.load(size_ptr + y_pos, mask=valid, other=1) - 1).to(tl.uint32)
-
+    sv = tl.arange(0, S_PAD)[:, None]  # stack slots of the inner depths 0 .. DEPTH - 2
+    # the path first, so that the walk writes every channel's gradient once (path nodes included)
+    pos_loss, gp = _path_terms(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, valid, y, zero, lv, perm_ptr, path_ptr,
+                               gamma, DEPTH, GAMMA2, FP64, False)
+    scale = zero + 1.0
     if COMPUTE_GRAD:
         if GRAD_PER_PIXEL:
             scale = tl.load(gout_ptr + b * s_ob + qo, mask=valid, other=0.0).to(zero.dtype)
         elif REDUCTION == 2:
             scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
-        else:
-            scale = zero + 1.0
-        grow = grad_ptr + b * s_gb + qg
-    # carry of the open inner ancestors: their winner channel (-1 when no negative term carries) and the owed sum
-    sv = tl.arange(0, S_PAD)[:, None]  # slots of the inner depths 0 .. DEPTH - 2
-    st_w = tl.full([S_PAD, BLOCK_P], -1, tl.int32)
-    st_o = tl.zeros([S_PAD, BLOCK_P], dtype=zero.dtype)
-    neg_loss = zero
-    nan_seen = zero  # NaN once any logit of the pixel is NaN (a NaN-propagating max: no predicate carried)
-    for j in range(0, C):
-        c = tl.load(perm_ptr + j)
-        sz = tl.load(size_ptr + j)
-        d = tl.load(depth_ptr + j)
-        zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-        nan_seen = tl.maximum(nan_seen, zj, propagate_nan=tl.PropagateNan.ALL)
-        m = tl.where(zj == zj, zj, float("-inf"))
-        win = tl.where(zj == zj, c, big)
-        for k in range(j + 1, j + sz):  # an inner node: max over the rest of its subtree
-            ck = tl.load(perm_ptr + k)
-            zk = tl.load(zrow + ck.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-            better = _better_max(zk, ck, m, win)
-            m = tl.where(better, zk, m)
-            win = tl.where(better, ck, win)
-        on_path = (y_pos - j).to(tl.uint32) < sz.to(tl.uint32)  # j <= y_pos < j + size: c is y or above it
-        neg = valid & (on_path == 0)
-        if PARTIAL:
-            neg = neg & ((j - y_pos - 1).to(tl.uint32) >= below_n)
-        lp, lq, p, pq = _log_sigmoid(m, FP64)
-        wp = _focal_weight(lp, p, gamma, GAMMA2)
-        if COMPUTE_LOSS:
-            neg_loss += tl.where(neg, -wp * lq, 0.0)
-        if COMPUTE_GRAD:
-            base = tl.where(neg, wp * (p - gamma * pq * lq), 0.0)
-            par = sv == d - 1
-            par_w = tl.max(tl.where(par, st_w, -1), axis=0, keep_dims=True)
-            par_o = tl.sum(tl.where(par, st_o, 0.0), axis=0, keep_dims=True)
-            owed = base + tl.where(neg & (par_w == win), par_o, 0.0)
-            slot = (sv == d) & (sz > 1)  # an inner node opens the slot of its depth
-            st_w = tl.where(slot, tl.where(neg, win, -1), st_w)
-            st_o = tl.where(slot, owed, st_o)
-            # 0 at path nodes (written after the walk) and unlabelled pixels (no term carries there)
-            g = tl.where(win == c, owed, 0.0) * scale
-            tl.store(grow + c.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=pmask)
-
-    # ---- the target's path, root first: running min with its winner; each level's derivative goes to its
-    # winner, and every path node's gradient is stored once more over the walk's 0 (same thread: in order)
-    pos_loss = zero
-    run_v = zero + float("inf")
-    run_i = big
-    run_d = tl.zeros([1, BLOCK_P], dtype=tl.int32)  # the running winner's depth
-    gp2 = tl.zeros([D_PAD, BLOCK_P], dtype=zero.dtype)  # d loss / d z of the path node at each depth
-    for lvl in tl.static_range(DEPTH):
-        pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
-        ok = pp >= 0
-        cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
-        zl = tl.load(zrow + cl.to(tl.int64) * s_zc, mask=ok, other=0.0).to(zero.dtype)
-        take = ok & ((zl < run_v) | ((zl == run_v) & (cl < run_i)))
-        run_v = tl.where(take, zl, run_v)
-        run_i = tl.where(take, cl, run_i)
-        run_d = tl.where(take, lvl, run_d)
-        ls_p, ls_q, p_p, p_q = _log_sigmoid(run_v, FP64)
-        wq = _focal_weight(ls_q, p_q, gamma, GAMMA2)
-        if COMPUTE_LOSS:
-            pos_loss += tl.where(ok, -wq * ls_p, 0.0)
-        if COMPUTE_GRAD:
-            gp2 += tl.where(lv == run_d, tl.where(ok, wq * (gamma * p_p * ls_p - p_q), 0.0), 0.0)
-    if COMPUTE_GRAD:
-        for lvl in tl.static_range(DEPTH):
-            pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
-            ok = pp >= 0
-            cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
-            g = tl.sum(tl.where(lv == lvl, gp2, 0.0), axis=0, keep_dims=True) * scale
-            tl.store(grow + cl.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=ok)
+    neg_loss, nan_seen = _walk(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, pmask, valid, y_pos, below_n, zero, gp,
+                               lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
+                               grad_ptr + b * s_gb + qg, 0, s_gc, pmask, 1,
+                               GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, False)
 
     if COMPUTE_LOSS:
         loss = tl.where(valid, neg_loss + pos_loss, 0.0)
