@@ -146,7 +146,7 @@ def _path_terms(base, o01, o10, o11, w0, w1, h0, h1, s_zc, valid, y, zero, lv, p
 
 @triton.jit
 def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_n, zero, gp, lv, sv, scale,
-          perm_ptr, size_ptr, depth_ptr, C, gamma, sink, sink_k, sink_c, sink_mask, first,
+          perm_ptr, size_ptr, depth_ptr, C, gamma, sink, sink_k, sink_c, sink_mask, later,
           GAMMA2: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FP64: tl.constexpr,
           PARTIAL: tl.constexpr, UPS: tl.constexpr):
     """The channels once in DFS pre-order: ``M_v`` (max over ``Dsc(v)``, lowest channel on ties; a leaf's is
@@ -155,8 +155,8 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
     open ancestors' carry in an ``[S_PAD, ...]`` stack), the path nodes take their ``gp`` row (a negative
     term never lands on a path node). Each channel's gradient is written once, when it is visited: at the
     pixels (``sink + c * sink_c``), or with ``UPS`` folded onto the tile's low-res anchors (four partial
-    sums per anchor and channel, ``sink + k * sink_k + c * sink_c``; added to the stored ones unless
-    ``first``). Returns (negative loss, NaN-propagating max of the logits)."""
+    sums per anchor and channel, ``sink + k * sink_k + c * sink_c``; added to the stored ones when
+    ``later`` > 0: the anchor's later chunks, same thread). Returns (negative loss, NaN-propagating max of the logits)."""
     big = tl.zeros_like(y_pos) + 2147483647
     st_w = tl.zeros_like(zero * sv).to(tl.int32) - 1  # the open inner ancestors' winner (-1: nothing carried)
     st_o = zero * sv  # and the sum they owe it
@@ -200,7 +200,7 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
                 gh0 = g * h0
                 gh1 = g * h1
                 cell = sink + c.to(tl.int64) * sink_c
-                keep = sink_mask & (first == 0)
+                keep = sink_mask & (later > 0)
                 p00 = tl.sum(gh0 * w0, axis=2, keep_dims=True) + tl.load(cell, mask=keep, other=0.0)
                 tl.store(cell, p00.to(sink.dtype.element_ty), mask=sink_mask)
                 p01 = tl.sum(gh0 * w1, axis=2, keep_dims=True) + tl.load(cell + sink_k, mask=keep, other=0.0)
@@ -267,7 +267,7 @@ def _ftm_kernel(
             scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
     neg_loss, nan_seen = _walk(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, pmask, valid, y_pos, below_n, zero, gp,
                                lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
-                               grad_ptr + b * s_gb + qg, 0, s_gc, pmask, 1,
+                               grad_ptr + b * s_gb + qg, 0, s_gc, pmask, 0,
                                GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, False)
 
     if COMPUTE_LOSS:

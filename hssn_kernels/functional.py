@@ -87,10 +87,11 @@ def hierarchical_argmax(
     the leaf map in that order.
     """
     size = _ref.argmax_inputs(logits, hierarchy, size, align_corners)
-    impl = backends.resolve(backend, logits.device, "hierarchical_argmax", logits)
+    name = backends.resolve_name(backend, logits.device, "hierarchical_argmax", logits)
+    impl = backends.resolve(name, logits.device, "hierarchical_argmax")
     viol = None
     if size is not None:
-        leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, align_corners, impl, violations)
+        leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, align_corners, name, violations)
     elif violations:
         raise ValueError("violations=True needs size=(H, W)")
     else:

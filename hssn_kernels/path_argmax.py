@@ -14,7 +14,44 @@ import triton
 import triton.language as tl
 
 from . import _triton_utils as _tu
+from .focal_tree_min import _logit
 from .hierarchy import ClassHierarchy
+
+
+@triton.jit
+def _argmax_walk(base, zmask, o01, o10, o11, w0, w1, h0, h1, s_zc, zero, lv, perm_ptr, size_ptr, depth_ptr, C,
+                 FP64: tl.constexpr, UPS: tl.constexpr, VIOL: tl.constexpr):
+    """The channels once in DFS pre-order (logits through :func:`focal_tree_min._logit`): (best leaf channel,
+    violation flag). With ``VIOL``, a pixel violates the tree when some node's logit is > 0 while its
+    parent's is <= 0 (the parents' signs kept in a per-depth stack), else the flag is 0."""
+    stack = zero * lv  # S of the open inner node at each depth 0 .. DEPTH - 2
+    up = (zero * lv).to(tl.int1)  # with VIOL: whether that node's logit is > 0
+    best = zero - float("inf")
+    best_c = tl.zeros_like(zero).to(tl.int32) + 2147483647
+    bad = tl.zeros_like(best_c).to(tl.int1)
+    for j in range(0, C):
+        c = tl.load(perm_ptr + j)
+        d = tl.load(depth_ptr + j)
+        zj = _logit(base, c.to(tl.int64) * s_zc, zmask, o01, o10, o11, w0, w1, h0, h1, zero.dtype, UPS)
+        if FP64:
+            s = tl.sigmoid(zj)
+        else:
+            s = _tu.fast_div(1.0, 1.0 + _tu.fast_exp(-zj))
+        s = tl.where(zj != zj, 0.0, s)  # a NaN logit scores 0, as -inf would
+        score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0, keep_dims=True) + s
+        if VIOL:
+            pos = zj > 0.0
+            parent_up = tl.max(tl.where(lv == d - 1, up, 0).to(tl.int32), axis=0, keep_dims=True) > 0
+            bad = bad | (pos & (d > 0) & (parent_up == 0))
+        if tl.load(size_ptr + j) == 1:  # a leaf
+            take = (score > best) | ((score == best) & (c < best_c))
+            best = tl.where(take, score, best)
+            best_c = tl.where(take, c, best_c)
+        else:
+            stack = tl.where(lv == d, score, stack)
+            if VIOL:
+                up = tl.where(lv == d, pos, up)
+    return best_c, bad
 
 
 @triton.jit
@@ -26,38 +63,19 @@ def _path_argmax_kernel(
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]  # [1, BLOCK_P], the layout of the [D_PAD, BLOCK_P] stack
+    q = pid * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]  # [1, BLOCK_P], the layout of the [S_PAD, BLOCK_P] stack
     pmask = q < HW
     if PLANE:
         qz = q
     else:
         h = q // W
         qz = h.to(tl.int64) * s_zh + (q - h * W).to(tl.int64) * s_zw
-    zrow = z_ptr + b * s_zb + qz
     if FP64:
         zero = tl.zeros([1, BLOCK_P], dtype=tl.float64)
     else:
         zero = tl.zeros([1, BLOCK_P], dtype=tl.float32)
-    lv = tl.arange(0, S_PAD)[:, None]
-    stack = tl.zeros([S_PAD, BLOCK_P], dtype=zero.dtype)  # S of the open inner node at each depth 0 .. DEPTH - 2
-    best = zero - float("inf")
-    best_c = tl.full([1, BLOCK_P], 2147483647, tl.int32)
-    for j in range(0, C):
-        c = tl.load(perm_ptr + j)
-        d = tl.load(depth_ptr + j)
-        zj = tl.load(zrow + c.to(tl.int64) * s_zc, mask=pmask, other=0.0).to(zero.dtype)
-        if FP64:
-            s = tl.sigmoid(zj)
-        else:
-            s = _tu.fast_div(1.0, 1.0 + _tu.fast_exp(-zj))
-        s = tl.where(zj != zj, 0.0, s)  # a NaN logit scores 0, as -inf would
-        score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0, keep_dims=True) + s
-        if tl.load(size_ptr + j) == 1:  # a leaf
-            take = (score > best) | ((score == best) & (c < best_c))
-            best = tl.where(take, score, best)
-            best_c = tl.where(take, c, best_c)
-        else:
-            stack = tl.where(lv == d, score, stack)
+    best_c, _ = _argmax_walk(z_ptr + b * s_zb + qz, pmask, 0, 0, 0, zero, zero, zero, zero, s_zc, zero,
+                             tl.arange(0, S_PAD)[:, None], perm_ptr, size_ptr, depth_ptr, C, FP64, False, False)
     tl.store(leaf_out_ptr + b * HW + q, best_c.to(tl.int64), mask=pmask)
 
 

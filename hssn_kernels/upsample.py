@@ -210,6 +210,16 @@ def _impl(backend: str, device: torch.device):
     return backends.resolve(backend, device, "ftm_kernel")  # a fast backend (the reference computes the expression)
 
 
+def fused(backend: str, device: torch.device) -> bool:
+    """Whether the one-pass Triton kernels (:mod:`hssn_kernels.upsample_triton`) run a call of the resolved
+    ``backend`` on ``device``: CUDA tensors on every fast backend ("cuda" calls the same Triton design; the
+    band loop only where Triton is unavailable), CPU tensors only with ``backend="triton"`` (its interpreter);
+    the "cpu" backend keeps the band loop."""
+    if device.type == "cuda":
+        return backend in ("triton", "cuda") and backends.unavailable_reason("triton", device) is None
+    return backend == "triton"
+
+
 @torch.library.custom_op("hssn::upsampled_ftm", mutates_args=())
 def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int], align_corners: bool, backend: str,
                   gamma: float, ignore_index: int, reduction: int, compute_grad: bool, partial: bool = False
@@ -221,8 +231,13 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
     ``compute_grad`` and reduction is sum / mean, d loss / d logits (B, C, h, w) in the logits' dtype.
     """
     hierarchy = _hierarchy(tuple(parents))
-    impl = _impl(backend, logits.device)
     with_grad = compute_grad and reduction != 0
+    if fused(backend, logits.device):
+        from . import upsample_triton
+        loss, grad = upsample_triton.upsampled_ftm(logits, target, hierarchy, align_corners, gamma, ignore_index,
+                                                   reduction, with_grad, partial)
+        return loss, (grad if with_grad else logits.new_empty(0))
+    impl = _impl(backend, logits.device)
     loss, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, min(reduction, 1), align_corners,
                             with_grad, partial)
     if reduction == 2:
@@ -250,6 +265,11 @@ def upsampled_ftm_backward(weights: torch.Tensor, logits: torch.Tensor, target: 
                            ) -> torch.Tensor:
     """d (sum of weights * per-pixel loss) / d logits, (B, C, h, w) in the logits' dtype; weights (B, H, W)."""
     hierarchy = _hierarchy(tuple(parents))
+    if fused(backend, logits.device):
+        from . import upsample_triton
+        _, grad = upsample_triton.upsampled_ftm(logits, target, hierarchy, align_corners, gamma, ignore_index, 0,
+                                                True, partial, weights)
+        return grad
     impl = _impl(backend, logits.device)
     _, grad = _run_bands(logits, target, hierarchy, impl, gamma, ignore_index, 0, align_corners, True, partial,
                          weights)
@@ -278,9 +298,14 @@ def tree_violations(x: torch.Tensor, hierarchy: ClassHierarchy, threshold: float
 
 
 def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tuple[int, int], align_corners: bool,
-                     impl, with_violations: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, H, W) int64 leaf map of the bilinearly upsampled logits (B, C, h, w), band by band, and with
-    ``with_violations`` the (B, H, W) bool :func:`tree_violations` map of the upsampled logits."""
+                     backend: str, with_violations: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, H, W) int64 leaf map of the bilinearly upsampled logits (B, C, h, w) and with ``with_violations``
+    the (B, H, W) bool :func:`tree_violations` map of the upsampled logits: one Triton pass where
+    :func:`fused`, else band by band with the resolved ``backend``'s argmax."""
+    if fused(backend, logits.device):
+        from . import upsample_triton
+        return upsample_triton.upsampled_argmax(logits, hierarchy, size, align_corners, with_violations)
+    impl = backends.resolve(backend, logits.device, "hierarchical_argmax")
     nb = logits.shape[0]
     plan = _plan(logits, size, align_corners)
     leaf = torch.empty((nb,) + tuple(size), dtype=torch.int64, device=logits.device)
