@@ -23,9 +23,9 @@ def _argmax_walk(base, zmask, o01, o10, o11, w0, w1, h0, h1, s_zc, zero, lv, per
                  FP64: tl.constexpr, UPS: tl.constexpr, VIOL: tl.constexpr):
     """The channels once in DFS pre-order (logits through :func:`focal_tree_min._logit`): (best leaf channel,
     violation flag). With ``VIOL``, a pixel violates the tree when some node's logit is > 0 while its
-    parent's is <= 0 (the parents' signs kept in a per-depth stack), else the flag is 0."""
+    parent's is <= 0 (a NaN is neither; the parents' flags kept in a per-depth stack), else the flag is 0."""
     stack = zero * lv  # S of the open inner node at each depth 0 .. DEPTH - 2
-    up = (zero * lv).to(tl.int1)  # with VIOL: whether that node's logit is > 0
+    low = (zero * lv).to(tl.int1)  # with VIOL: whether that node's logit is <= 0
     best = zero - float("inf")
     best_c = tl.zeros_like(zero).to(tl.int32) + 2147483647
     bad = tl.zeros_like(best_c).to(tl.int1)
@@ -40,9 +40,8 @@ def _argmax_walk(base, zmask, o01, o10, o11, w0, w1, h0, h1, s_zc, zero, lv, per
         s = tl.where(zj != zj, 0.0, s)  # a NaN logit scores 0, as -inf would
         score = tl.sum(tl.where(lv == d - 1, stack, 0.0), axis=0, keep_dims=True) + s
         if VIOL:
-            pos = zj > 0.0
-            parent_up = tl.max(tl.where(lv == d - 1, up, 0).to(tl.int32), axis=0, keep_dims=True) > 0
-            bad = bad | (pos & (d > 0) & (parent_up == 0))
+            parent_low = tl.max(tl.where(lv == d - 1, low, 0).to(tl.int32), axis=0, keep_dims=True) > 0
+            bad = bad | ((zj > 0.0) & (d > 0) & parent_low)
         if tl.load(size_ptr + j) == 1:  # a leaf
             take = (score > best) | ((score == best) & (c < best_c))
             best = tl.where(take, score, best)
@@ -50,7 +49,7 @@ def _argmax_walk(base, zmask, o01, o10, o11, w0, w1, h0, h1, s_zc, zero, lv, per
         else:
             stack = tl.where(lv == d, score, stack)
             if VIOL:
-                up = tl.where(lv == d, pos, up)
+                low = tl.where(lv == d, zj <= 0.0, low)
     return best_c, bad
 
 

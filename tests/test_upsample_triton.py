@@ -1,0 +1,176 @@
+"""The one-pass Triton kernels of fused bilinear upsampling (hssn_kernels.upsample_triton) vs the F.interpolate
+expression and the band loop: on CPU under TRITON_INTERPRET=1, on CUDA with HSSN_TEST_GPU=1 (trees.DEVICE)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import hssn_kernels as hk
+from hssn_kernels import _triton_utils, upsample, upsample_triton
+from hssn_kernels import reference as ref
+from trees import DEVICE, cityscapes_like, random_targets, random_tree
+
+pytestmark = pytest.mark.skipif(hk.backends.unavailable_reason("triton", torch.device(DEVICE)) is not None,
+                                reason=str(hk.backends.unavailable_reason("triton", torch.device(DEVICE))))
+
+# (h, w, H, W): odd ratios, 1x1 logits, factor 1 on one axis, downsampling, H = 1, an integer ratio
+SIZES = [(5, 7, 17, 23), (1, 1, 4, 6), (6, 9, 6, 18), (9, 6, 4, 5), (3, 4, 1, 13), (4, 3, 16, 12)]
+
+
+def _expression(x, t, tree, reduction, align_corners, partial=False):
+    up = F.interpolate(x, size=tuple(t.shape[-2:]), mode="bilinear", align_corners=align_corners)
+    return ref.focal_tree_min_loss(up, t, tree, 2.0, 255, reduction, partial_labels=partial)
+
+
+def _grads(loss_fn, x, weights):
+    a = x.detach().clone().requires_grad_()
+    loss = loss_fn(a)
+    (loss * weights).sum().backward()
+    return loss.detach(), a.grad
+
+
+def _fused(tree, reduction="mean", align_corners=False, partial=False, backend="triton"):
+    return lambda a, t: hk.focal_tree_min_loss(a, t, tree, reduction=reduction, backend=backend, upsample="bilinear",
+                                               align_corners=align_corners, partial_labels=partial)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_fp64_equals_the_interpolate_expression(size, align_corners, poisoned, on_device):
+    h, w, H, W = size
+    tree = random_tree(11 + h, max_depth=4, max_channels=16)
+    x = torch.randn(2, tree.num_channels, h, w, dtype=torch.float64) * 3
+    t = random_targets(tree, (2, H, W))
+    for reduction in ("mean", "sum", "none"):
+        weights = torch.randn(2, H, W, dtype=torch.float64) if reduction == "none" else torch.tensor(0.7)
+        la, ga = _grads(lambda a: _expression(a, t, tree, reduction, align_corners), x, weights)
+        lb, gb = _grads(lambda a: _fused(tree, reduction, align_corners)(a, t), x, weights)
+        assert lb.shape == la.shape and lb.dtype == torch.float64 and gb.dtype == torch.float64
+        torch.testing.assert_close(lb, la, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gb, ga, rtol=1e-10, atol=1e-12 * float(ga.abs().max()))
+
+
+def test_partial_labels_and_ignored_pixels(poisoned, on_device):
+    tree = random_tree(5, max_depth=4, max_channels=20)
+    x = torch.randn(2, tree.num_channels, 4, 6, dtype=torch.float64) * 2
+    t = torch.randint(0, tree.num_channels, (2, 13, 17))
+    t[:, ::3] = 255
+    la, ga = _grads(lambda a: _expression(a, t, tree, "mean", False, partial=True), x, torch.tensor(1.0))
+    lb, gb = _grads(lambda a: _fused(tree, partial=True)(a, t), x, torch.tensor(1.0))
+    torch.testing.assert_close(lb, la, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gb, ga, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_half_and_single_logits_against_fp32_math(dtype, poisoned, on_device):
+    tree = cityscapes_like()
+    x = (torch.randn(2, tree.num_channels, 5, 7) * 2).to(dtype)
+    t = random_targets(tree, (2, 19, 26))
+    la, ga = _grads(lambda a: _expression(a.float(), t, tree, "mean", False), x, torch.tensor(1.0))
+    lb, gb = _grads(lambda a: _fused(tree)(a, t), x, torch.tensor(1.0))
+    assert lb.dtype == dtype and gb.dtype == dtype
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    torch.testing.assert_close(lb.float(), la, rtol=tol, atol=tol)
+    torch.testing.assert_close(gb.float(), ga.float(), rtol=tol * 10, atol=tol * float(ga.abs().max()))
+
+
+def test_non_contiguous_and_channels_last_logits_and_targets(on_device):
+    tree = cityscapes_like()
+    base = torch.randn(2, 6, tree.num_channels, 5, dtype=torch.float64)
+    t = random_targets(tree, (2, 21, 11)).transpose(1, 2).contiguous().transpose(1, 2)  # (2, 21, 11) strided
+    expect = _grads(lambda a: _expression(a, t, tree, "sum", True), base.transpose(1, 2), torch.tensor(1.0))
+    for x in (base.transpose(1, 2), base.transpose(1, 2).contiguous(memory_format=torch.channels_last)):
+        got = _grads(lambda a: _fused(tree, "sum", True)(a, t), x, torch.tensor(1.0))
+        torch.testing.assert_close(got[0], expect[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[1], expect[1], rtol=1e-10, atol=1e-12)
+
+
+def test_equals_the_band_loop_and_is_deterministic(on_device):
+    tree = random_tree(2, max_depth=3, max_channels=24)
+    x = torch.randn(2, tree.num_channels, 6, 5) * 2
+    t = random_targets(tree, (2, 23, 14))
+    runs = [_grads(lambda a: _fused(tree)(a, t), x, torch.tensor(1.0)) for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])  # the same bits
+    if DEVICE == "cpu" and hk.backends.unavailable_reason("cpu", torch.device("cpu")) is None:
+        band = _grads(lambda a: _fused(tree, backend="cpu")(a, t), x, torch.tensor(1.0))
+        torch.testing.assert_close(runs[0][0], band[0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(runs[0][1], band[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_argmax_and_violations_equal_the_band_path(size, on_device):
+    h, w, H, W = size
+    tree = random_tree(3 + w, max_depth=4, max_channels=30)
+    x = torch.randn(2, tree.num_channels, h, w) * 2
+    x[0, 0, 0, 0] = float("nan")
+    for align_corners in (False, True):
+        up = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=align_corners)
+        leaf, viol = hk.hierarchical_argmax(x, tree, backend="triton", size=(H, W), align_corners=align_corners,
+                                            violations=True)
+        assert torch.equal(leaf, hk.hierarchical_argmax(up, tree, backend="reference"))
+        assert torch.equal(viol, upsample.tree_violations(up, tree))
+
+
+def test_opcheck():
+    tree = cityscapes_like()
+    x = torch.randn(1, tree.num_channels, 3, 4, requires_grad=True)
+    t = random_targets(tree, (1, 7, 9))
+    torch.library.opcheck(upsample.upsampled_ftm, (x, t, list(tree.parents), False, "triton", 2.0, 255, 2, True))
+    torch.library.opcheck(upsample.upsampled_ftm, (x, t, list(tree.parents), True, "triton", 2.0, 255, 0, False))
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="counts the host side with the kernels stubbed out")
+def test_launch_and_aten_counts_do_not_grow_with_the_image(monkeypatch):
+    """At most 4 kernel launches and 30 aten calls per forward + backward, the same at 128x256 -> 512x1024 and
+    256x512 -> 1024x2048 (the launches stubbed: the host side at the real shapes)."""
+    launches = []
+
+    class Stub:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append(self.name)
+
+    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", Stub("loss"))
+    monkeypatch.setattr(upsample_triton, "_fold_kernel", Stub("fold"))
+    tree = cityscapes_like()
+    counts = []
+    for h, w in ((128, 256), (256, 512)):
+        launches.clear()
+        x = torch.zeros(1, tree.num_channels, h, w, dtype=torch.bfloat16, requires_grad=True)
+        t = torch.zeros(1, 4 * h, 4 * w, dtype=torch.uint8)
+        with _Count() as mode:
+            hk.focal_tree_min_loss(x, t, tree, backend="triton", upsample="bilinear", validate=False,
+                                   nan_policy="propagate").backward()
+        counts.append((len(launches), mode.calls))
+    assert counts[0] == counts[1] and counts[0][0] <= 4 and counts[0][1] <= 30, counts
+
+
+def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch):
+    """Bytes the fused path allocates: the low-res gradient, 4 fp32 partial sums per low-res value and one
+    loss partial per program; nothing of the output size."""
+    sizes = []
+
+    def tracked(*shape, dtype=None, device=None):
+        out = torch.empty(*shape, dtype=dtype, device=device)
+        sizes.append(out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(_triton_utils, "empty", tracked)
+    tree = cityscapes_like()
+    x = torch.randn(1, tree.num_channels, 4, 6, requires_grad=True)
+    t = random_targets(tree, (1, 32, 48))
+    _fused(tree)(x, t).backward()
+    cells = x.numel()
+    assert sum(sizes) <= cells * 4 + 4 * cells * 4 + 4 * 4 * 6  # grad + partial sums + loss partials
