@@ -31,19 +31,30 @@ def plane_contiguous(h: int, w: int, s_h: int, s_w: int) -> bool:
 
 
 PIXELS_PER_THREAD = 4
-"""Consecutive pixels a thread owns in the pixels-along-lanes kernels (a 16-byte fp32 / 8-byte bf16 vector)."""
+"""Consecutive pixels a thread owns in the pixels-along-lanes kernels (a 16-byte fp32 / 8-byte bf16 vector)
+for trees of height <= 4; half that up to 8, one pixel deeper (their per-depth stacks grow with the height)."""
 
 
 MAX_REGISTERS = 128
 """Register cap (``maxnreg``) of the pixels-along-lanes kernels: without it ptxas spills the fp32 backward's
-prologue at 80 registers; with it every variant is spill-free (tools/triton_resources.py)."""
+prologue at 80 registers; with it every variant is spill-free (tools/triton_resources.py). Trees deeper
+than 8 get ``DEEP_MAX_REGISTERS``."""
+DEEP_MAX_REGISTERS = 255
 
 
-def pixel_config(hw: int) -> tuple[int, dict]:
-    """(BLOCK_P, launch options) of a pixels-along-lanes kernel over an image of ``hw`` pixels: 4 warps x 32
-    lanes x ``PIXELS_PER_THREAD``, shrunk (power of two, >= 32) for small images. See docs/triton.md."""
-    block = min(4 * 32 * PIXELS_PER_THREAD, max(32, triton.next_power_of_2(hw)))
-    return block, {"num_warps": max(1, min(4, block // (32 * PIXELS_PER_THREAD))), "maxnreg": MAX_REGISTERS}
+def pixels_per_thread(depth: int) -> int:
+    """Pixels a thread owns for a tree of height ``depth`` (see PIXELS_PER_THREAD)."""
+    return PIXELS_PER_THREAD if depth <= 4 else (PIXELS_PER_THREAD // 2 if depth <= 8 else 1)
+
+
+def pixel_config(hw: int, depth: int = 1) -> tuple[int, dict]:
+    """(BLOCK_P, launch options) of a pixels-along-lanes kernel over an image of ``hw`` pixels and a tree of
+    height ``depth``: 4 warps x 32 lanes x :func:`pixels_per_thread`, shrunk (power of two, >= 32) for small
+    images. See docs/triton.md."""
+    ppt = pixels_per_thread(depth)
+    block = min(4 * 32 * ppt, max(32, triton.next_power_of_2(hw)))
+    return block, {"num_warps": max(1, min(4, block // (32 * ppt))),
+                   "maxnreg": MAX_REGISTERS if depth <= 8 else DEEP_MAX_REGISTERS}
 
 
 def launch_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:

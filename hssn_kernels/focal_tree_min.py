@@ -295,7 +295,7 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
     nb, nh, nw, s_zb, s_zh, s_zw = _tu.pixel_strides(logits, True)
     _, _, _, s_tb, s_th, s_tw = _tu.pixel_strides(target, False)
     hw = nh * nw
-    block_p, options = _tu.pixel_config(hw)
+    block_p, options = _tu.pixel_config(hw, depth)
     grid = (triton.cdiv(hw, block_p), nb)
     dev = logits.device
     count = valid_count(target, ignore_index)

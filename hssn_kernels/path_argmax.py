@@ -89,7 +89,7 @@ def path_argmax(logits: torch.Tensor, perm: torch.Tensor, size: torch.Tensor, de
     hw = nh * nw
     leaf = _tu.empty(pix_shape, dtype=torch.int64, device=logits.device)
     if nb * hw > 0:
-        block_p, options = _tu.pixel_config(hw)
+        block_p, options = _tu.pixel_config(hw, depth)
         with _tu.launch_guard(logits):
             _path_argmax_kernel[(triton.cdiv(hw, block_p), nb)](
                 logits, perm, size, depth_pos, leaf,

@@ -42,8 +42,15 @@ from .hierarchy import ClassHierarchy
 from .path_argmax import _argmax_walk
 from .upsample import _taps
 
-TILE_PIXELS = 512
-"""Output pixels per loss program (``BJ * KY * KX``; 4 warps x 32 lanes x ``PIXELS_PER_THREAD``)."""
+def loss_config(depth: int) -> tuple[int, dict]:
+    """(output pixels per loss program ``BJ * KY * KX``, launch options): 8 warps x half of
+    ``_triton_utils.pixels_per_thread`` (at least 1; the anchor taps and weights take registers too), so that no
+    variant spills (tools/triton_resources.py at heights 3, 6, 16)."""
+    ppt = max(1, _tu.pixels_per_thread(depth) // 2)
+    return 8 * 32 * ppt, {"num_warps": 8,
+                          "maxnreg": _tu.MAX_REGISTERS if depth <= 8 else _tu.DEEP_MAX_REGISTERS}
+
+
 MAX_PER_ANCHOR = 16
 """Largest ``KY`` / ``KX`` (rows / columns per anchor and chunk); larger ratios take more chunks."""
 FOLD_BLOCK = 1024
@@ -64,17 +71,17 @@ class _Axis:
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_plan(h: int, w: int, H: int, W: int, align_corners: bool, fp64: bool, device: torch.device):
-    return _Plan(h, w, H, W, align_corners, fp64, device)
+def _cached_plan(h: int, w: int, H: int, W: int, align_corners: bool, fp64: bool, device: torch.device, tile: int):
+    return _Plan(h, w, H, W, align_corners, fp64, device, tile)
 
 
 class _Plan:
     """Device tables of one (h, w) -> (H, W) resize (cached: no host-to-device copy after the first call)."""
 
-    def __init__(self, h, w, H, W, align_corners, fp64, dev):
+    def __init__(self, h, w, H, W, align_corners, fp64, dev, tile):
         ay, ax = _Axis(H, h, align_corners, fp64), _Axis(W, w, align_corners, fp64)
         self.ky, self.kx = ay.k, ax.k
-        self.bj = max(1, min(TILE_PIXELS // (self.ky * self.kx), triton.next_power_of_2(w)))
+        self.bj = max(1, min(tile // (self.ky * self.kx), triton.next_power_of_2(w)))
         self.blocks = triton.cdiv(w, self.bj)
         pad = self.blocks * self.bj - w
         chunks = -(-np.concatenate([ax.count, np.zeros(pad, np.int32)]) // self.kx)
@@ -89,9 +96,9 @@ class _Plan:
         self.i0_y, self.i0_x = torch.tensor(i0y, **i32), torch.tensor(i0x, **i32)
 
 
-def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool) -> _Plan:
+def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool, tile: int) -> _Plan:
     return _cached_plan(logits.shape[2], logits.shape[3], int(size[0]), int(size[1]), bool(align_corners),
-                        logits.dtype == torch.float64, logits.device)
+                        logits.dtype == torch.float64, logits.device, tile)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -241,9 +248,10 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
     the gradient). Two launches (loss + partial sums, fold) and a few aten calls, whatever H and W."""
     nb, nc, h, w = logits.shape
     H, W = (int(s) for s in target.shape[-2:])
-    plan = _plan(logits, (H, W), align_corners)
     perm, size, depth_pos, path = ftm_tables(hierarchy, logits.device)
     depth = path.shape[1] - 1
+    tile, options = loss_config(depth)
+    plan = _plan(logits, (H, W), align_corners, tile)
     ltype = loss_dtype(logits)
     dev = logits.device
     per_pixel = weights is not None
@@ -271,8 +279,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
                 DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
                 BJ=plan.bj, KY=plan.ky, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
                 COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=want_grad, GRAD_PER_PIXEL=per_pixel,
-                FP64=logits.dtype == torch.float64, PARTIAL=bool(partial),
-                num_warps=4, maxnreg=_tu.MAX_REGISTERS,
+                FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **options,
             )
     elif reduction != 0 or not compute_loss:
         loss.zero_()
@@ -298,13 +305,13 @@ def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tupl
     (B, H, W) bool hierarchy-violation map; one launch, no host sync."""
     nb, nc, h, w = logits.shape
     H, W = (int(s) for s in size)
-    plan = _plan(logits, (H, W), align_corners)
+    plan = _plan(logits, (H, W), align_corners, 0)
     tabs = hierarchy.tables(logits.device)
     leaf = _tu.empty((nb, H, W), dtype=torch.int64, device=logits.device)
     viol = _tu.empty((nb, H, W), dtype=torch.int8, device=logits.device) if with_violations else leaf
     hw = H * W
     if nb * hw > 0:
-        block_p, options = _tu.pixel_config(hw)
+        block_p, options = _tu.pixel_config(hw, hierarchy.height)
         with _tu.launch_guard(logits):
             _upsampled_argmax_kernel[(triton.cdiv(hw, block_p), nb)](
                 logits, tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, leaf, viol,

@@ -5,7 +5,7 @@ import torch
 import hssn_kernels as hk
 from hssn_kernels import reference as ref
 from hssn_kernels.focal_tree_min import ftm_forward, ftm_tables, focal_tree_min_loss
-from trees import DEVICE, TOL, TREES, cityscapes_like, random_targets, random_tree, wide_tree
+from trees import DEVICE, TOL, TREES, chain_tree, cityscapes_like, random_targets, random_tree, wide_tree
 
 pytestmark = [pytest.mark.usefixtures("on_device"),
               pytest.mark.skipif(hk.backends.unavailable_reason("triton", torch.device(DEVICE)) is not None,
@@ -33,6 +33,16 @@ def test_matches_reference(tree, reduction, poisoned):
     hierarchy = TREES[tree]()
     x = torch.randn(2, hierarchy.num_channels, 3, 5) * 3
     _compare(x, random_targets(hierarchy, (2, 3, 5)), hierarchy, reduction)
+
+
+@pytest.mark.parametrize("pixels", [35, 100, 200, 600])
+@pytest.mark.parametrize("tree", ["cityscapes", "chain16"])
+def test_block_sizes_and_deep_trees(pixels, tree, poisoned):
+    """Images of 33-64 pixels and more (every BLOCK_P of pixel_config, 1-4 pixels per thread by height): each
+    channel's gradient is written once, path nodes included (no two stores of one address)."""
+    hierarchy = cityscapes_like() if tree == "cityscapes" else chain_tree(16, 2)
+    x = torch.randn(2, hierarchy.num_channels, 1, pixels) * 3
+    _compare(x, random_targets(hierarchy, (2, 1, pixels)), hierarchy, "mean")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -4,7 +4,8 @@ No GPU needed: ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 3
 cubin, and the ``cuobjdump --dump-resource-usage`` shipped inside the triton package reads its
 registers and stack (spills show as STACK / spill bytes in the PTXAS log).
 
-    python tools/triton_resources.py [--arch 90 80] [--channels 26 166] [--dtype fp32 bf16] [--json out.json]
+    python tools/triton_resources.py [--arch 90 80] [--channels 26 166] [--depth 3 6 16] [--dtype fp32 bf16]
+        [--json out.json]
 
 Must run WITHOUT ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler).
 """
@@ -32,6 +33,7 @@ from hssn_kernels import _triton_utils as _tu  # noqa: E402
 from hssn_kernels import focal_tree_min as ftm  # noqa: E402
 from hssn_kernels import path_argmax as pam  # noqa: E402
 from hssn_kernels import tree_triplet as tt  # noqa: E402
+from hssn_kernels import upsample_triton as upt  # noqa: E402
 
 
 def _sig(fn, types: dict[str, str], constexprs: dict[str, object]) -> dict[str, str]:
@@ -58,7 +60,7 @@ def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32", image: t
     ``depth``, specialised as the launcher does for contiguous (B, C, H, W) logits of ``image`` = (B, H, W)."""
     nb, nh, nw = image
     hw = nh * nw
-    block_p, options = _tu.pixel_config(hw)
+    block_p, options = _tu.pixel_config(hw, depth)
     d_pad = triton.next_power_of_2(depth)
     plane = dict(HW=hw, C=channels, W=nw, s_zb=channels * hw, s_zc=hw, s_zh=nw, s_zw=1)
     ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "depth_ptr", "path_ptr")}
@@ -82,6 +84,40 @@ def kernel_specs(channels: int, depth: int, logits_dtype: str = "fp32", image: t
                  "leaf_out_ptr": "*i64"}
     specs.append((f"path_argmax C={channels} {logits_dtype}", pam._path_argmax_kernel,
                   *specialise(pam._path_argmax_kernel, pam_types, cx, plane), options))
+    return specs + upsampled_specs(channels, depth, logits_dtype, image)
+
+
+def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[int, int, int]):
+    """The fused-upsampling kernels (hssn_kernels.upsample_triton) at 1/4 of ``image``'s resolution."""
+    nb, nh, nw = image
+    h, w = nh // 4, nw // 4
+    tile, opts = upt.loss_config(depth)
+    plan = upt._Plan(h, w, nh, nw, False, False, "cpu", tile)
+    ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "depth_ptr", "path_ptr", "y_start_ptr", "y_count_ptr",
+                                 "x_start_ptr", "x_count_ptr", "col_chunks_ptr", "i0_y_ptr", "i0_x_ptr")}
+    types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
+             "part_ptr": "*fp32", "count_ptr": "*i64", "lam_y_ptr": "*fp32", "lam_x_ptr": "*fp32", "gamma": "fp32",
+             "grad_ptr": f"*{logits_dtype}", "leaf_ptr": "*i64", "viol_ptr": "*i8", "n": "i64", "part_k": "i64",
+             **ptr32}
+    values = dict(C=channels, h=h, w=w, H=nh, W=nw, s_zb=channels * h * w, s_zc=h * w, s_zh=w, s_zw=1,
+                  s_tb=nh * nw, s_th=nw, s_tw=1, s_ob=nh * nw, s_oh=nw, s_ow=1, ignore_index=255)
+    specs = []
+    for label, red, loss, grad, per_pixel in (("upsampled ftm fwd+grad (mean)", 2, True, True, False),
+                                              ("upsampled ftm bwd (none)", 0, False, True, True)):
+        cx = dict(DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
+                  BJ=plan.bj, KY=plan.ky, KX=plan.kx, GAMMA2=True, REDUCTION=red, COMPUTE_LOSS=loss,
+                  COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False, PARTIAL=False)
+        specs.append((f"{label} C={channels} {logits_dtype}", upt._upsampled_ftm_kernel,
+                      *specialise(upt._upsampled_ftm_kernel, types, cx, values), opts))
+    cx = dict(BLOCK=upt.FOLD_BLOCK)
+    specs.append((f"upsampled fold {logits_dtype}", upt._fold_kernel,
+                  *specialise(upt._fold_kernel, types, cx, dict(h=h, w=w)), {"num_warps": 4}))
+    block_p, options = _tu.pixel_config(nh * nw, depth)
+    cx = dict(S_PAD=triton.next_power_of_2(max(depth - 1, 1)), BLOCK_P=block_p, FP64=False, VIOL=True)
+    specs.append((f"upsampled argmax+violations C={channels} {logits_dtype}", upt._upsampled_argmax_kernel,
+                  *specialise(upt._upsampled_argmax_kernel, types, cx,
+                              {k: v for k, v in dict(values, HW=nh * nw).items()
+                               if k in upt._upsampled_argmax_kernel.arg_names}), options))
     return specs
 
 
@@ -138,11 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     parser.add_argument("--channels", type=int, nargs="+", default=[26, 166])
-    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--depth", type=int, nargs="+", default=[3, 6, 16])
     parser.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    specs = [s for c in args.channels for d in args.dtype for s in kernel_specs(c, args.depth, d)] + triplet_specs()
+    specs = [(f"{label} D={depth}", *rest) for depth in args.depth for c in args.channels for d in args.dtype
+             for label, *rest in kernel_specs(c, depth, d)] + triplet_specs()
     rows = []
     print(f"{'kernel':40s} {'arch':>5s} {'warps':>5s} {'regs':>5s} {'stack':>6s} {'smem':>6s}")
     for arch in args.arch:
