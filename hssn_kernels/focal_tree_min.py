@@ -196,18 +196,23 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
             g = tl.where(win == c, owed, 0.0)
             g += tl.where(valid & on_path, tl.sum(tl.where(lv == d, gp, 0.0), axis=0, keep_dims=True), 0.0)
             g = g * scale
-            if UPS:  # the four partial sums of each anchor: (row, column) tap (0, 0), (0, 1), (1, 0), (1, 1)
-                gh0 = g * h0
-                gh1 = g * h1
+            if UPS:  # the four partial sums of each anchor, (row, column) tap 00, 01, 10, 11: h (one output row
+                # per chunk) times the sum over the thread's pixels of the anchor (axis 1, in the thread)
                 cell = sink + c.to(tl.int64) * sink_c
-                keep = sink_mask & (later > 0)
-                p00 = tl.sum(gh0 * w0, axis=2, keep_dims=True) + tl.load(cell, mask=keep, other=0.0)
+                s0 = tl.sum(g * w0, axis=1, keep_dims=True)
+                s1 = tl.sum(g * w1, axis=1, keep_dims=True)
+                p00 = h0 * s0
+                p01 = h0 * s1
+                p10 = h1 * s0
+                p11 = h1 * s1
+                if later > 0:
+                    p00 += tl.load(cell, mask=sink_mask, other=0.0)
+                    p01 += tl.load(cell + sink_k, mask=sink_mask, other=0.0)
+                    p10 += tl.load(cell + 2 * sink_k, mask=sink_mask, other=0.0)
+                    p11 += tl.load(cell + 3 * sink_k, mask=sink_mask, other=0.0)
                 tl.store(cell, p00.to(sink.dtype.element_ty), mask=sink_mask)
-                p01 = tl.sum(gh0 * w1, axis=2, keep_dims=True) + tl.load(cell + sink_k, mask=keep, other=0.0)
                 tl.store(cell + sink_k, p01.to(sink.dtype.element_ty), mask=sink_mask)
-                p10 = tl.sum(gh1 * w0, axis=2, keep_dims=True) + tl.load(cell + 2 * sink_k, mask=keep, other=0.0)
                 tl.store(cell + 2 * sink_k, p10.to(sink.dtype.element_ty), mask=sink_mask)
-                p11 = tl.sum(gh1 * w1, axis=2, keep_dims=True) + tl.load(cell + 3 * sink_k, mask=keep, other=0.0)
                 tl.store(cell + 3 * sink_k, p11.to(sink.dtype.element_ty), mask=sink_mask)
             else:
                 tl.store(sink + c.to(tl.int64) * sink_c, g.to(sink.dtype.element_ty), mask=sink_mask)

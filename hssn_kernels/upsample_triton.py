@@ -7,14 +7,15 @@ bands per call); these kernels take the whole (B, C, h, w) -> (H, W) resize in o
   (clamped at the last row / column) with ``upsample_bilinear2d``'s weights. The output rows with one
   ``i0`` (about ``H / h``; none when downsampling skips a row) belong to *anchor row* i0, the columns
   likewise; a low-res cell (a, j) is the anchor of the output pixels whose ``(i0, j0) = (a, j)``.
-* **Loss** (``_upsampled_ftm_kernel``): one program = one anchor row x ``BJ`` anchor columns of one image;
-  its tile is ``[1, BJ, KY * KX]`` output pixels (``KY`` rows x ``KX`` columns per anchor, powers of two near
-  the ratio; anchors with more pixels, such as the clamped first row with ``align_corners=False``, take a
-  second chunk). Per channel it loads the four taps of each anchor once (``[1, BJ, 1]``, L1/L2 re-reads
-  of the low-res logits only), interpolates them at the pixels, runs the focal tree-min walk of
-  :mod:`hssn_kernels.focal_tree_min` (the same jit helpers) and reduces the pixels' gradient onto the
-  anchor: four partial sums per anchor and channel, one per tap, written once (added to by the anchor's own
-  later chunks only, by the same thread). No float atomics.
+* **Loss** (``_upsampled_ftm_kernel``): one program = one anchor row x ``BJ`` anchor columns of one image,
+  one anchor column per thread. It walks the anchor row's output rows and, per row, chunks of ``KX``
+  columns per anchor (a thread's pixels; ``KX`` = the next power of two of the column ratio, at most
+  ``pixels_per_thread``; the clamped first column at ``align_corners=False`` takes a second chunk). Per
+  chunk and channel a thread loads its anchor's four taps (L1/L2 re-reads of the low-res logits only),
+  interpolates them at its pixels, runs the focal tree-min walk of :mod:`hssn_kernels.focal_tree_min` (the
+  same jit helpers) and reduces its pixels' gradient onto the anchor in registers: four partial sums per
+  anchor and channel (tap 00, 01, 10, 11), stored by the first chunk and added to by the later ones, all
+  by the same thread. No float atomics, no shuffles.
 * **Fold** (``_fold_kernel``): low-res cell (i, j) sums, in a fixed order, the partial sums of the anchors
   whose taps land on it ((i, j) tap 00, (i, j - 1) tap 01, (i - 1, j) tap 10, ...; clamped taps at the
   last row / column land on the anchor itself), and writes the gradient in the logits' dtype.
@@ -42,63 +43,67 @@ from .hierarchy import ClassHierarchy
 from .path_argmax import _argmax_walk
 from .upsample import _taps
 
-def loss_config(depth: int) -> tuple[int, dict]:
-    """(output pixels per loss program ``BJ * KY * KX``, launch options): 8 warps x half of
-    ``_triton_utils.pixels_per_thread`` (at least 1; the anchor taps and weights take registers too), so that no
-    variant spills (tools/triton_resources.py at heights 3, 6, 16)."""
-    ppt = max(1, _tu.pixels_per_thread(depth) // 2)
-    return 8 * 32 * ppt, {"num_warps": 8,
-                          "maxnreg": _tu.MAX_REGISTERS if depth <= 8 else _tu.DEEP_MAX_REGISTERS}
+
+def loss_config(depth: int) -> dict:
+    """Launch options of the loss kernel: ``LOSS_WARPS`` warps, at most 192 registers (255 for trees deeper than
+    8): a thread's anchor taps, weights and partial sums need more than the same-resolution kernel's 128 to stay
+    spill-free (tools/triton_resources.py at heights 3, 6, 16)."""
+    return {"num_warps": LOSS_WARPS, "maxnreg": 192 if depth <= 8 else _tu.DEEP_MAX_REGISTERS}
 
 
-MAX_PER_ANCHOR = 16
-"""Largest ``KY`` / ``KX`` (rows / columns per anchor and chunk); larger ratios take more chunks."""
+LOSS_WARPS = 1
+"""Warps per loss program: ``BJ = 32 * LOSS_WARPS`` anchor columns, one per thread (programs are many: an anchor
+row of an image each, times ``ceil(w / BJ)``)."""
 FOLD_BLOCK = 1024
 """Low-res cells per fold program."""
 
 
 # ----------------------------------------------------------------------------- plan
 class _Axis:
-    """One axis of the resize: the taps (``lam``), each anchor's first output index and count, and ``K``
-    (output indices per anchor and chunk: the next power of two of ceil(out / in), at most MAX_PER_ANCHOR)."""
+    """One axis of the resize: the taps (``lam``), and each anchor's first output index and count."""
 
     def __init__(self, out_len: int, in_len: int, align_corners: bool, fp64: bool):
         i0, _, lam = _taps(out_len, in_len, align_corners, fp64)
-        self.lam = lam
+        self.i0, self.lam = i0, lam
         self.count = np.bincount(i0, minlength=in_len).astype(np.int32)
         self.start = (np.cumsum(self.count) - self.count).astype(np.int32)
-        self.k = min(MAX_PER_ANCHOR, triton.next_power_of_2(max(1, -(-out_len // in_len))))
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_plan(h: int, w: int, H: int, W: int, align_corners: bool, fp64: bool, device: torch.device, tile: int):
-    return _Plan(h, w, H, W, align_corners, fp64, device, tile)
+def _cached_plan(h: int, w: int, H: int, W: int, align_corners: bool, fp64: bool, device: torch.device, kx: int):
+    return _Plan(h, w, H, W, align_corners, fp64, device, kx)
 
 
 class _Plan:
-    """Device tables of one (h, w) -> (H, W) resize (cached: no host-to-device copy after the first call)."""
+    """Device tables of one (h, w) -> (H, W) resize (cached: no host-to-device copy after the first call).
 
-    def __init__(self, h, w, H, W, align_corners, fp64, dev, tile):
+    ``kx``: output columns per anchor and chunk (a thread's pixels); ``col_chunks[jb]``: the chunks column block
+    ``jb`` takes (its anchors' largest count / kx: 2 for the block of the clamped first column at
+    ``align_corners=False``, else 1 when upsampling)."""
+
+    def __init__(self, h, w, H, W, align_corners, fp64, dev, kx):
         ay, ax = _Axis(H, h, align_corners, fp64), _Axis(W, w, align_corners, fp64)
-        self.ky, self.kx = ay.k, ax.k
-        self.bj = max(1, min(tile // (self.ky * self.kx), triton.next_power_of_2(w)))
+        self.kx, self.bj = kx, 32 * LOSS_WARPS
         self.blocks = triton.cdiv(w, self.bj)
         pad = self.blocks * self.bj - w
-        chunks = -(-np.concatenate([ax.count, np.zeros(pad, np.int32)]) // self.kx)
+        chunks = -(-np.concatenate([ax.count, np.zeros(pad, np.int32)]) // kx)
         self.col_chunks = torch.from_numpy(np.maximum(chunks.reshape(self.blocks, self.bj).max(1), 1)
                                            .astype(np.int32)).to(dev)
         i32 = {"dtype": torch.int32, "device": dev}
         self.y_start, self.y_count = torch.tensor(ay.start, **i32), torch.tensor(ay.count, **i32)
         self.x_start, self.x_count = torch.tensor(ax.start, **i32), torch.tensor(ax.count, **i32)
         self.lam_y, self.lam_x = torch.from_numpy(ay.lam).to(dev), torch.from_numpy(ax.lam).to(dev)
-        i0y, _, _ = _taps(H, h, align_corners, fp64)
-        i0x, _, _ = _taps(W, w, align_corners, fp64)
-        self.i0_y, self.i0_x = torch.tensor(i0y, **i32), torch.tensor(i0x, **i32)
+        self.i0_y, self.i0_x = torch.tensor(ay.i0, **i32), torch.tensor(ax.i0, **i32)
 
 
-def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool, tile: int) -> _Plan:
+def columns_per_thread(W: int, w: int, depth: int) -> int:
+    """``kx``: the next power of two of ceil(W / w), at most ``_triton_utils.pixels_per_thread(depth)``."""
+    return min(_tu.pixels_per_thread(depth), triton.next_power_of_2(max(1, -(-W // w))))
+
+
+def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool, kx: int) -> _Plan:
     return _cached_plan(logits.shape[2], logits.shape[3], int(size[0]), int(size[1]), bool(align_corners),
-                        logits.dtype == torch.float64, logits.device, tile)
+                        logits.dtype == torch.float64, logits.device, kx)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -113,45 +118,42 @@ def _upsampled_ftm_kernel(
     s_ob, s_oh, s_ow,
     part_k,
     gamma, ignore_index,
-    DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BJ: tl.constexpr, KY: tl.constexpr,
-    KX: tl.constexpr, GAMMA2: tl.constexpr, REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr,
-    COMPUTE_GRAD: tl.constexpr, GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
+    DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BJ: tl.constexpr, KX: tl.constexpr,
+    GAMMA2: tl.constexpr, REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
+    GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
     a = tl.program_id(0)  # the anchor row
     jb = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    jj = jb * BJ + tl.arange(0, BJ)[None, :, None]  # [1, BJ, 1]: the anchor columns
-    mm = tl.arange(0, KY * KX)[None, None, :]  # [1, 1, KY * KX]: the pixel of the anchor's chunk
-    ky = mm // KX
-    kx = mm % KX
+    kx = tl.arange(0, KX)[None, :, None]  # [1, KX, 1]: the pixel of the anchor's chunk (in the thread)
+    jj = jb * BJ + tl.arange(0, BJ)[None, None, :]  # [1, 1, BJ]: the anchor columns, one per thread
     jmask = jj < w
     y0 = tl.load(y_start_ptr + a)
     ny = tl.load(y_count_ptr + a)
     x0 = tl.load(x_start_ptr + jj, mask=jmask, other=0)
     nx = tl.load(x_count_ptr + jj, mask=jmask, other=0)
     # the taps: rows (a, a + 1), columns (j, j + 1), clamped at the last row / column
-    o10 = tl.where(a < h - 1, s_zh, 0)
+    o10 = tl.where(a < h - 1, s_zh, 0).to(tl.int64)
     o01 = tl.where(jj < w - 1, s_zw, 0).to(tl.int64)
     base = z_ptr + b * s_zb + a.to(tl.int64) * s_zh + jj.to(tl.int64) * s_zw
     if FP64:
-        zero = tl.zeros([1, BJ, KY * KX], dtype=tl.float64)
+        zero = tl.zeros([1, KX, BJ], dtype=tl.float64)
     else:
-        zero = tl.zeros([1, BJ, KY * KX], dtype=tl.float32)
+        zero = tl.zeros([1, KX, BJ], dtype=tl.float32)
     lv = tl.arange(0, D_PAD)[:, None, None]
     sv = tl.arange(0, S_PAD)[:, None, None]
     sink = part_ptr + (b * C * h + a) * w + jj  # + k * part_k + c * h * w
     total = tl.sum(tl.sum(zero, axis=2), axis=1)  # [1]: this program's loss sum
     n_cx = tl.load(col_chunks_ptr + jb)
-    for cy in range(0, tl.maximum(tl.cdiv(ny, KY), 1)):
+    for ry in range(0, tl.maximum(ny, 1)):  # the anchor row's output rows (a row of zeros when it has none)
+        yy = y0 + ry
+        h1 = tl.load(lam_y_ptr + yy, mask=ry < ny, other=0.0).to(zero.dtype)
+        h0 = 1.0 - h1
         for cx in range(0, n_cx):
-            ri = cy * KY + ky
             ci = cx * KX + kx
-            pmask = jmask & (ri < ny) & (ci < nx)
-            yy = y0 + ri
+            pmask = jmask & (ry < ny) & (ci < nx)
             xx = x0 + ci
-            h1 = tl.load(lam_y_ptr + yy, mask=pmask, other=0.0).to(zero.dtype)
             w1 = tl.load(lam_x_ptr + xx, mask=pmask, other=0.0).to(zero.dtype)
-            h0 = 1.0 - h1
             w0 = 1.0 - w1
             t = tl.load(t_ptr + b * s_tb + yy.to(tl.int64) * s_th + xx.to(tl.int64) * s_tw, mask=pmask,
                         other=0).to(tl.int64)
@@ -168,7 +170,7 @@ def _upsampled_ftm_kernel(
                     scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
             neg_loss, nan_seen = _walk(base, o01, o10, o01 + o10, w0, w1, h0, h1, s_zc, jmask, valid, y_pos,
                                        below_n, zero, gp, lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
-                                       sink, part_k, h * w, jmask, cy + cx,
+                                       sink, part_k, h * w, jmask, ry + cx,
                                        GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, True)
             if COMPUTE_LOSS:
                 loss = tl.where(valid, neg_loss + pos_loss, 0.0)
@@ -250,8 +252,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
     H, W = (int(s) for s in target.shape[-2:])
     perm, size, depth_pos, path = ftm_tables(hierarchy, logits.device)
     depth = path.shape[1] - 1
-    tile, options = loss_config(depth)
-    plan = _plan(logits, (H, W), align_corners, tile)
+    plan = _plan(logits, (H, W), align_corners, columns_per_thread(W, w, depth))
     ltype = loss_dtype(logits)
     dev = logits.device
     per_pixel = weights is not None
@@ -277,9 +278,9 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
                 nb * nc * h * w,
                 float(gamma), int(ignore_index),
                 DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
-                BJ=plan.bj, KY=plan.ky, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
+                BJ=plan.bj, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
                 COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=want_grad, GRAD_PER_PIXEL=per_pixel,
-                FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **options,
+                FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **loss_config(depth),
             )
     elif reduction != 0 or not compute_loss:
         loss.zero_()
@@ -305,7 +306,7 @@ def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tupl
     (B, H, W) bool hierarchy-violation map; one launch, no host sync."""
     nb, nc, h, w = logits.shape
     H, W = (int(s) for s in size)
-    plan = _plan(logits, (H, W), align_corners, 0)
+    plan = _plan(logits, (H, W), align_corners, 1)
     tabs = hierarchy.tables(logits.device)
     leaf = _tu.empty((nb, H, W), dtype=torch.int64, device=logits.device)
     viol = _tu.empty((nb, H, W), dtype=torch.int8, device=logits.device) if with_violations else leaf

@@ -91,8 +91,8 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
     """The fused-upsampling kernels (hssn_kernels.upsample_triton) at 1/4 of ``image``'s resolution."""
     nb, nh, nw = image
     h, w = nh // 4, nw // 4
-    tile, opts = upt.loss_config(depth)
-    plan = upt._Plan(h, w, nh, nw, False, False, "cpu", tile)
+    opts = upt.loss_config(depth)
+    plan = upt._Plan(h, w, nh, nw, False, False, "cpu", upt.columns_per_thread(nw, w, depth))
     ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "depth_ptr", "path_ptr", "y_start_ptr", "y_count_ptr",
                                  "x_start_ptr", "x_count_ptr", "col_chunks_ptr", "i0_y_ptr", "i0_x_ptr")}
     types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
@@ -105,7 +105,7 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
     for label, red, loss, grad, per_pixel in (("upsampled ftm fwd+grad (mean)", 2, True, True, False),
                                               ("upsampled ftm bwd (none)", 0, False, True, True)):
         cx = dict(DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
-                  BJ=plan.bj, KY=plan.ky, KX=plan.kx, GAMMA2=True, REDUCTION=red, COMPUTE_LOSS=loss,
+                  BJ=plan.bj, KX=plan.kx, GAMMA2=True, REDUCTION=red, COMPUTE_LOSS=loss,
                   COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False, PARTIAL=False)
         specs.append((f"{label} C={channels} {logits_dtype}", upt._upsampled_ftm_kernel,
                       *specialise(upt._upsampled_ftm_kernel, types, cx, values), opts))
