@@ -13,7 +13,9 @@ Design (pixels along the lanes; one program = ``BLOCK_P`` consecutive pixels of 
 * Gradients, top-down in the same walk: a negative term's derivative is carried from a node into its child
   while the winner is unchanged; the carry of the open ancestors lives in an ``[S_PAD, BLOCK_P]`` stack (one
   slot per inner depth, per thread), so every channel's gradient is known when it is visited and written
-  once, in the same coalesced rows (the path channels once more after the walk, by the same thread).
+  once, in the same coalesced rows; the walk's store skips each pixel's path channels, which the path stage
+  writes after the walk (a negative term never lands on a path node): no address is written twice, so no
+  order between differently laid-out stores is needed.
 
 No warp shuffles, no replicated warps, registers independent of ``C``. Math in fp32 (fp64 for fp64
 logits); the gradient is stored in the logits' dtype. Any logits / target strides are read in place; the
@@ -153,8 +155,9 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
     its logit, an inner node re-reads its subtree rows from L1/L2), the negative terms, and every channel's
     gradient: a negative term's derivative is carried into the child while the winner is unchanged (the
     open ancestors' carry in an ``[S_PAD, ...]`` stack), the path nodes take their ``gp`` row (a negative
-    term never lands on a path node). Each channel's gradient is written once, when it is visited: at the
-    pixels (``sink + c * sink_c``), or with ``UPS`` folded onto the tile's low-res anchors (four partial
+    term never lands on a path node). Each channel's gradient is written once: at the pixels (``sink + c *
+    sink_c``) when it is visited, except at the pixels' path nodes (written after the walk from ``gp``, which
+    is then unused here), or with ``UPS`` (path nodes included) folded onto the tile's low-res anchors (four partial
     sums per anchor and channel, ``sink + k * sink_k + c * sink_c``; added to the stored ones when
     ``later`` > 0: the anchor's later chunks, same thread). Returns (negative loss, NaN-propagating max of the logits)."""
     big = tl.zeros_like(y_pos) + 2147483647
@@ -194,7 +197,8 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
             st_w = tl.where(slot, tl.where(neg, win, -1), st_w)
             st_o = tl.where(slot, owed, st_o)
             g = tl.where(win == c, owed, 0.0)
-            g += tl.where(valid & on_path, tl.sum(tl.where(lv == d, gp, 0.0), axis=0, keep_dims=True), 0.0)
+            if UPS:  # the path nodes' own terms, so that each channel's partial sums are complete here
+                g += tl.where(valid & on_path, tl.sum(tl.where(lv == d, gp, 0.0), axis=0, keep_dims=True), 0.0)
             g = g * scale
             if UPS:  # the four partial sums of each anchor, (row, column) tap 00, 01, 10, 11: h (one output row
                 # per chunk) times the sum over the thread's pixels of the anchor (axis 1, in the thread)
@@ -214,8 +218,9 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
                 tl.store(cell + sink_k, p01.to(sink.dtype.element_ty), mask=sink_mask)
                 tl.store(cell + 2 * sink_k, p10.to(sink.dtype.element_ty), mask=sink_mask)
                 tl.store(cell + 3 * sink_k, p11.to(sink.dtype.element_ty), mask=sink_mask)
-            else:
-                tl.store(sink + c.to(tl.int64) * sink_c, g.to(sink.dtype.element_ty), mask=sink_mask)
+            else:  # path nodes are written after the walk (no address is written twice)
+                tl.store(sink + c.to(tl.int64) * sink_c, g.to(sink.dtype.element_ty),
+                         mask=sink_mask & ((valid & on_path) == 0))
     return neg_loss, nan_seen
 
 
@@ -261,19 +266,26 @@ def _ftm_kernel(
     # same layout (a thread owns its pixels' whole columns): no layout conversion, no shared memory
     lv = tl.arange(0, D_PAD)[:, None]
     sv = tl.arange(0, S_PAD)[:, None]  # stack slots of the inner depths 0 .. DEPTH - 2
-    # the path first, so that the walk writes every channel's gradient once (path nodes included)
-    pos_loss, gp = _path_terms(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, valid, y, zero, lv, perm_ptr, path_ptr,
-                               gamma, DEPTH, GAMMA2, FP64, False)
     scale = zero + 1.0
     if COMPUTE_GRAD:
         if GRAD_PER_PIXEL:
             scale = tl.load(gout_ptr + b * s_ob + qo, mask=valid, other=0.0).to(zero.dtype)
         elif REDUCTION == 2:
             scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
-    neg_loss, nan_seen = _walk(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, pmask, valid, y_pos, below_n, zero, gp,
-                               lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
-                               grad_ptr + b * s_gb + qg, 0, s_gc, pmask, 0,
+    grow = grad_ptr + b * s_gb + qg
+    neg_loss, nan_seen = _walk(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, pmask, valid, y_pos, below_n, zero, zero,
+                               lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma, grow, 0, s_gc, pmask, 0,
                                GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, False)
+    # the path after the walk (nothing of it held through the walk): its terms, and its nodes' gradient
+    pos_loss, gp = _path_terms(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, valid, y, zero, lv, perm_ptr, path_ptr,
+                               gamma, DEPTH, GAMMA2, FP64, False)
+    if COMPUTE_GRAD:
+        for lvl in tl.static_range(DEPTH):
+            pp = tl.load(path_ptr + y * (DEPTH + 1) + lvl, mask=valid, other=-1)
+            ok = pp >= 0
+            cl = tl.load(perm_ptr + tl.where(ok, pp, 0), mask=ok, other=0)
+            g = tl.sum(tl.where(lv == lvl, gp, 0.0), axis=0, keep_dims=True) * scale
+            tl.store(grow + cl.to(tl.int64) * s_gc, g.to(grad_ptr.dtype.element_ty), mask=ok)
 
     if COMPUTE_LOSS:
         loss = tl.where(valid, neg_loss + pos_loss, 0.0)

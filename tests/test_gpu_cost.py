@@ -28,7 +28,7 @@ ks = g.cuda_kernels() if g.EXTENSION.exists() else {}
 cuda = []
 if any("path_argmax_kernelIfE" in k for k in ks):
     cuda = [g.predict_cuda(gpu, k, d, "cityscapes", 2, 512, 1024, ks) for k in g.OPS for d in ("bf16", "fp32")]
-print(json.dumps([rows, cuda]))
+print(json.dumps([rows, cuda, g.triton.__version__, g.nvcc_release()]))
 """
 
 
@@ -53,7 +53,16 @@ def cuda_rows(probe):
     return probe[1]
 
 
-def test_committed_table_is_reproducible(fresh_rows):
+def _same_compiler(name: str, here: str | None) -> None:
+    """Skip unless this machine's compiler is the one the committed table was made with (its counts are exact
+    for that compiler only: another Triton or nvcc emits other SASS)."""
+    committed = json.loads(COMMITTED.read_text()).get(name)
+    if committed != here:
+        pytest.skip(f"the committed table was made with {name} {committed!r}, this machine has {here!r}")
+
+
+def test_committed_table_is_reproducible(fresh_rows, probe):
+    _same_compiler("triton", probe[2])
     committed = {(r["kernel"], r["dtype"], r["shape"]): r for r in json.loads(COMMITTED.read_text())["rows"]}
     for row in fresh_rows:
         old = committed[(row["kernel"], row["dtype"], row["shape"])]
@@ -62,7 +71,8 @@ def test_committed_table_is_reproducible(fresh_rows):
     print((COMMITTED.parent / "predicted.md").read_text())
 
 
-def test_cuda_rows_reproduce_and_show_the_walk_occupancy(cuda_rows):
+def test_cuda_rows_reproduce_and_show_the_walk_occupancy(cuda_rows, probe):
+    _same_compiler("nvcc", probe[3])
     committed = {(r["kernel"], r["dtype"], r["shape"]): r for r in json.loads(COMMITTED.read_text())["rows"]}
     for row in cuda_rows:
         old = committed[(row["kernel"], row["dtype"], row["shape"])]
@@ -101,6 +111,8 @@ def test_auto_ranks_cuda_backends_by_the_table(monkeypatch):
 
 def test_shipped_table_is_the_predicted_one():
     shipped = json.loads(hk.backends.GPU_TABLE.read_text())
+    if shipped["source"] == "measured":
+        pytest.skip(f"a measured table ({shipped['gpu']}) is shipped: nothing predicted to compare")
     assert shipped["source"] == "predicted" and shipped["rows"]
     per_mpix = {}
     for r in json.loads(COMMITTED.read_text())["rows"]:

@@ -128,10 +128,11 @@ def test_info_report_says_what_auto_picks():
 
     text = info.report()
     assert 'backend="auto"' in text and "gpu_table.json" in text
-    assert "predicted: a static model" in text  # no GPU has measured the table yet
+    if hk.backends.gpu_table()["source"] == "predicted":  # until a GPU run's measured table is committed
+        assert "predicted: a static model" in text
     for op, order in hk.backends.AUTO_CUDA_PREFERENCE.items():
         assert f"cuda tensors  {op}" in text
-    assert "focal_tree_min_loss bf16 C=150: triton, cuda" in text  # ranked by the predicted table
+        assert "focal_tree_min_loss bf16 C=150: triton, cuda" in text  # ranked by the predicted table
 
 
 def test_every_registry_row_names_a_function_of_its_family():

@@ -294,9 +294,10 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
 
 
 def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[int, int, int], c: Counts,
-         regs: int, shared: int, warps: int, block_p: int, loops: str) -> dict:
+         regs: int, shared: int, warps: int, block_p: int, loops: str, dram: float | None = None) -> dict:
     """The table row of a kernel from its per-thread counts ``c`` (one program of ``block_p`` pixels on
-    ``warps`` warps): per-pixel figures, occupancy, the four bounds and the latency column."""
+    ``warps`` warps): per-pixel figures, occupancy, the four bounds and the latency column; ``dram``: the
+    compulsory DRAM bytes per pixel when not :func:`dram_bytes` of ``label``."""
     batch, height, width = image
     h = get_tree(tree)
     channels, elem = h.num_channels, DTYPES[dtype]
@@ -304,7 +305,8 @@ def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[
     warp_px = 32 * per_thread_px
     pixels = batch * height * width
     warps_sm = occupancy(gpu, regs, shared, warps)
-    t_dram = pixels * dram_bytes(label, channels, elem) / gpu.dram_bytes_per_s
+    dram = dram_bytes(label, channels, elem) if dram is None else dram
+    t_dram = pixels * dram / gpu.dram_bytes_per_s
     t_issue = pixels * c.instrs / warp_px / (gpu.sms * gpu.schedulers_per_sm * gpu.clock_hz)
     t_mufu = pixels * c.mufu * 32 / warp_px / (gpu.sms * gpu.mufu_per_sm_clk * gpu.clock_hz)
     t_smem = pixels * c.shared / warp_px / (gpu.sms * gpu.clock_hz)
@@ -318,7 +320,7 @@ def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[
         "block_p": block_p, "warps_per_sm": warps_sm, "occupancy": warps_sm / gpu.max_warps_per_sm,
         "warp_instr_per_px": c.instrs / warp_px, "shfl_per_px": c.shfl / warp_px, "mufu_per_px": c.mufu / per_thread_px,
         "shared_per_px": c.shared / warp_px, "l1_bytes_per_px": (c.ldg_bytes + c.stg_bytes) / per_thread_px,
-        "dram_bytes_per_px": dram_bytes(label, channels, elem), "row_access": "/".join(c.row_ops) or "scalar",
+        "dram_bytes_per_px": dram, "row_access": "/".join(c.row_ops) or "scalar",
         "loops": loops,
         "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": t_smem * 1e3,
         "predicted_ms": bound * 1e3, "limiter": limiter, "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
@@ -354,6 +356,140 @@ def markdown(gpu: Gpu, rows: list[dict]) -> str:
         cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- fused upsampling
+UPSAMPLE_CASES = (("cityscapes", 2, 512, 1024), ("mapillary_v2", 2, 512, 1024), ("channels-150", 8, 1024, 2048))
+"""(tree, B, H, W) of the fused-upsampling rows: logits at 1/4 of (H, W) (Cityscapes and Mapillary at 2 x
+128x256 -> 512x1024, 8 x 150 at 1/4 of 1024x2048)."""
+UPSAMPLE_RATIO = 4
+
+
+def _upsampled_compiled(label: str, dtype: str, h, batch: int, height: int, width: int, compiled: dict):
+    key = ("ups", label, dtype, h.height, h.num_channels, batch, height, width)
+    if key not in compiled:
+        for lab, fn, sig, cx, attrs, options in tr.kernel_specs(h.num_channels, h.height, dtype,
+                                                                 (batch, height, width)):
+            if lab.startswith(label):
+                kernel = tr.compile_for(fn, sig, cx, attrs, options, 90)
+                res = tr.cubin_resources(kernel.asm["cubin"])
+                if res.get("STACK", 0):
+                    raise RuntimeError(f"{label} {dtype} spills ({res['STACK']} stack bytes): the model assumes none")
+                compiled[key] = (_nvdisasm(kernel.asm["cubin"]), res["REG"], int(kernel.metadata.shared),
+                                 options["num_warps"], cx)
+                break
+        else:
+            raise KeyError(label)
+    return compiled[key]
+
+
+def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, width: int,
+                      compiled: dict | None = None) -> list[dict]:
+    """The fused-upsampling loss (fwd+grad, mean) at logits of 1/``UPSAMPLE_RATIO`` of (height, width): the loss
+    kernel's row, the fold kernel's row, and their sum ("triton upsampled ftm (total)"), per OUTPUT pixel.
+
+    Loss kernel loops (per thread, from the outside): the anchor row's output rows (``R`` = H / h trips), the
+    column chunks (``X`` per program, averaged from the launch plan), the channel walk (``C`` per chunk) and
+    the subtree scans (their rows / ``U`` per chunk, ``U`` = a scan trip's tap loads / 4); trips are totals per
+    thread, as in :func:`assign_trips`. DRAM: the low-res logits once, the int64 target, the four fp32
+    partial sums per low-res value written; the fold reads them and writes the low-res gradient."""
+    from hssn_kernels import upsample_triton as upt
+
+    compiled = {} if compiled is None else compiled
+    h = get_tree(tree)
+    channels, elem = h.num_channels, DTYPES[dtype]
+    lh, lw = height // UPSAMPLE_RATIO, width // UPSAMPLE_RATIO
+    text, regs, shared, warps, cx = _upsampled_compiled("upsampled ftm fwd+grad (mean)", dtype, h, batch, height,
+                                                        width, compiled)
+    plan = upt._Plan(lh, lw, height, width, False, False, "cpu", cx["KX"])
+    rows_per_program = height / lh
+    chunks = float(plan.col_chunks.float().mean())
+    instrs, loops = parse(text)
+    depths = sorted({lp.depth for lp in loops})
+    if depths != [1, 2, 3, 4] or sum(lp.depth == 3 for lp in loops) != 1:
+        raise ValueError(f"unexpected loop structure {[(lp.depth, hex(lp.lo), hex(lp.hi)) for lp in loops]}")
+    scans = sum(_scan_rows(h))
+    for k, lp in enumerate(loops):
+        loads = sum(1 for i in instrs if i.loop == k and i.op.startswith("LDG"))
+        lp.row_loads = loads
+        per_chunk = {1: 1 / chunks, 2: 1, 3: channels}.get(lp.depth)
+        if per_chunk is None:  # a scan loop: U rows per trip (4 taps + 1 perm entry per row)
+            per_chunk = scans / max(loads // 5, 1)
+        lp.trips = rows_per_program * chunks * per_chunk
+    c = count(instrs, loops)
+    block_px = height * width / (lh * plan.blocks)
+    low = channels * elem / UPSAMPLE_RATIO ** 2
+    partials = 16 * channels / UPSAMPLE_RATIO ** 2
+    loss_row = _row(gpu, "triton upsampled ftm fwd+grad (mean)", "upsampled", dtype, tree, (batch, height, width), c,
+                    regs, shared, warps, int(block_px), "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops),
+                    dram=low + 8 + partials)
+    ftext, fregs, fshared, fwarps, fcx = _upsampled_compiled("upsampled fold", dtype, h, batch, height, width,
+                                                             compiled)
+    finstrs, floops = parse(ftext)
+    if floops:
+        raise ValueError("the fold kernel has no loops in the model")
+    # one fold thread per low-res value: per output pixel 1 / ratio^2 threads per channel
+    fold_px = fcx["BLOCK"] * UPSAMPLE_RATIO ** 2 / channels
+    fold_row = _row(gpu, "triton upsampled fold", "upsampled", dtype, tree, (batch, height, width),
+                    count(finstrs, floops), fregs, fshared, fwarps, int(fold_px), "-", dram=partials + low)
+    total = dict(loss_row, kernel="triton upsampled ftm (total)")
+    for key in ("t_dram_ms", "t_issue_ms", "t_mufu_ms", "t_smem_ms", "predicted_ms", "dram_bytes_per_px",
+                "warp_instr_per_px", "l1_bytes_per_px", "t_latency_ms"):
+        total[key] = loss_row[key] + fold_row[key]
+    total["limiter"] = f"{loss_row['limiter']}+{fold_row['limiter']}"
+    total["x_floor"] = total["predicted_ms"] / total["t_dram_ms"]
+    return [loss_row, fold_row, total]
+
+
+def predict_interpolate_path(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, width: int,
+                             compiled: dict | None = None) -> dict:
+    """``F.interpolate`` + the same-resolution fused loss + the interpolate backward, per output pixel: the
+    Triton loss row at full resolution plus both interpolations at their DRAM floors (the upsampled logits
+    written and read back, the full-resolution gradient read by the backward, the low-res values once each
+    way): a LOWER bound on that path, so the comparison favours it."""
+    h = get_tree(tree)
+    elem = DTYPES[dtype]
+    ftm = predict(gpu, "ftm fwd+grad (mean)", dtype, tree, batch, height, width, compiled)
+    low = h.num_channels * elem / UPSAMPLE_RATIO ** 2
+    interp_bytes = (low + h.num_channels * elem) + (h.num_channels * elem + low)  # forward + backward
+    t_interp = batch * height * width * interp_bytes / gpu.dram_bytes_per_s * 1e3
+    row = dict(ftm, kernel="interpolate + triton ftm + interpolate backward")
+    row["t_dram_ms"] = ftm["t_dram_ms"] + t_interp
+    row["predicted_ms"] = ftm["predicted_ms"] + t_interp
+    row["dram_bytes_per_px"] = ftm["dram_bytes_per_px"] + interp_bytes
+    row["limiter"] = f"{ftm['limiter']}+DRAM"
+    row["x_floor"] = row["predicted_ms"] / row["t_dram_ms"]
+    return row
+
+
+def upsample_table(gpu: Gpu, cases=UPSAMPLE_CASES, dtypes=tuple(DTYPES)) -> list[dict]:
+    """Per case and dtype: the fused-upsampling rows, the same-resolution fused loss on already-upsampled logits
+    and the interpolate path, with ``vs_same_res`` / ``vs_interpolate`` (the fused total over each)."""
+    compiled: dict = {}
+    rows = []
+    for tree, b, hh, ww in cases:
+        for d in dtypes:
+            fused = predict_upsampled(gpu, d, tree, b, hh, ww, compiled)
+            same = predict(gpu, "ftm fwd+grad (mean)", d, tree, b, hh, ww, compiled)
+            interp = predict_interpolate_path(gpu, d, tree, b, hh, ww, compiled)
+            fused[-1]["vs_same_res"] = fused[-1]["predicted_ms"] / same["predicted_ms"]
+            fused[-1]["vs_interpolate"] = fused[-1]["predicted_ms"] / interp["predicted_ms"]
+            rows += fused + [interp]
+    return rows
+
+
+def upsample_markdown(rows: list[dict]) -> str:
+    cols = ("kernel", "dtype", "shape", "regs", "warps_per_sm", "warp_instr_per_px", "dram_bytes_per_px", "t_dram_ms",
+            "predicted_ms", "limiter", "x_floor", "vs_same_res", "vs_interpolate")
+    lines = ["\n## Fused upsampling (PREDICTED): logits at 1/4 of the shape's H x W, figures per output pixel\n",
+             "`vs_same_res` = the fused total / the same-resolution Triton loss on already-upsampled logits "
+             "(same table); `vs_interpolate` = the fused total / `F.interpolate` + that loss + the interpolate "
+             "backward (the interpolations at their DRAM floor: a lower bound on that path).\n",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- CUDA kernels (coarser)
@@ -477,6 +613,16 @@ def measured_vs_predicted(gpu: Gpu, results: dict) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", table
 
 
+def nvcc_release() -> str | None:
+    """The ``nvcc --version`` release line (the CUDA rows depend on it; the Triton rows on ``triton.__version__``),
+    or None without nvcc."""
+    try:
+        out = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return next((line.strip() for line in out.splitlines() if "release" in line), None)
+
+
 def write_gpu_table(path: Path, source: str, gpu: Gpu, command: str, rows: list[dict]) -> None:
     path.write_text(json.dumps({"source": source, "gpu": gpu.name, "command": command, "rows": rows}, indent=1) + "\n")
 
@@ -499,13 +645,15 @@ def main(argv: list[str] | None = None) -> int:
             write_gpu_table(args.gpu_table, "measured", gpu, command, measured)
         return 0
     rows = table(gpu)
-    text = markdown(gpu, rows)
+    ups = upsample_table(gpu)
+    text = markdown(gpu, rows) + upsample_markdown(ups)
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "predicted.md").write_text(text)
-        (args.out / "predicted.json").write_text(json.dumps({"gpu": dataclasses.asdict(gpu), "rows": rows},
-                                                            indent=1) + "\n")
+        (args.out / "predicted.json").write_text(json.dumps(
+            {"gpu": dataclasses.asdict(gpu), "triton": triton.__version__, "nvcc": nvcc_release(), "rows": rows,
+             "upsample_rows": ups}, indent=1) + "\n")
     if args.gpu_table:
         write_gpu_table(args.gpu_table, "predicted", gpu, command, gpu_table_rows(rows))
     return 0
