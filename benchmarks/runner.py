@@ -317,8 +317,9 @@ def _measure(case: Case, fn: Callable, inputs: dict, device: torch.device, quick
 
 
 def run(cases: list[Case], device: torch.device | str, quick: bool = False, check_errors: bool = True,
-        progress: bool = True, full_size: bool = False) -> dict:
-    """Measure ``cases`` on ``device``; returns ``{"meta": ..., "copy_bandwidth_Bps": ..., "results": [...]}``."""
+        progress: bool = True, full_size: bool = False, on_row: Callable[[str, dict], None] | None = None) -> dict:
+    """Measure ``cases`` on ``device``; returns ``{"meta": ..., "copy_bandwidth_Bps": ..., "results": [...]}``;
+    ``on_row(case id, row)`` is called as each case finishes (a resumable run appends it to a file)."""
     device = torch.device(device)
     if any(c.backend == "compiled" for c in cases):
         _configure_compile()
@@ -372,6 +373,8 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
                 except Exception as err:  # one failing backend must not stop the suite
                     row["status"] = _status(err)
             results.append(row)
+            if on_row is not None:
+                on_row(case.id, row)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             bar.update()

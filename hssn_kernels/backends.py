@@ -65,6 +65,9 @@ AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
     "tree_triplet_loss": ("cuda", "triton", "reference"),
 }
 AUTO_CPU_PREFERENCE: tuple[str, ...] = ("cpu", "reference")
+CUDA_REJECTS: dict[str, tuple[str, ...]] = {"cuda": ("float64",)}
+"""Input dtypes a backend refuses on CUDA tensors (the native CUDA kernels take fp32 / bf16 / fp16): "auto" passes
+over it for them."""
 
 GPU_TABLE = Path(__file__).with_name("gpu_table.json")
 """Time per megapixel of each (op, backend, dtype, channels) on a GPU: the static model's prediction
@@ -164,13 +167,20 @@ def unavailable_reason(name: str, device: torch.device, op: str | None = None) -
     return None
 
 
+def auto_order(op: str, device_type: str, dtype: str = "", channels: int = 0) -> tuple[str, ...]:
+    """The backends "auto" tries, in order, for ``op`` on tensors of ``device_type`` / ``dtype`` / ``channels``."""
+    if device_type == "cpu":
+        return AUTO_CPU_PREFERENCE
+    order = cuda_order(op, dtype or None, channels or None)
+    return tuple(b for b in order if dtype not in CUDA_REJECTS.get(b, ()))
+
+
 @torch.compiler.assume_constant_result
 def _choose(name: str, device_type: str, device_index: int, op: str, dtype: str, channels: int) -> str:
     """The backend name that runs ``op`` on the device; a constant for ``torch.compile``."""
     device = torch.device(device_type, device_index) if device_index >= 0 else torch.device(device_type)
     if name == "auto":
-        order = AUTO_CPU_PREFERENCE if device.type == "cpu" else cuda_order(op, dtype or None, channels or None)
-        for candidate in order:
+        for candidate in auto_order(op, device.type, dtype, channels):
             if unavailable_reason(candidate, device, op) is None:
                 return candidate
         name = "reference"

@@ -158,7 +158,7 @@ def tree_triplet_loss(
     target, num_triplets, seed = _ref.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
-    impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss")
+    impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss", embeddings)
     loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, float(margin_eps),
                                   float(margin_scale), bool(hierarchy_margin), distance, seed,
                                   int(ignore_index), mode)

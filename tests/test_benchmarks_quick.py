@@ -21,7 +21,8 @@ META_FIELDS = {"device", "date", "git_commit", "torch", "triton", "cuda", "backe
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--no-progress"],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--out", str(out),
+                           "--no-progress"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return out, json.loads((out / "results.json").read_text())

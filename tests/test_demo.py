@@ -8,7 +8,7 @@ from hssn.engine import demo
 
 TINY = ["train.iters=3", "train.batch_size=4", "data.kwargs={size: 32, seed: 0}", "data.val_kwargs={length: 4}",
         "eval.batch_size=4", "train.progress=false", "loss.num_triplets=20",
-        "model.kwargs={head_channels: 8, aux_head: false, embed_dim: 8}"]
+        "model.kwargs={head_channels: 8, aux_head: false, embed_dim: 8}", "train.device=cpu"]
 
 
 def test_demo_writes_the_figure_table_and_metrics(tmp_path):

@@ -18,7 +18,7 @@ from hssn.engine.trainer import Trainer, micro_batch_size  # noqa: E402
 TINY = ["model.name=deeplabv3plus:resnet10t", "model.kwargs={head_channels: 16, aux_head: false, embed_dim: 16}",
         "data.kwargs={size: 32, seed: 1}", "data.train_kwargs={length: 64}", "data.val_kwargs={length: 4}",
         "loss.num_triplets=50", "train.batch_size=8", "train.log_interval=1", "train.progress=false",
-        "eval.batch_size=4"]
+        "eval.batch_size=4", "train.device=cpu"]  # CPU expectations (fp32, gloo); the GPU's in test_gpu_engine.py
 
 
 def tiny_cfg(out: Path, *extra: str) -> dict:

@@ -8,7 +8,21 @@ import hssn_kernels as hk
 from hssn_kernels import backends
 
 TREE = hk.ClassHierarchy.from_nested({"a": {"a1": {}, "a2": {}}, "b": {"b1": {}, "b2": {}}})
-FAST = [b for b in ("cpu", "triton") if backends.unavailable_reason(b, torch.device("cpu")) is None]
+from trees import DEVICE  # noqa: E402
+
+FAST = [b for b in ("cpu", "triton") if backends.unavailable_reason(b, torch.device("cpu" if b == "cpu" else DEVICE))
+        is None] + (["cuda"] if DEVICE == "cuda" else [])
+"""The fast backends; "triton" (and "reference") cases run on ``trees.DEVICE``, "cuda" on CUDA (HSSN_TEST_GPU=1)."""
+
+
+@pytest.fixture(autouse=True)
+def _backend_device(request):
+    """New tensors on the device of the case's backend (CPU for "cpu" and for cases without one)."""
+    backend = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+    device = DEVICE if backend in ("triton", "cuda", "reference") else "cpu"
+    torch.set_default_device(device)
+    yield
+    torch.set_default_device("cpu")
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -1,8 +1,8 @@
 """The native kernels (hssn_kernels._C, backends "cpu" and "cuda") against the reference ops.
 
 Every comparison runs on the CPU and, where a GPU and the CUDA kernels are available, again with CUDA
-tensors and ``backend="cuda"`` (the reference runs on the CPU copies). ``HSSN_TEST_GPU=1`` turns a
-missing GPU into a failure instead of a skip: ``HSSN_TEST_GPU=1 pytest tests/test_native_ops.py``.
+tensors and ``backend="cuda"`` (the reference runs on the CPU copies). ``HSSN_TEST_GPU=1`` on a GPU
+machine turns CUDA kernels that cannot run (an extension built without them) into a failure instead of a skip.
 """
 import math
 import os
@@ -26,8 +26,10 @@ def _cuda_skip_reason():
 
 
 CUDA_SKIP = _cuda_skip_reason()
+GPU_MACHINE = os.environ.get("HSSN_TEST_GPU") == "1" and torch.cuda.is_available()
+"""HSSN_TEST_GPU=1 on a machine with a GPU: CUDA kernels that cannot run there fail instead of skipping."""
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    CUDA_SKIP is not None and os.environ.get("HSSN_TEST_GPU") != "1", reason=f"cuda cases: {CUDA_SKIP}"))]
+    CUDA_SKIP is not None and not GPU_MACHINE, reason=f"cuda cases: {CUDA_SKIP}"))]
 
 
 @pytest.fixture(params=DEVICES)

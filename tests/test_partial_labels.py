@@ -11,11 +11,20 @@ import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy, native
 from hssn_kernels import focal_tree_min as tri
 from hssn_kernels import reference as ref
-from trees import TOL, poison_empty, random_tree
+from trees import DEVICE, TOL, poison_empty, random_tree
 
 needs_native = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
                                   reason="native extension not built")
-FAST = ["cpu", "triton"]
+FAST = ["cpu", "triton"] + (["cuda"] if DEVICE == "cuda" else [])
+"""The fast backends, each on its device (:func:`on`): the Triton cases on ``trees.DEVICE``."""
+
+
+def on(backend, *tensors):
+    """``tensors`` on the device ``backend`` runs on here (CUDA for "cuda", and for "triton" under
+    HSSN_TEST_GPU=1; else the CPU)."""
+    dev = "cuda" if backend == "cuda" or (backend == "triton" and DEVICE == "cuda") else "cpu"
+    moved = tuple(x.to(dev) for x in tensors)
+    return moved if len(moved) > 1 else moved[0]
 
 # 3 levels: A -> {A1 -> {a, b}, A2 -> {c}}, B -> {d}, e (a leaf at level 1)
 TREE = ClassHierarchy.from_nested({"A": {"A1": {"a": {}, "b": {}}, "A2": {"c": {}}}, "B": {"d": {}}, "e": {}})
@@ -146,10 +155,11 @@ def test_ablation_losses_follow_the_rule():
 
 # ----------------------------------------------------------------------------- every backend = the reference
 def _loss_and_grad(backend, z, t, h, reduction, weights, **kw):
+    z, t, weights = on(backend, z, t, weights)
     x = z.detach().clone().requires_grad_()
     loss = hk.focal_tree_min_loss(x, t, h, reduction=reduction, backend=backend, partial_labels=True, **kw)
     (loss.float() * weights).sum().backward()
-    return loss.detach().float(), x.grad.float()
+    return loss.detach().float().cpu(), x.grad.float().cpu()
 
 
 @needs_native
@@ -206,7 +216,7 @@ def test_leaf_targets_are_bit_identical_with_the_flag(backend):
     h = random_tree(500, max_depth=3, max_channels=30)
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(2, h.num_channels, 5, 6, generator=gen)
-    t = random_node_targets(h, (2, 5, 6), gen, inner_frac=0.0)
+    z, t = on(backend, z, random_node_targets(h, (2, 5, 6), gen, inner_frac=0.0))
     for reduction in ("mean", "none"):
         a = z.clone().requires_grad_()
         b = z.clone().requires_grad_()
@@ -221,8 +231,7 @@ def test_leaf_targets_are_bit_identical_with_the_flag(backend):
 @pytest.mark.parametrize("backend", FAST)
 def test_inner_label_without_the_flag_is_nan_when_unvalidated(backend):
     """validate=False (the training path) keeps today's rule for an inner label without the flag: NaN."""
-    t = torch.tensor([N["A1"], N["a"]])
-    z = torch.randn(2, TREE.num_channels)
+    t, z = on(backend, torch.tensor([N["A1"], N["a"]]), torch.randn(2, TREE.num_channels))
     per = hk.focal_tree_min_loss(z, t, TREE, reduction="none", backend=backend, validate=False, nan_policy="propagate")
     assert torch.isnan(per[0]) and torch.isfinite(per[1])
 
@@ -239,11 +248,12 @@ def test_opcheck_with_the_partial_flag():
 
 # ----------------------------------------------------------------------------- triplets
 @needs_native
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference"] + FAST)
 def test_triplets_leave_inner_pixels_out(backend):
     gen = torch.Generator().manual_seed(7)
     t = random_node_targets(TREE, (2, 8, 8), gen, ignore_frac=0.1, inner_frac=0.5)
-    a, p, n = hk.sample_triplets(t, TREE, 64, seed=3, backend=backend, partial_labels=True)
+    a, p, n = (x.cpu() for x in hk.sample_triplets(on(backend, t), TREE, 64, seed=3, backend=backend,
+                                                    partial_labels=True))
     flat = t.reshape(-1)
     used = flat[torch.cat([a, p, n])]
     assert len(a) > 0 and all(TREE.is_leaf(int(c)) for c in used.unique())
@@ -251,11 +261,11 @@ def test_triplets_leave_inner_pixels_out(backend):
     a2, p2, n2 = hk.sample_triplets(only_leaves, TREE, 64, seed=3, backend="reference")
     assert torch.equal(a, a2) and torch.equal(p, p2) and torch.equal(n, n2)
     emb = torch.randn(2, 8, 8, 8, generator=gen)
-    loss = hk.tree_triplet_loss(emb, t, TREE, 64, seed=3, backend=backend, partial_labels=True)
+    loss = hk.tree_triplet_loss(*on(backend, emb, t), TREE, 64, seed=3, backend=backend, partial_labels=True)
     want = ref.tree_triplet_loss(emb, only_leaves, TREE, 64, seed=3)
-    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss.cpu(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="leaf channel ids"):
-        hk.tree_triplet_loss(emb, t, TREE, 64, seed=3, backend=backend)
+        hk.tree_triplet_loss(*on(backend, emb, t), TREE, 64, seed=3, backend=backend)
 
 
 # ----------------------------------------------------------------------------- data and training

@@ -61,20 +61,20 @@ def test_ties_lowest_leaf_and_empty(poisoned):
     assert leaf.shape == (0, 2, 2)
 
 
-@pytest.mark.skipif(DEVICE != "cpu", reason="the CPU backends' half of the rule")
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
 def test_nan_logits_score_zero_on_every_backend(backend):
     """One rule everywhere: a NaN logit scores 0 (as -inf); an all-NaN pixel gets the lowest leaf channel."""
-    if hk.backends.unavailable_reason(backend, torch.device("cpu"), "hierarchical_argmax"):
-        pytest.skip(f"{backend} unavailable")
+    dev = torch.device("cpu" if backend in ("reference", "cpu") else DEVICE if backend == "triton" else "cuda")
+    if hk.backends.unavailable_reason(backend, dev, "hierarchical_argmax"):
+        pytest.skip(f"{backend} unavailable on {dev}")
     h = random_tree(31, max_depth=3, max_channels=30)
     gen = torch.Generator().manual_seed(3)
     z = torch.randn(2, h.num_channels, 3, 4, generator=gen) * 3
     z[0, :, 0, 0] = float("nan")
     z[1, torch.randperm(h.num_channels, generator=gen)[:5], 1, 1] = float("nan")
     as_ninf = torch.nan_to_num(z, nan=float("-inf"))
-    got = hk.hierarchical_argmax(z, h, backend=backend)
+    got = hk.hierarchical_argmax(z.to(dev), h, backend=backend).cpu()
     assert torch.equal(got, ref.hierarchical_argmax(as_ninf, h))
     assert got[0, 0, 0] == min(h.leaves)
-    assert torch.equal(hk.hierarchical_argmax(z, h, backend=backend, size=(5, 7)),
+    assert torch.equal(hk.hierarchical_argmax(z.to(dev), h, backend=backend, size=(5, 7)).cpu(),
                        ref.hierarchical_argmax(z, h, size=(5, 7)))

@@ -12,16 +12,17 @@ from hssn_kernels.tree_triplet import sample_triplets, triplet_forward
 from trees import DEVICE, cityscapes_like, random_targets
 
 H = cityscapes_like()
-pytestmark = pytest.mark.skipif(DEVICE != "cpu" or _triton_utils.unavailable_reason(torch.device("cpu")) is not None,
-                                reason="Triton's CPU interpreter cases (TRITON_INTERPRET=1)")
+pytestmark = pytest.mark.skipif(_triton_utils.unavailable_reason(torch.device(DEVICE)) is not None,
+                                reason=str(_triton_utils.unavailable_reason(torch.device(DEVICE))))
+interpreter_only = pytest.mark.skipif(DEVICE != "cpu", reason="the CPU interpreter's half (HSSN_TEST_GPU unset)")
 
 
 def _opcheck(op, args):
     torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
-def test_opcheck_ftm():
-    tabs = ftm_tables(H, "cpu")
+def test_opcheck_ftm(on_device):
+    tabs = ftm_tables(H, DEVICE)
     x = torch.randn(1, 26, 2, 3, requires_grad=True)
     t = random_targets(H, (1, 2, 3))
     for reduction, grad in ((2, True), (1, False), (0, False)):
@@ -29,8 +30,8 @@ def test_opcheck_ftm():
     _opcheck(ftm_backward, (torch.randn(1, 2, 3), x.detach(), t, *tabs, 2.0, 255))
 
 
-def test_opcheck_argmax_and_triplets():
-    tabs = H.tables("cpu")
+def test_opcheck_argmax_and_triplets(on_device):
+    tabs = H.tables(DEVICE)
     _opcheck(path_argmax, (torch.randn(2, 26, 2, 2), tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, H.height))
     t = random_targets(H, (1, 3, 4))
     _opcheck(sample_triplets, (t, tabs.leaf_index, tabs.tree_distance, 6, 1, 255, 0))
@@ -40,7 +41,7 @@ def test_opcheck_argmax_and_triplets():
                                True, 0, True))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(on_device):
     torch._dynamo.reset()
 
     class Head(torch.nn.Module):
@@ -68,6 +69,7 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(g, p.grad)
 
 
+@interpreter_only
 def test_backend_entry():
     assert _triton_utils.unavailable_reason(torch.device("cpu")) is None  # conftest sets TRITON_INTERPRET=1
     assert os.environ.get("TRITON_INTERPRET") == "1"
@@ -83,6 +85,7 @@ def test_backend_entry():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@interpreter_only
 def test_cpu_needs_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     reason = _triton_utils.unavailable_reason(torch.device("cpu"))
@@ -90,7 +93,7 @@ def test_cpu_needs_interpreter(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- device guard
-def test_every_triton_launch_enters_the_device_guard(monkeypatch):
+def test_every_triton_launch_enters_the_device_guard(monkeypatch, on_device):
     """Each launch (loss, argmax, sampler, triplet loss, its gradient gather) runs under the guard of its
     tensor's device (torch.cuda.device for CUDA tensors), so tensors on cuda:1 never launch on cuda:0."""
     from hssn_kernels import _triton_utils as tu
@@ -105,7 +108,7 @@ def test_every_triton_launch_enters_the_device_guard(monkeypatch):
     hk.hierarchical_argmax(z.detach(), h, backend="triton")
     emb = torch.randn(2, 8, 4, 5, requires_grad=True)
     hk.tree_triplet_loss(emb, t, h, 20, backend="triton").backward()
-    assert len(seen) == 5 and all(d == torch.device("cpu") for d in seen)
+    assert len(seen) == 5 and all(d.type == DEVICE for d in seen)
 
 
 def test_launch_guard_selects_the_tensors_device(monkeypatch):
