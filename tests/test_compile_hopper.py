@@ -1,5 +1,6 @@
 """Every Triton kernel compiles ahead of time for sm_90 (Hopper) and sm_80 with zero spilled bytes, fp32 and bf16,
-up to 512 channels (the pixels-along-lanes kernels' registers do not depend on C).
+up to 512 channels (the pixels-along-lanes kernels' registers do not depend on C) and trees of height 3 and 16
+(CI's own run of the tool adds height 6), the fused-upsampling kernels included.
 
 Runs tools/triton_resources.py in a subprocess WITHOUT TRITON_INTERPRET (this session has it set):
 no GPU is needed, ptxas and cuobjdump ship inside the triton package.
@@ -19,7 +20,7 @@ def test_kernels_compile_without_spills(tmp_path):
     out = tmp_path / "resources.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "triton_resources.py"), "--arch", "90", "80",
-         "--channels", "26", "166", "512", "--dtype", "fp32", "bf16", "--json", str(out)],
+         "--channels", "26", "512", "--depth", "3", "16", "--dtype", "fp32", "bf16", "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     print(proc.stdout)
@@ -27,7 +28,8 @@ def test_kernels_compile_without_spills(tmp_path):
     rows = json.loads(out.read_text())
     kernels = {r["kernel"].split(" C=")[0].split(" E=")[0] for r in rows}
     assert {"ftm fwd+grad (mean)", "ftm fwd only (none)", "ftm bwd (none)", "path_argmax", "sample_triplets",
-            "triplet fwd+grad", "triplet grad gather"} <= kernels
+            "triplet fwd+grad", "triplet grad gather", "upsampled ftm fwd+grad (mean)", "upsampled ftm bwd (none)",
+            "upsampled argmax+violations"} <= kernels
     assert {r["arch"] for r in rows} == {80, 90}
     for r in rows:
         assert 0 < r["regs"] <= 255, r
