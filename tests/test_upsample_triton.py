@@ -127,8 +127,9 @@ def _top_level_aten_ops(prof) -> list[str]:
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="counts the host side with the kernels stubbed out")
 def test_launch_and_aten_counts_do_not_grow_with_the_image(monkeypatch):
-    """At most 4 kernel launches and 30 aten calls per forward + backward, the same at 128x256 -> 512x1024 and
-    256x512 -> 1024x2048 (the launches stubbed: the host side at the real shapes)."""
+    """At most 4 kernel launches and 30 aten calls per forward + backward of a training step (its shape's plan
+    cached by the first call), the same at 128x256 -> 512x1024 and 256x512 -> 1024x2048 (the launches stubbed:
+    the host side at the real shapes)."""
     launches = []
 
     class Stub:
@@ -146,9 +147,14 @@ def test_launch_and_aten_counts_do_not_grow_with_the_image(monkeypatch):
         launches.clear()
         x = torch.zeros(1, tree.num_channels, h, w, dtype=torch.bfloat16, requires_grad=True)
         t = torch.zeros(1, 4 * h, 4 * w, dtype=torch.uint8)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        def step():
             hk.focal_tree_min_loss(x, t, tree, backend="triton", upsample="bilinear", validate=False,
                                    nan_policy="propagate").backward()
+
+        step()  # the first call of a shape builds its launch plan and the tree's tables (cached)
+        launches.clear()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            step()
         counts.append((len(launches), len(_top_level_aten_ops(prof))))
     assert counts[0] == counts[1] and counts[0][0] <= 4 and counts[0][1] <= 30, counts
 
