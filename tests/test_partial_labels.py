@@ -15,15 +15,19 @@ from trees import DEVICE, TOL, poison_empty, random_tree
 
 needs_native = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
                                   reason="native extension not built")
-FAST = ["cpu", "triton"] + (["cuda"] if DEVICE == "cuda" else [])
-"""The fast backends, each on its device (:func:`on`): the Triton cases on ``trees.DEVICE``."""
+def _device(backend: str) -> str:
+    """Where ``backend``'s cases run here: CUDA for "cuda", and for "triton" under HSSN_TEST_GPU=1; else the CPU."""
+    return "cuda" if backend == "cuda" or (backend == "triton" and DEVICE == "cuda") else "cpu"
+
+
+FAST = [b for b in ["cpu", "triton"] + (["cuda"] if DEVICE == "cuda" else [])
+        if hk.backends.unavailable_reason(b, torch.device(_device(b))) is None]
+"""The fast backends that run here, each on its device (:func:`on`): the Triton cases on ``trees.DEVICE``."""
 
 
 def on(backend, *tensors):
-    """``tensors`` on the device ``backend`` runs on here (CUDA for "cuda", and for "triton" under
-    HSSN_TEST_GPU=1; else the CPU)."""
-    dev = "cuda" if backend == "cuda" or (backend == "triton" and DEVICE == "cuda") else "cpu"
-    moved = tuple(x.to(dev) for x in tensors)
+    """``tensors`` on the device ``backend``'s cases run on (:func:`_device`)."""
+    moved = tuple(x.to(_device(backend)) for x in tensors)
     return moved if len(moved) > 1 else moved[0]
 
 # 3 levels: A -> {A1 -> {a, b}, A2 -> {c}}, B -> {d}, e (a leaf at level 1)
