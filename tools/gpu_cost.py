@@ -23,6 +23,8 @@ measurement. Method (docs/benchmarks.md, "GPU cost model"):
    kernel would rather be latency-bound; it is not part of the lower bound.
 6. The native CUDA loss and argmax (``predict_cuda``, from the built extension's sm_90 code; one pixel
    per thread, 256 per block) get the same columns from a coarser loop model (its docstring).
+7. The fused-upsampling loss (``upsample_table``: its loss and fold kernels, per output pixel) beside the
+   same-resolution loss on upsampled logits and ``F.interpolate`` + that loss + the interpolate backward.
 
     python tools/gpu_cost.py [--gpu h100-sxm] [--out DIR] [--gpu-table hssn_kernels/gpu_table.json]
     python tools/gpu_cost.py --gpu h200 --measured RUN/results.json [--gpu-table hssn_kernels/gpu_table.json]
