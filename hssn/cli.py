@@ -24,8 +24,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
     from hssn.engine.runs import run_eval
 
-    cfg = load_config(args.config, args.overrides)
-    run_eval(cfg, args.checkpoint, scales=args.scales, flip=args.flip, out=args.out, per_class=args.per_class)
+    cfg = load_config(args.config, _tta_overrides(args))
+    run_eval(cfg, args.checkpoint, out=args.out, per_class=args.per_class)
     return 0
 
 
@@ -33,8 +33,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
     from hssn.engine.predict import predict_files
 
-    cfg = load_config(args.config, args.overrides)
-    written = predict_files(cfg, args.checkpoint, args.images, args.out, scales=args.scales, flip=args.flip)
+    cfg = load_config(args.config, _tta_overrides(args))
+    written = predict_files(cfg, args.checkpoint, args.images, args.out)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 
@@ -75,6 +75,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         run_demo(args.out or "runs/demo", args.overrides, compare_bce=args.compare_bce)
     return 0
+
+
+def _tta_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides with ``--scales`` / ``--flip`` as ``eval.scales`` / ``eval.flip``: the config's rules check
+    them (a scale <= 0 is the same one-line error as in a config file)."""
+    extra = [f"eval.scales=[{', '.join(repr(s) for s in args.scales)}]"] if args.scales else []
+    extra += [f"eval.flip={str(args.flip).lower()}"] if args.flip is not None else []
+    return list(args.overrides) + extra
 
 
 def _tta_args(p: argparse.ArgumentParser) -> None:

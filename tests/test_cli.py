@@ -103,6 +103,10 @@ def test_user_errors_are_one_line_and_status_2(tmp_path, capsys):
     empty.write_bytes(b"")
     _one_line_error(capsys, ["eval", "synthetic", *TINY, "--checkpoint", str(empty)], "empty.pt")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=nope"], "loss.backend", "nope")
+    for command in ("eval", "predict"):  # --scales goes through eval.scales' rule (it predicted at 1x1 before)
+        extra = [str(tmp_path / "x.png"), "--out", str(tmp_path / "o")] if command == "predict" else []
+        _one_line_error(capsys, [command, "synthetic", *TINY, *extra, "--checkpoint", str(empty), "--scales", "-1"],
+                        "eval.scales")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.segmentation=dice"], "loss.segmentation", "dice")
     _one_line_error(capsys, ["train", "synthetic", *TINY, "loss.backend=cuda", f"train.output_dir={tmp_path}/a"],
                     "loss.backend", "cuda")

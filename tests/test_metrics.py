@@ -123,6 +123,21 @@ def test_confusion_matrix_bincount_and_validation():
         ConfusionMatrix(0)
 
 
+def test_inner_node_and_out_of_range_predictions_are_rejected():
+    """An inner-node prediction has leaf position -1: counted, it would shift the bincount (a "sidewalk" pixel
+    scored as another pair of classes). It is an error, as are ids outside the tree."""
+    m = HierarchicalMetrics(TREE)
+    target = torch.tensor([[[a1, a2]]])
+    for bad in (A, TREE.num_channels, -1):
+        with pytest.raises(ValueError, match="inner-node|outside"):
+            m.update(torch.tensor([[[a1, bad]]]), target)
+    assert int(m.confusion.matrix.sum()) == 0  # nothing counted by the rejected updates
+    with pytest.raises(ValueError, match="pred holds ids outside"):
+        ConfusionMatrix(3).update(torch.tensor([0, -1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="target holds ids outside"):
+        ConfusionMatrix(3).update(torch.tensor([0, 1]), torch.tensor([0, 3]))
+
+
 def test_non_leaf_target_is_rejected():
     m = HierarchicalMetrics(TREE)
     with pytest.raises(ValueError, match="neither leaves"):

@@ -13,18 +13,17 @@ from .metrics import HierarchicalMetrics
 
 
 def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Sequence[float], std: Sequence[float],
-             info: DistInfo, amp: bool = False, backend: str = "auto", scales: Sequence[float] | None = None,
-             flip: bool | None = None, progress: bool = False) -> dict:
+             info: DistInfo, amp: bool = False, backend: str = "auto", progress: bool = False) -> dict:
     """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset``.
 
-    ``eval_cfg`` is the config's ``eval`` section; ``scales`` / ``flip`` override it. With
+    ``eval_cfg`` is the config's ``eval`` section (its scales and flip validated there). With
     ``scored_classes: dataset`` the report scores the dataset's ``scored_leaves`` (its official protocol,
     e.g. Mapillary's evaluated classes) where it has them; ``all`` scores every leaf. Each process
     evaluates its shard; the counts are summed over the processes, so every rank returns the full report.
     The model is put in eval mode and left there.
     """
-    scales = list(eval_cfg["scales"] if scales is None else scales)
-    flip = bool(eval_cfg["flip"] if flip is None else flip)
+    scales = list(eval_cfg["scales"])
+    flip = bool(eval_cfg["flip"])
     length = len(dataset) if eval_cfg["max_images"] is None else min(len(dataset), int(eval_cfg["max_images"]))
     loader = DataLoader(dataset, batch_size=int(eval_cfg["batch_size"]),
                         sampler=ShardSampler(length, info.world_size, info.rank),

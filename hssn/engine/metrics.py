@@ -51,6 +51,9 @@ class ConfusionMatrix:
         if valid is not None:
             pred, target = pred[valid], target[valid]
         k = self.num_classes
+        for name, ids in (("pred", pred), ("target", target)):
+            if ids.numel() and bool(((ids < 0) | (ids >= k)).any()):  # else bincount shifts rows silently
+                raise ValueError(f"{name} holds ids outside [0, {k})")
         idx = target.reshape(-1).long() * k + pred.reshape(-1).long()
         self.matrix += torch.bincount(idx.to(self.matrix.device), minlength=k * k).view(k, k)
 
@@ -247,7 +250,13 @@ class HierarchicalMetrics:
         if not self.partial_labels and bool(inner.any()):
             raise ValueError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
                              "partial_labels=True)")
-        pred_pos = self.leaf_pos[leaf_pred.to(self.leaf_pos.device).long()]
+        pred = leaf_pred.to(self.leaf_pos.device).long()
+        if bool(((pred < 0) | (pred >= num_c)).any()):
+            raise ValueError(f"leaf_pred holds ids outside [0, {num_c})")
+        pred_pos = self.leaf_pos[pred]
+        if bool((pred_pos < 0).any()):  # an inner node has no leaf position (-1): it would count as another class
+            raise ValueError("leaf_pred holds inner-node ids: predictions must be leaf channel ids "
+                             "(hssn_kernels.hierarchical_argmax returns them)")
         self.confusion.update(pred_pos, gt_pos, valid & ~inner)
         if self.partial_labels:
             idx = safe_target[inner] * self.hierarchy.num_leaves + pred_pos[inner]

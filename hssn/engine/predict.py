@@ -42,8 +42,8 @@ def save_leaf_png(leaf: torch.Tensor, path: Path) -> None:
     img.save(path)
 
 
-def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path,
-                  scales: Sequence[float] | None = None, flip: bool | None = None) -> list[Path]:
+def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
+                  ) -> list[Path]:
     """Segment each image file; writes ``{stem}_leaf.png`` (leaf ids) and ``{stem}_k{k}.png`` (colours) for
     k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``. Returns the paths."""
     from hssn.data.common import read_image
@@ -74,7 +74,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
             image = resize_image(image, (max(1, round(size[0] * s)), max(1, round(size[1] * s))))
         with torch.no_grad():
             leaf, _ = predict_leaves(fn, image[None].to(device), hierarchy, cfg["loss"]["backend"],
-                                     ev["scales"] if scales is None else scales, ev["flip"] if flip is None else flip,
+                                     ev["scales"], ev["flip"],
                                      meta["flip_pairs"], size, ev["mode"], ev["crop_size"], ev["stride"])
         leaf = leaf[0].cpu()
         target = out_dir / f"{path.stem}_leaf.png"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -30,8 +29,7 @@ def default_metrics_path(checkpoint_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.metrics.json")
 
 
-def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | None = None, flip: bool | None = None,
-             out: str | Path | None = None, per_class: bool = False) -> dict:
+def run_eval(cfg: dict, checkpoint_path: str | Path, out: str | Path | None = None, per_class: bool = False) -> dict:
     """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
     the metrics JSON to ``out`` (default :func:`default_metrics_path`). Returns the report."""
     info = init_distributed(cfg["train"]["device"])
@@ -41,7 +39,7 @@ def run_eval(cfg: dict, checkpoint_path: str | Path, scales: Sequence[float] | N
         model = load_trained_model(cfg, checkpoint_path, dataset.hierarchy, info.device)
         amp = bool(cfg["train"]["amp"]) and info.device.type == "cuda"
         report = evaluate(model, dataset, cfg["eval"], cfg["model"]["mean"], cfg["model"]["std"], info, amp,
-                          cfg["loss"]["backend"], scales=scales, flip=flip, progress=cfg["train"]["progress"])
+                          cfg["loss"]["backend"], progress=cfg["train"]["progress"])
         if info.is_main:
             print(format_report(report, per_class=per_class))
             path = Path(out) if out else default_metrics_path(checkpoint_path)
