@@ -246,18 +246,24 @@ def count(instrs: list[Instr], loops: list[Loop]) -> Counts:
 
 
 # ----------------------------------------------------------------------------- model
-def compile_kernel(label: str, dtype: str, depth: int, channels: int, image: tuple[int, int, int]):
-    """(cubin bytes, regs, shared bytes, num_warps, BLOCK_P) of the kernel ``label`` at sm_90, specialised for
-    contiguous logits of ``channels`` x ``image`` (B, H, W) as the launcher would be."""
-    for lab, fn, sig, cx, attrs, options in tr.kernel_specs(channels, depth, dtype, image):
-        if lab.startswith(label + " C="):
-            warps = options["num_warps"]
-            kernel = tr.compile_for(fn, sig, cx, attrs, options, 90)
-            res = tr.cubin_resources(kernel.asm["cubin"])
-            if res.get("STACK", 0):
-                raise RuntimeError(f"{label} {dtype} spills ({res['STACK']} stack bytes): the model assumes none")
-            return kernel.asm["cubin"], res["REG"], int(kernel.metadata.shared), warps, cx["BLOCK_P"]
-    raise KeyError(label)
+def compile_kernel(label: str, dtype: str, h, image: tuple[int, int, int], compiled: dict) -> tuple:
+    """(SASS text, regs, shared bytes, num_warps, constexprs) of the kernel ``label`` at sm_90, specialised for
+    contiguous logits of tree ``h`` x ``image`` (B, H, W) as the launcher would be; ``compiled`` caches it
+    across calls. ``label`` is a ``tools/triton_resources.kernel_specs`` label up to its " C=" / dtype suffix."""
+    key = (label, dtype, h.height, h.num_channels, image)
+    if key not in compiled:
+        for lab, fn, sig, cx, attrs, options in tr.kernel_specs(h.num_channels, h.height, dtype, image):
+            if lab.startswith(label + " C=") or lab == f"{label} {dtype}":
+                kernel = tr.compile_for(fn, sig, cx, attrs, options, 90)
+                res = tr.cubin_resources(kernel.asm["cubin"])
+                if res.get("STACK", 0):
+                    raise RuntimeError(f"{label} {dtype} spills ({res['STACK']} stack bytes): the model assumes none")
+                compiled[key] = (_nvdisasm(kernel.asm["cubin"]), res["REG"], int(kernel.metadata.shared),
+                                 options["num_warps"], cx)
+                break
+        else:
+            raise KeyError(label)
+    return compiled[key]
 
 
 def occupancy(gpu: Gpu, regs: int, shared: int, warps: int) -> int:
@@ -283,12 +289,9 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
     """One row of the predicted table (a dict of the figures, all per pixel unless named otherwise);
     ``compiled`` caches the SASS text of each specialisation across calls."""
     h = get_tree(tree)
-    key = (label, dtype, h.height, h.num_channels, batch, height, width)
-    compiled = {} if compiled is None else compiled
-    if key not in compiled:
-        cubin, *meta = compile_kernel(label, dtype, h.height, h.num_channels, (batch, height, width))
-        compiled[key] = (_nvdisasm(cubin), *meta)
-    text, regs, shared, warps, block_p = compiled[key]
+    text, regs, shared, warps, cx = compile_kernel(label, dtype, h, (batch, height, width),
+                                                   {} if compiled is None else compiled)
+    block_p = cx["BLOCK_P"]
     instrs, loops = parse(text)
     assign_trips(instrs, loops, int(block_p / (32 * warps) * DTYPES[dtype]), h.num_channels, _scan_rows(h))
     return _row(gpu, f"triton {label}", label, dtype, tree, (batch, height, width), count(instrs, loops), regs,
@@ -367,24 +370,6 @@ UPSAMPLE_CASES = (("cityscapes", 2, 512, 1024), ("mapillary_v2", 2, 512, 1024), 
 UPSAMPLE_RATIO = 4
 
 
-def _upsampled_compiled(label: str, dtype: str, h, batch: int, height: int, width: int, compiled: dict):
-    key = ("ups", label, dtype, h.height, h.num_channels, batch, height, width)
-    if key not in compiled:
-        for lab, fn, sig, cx, attrs, options in tr.kernel_specs(h.num_channels, h.height, dtype,
-                                                                 (batch, height, width)):
-            if lab.startswith(label):
-                kernel = tr.compile_for(fn, sig, cx, attrs, options, 90)
-                res = tr.cubin_resources(kernel.asm["cubin"])
-                if res.get("STACK", 0):
-                    raise RuntimeError(f"{label} {dtype} spills ({res['STACK']} stack bytes): the model assumes none")
-                compiled[key] = (_nvdisasm(kernel.asm["cubin"]), res["REG"], int(kernel.metadata.shared),
-                                 options["num_warps"], cx)
-                break
-        else:
-            raise KeyError(label)
-    return compiled[key]
-
-
 def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, width: int,
                       compiled: dict | None = None) -> list[dict]:
     """The fused-upsampling loss (fwd+grad, mean) at logits of 1/``UPSAMPLE_RATIO`` of (height, width): the loss
@@ -401,8 +386,8 @@ def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, 
     h = get_tree(tree)
     channels, elem = h.num_channels, DTYPES[dtype]
     lh, lw = height // UPSAMPLE_RATIO, width // UPSAMPLE_RATIO
-    text, regs, shared, warps, cx = _upsampled_compiled("upsampled ftm fwd+grad (mean)", dtype, h, batch, height,
-                                                        width, compiled)
+    text, regs, shared, warps, cx = compile_kernel("upsampled ftm fwd+grad (mean)", dtype, h, (batch, height, width),
+                                                   compiled)
     plan = upt._Plan(lh, lw, height, width, False, False, "cpu", cx["KX"])
     rows_per_program = height / lh
     chunks = float(plan.col_chunks.float().mean())
@@ -425,8 +410,7 @@ def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, 
     loss_row = _row(gpu, "triton upsampled ftm fwd+grad (mean)", "upsampled", dtype, tree, (batch, height, width), c,
                     regs, shared, warps, int(block_px), "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops),
                     dram=low + 8 + partials)
-    ftext, fregs, fshared, fwarps, fcx = _upsampled_compiled("upsampled fold", dtype, h, batch, height, width,
-                                                             compiled)
+    ftext, fregs, fshared, fwarps, fcx = compile_kernel("upsampled fold", dtype, h, (batch, height, width), compiled)
     finstrs, floops = parse(ftext)
     if floops:
         raise ValueError("the fold kernel has no loops in the model")
