@@ -14,6 +14,7 @@ Switches (environment variables):
 * ``MAX_JOBS``: parallel compile jobs (ninja).
 * ``HSSN_NO_EXTENSION=1``: pure-Python install (the "cpu"/"cuda" backends then report why they are missing).
 """
+import json
 import os
 import shutil
 import sys
@@ -23,6 +24,12 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_ARCHS = "8.0;9.0"
+STACKS = json.loads((ROOT / "hssn_kernels" / "tested_stacks.json").read_text())["stacks"]
+
+
+def _oldest(package: str) -> str:
+    """The oldest version of ``package`` among the stacks CI tests (the lower bound we claim)."""
+    return min((s[package] for s in STACKS), key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
 def _flag(name: str) -> bool:
@@ -105,19 +112,19 @@ setup(
     version="0.1.0",
     description="Fused kernels and a training stack for hierarchical semantic segmentation (HSSN, CVPR 2022)",
     packages=find_packages(include=["hssn_kernels*", "hssn*", "benchmarks*"]),
-    package_data={"hssn_kernels": ["py.typed", "gpu_table.json"], "hssn": ["hierarchies/data/*", "configs/*.yaml"]},
-    python_requires=">=3.10",
+    package_data={"hssn_kernels": ["py.typed", "gpu_table.json", "tested_stacks.json"], "hssn": ["hierarchies/data/*", "configs/*.yaml"]},
+    python_requires=f">={_oldest('python')}",
     install_requires=[
-        "torch>=2.4",
+        f"torch>={_oldest('torch')}",
         "numpy>=1.24",
         "pyyaml>=6.0",
         "tqdm>=4.60",
     ],
     extras_require={
-        "triton": ["triton>=3.0"],
+        "triton": [f"triton>={_oldest('triton')}"],
         "train": [
             "timm>=1.0",
-            "torchvision>=0.19",
+            f"torchvision>={_oldest('torchvision')}",
             "scipy>=1.10",
             "matplotlib>=3.7",
             "pillow>=9.0",
@@ -129,7 +136,7 @@ setup(
             "pytest-benchmark>=4.0",
             "pytest-xdist>=3.3",
             "timm>=1.0",
-            "torchvision>=0.19",
+            f"torchvision>={_oldest('torchvision')}",
             "scipy>=1.10",
             "matplotlib>=3.7",
             "pillow>=9.0",

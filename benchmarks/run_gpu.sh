@@ -9,8 +9,10 @@
 #   bash benchmarks/run_gpu.sh bench [OUT]    # the full suite, resumable: rerun the same command to continue
 #   bash benchmarks/run_gpu.sh STAGE [OUT] --dry-run   # print the plan and its time estimate, run nothing
 #
-# Run from the repository root with the project's Python environment active (install: pip install
-# --no-build-isolation --no-deps -e .; the smoke stage runs it). Exit status: 0 when every step passed.
+# Run from the repository root with the machine's own Python environment active. Nothing is fetched: every stage
+# first checks that what it imports is installed (python -m benchmarks.preflight STAGE names anything missing,
+# exit 2), and installs the project, when not yet built here, with pip install --no-build-isolation --no-deps
+# --no-index -e . against the machine's torch. Exit status: 0 when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STAGE="${1:-}"
@@ -51,18 +53,23 @@ else
   if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "run_gpu.sh: no CUDA GPU visible to torch" >&2; exit 2
   fi
+  python -m benchmarks.preflight "$STAGE" || exit 2
   SLUG="$(python -c 'import torch; from benchmarks.report import slug; print(slug(torch.cuda.get_device_name()))')"
   OUT="${OUT_ARG:-benchmarks/results/${SLUG}-$(date +%F)}"
   mkdir -p "$OUT"
   nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 fi
 
+# The offline install (sm_90 only), run by every stage on a machine where the extension is not built yet.
+INSTALL="TORCH_CUDA_ARCH_LIST=9.0 HSSN_FORCE_CUDA=1 MAX_JOBS=16 pip install --no-build-isolation --no-deps --no-index -e . > '$OUT/build.log' 2>&1 && tail -n 3 '$OUT/build.log'"
+BUILT=0
+[[ $DRY == 0 ]] && python -c 'import hssn_kernels._C' 2>/dev/null && BUILT=1
+
 if [[ "$STAGE" == smoke ]]; then
   # estimates: nvcc for one arch at MAX_JOBS=16 (~90 s here at 2 jobs for two archs, scaled); the kernel tests
   # compile each Triton specialisation once (~150 s); 84 headline cases at ~1.5 s each (timing + fp64 oracle);
   # two training configurations of deeplabv3plus_r101 (model build + 7 steps each)
-  plan "build the extension for sm_90" 120 \
-    "TORCH_CUDA_ARCH_LIST=9.0 HSSN_FORCE_CUDA=1 MAX_JOBS=16 pip install --no-build-isolation --no-deps -e . > '$OUT/build.log' 2>&1 && tail -n 3 '$OUT/build.log'"
+  plan "build the extension for sm_90" 120 "$INSTALL"
   plan "GPU kernel tests" 150 \
     "HSSN_TEST_GPU=1 python -m pytest $(echo $KERNEL_TESTS) -q -p no:cacheprovider > '$OUT/gpu-kernel-tests.log' 2>&1; S=\$?; tail -n 15 '$OUT/gpu-kernel-tests.log'; exit \$S"
   plan "headline benchmark cases" 130 \
@@ -70,14 +77,18 @@ if [[ "$STAGE" == smoke ]]; then
   plan "one training step, deeplabv3plus_r101 2x512x1024 bf16" 60 \
     "python -m benchmarks.train_step deeplabv3plus_r101_cityscapes --batch 2 --size 512 1024 --out '$OUT'"
 elif [[ "$STAGE" == tests ]]; then
-  # estimate: the CPU suite takes ~15 min on 2 cores; on 16 cores with -n 8 and the Triton cases compiled
-  plan "HSSN_TEST_GPU=1 pytest (all but the smoke stage's files)" 420 \
-    "HSSN_TEST_GPU=1 python -m pytest tests -q -p no:cacheprovider -n 8 $(for f in $KERNEL_TESTS; do printf -- '--ignore=%s ' "$f"; done) > '$OUT/gpu-tests.log' 2>&1; S=\$?; tail -n 20 '$OUT/gpu-tests.log'; exit \$S"
+  [[ $BUILT == 1 ]] || plan "build the extension for sm_90 (a fresh machine)" 120 "$INSTALL"
+  # estimate: the CPU suite takes ~15 min on 2 cores (30 core-minutes, most of it the interpreter cases that the
+  # smoke stage's files hold); the rest on 14 workers, doubled for start-up and the Triton compiles
+  plan "HSSN_TEST_GPU=1 pytest (all but the smoke stage's files)" 300 \
+    "HSSN_TEST_GPU=1 python -m pytest tests -q -p no:cacheprovider -n 14 $(for f in $KERNEL_TESTS; do printf -- '--ignore=%s ' "$f"; done) > '$OUT/gpu-tests.log' 2>&1; S=\$?; tail -n 20 '$OUT/gpu-tests.log'; exit \$S"
 else
+  [[ $BUILT == 1 ]] || plan "build the extension for sm_90 (a fresh machine)" 120 "$INSTALL"
   # ~400 cases at ~1 s each on the GPU; a run cut short keeps its cases (OUT/bench/cases.jsonl) and the same
-  # command continues it, so the estimate is per call: the suite needs about two
-  plan "benchmark suite (resumable)" 440 \
-    "timeout 440 python -m benchmarks --out '$OUT/bench' --resume --no-progress | tail -n 30"
+  # command continues it, so the estimate is per call (what the stage's 480 s leave): the suite needs two or three
+  SUITE=$((440 - TOTAL))
+  plan "benchmark suite (resumable)" $SUITE \
+    "timeout $SUITE python -m benchmarks --out '$OUT/bench' --resume --no-progress | tail -n 30"
   plan "results of the cases so far, measured vs predicted" 40 \
     "python -m benchmarks --out '$OUT/bench' --resume --report-only --no-progress | tail -n 3 &&
      python tools/gpu_cost.py --gpu h200 --measured '$OUT/bench/results.json' --gpu-table '$OUT/gpu_table.json' | tail -n 30"

@@ -35,10 +35,12 @@ PIXELS_PER_THREAD = 4
 for trees of height <= 4; half that up to 8, one pixel deeper (their per-depth stacks grow with the height)."""
 
 
-MAX_REGISTERS = 128
-"""Register cap (``maxnreg``) of the pixels-along-lanes kernels: without it ptxas spills the fp32 backward's
-prologue at 80 registers; with it every variant is spill-free (tools/triton_resources.py). Trees deeper
-than 8 get ``DEEP_MAX_REGISTERS``."""
+MAX_REGISTERS = 96
+"""Register cap (``maxnreg``) of the pixels-along-lanes kernels for trees up to height 8: 5 programs of 4 warps
+per SM (0.31 occupancy) where Triton 3.6's ptxas would take 117 registers (0.25); every variant stays
+spill-free on Triton 3.6 and 3.8, sm_80 and sm_90 (tools/triton_resources.py). Deeper trees get
+``DEEP_MAX_REGISTERS``; the upsampled argmax, which also interpolates, ``UPSAMPLED_MAX_REGISTERS``."""
+UPSAMPLED_MAX_REGISTERS = 128
 DEEP_MAX_REGISTERS = 255
 
 
@@ -47,14 +49,14 @@ def pixels_per_thread(depth: int) -> int:
     return PIXELS_PER_THREAD if depth <= 4 else (PIXELS_PER_THREAD // 2 if depth <= 8 else 1)
 
 
-def pixel_config(hw: int, depth: int = 1) -> tuple[int, dict]:
+def pixel_config(hw: int, depth: int = 1, max_registers: int = MAX_REGISTERS) -> tuple[int, dict]:
     """(BLOCK_P, launch options) of a pixels-along-lanes kernel over an image of ``hw`` pixels and a tree of
     height ``depth``: 4 warps x 32 lanes x :func:`pixels_per_thread`, shrunk (power of two, >= 32) for small
-    images. See docs/triton.md."""
+    images; at most ``max_registers`` (``DEEP_MAX_REGISTERS`` past height 8). See docs/triton.md."""
     ppt = pixels_per_thread(depth)
     block = min(4 * 32 * ppt, max(32, triton.next_power_of_2(hw)))
     return block, {"num_warps": max(1, min(4, block // (32 * ppt))),
-                   "maxnreg": MAX_REGISTERS if depth <= 8 else DEEP_MAX_REGISTERS}
+                   "maxnreg": max_registers if depth <= 8 else DEEP_MAX_REGISTERS}
 
 
 def launch_guard(x: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -97,6 +99,15 @@ def fast_div(x, y):
         return libdevice.fast_dividef(x, y)
 
 
+INTERPRETER_MIN = (3, 7)
+"""The oldest Triton whose CPU interpreter runs these kernels (3.6's cannot loop over a runtime argument)."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """(3, 6) from "3.6.0" / "3.6.0+git1234"."""
+    return tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """None when the Triton kernels can run on ``device``, else why not (CUDA tensors whenever ``triton``
     imports; CPU tensors only under Triton's interpreter, ``TRITON_INTERPRET=1`` set before ``triton`` is
@@ -105,7 +116,11 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         return None
     if device.type == "cpu":
-        if os.environ.get("TRITON_INTERPRET") == "1":
-            return None
-        return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
+        if _version_tuple(triton.__version__) < INTERPRETER_MIN:
+            return (f"Triton {triton.__version__}'s interpreter cannot run a loop over a kernel argument "
+                    f"(`for j in range(C)`: its __index__ calls int() on a 1-element array, which recent numpy "
+                    f"releases reject); Triton >= {'.'.join(map(str, INTERPRETER_MIN))} fixes it. CUDA tensors are unaffected")
+        return None
     return f"Triton kernels need CUDA tensors, got {device.type} tensors"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -384,7 +384,7 @@ class ClassHierarchy:
             dfs_depth=torch.tensor([self._levels[c] - 1 for c in order], **i32),
             dfs_path=torch.tensor(dfs_path, **i32),
         )
-        return HierarchyTables(**{k: v.to(device) for k, v in tabs.__dict__.items()})
+        return HierarchyTables(*(getattr(tabs, f.name).to(device) for f in fields(tabs)))
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:

@@ -1,6 +1,7 @@
 """Environment report: ``python -m hssn_kernels.info``.
 
-Prints the torch / CUDA / Triton versions, the native extension's build (torch it was built against,
+Prints the Python / torch / CUDA / Triton versions and whether they lie in the range CI tests
+(``tested_stacks.json``), the native extension's build (torch it was built against,
 CUDA architectures), which backends run on which devices, with the reason when one does not, and the order
 in which ``backend="auto"`` tries them per op (for CUDA tensors per dtype and channel count, with the
 predicted or measured times it ranks by).
@@ -8,7 +9,9 @@ predicted or measured times it ranks by).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
+from pathlib import Path
 
 import torch
 
@@ -20,6 +23,36 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+STACKS_FILE = Path(__file__).with_name("tested_stacks.json")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(2, 11, 0) from "2.11.0+cu130"; (3, 12) from "3.12"."""
+    return tuple(int(p) for p in version.split("+")[0].split(".") if p.isdigit())
+
+
+def tested_range() -> dict[str, tuple[str, str]]:
+    """{package: (oldest, newest)} over the stacks CI tests, for python, torch, torchvision and triton."""
+    stacks = json.loads(STACKS_FILE.read_text())["stacks"]
+    return {k: (min((s[k] for s in stacks), key=_release), max((s[k] for s in stacks), key=_release))
+            for k in ("python", "torch", "torchvision", "triton")}
+
+
+def untested() -> list[str]:
+    """One line per installed package whose version lies outside :func:`tested_range` (compared to the
+    stacks' precision: python by major.minor, the others by full release)."""
+    here = {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": _version("torchvision"), "triton": _version("triton")}
+    out = []
+    for name, (lo, hi) in tested_range().items():
+        if here[name] == "not installed":
+            continue
+        v = _release(here[name])[:len(_release(lo))]
+        if not _release(lo) <= v <= _release(hi):
+            out.append(f"{name} {here[name]} is outside the tested range {lo} .. {hi}")
+    return out
 
 
 def devices() -> list[torch.device]:
@@ -39,7 +72,10 @@ def report() -> str:
         f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} GPU(s) visible)",
         f"triton      {_version('triton')}",
         f"hssn        {_version('hssn')}",
+        "tested      " + ", ".join(f"{k} {lo} .. {hi}" for k, (lo, hi) in tested_range().items())
+        + f" ({STACKS_FILE.name})",
     ]
+    lines += [f"WARNING     {w}: untested; report problems with this line" for w in untested()]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         major, minor = torch.cuda.get_device_capability(i)
         lines.append(f"cuda:{i}      {torch.cuda.get_device_name(i)} (sm_{major}{minor})")

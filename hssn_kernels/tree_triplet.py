@@ -52,6 +52,11 @@ def _draw(counter, key, csum_ptr, num_valid, P, search_steps):
     return lo
 
 
+SAMPLE_BLOCK, SAMPLE_WARPS = 256, 8
+"""Attempts per round of the one-program sampler and its warps: one attempt per thread (at 4 warps, two per
+thread, the ptxas of Triton 3.6 spills 16 bytes on sm_90; tools/triton_resources.py)."""
+
+
 @triton.jit
 def _sample_kernel(
     t_ptr, csum_ptr, leaf_index_ptr, dist_ptr, out_ptr, count_ptr,
@@ -113,7 +118,7 @@ def sample_triplets(target: torch.Tensor, leaf_index: torch.Tensor, tree_distanc
         _sample_kernel[(1,)](
             flat, csum, leaf_index, tree_distance, out, count,
             num_p, tree_distance.shape[0], leaf_index.shape[0], num_triplets, ATTEMPTS_PER_TRIPLET * num_triplets,
-            seed, max(1, num_p.bit_length()), MODE=mode, BLOCK=256,
+            seed, max(1, num_p.bit_length()), MODE=mode, BLOCK=SAMPLE_BLOCK, num_warps=SAMPLE_WARPS,
         )
     return out, count
 

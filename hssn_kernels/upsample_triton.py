@@ -312,7 +312,7 @@ def upsampled_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tupl
     viol = _tu.empty((nb, H, W), dtype=torch.int8, device=logits.device) if with_violations else leaf
     hw = H * W
     if nb * hw > 0:
-        block_p, options = _tu.pixel_config(hw, hierarchy.height)
+        block_p, options = _tu.pixel_config(hw, hierarchy.height, _tu.UPSAMPLED_MAX_REGISTERS)
         with _tu.launch_guard(logits):
             _upsampled_argmax_kernel[(triton.cdiv(hw, block_p), nb)](
                 logits, tabs.dfs_perm, tabs.dfs_size, tabs.dfs_depth, leaf, viol,

@@ -192,8 +192,9 @@ def test_opcheck_and_compile():
 def test_triton_matches_the_expression_under_the_interpreter():
     from hssn_kernels import _triton_utils
 
-    if _triton_utils.unavailable_reason(torch.device("cpu")) is not None:
-        pytest.skip("Triton interpreter not active")
+    reason = _triton_utils.unavailable_reason(torch.device("cpu"))
+    if reason is not None:
+        pytest.skip(reason)
     tree = cityscapes_like()
     x = torch.randn(1, tree.num_channels, 3, 4, dtype=torch.float32)
     t = random_targets(tree, (1, 7, 9))

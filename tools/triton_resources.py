@@ -112,7 +112,7 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
     cx = dict(BLOCK=upt.FOLD_BLOCK)
     specs.append((f"upsampled fold {logits_dtype}", upt._fold_kernel,
                   *specialise(upt._fold_kernel, types, cx, dict(h=h, w=w)), {"num_warps": 4}))
-    block_p, options = _tu.pixel_config(nh * nw, depth)
+    block_p, options = _tu.pixel_config(nh * nw, depth, _tu.UPSAMPLED_MAX_REGISTERS)
     cx = dict(S_PAD=triton.next_power_of_2(max(depth - 1, 1)), BLOCK_P=block_p, FP64=False, VIOL=True)
     specs.append((f"upsampled argmax+violations C={channels} {logits_dtype}", upt._upsampled_argmax_kernel,
                   *specialise(upt._upsampled_argmax_kernel, types, cx,
@@ -122,11 +122,12 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
 
 
 def triplet_specs(embed: int = 256) -> list[tuple[str, object, dict, dict, int]]:
-    cx = dict(MODE=0, BLOCK=256)
+    cx = dict(MODE=0, BLOCK=tt.SAMPLE_BLOCK)
     types = {"t_ptr": "*i64", "csum_ptr": "*i32", "leaf_index_ptr": "*i32", "dist_ptr": "*i32",
              "out_ptr": "*i64", "count_ptr": "*i64", "seed": "i64"}
     four = {"num_warps": 4}
-    specs = [("sample_triplets", tt._sample_kernel, _sig(tt._sample_kernel, types, cx), cx, {}, four)]
+    specs = [("sample_triplets", tt._sample_kernel, _sig(tt._sample_kernel, types, cx), cx, {},
+              {"num_warps": tt.SAMPLE_WARPS})]
     block_e = tt._block_e(embed)
     cx = dict(HIER_MARGIN=True, DIST=0, COMPUTE_GRAD=True, BLOCK_E=block_e)
     types = {"e_ptr": "*fp32", "t_ptr": "*i64", "trip_ptr": "*i64", "count_ptr": "*i64", "leaf_index_ptr": "*i32",
