@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from .hierarchy import ClassHierarchy
@@ -24,12 +25,31 @@ UPSAMPLE_MODES = (None, "bilinear")
 """The losses' ``upsample=`` choices (None: logits already at the target's size)."""
 TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
 """Label tensor dtypes every backend reads (the native kernels dispatch on exactly these)."""
+NO_GAMMA = object()
+"""``gamma`` of a loss that has none (validators skip the rule; ``None`` from a user is an error)."""
 MAX_TRIPLETS = 1 << 16
 """Most triplets one loss call may ask for (the paper uses 200; sampling tries 16 candidates each)."""
 
 
 def _is_compiling() -> bool:
     return torch.compiler.is_compiling()
+
+
+def check_int(value, name: str) -> int:
+    """``value`` as an int: Python and numpy integers (a SymInt under torch.compile stays one); not bools,
+    floats, strings or tensors."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a bool: Python and numpy bools."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} ({type(value).__module__}.{type(value).__name__})")
+    return bool(value)
 
 
 def check_hierarchy(hierarchy) -> ClassHierarchy:
@@ -43,7 +63,10 @@ def check_reduction(reduction: str) -> str:
 
 
 def check_ignore_index(ignore_index: int, hierarchy: ClassHierarchy) -> int:
-    ignore_index = int(ignore_index)
+    """An int in int64's range that is no channel of ``hierarchy``."""
+    ignore_index = check_int(ignore_index, "ignore_index")
+    if not -2**63 <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
     if 0 <= ignore_index < hierarchy.num_channels:
         raise ValueError(
             f"ignore_index {ignore_index} is channel {ignore_index} of the hierarchy "
@@ -81,19 +104,20 @@ def check_target_dtype(target) -> None:
                         f"{str(target.dtype).replace('torch.', '')}")
 
 
-def widen_uint8_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """uint8 labels with an ``ignore_index`` outside [0, 255] as int32 (a uint8 comparison would wrap
-    ``ignore_index``, e.g. -1 to 255); other targets unchanged."""
-    if target.dtype == torch.uint8 and not 0 <= int(ignore_index) <= 255:
-        return target.to(torch.int32)
-    return target
+def widen_target(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``target`` in a dtype that holds ``ignore_index`` (int32, else int64) when its own does not, so every
+    backend compares labels and ``ignore_index`` as ints (torch would wrap it: -1 to 255 for uint8,
+    2**32 + 1 to 1 for int32); otherwise unchanged."""
+    info = torch.iinfo(target.dtype)
+    if info.min <= ignore_index <= info.max:
+        return target
+    return target.to(torch.int32 if -2**31 <= ignore_index < 2**31 else torch.int64)
 
 
 def check_num_triplets(num_triplets) -> int:
     """An int in ``[0, MAX_TRIPLETS]``."""
-    if isinstance(num_triplets, bool) or not isinstance(num_triplets, numbers.Integral):
-        raise TypeError(f"num_triplets must be an int, got {num_triplets!r}")
-    if not 0 <= int(num_triplets) <= MAX_TRIPLETS:
+    num_triplets = check_int(num_triplets, "num_triplets")
+    if not 0 <= num_triplets <= MAX_TRIPLETS:
         raise ValueError(f"num_triplets must be in [0, {MAX_TRIPLETS}], got {num_triplets}")
     return int(num_triplets)
 
@@ -153,10 +177,10 @@ def leaf_labels_only(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_ind
 def triplet_labels(target: torch.Tensor, hierarchy: ClassHierarchy, ignore_index: int, validate: bool,
                    partial_labels: bool) -> torch.Tensor:
     """The labels triplet sampling reads: checked (``validate``: leaf ids, or any node's id with partial
-    labels), uint8 widened (:func:`widen_uint8_target`), and with partial labels :func:`leaf_labels_only`."""
+    labels), widened where ignore_index needs it (:func:`widen_target`), and with partial labels :func:`leaf_labels_only`."""
     if validate:
         check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    target = widen_uint8_target(target, ignore_index)
+    target = widen_target(target, ignore_index)
     return leaf_labels_only(target, hierarchy, ignore_index) if partial_labels else target
 
 
@@ -176,12 +200,10 @@ def raise_on_nan(loss: torch.Tensor, what: str) -> None:
         )
 
 
-def check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    seed = int(seed)
+def check_seed(seed: int, name: str = "seed") -> int:
+    seed = check_int(seed, name)
     if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+        raise ValueError(f"{name} must be in [0, 2**32), got {seed}")
     return seed
 
 
@@ -196,24 +218,33 @@ def check_upsample(upsample, align_corners) -> None:
     """``upsample`` in :data:`UPSAMPLE_MODES`, ``align_corners`` a bool."""
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-    if not isinstance(align_corners, bool):
-        raise TypeError(f"align_corners must be a bool, got {type(align_corners).__name__}")
+    check_bool(align_corners, "align_corners")
 
 
 def check_size(size) -> tuple[int, int]:
-    """``size`` = (H, W) with positive ints."""
-    try:
-        H, W = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}") from None
+    """``size`` = (H, W) with positive ints (a tuple, list or torch.Size; not a string)."""
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+        raise TypeError(f"size must be a pair (H, W) of positive ints, got {size!r}")
+    H, W = (check_int(v, "size") for v in size)
     if H <= 0 or W <= 0:
         raise ValueError(f"size must be a pair (H, W) of positive ints, got {size!r}")
     return H, W
 
 
+def check_margin(value, name: str) -> float:
+    """A finite number (the triplet loss's ``margin_eps`` / ``margin_scale``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not -math.inf < value < math.inf:
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
 def check_gamma(gamma) -> float:
-    """A finite number >= 0."""
-    if not (gamma >= 0 and math.isfinite(gamma)):
+    """A finite number >= 0 (a SymFloat under ``torch.compile(dynamic=True)`` too)."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (numbers.Real, torch.SymFloat, torch.SymInt)):
+        raise TypeError(f"gamma must be a number, got {gamma!r} ({type(gamma).__name__})")
+    if not 0 <= gamma < math.inf:
         raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     return float(gamma)
 

@@ -53,7 +53,7 @@ def focal_tree_min_loss(
     else:
         red = _checks.REDUCTIONS.index(reduction)
         compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), align_corners, name, float(gamma),
+        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), bool(align_corners), name, float(gamma),
                                     int(ignore_index), red, compute_grad, partial)
         loss = loss.to(logits.dtype)
     if nan_policy == "raise":
@@ -91,7 +91,7 @@ def hierarchical_argmax(
     impl = backends.resolve(name, logits.device, "hierarchical_argmax")
     viol = None
     if size is not None:
-        leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, align_corners, name, violations)
+        leaf, viol = _up.upsampled_argmax(logits, hierarchy, size, bool(align_corners), name, violations)
     elif violations:
         raise ValueError("violations=True needs size=(H, W)")
     else:
@@ -158,9 +158,10 @@ def tree_triplet_loss(
     target, num_triplets, seed = _ref.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
+    margin_eps, margin_scale = _checks.check_margin(margin_eps, "margin_eps"), _checks.check_margin(margin_scale, "margin_scale")
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss", embeddings)
-    loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, float(margin_eps),
-                                  float(margin_scale), bool(hierarchy_margin), distance, seed,
+    loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps,
+                                  margin_scale, bool(hierarchy_margin), distance, seed,
                                   int(ignore_index), mode)
     if nan_policy == "raise":
         _checks.raise_on_nan(loss, "tree-triplet loss")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _checks
 from . import functional as Fn
 from .hierarchy import ClassHierarchy
 
@@ -54,6 +55,15 @@ class FocalTreeMinLoss(nn.Module):
                                       align_corners=self.align_corners, partial_labels=self.partial_labels)
 
 
+def nearest_resize(target: torch.Tensor, size) -> torch.Tensor:
+    """(B, H, W) integer labels resized to ``size`` = (h, w) by the pixels ``F.interpolate(mode="nearest")``
+    picks, gathered in the labels' own dtype (through float32, ids above 2**24 would change)."""
+    def picks(n_in: int, n_out: int) -> torch.Tensor:
+        grid = torch.arange(n_in, dtype=torch.float32, device=target.device)[None, None]
+        return F.interpolate(grid, size=n_out, mode="nearest")[0, 0].long()  # exact: n_in < 2**24 pixels
+    return target[:, picks(target.shape[-2], size[0])][:, :, picks(target.shape[-1], size[1])]
+
+
 class TreeTripletLoss(nn.Module):
     """Tree-triplet loss (Eq. 7-8) as a module; ``forward(embeddings, target, seed=0)``.
 
@@ -74,7 +84,7 @@ class TreeTripletLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, target: torch.Tensor, seed: int = 0) -> torch.Tensor:
         if embeddings.dim() == 4 and target.shape[-2:] != embeddings.shape[-2:]:
-            target = F.interpolate(target[:, None].float(), size=embeddings.shape[-2:], mode="nearest")[:, 0].long()
+            target = nearest_resize(target, embeddings.shape[-2:])
         opts = TRIPLET_VARIANTS[self.variant]
         return Fn.tree_triplet_loss(embeddings, target, self.hierarchy, self.num_triplets, self.margin_eps,
                                     self.margin_scale, opts["hierarchy_margin"], self.distance, seed,
@@ -128,6 +138,7 @@ class HierarchicalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, embeddings: torch.Tensor | None = None,
                 step: int = 0) -> dict[str, torch.Tensor | float]:
+        step = _checks.check_int(step, "step")
         seg = self.segmentation_loss(logits, target)
         beta = cosine_beta(step, self.beta_steps, self.beta_max)
         if self.triplet is None or embeddings is None:

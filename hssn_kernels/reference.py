@@ -60,20 +60,20 @@ _MASK32 = 0xFFFFFFFF
 
 # ----------------------------------------------------------------------------- input rules, one validator per op
 def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
-                partial_labels=False, gamma=None) -> torch.Tensor:
-    """Every rule of a segmentation loss's inputs (``gamma=None``: a loss without one); returns the target
-    the kernels read (:func:`hssn_kernels._checks.widen_uint8_target`)."""
+                partial_labels=False, gamma=_checks.NO_GAMMA) -> torch.Tensor:
+    """Every rule of a segmentation loss's inputs (``gamma=NO_GAMMA``: a loss without one); returns the target
+    the kernels read (:func:`hssn_kernels._checks.widen_target`)."""
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
     _checks.check_upsample(upsample, align_corners)
     _checks.check_target(target, logits, upsample=upsample)
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index, hierarchy)
-    if gamma is not None:
+    if gamma is not _checks.NO_GAMMA:
         _checks.check_gamma(gamma)
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    return _checks.widen_uint8_target(target, ignore_index)
+    return _checks.widen_target(target, ignore_index)
 
 
 def argmax_inputs(logits, hierarchy, size=None, align_corners=False) -> tuple[int, int] | None:
@@ -120,6 +120,8 @@ def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
     _checks.check_hierarchy(hierarchy)
     if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
         raise TypeError("leaf_map must be an integer tensor of channel ids")
+    level = _checks.check_int(level, "level")
+    _checks.check_int(ignore_index, "ignore_index")
     if not 1 <= level <= hierarchy.height:
         raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
     _checks.check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)
@@ -200,7 +202,7 @@ def _upsampled(logits, target, upsample, align_corners):
     """The loss's ``upsample=`` keyword: ``F.interpolate(logits, target's (H, W), mode=upsample)``, or logits."""
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         return logits
-    return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=align_corners)
+    return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=bool(align_corners))
 
 
 def _prepare(logits, target, hierarchy, ignore_index, partial_labels=False):
@@ -381,7 +383,7 @@ def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: t
     """
     size = argmax_inputs(logits, hierarchy, size, align_corners)
     if size is not None:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=bool(align_corners))
     return _hierarchical_argmax(logits, hierarchy)
 
 
@@ -578,5 +580,6 @@ def _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_ep
                           distance, seed, ignore_index, mode, validate, partial_labels):
     target, num_triplets, seed = triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
+    margin_eps, margin_scale = _checks.check_margin(margin_eps, "margin_eps"), _checks.check_margin(margin_scale, "margin_scale")
     return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
                          distance, seed, ignore_index, mode)

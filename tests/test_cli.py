@@ -85,6 +85,25 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     assert colour.shape == (30, 40, 3)
     assert main(["predict", "synthetic", str(tmp_path / "nope.png"), "--checkpoint", str(checkpoint),
                  "--out", str(out_dir)]) == 2
+    capsys.readouterr()
+
+    # inputs with one stem in two folders keep their folders (the second overwrote the first before); a 16-bit
+    # image is scaled by 65535, so it predicts as its 8-bit version does
+    grey = np.random.default_rng(7).integers(0, 256, (24, 32)).astype(np.uint8)
+    for folder, arr in (("a", grey.astype(np.uint16) * 257), ("b", np.repeat(grey[..., None], 3, axis=2))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(arr).save(tmp_path / folder / "rgb.png")
+    out2 = tmp_path / "pred2"
+    assert main(["predict", "synthetic", str(tmp_path / "a" / "rgb.png"), str(tmp_path / "b" / "rgb.png"),
+                 "--checkpoint", str(checkpoint), "--out", str(out2), "--set", *TINY]) == 0
+    assert sorted(str(p.relative_to(out2)) for p in out2.rglob("*.png")) == sorted(
+        f"{d}/rgb_{s}.png" for d in "ab" for s in ("leaf", "k1", "k2", "k3"))
+    assert np.array_equal(np.asarray(Image.open(out2 / "a" / "rgb_leaf.png")),
+                          np.asarray(Image.open(out2 / "b" / "rgb_leaf.png")))
+    Image.fromarray(grey).save(tmp_path / "a" / "rgb.jpg")
+    _one_line_error(capsys, ["predict", "synthetic", str(tmp_path / "a" / "rgb.png"), str(tmp_path / "a" / "rgb.jpg"),
+                             "--checkpoint", str(checkpoint), "--out", str(out2), "--set", *TINY],
+                    "rgb.png", "rgb.jpg", "same output files")
 
 
 def _one_line_error(capsys, argv, *names):

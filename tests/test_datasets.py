@@ -155,6 +155,18 @@ def test_pascal_person_part(tmp_path, list_style):
         assert again.list_path.name == "val.txt" and again.samples == ds.samples
 
 
+@pytest.mark.parametrize("line", ["../../outside/secret", "/../x.jpg /../x.png", "JPEGImages/../../x.jpg a.png",
+                                  "JPEGImages/a.jpg ../SegmentationPart/a.png"])
+def test_pascal_person_part_list_paths_stay_inside_the_root(tmp_path, line):
+    root = tmp_path / "root"
+    fx.make_pascal_person_part(root, "train")
+    good = (root / "train_id.txt").read_text()
+    (root / "train_id.txt").write_text(good + "\n" + line + "\n")
+    n = len(good.splitlines()) + 2
+    with pytest.raises(ValueError, match=rf"train_id.txt, line {n}: path .* points outside the dataset root"):
+        build_dataset("pascal_person_part", root=root, split="train")
+
+
 def test_pascal_person_part_needs_a_label_folder(tmp_path):
     fx.make_pascal_person_part(tmp_path, "train")
     (tmp_path / "SegmentationPart").rename(tmp_path / "labels")

@@ -197,6 +197,24 @@ def test_a_fresh_run_into_a_used_folder_is_an_error_unless_overwriting(tmp_path)
     assert [int(r["step"]) for r in read_log(tmp_path / "train_log.csv")] == [1]
 
 
+def test_two_runs_cannot_share_an_output_folder(tmp_path):
+    """A second process starting a run in a folder a run holds is an error naming the folder and the holder
+    (both passed the "no checkpoints yet" check before); the lock goes with its holder, however it ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from hssn.engine import checkpoint as c; "
+         f"h = c.lock_output_dir({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"{tmp_path}.* in use by another training run \(pid {holder.pid}\)"):
+            Trainer(tiny_cfg(tmp_path, "train.iters=1", "train.eval_at_end=false"))
+    finally:
+        holder.kill()
+        holder.wait()
+    result = Trainer(tiny_cfg(tmp_path, "train.iters=1", "train.eval_at_end=false")).fit()  # killed: free again
+    assert result["step"] == 1
+
+
 def test_resume_leaves_no_duplicate_log_rows(tmp_path):
     common = ["train.checkpoint_interval=2", "train.keep_checkpoints=5", "train.eval_at_end=false"]
     Trainer(tiny_cfg(tmp_path, "train.iters=4", *common)).fit()

@@ -299,3 +299,115 @@ def test_random_trees_labels_and_values_agree_across_backends(seed):
     for backend in FAST:
         got = hk.focal_tree_min_loss(x, t, tree, reduction="none", backend=backend, nan_policy="propagate")
         torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- third round (issue 27)
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("dtype,ignore_index", [(torch.int32, 2**32 + 1), (torch.int32, -(2**31) - 1),
+                                                (torch.uint8, 2**32 + 1), (torch.int64, 2**40 + 1)])
+def test_an_ignore_index_outside_the_target_dtype_is_never_wrapped(backend, dtype, ignore_index):
+    """torch would compare 2**32 + 1 with int32 labels as 1: label-1 pixels dropped from the divisor only."""
+    x, t = _inputs()
+    assert (t == 1).any()
+    expect = hk.focal_tree_min_loss(x.double(), t, TREE, ignore_index=-7, backend="reference")  # nothing ignored
+    got = hk.focal_tree_min_loss(x, t.to(dtype), TREE, ignore_index=ignore_index, backend=backend)
+    torch.testing.assert_close(got.double(), expect, rtol=1e-5, atol=1e-6)
+    big = torch.tensor(TREE.leaves)[torch.randint(0, 4, (2, 7, 9))]
+    up = hk.focal_tree_min_loss(x, big.to(dtype), TREE, ignore_index=ignore_index, backend=backend, upsample="bilinear")
+    torch.testing.assert_close(up.double(), hk.focal_tree_min_loss(x.double(), big, TREE, ignore_index=-7,
+                                                                   backend="reference", upsample="bilinear"),
+                               rtol=1e-5, atol=1e-6)
+    got_trip = hk.sample_triplets(t.to(dtype), TREE, 20, seed=3, ignore_index=ignore_index, backend=backend)
+    ref_trip = hk.sample_triplets(t, TREE, 20, seed=3, ignore_index=-7, backend="reference")
+    assert torch.equal(got_trip[0].cpu(), ref_trip[0].cpu())
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("name,value,error", [("margin_eps", float("nan"), ValueError),
+                                              ("margin_scale", float("inf"), ValueError),
+                                              ("margin_eps", None, TypeError), ("margin_scale", "0.5", TypeError)])
+def test_triplet_margins_must_be_finite_numbers(backend, name, value, error):
+    """A NaN margin made the reference pass gradient through the NaN hinge and the native kernels none."""
+    e = torch.randn(2, 8, 3, 4)
+    _, t = _inputs()
+    with pytest.raises(error, match=name):
+        hk.tree_triplet_loss(e, t, TREE, backend=backend, nan_policy="propagate", **{name: value})
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_an_infinite_embedding_gives_the_same_loss_and_gradient_on_every_backend(distance):
+    torch.manual_seed(1)
+    _, t = _inputs()
+    e = torch.randn(2, 8, 3, 4)
+    e[0, :, 1, 2] = float("inf")
+    results = {}
+    for backend in ALL:
+        device = DEVICE if backend in ("triton", "cuda", "reference") else "cpu"
+        x = e.to(device).requires_grad_()
+        loss = hk.tree_triplet_loss(x, t.to(device), TREE, 30, backend=backend, nan_policy="propagate",
+                                    distance=distance)
+        loss.backward()
+        results[backend] = (loss.detach().cpu(), x.grad.cpu())
+    ref_loss, ref_grad = results["reference"]
+    for backend, (loss, grad) in results.items():
+        torch.testing.assert_close(loss, ref_loss, equal_nan=True, msg=backend)
+        assert torch.equal(grad.isnan(), ref_grad.isnan()), backend
+        torch.testing.assert_close(grad.nan_to_num(), ref_grad.nan_to_num(), rtol=1e-4, atol=1e-5, msg=backend)
+
+
+@pytest.mark.parametrize("kwargs,error,words", [
+    (dict(gamma=None), TypeError, "gamma must be a number"), (dict(gamma="2"), TypeError, "gamma must be a number"),
+    (dict(ignore_index=float("nan")), TypeError, "ignore_index must be an int"),
+    (dict(ignore_index=None), TypeError, "ignore_index must be an int"),
+    (dict(ignore_index=254.0), TypeError, "ignore_index must be an int"),
+    (dict(ignore_index=2**70), ValueError, "ignore_index must fit in int64")])
+def test_loss_argument_errors_name_the_argument(kwargs, error, words):
+    x, t = _inputs()
+    for backend in ALL:
+        with pytest.raises(error, match=words):
+            hk.focal_tree_min_loss(x, t, TREE, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("size,error", [((2.5, 3), TypeError), ("34", TypeError), ((True, 4), TypeError),
+                                        ((0, 4), ValueError), ((3,), TypeError), (None, None)])
+def test_size_is_a_pair_of_positive_ints(size, error):
+    import numpy as np
+
+    x, _ = _inputs()
+    if error is None:  # numpy ints and a torch.Size are fine
+        assert hk.hierarchical_argmax(x, TREE, size=(np.int64(5), 6)).shape == (2, 5, 6)
+        assert hk.hierarchical_argmax(x, TREE, size=torch.Size([5, 6])).shape == (2, 5, 6)
+        return
+    with pytest.raises(error, match="size"):
+        hk.hierarchical_argmax(x, TREE, size=size)
+
+
+def test_numpy_bools_and_level_and_step_types():
+    import numpy as np
+
+    x, t = _inputs()
+    a = hk.focal_tree_min_loss(x, t[:, :2, :3], TREE, upsample="bilinear", align_corners=np.bool_(True),
+                               backend="reference")
+    b = hk.focal_tree_min_loss(x, t[:, :2, :3], TREE, upsample="bilinear", align_corners=True, backend="reference")
+    assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="align_corners must be a bool, got 1"):
+        hk.focal_tree_min_loss(x, t, TREE, upsample="bilinear", align_corners=1)
+    for level in (1.0, True):
+        with pytest.raises(TypeError, match="level must be an int"):
+            hk.project_to_level(t, TREE, level)
+    loss = hk.HierarchicalLoss(TREE, backend="reference")
+    with pytest.raises(TypeError, match="step must be an int"):
+        loss(x, t, x[:, :3], step=1.5)
+
+
+def test_triplet_module_resizes_labels_without_float_rounding():
+    """Through float32, label ids above 2**24 changed (then a misleading error); now the ids are gathered."""
+    wide = hk.ClassHierarchy.from_nested({"r": {f"l{i}": {} for i in range(3)}})
+    t = torch.full((1, 8, 8), 2**24 + 1, dtype=torch.int64)  # the ignore index
+    t[0, :4] = 1
+    e = torch.randn(1, 4, 4, 4)
+    loss = hk.TreeTripletLoss(wide, num_triplets=10, ignore_index=2**24 + 1, backend="reference")
+    assert torch.isfinite(loss(e, t))
+    from hssn_kernels.modules import nearest_resize
+
+    assert set(nearest_resize(t, (4, 4)).unique().tolist()) == {1, 2**24 + 1}

@@ -8,6 +8,8 @@ a known id nor ignore, or an image / label size mismatch when the sample is read
 """
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -36,15 +38,29 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+"""PIL modes of single-channel 16-bit images ("I": how some Pillow versions open a 16-bit greyscale PNG)."""
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """(3, H, W) float32 RGB in [0, 1] from any image file PIL reads."""
+    """(3, H, W) float32 RGB in [0, 1] from any image file PIL reads, scaled by the image's bit depth: 8-bit
+    images by 255, 16-bit greyscale ones by 65535 (grey to RGB). Other high-depth modes (float, 32-bit values
+    above 65535) are refused."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+            mode = img.mode
+            arr = np.asarray(img) if mode in SIXTEEN_BIT_MODES + ("F",) else np.asarray(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, not an image, broken header
         raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+    if mode == "F":
+        raise ValueError(f"{path}: floating-point image (mode 'F'); expected 8-bit or 16-bit images")
+    if mode in SIXTEEN_BIT_MODES:
+        grey = arr.astype(np.float32)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise ValueError(f"{path}: {mode!r} image with values outside [0, 65535]; expected 8-bit or 16-bit images")
+        return torch.from_numpy(grey / 65535.0).expand(3, *grey.shape).contiguous()
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -142,9 +158,25 @@ def files_by_key(folder: Path, suffixes: Sequence[str], strip: str = "", recursi
     return out
 
 
+def read_numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, stripped line) of the non-empty lines of a split list file."""
+    text = require_file(path, "split list").read_text()
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
 def read_id_list(path: Path) -> list[str]:
     """Non-empty stripped lines of a split list file."""
-    return [line.strip() for line in require_file(path, "split list").read_text().splitlines() if line.strip()]
+    return [line for _, line in read_numbered_lines(path)]
+
+
+def path_inside(root: Path, relative: str, source: Path, lineno: int) -> Path:
+    """``root / relative`` when it stays inside ``root`` once ``..`` are resolved (lexically, so a root that
+    holds symlinks still works); ``ValueError`` naming ``source`` and the line otherwise (``../../x``,
+    ``/../x``, an absolute path)."""
+    joined = Path(os.path.normpath(root / relative.lstrip("/")))
+    if os.path.isabs(relative.lstrip("/")) or not joined.is_relative_to(Path(os.path.normpath(root))):
+        raise ValueError(f"{source}, line {lineno}: path {relative!r} points outside the dataset root {root}")
+    return joined
 
 
 class HierarchicalSegmentationDataset(Dataset):

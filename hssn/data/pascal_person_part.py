@@ -25,7 +25,8 @@ from pathlib import Path
 
 from hssn import hierarchies
 
-from .common import HierarchicalSegmentationDataset, Transform, identity_lookup, read_id_list, require_dir
+from .common import (HierarchicalSegmentationDataset, Transform, identity_lookup, path_inside, read_numbered_lines,
+                     require_dir)
 from .palettes import leaf_palette
 
 NUM_CLASSES = 7
@@ -53,17 +54,20 @@ def split_list(root: Path, split: str) -> Path:
     return found
 
 
-def parse_line(root: Path, labels: Path, line: str, list_path: Path) -> tuple[str, Path, Path]:
+def parse_line(root: Path, labels: Path, line: str, list_path: Path, lineno: int) -> tuple[str, Path, Path]:
     """(id, image, label) of one list line: an id, or an image path and a label path relative to root
-    (a missing label path is looked up by name in ``labels``, the label folder)."""
+    (a missing label path is looked up by name in ``labels``, the label folder). Every path must stay inside
+    ``root`` (``ValueError`` naming the list file and line otherwise)."""
     fields = line.split()
     if len(fields) == 1:
         name = fields[0]
-        return name, root / "JPEGImages" / f"{name}.jpg", labels / f"{name}.png"
+        image = path_inside(root, f"JPEGImages/{name}.jpg", list_path, lineno)
+        label = path_inside(root, f"{labels.name}/{name}.png", list_path, lineno)
+        return name, image, label
     if len(fields) == 2:
-        image, label = (root / f.lstrip("/") for f in fields)
+        image, label = (path_inside(root, f, list_path, lineno) for f in fields)
         return image.stem, image, label if label.is_file() else labels / label.name
-    raise ValueError(f"{list_path}: line {line!r} must hold an id or 'image_path label_path'")
+    raise ValueError(f"{list_path}, line {lineno}: {line!r} must hold an id or 'image_path label_path'")
 
 
 class PascalPersonPartDataset(HierarchicalSegmentationDataset):
@@ -75,10 +79,10 @@ class PascalPersonPartDataset(HierarchicalSegmentationDataset):
         require_dir(root / "JPEGImages", "PASCAL-Person-Part image")
         labels = label_dir(root)
         self.list_path = split_list(root, split)
-        lines = read_id_list(self.list_path)
+        lines = read_numbered_lines(self.list_path)
         if not lines:
             raise ValueError(f"split list {self.list_path} is empty")
-        samples = [parse_line(root, labels, line, self.list_path) for line in lines]
+        samples = [parse_line(root, labels, line, self.list_path, n) for n, line in lines]
         for name, image, label in samples:
             for path, what in ((image, "image"), (label, "label")):
                 if not path.is_file():

@@ -4,6 +4,7 @@ Files are ``{output_dir}/checkpoints/step_{step:07d}.pt``, loadable with ``torch
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -80,6 +81,32 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+LOCK_NAME = ".train.lock"
+"""The lock file a training run holds in its output folder (its pid inside, for the error message)."""
+
+
+def lock_output_dir(output_dir: str | Path):
+    """Take the exclusive lock of ``output_dir`` (created if missing) for this process's run and return the
+    open lock file; the lock is released when it is closed or the process ends, however it ends (a POSIX
+    record lock: held per process, so one process may reopen it). Raises ``ValueError`` naming the folder
+    and the holder's pid when another process holds it."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(f"output folder {folder} is in use by another training run (pid {holder}); wait for "
+                         "it to finish or pass another train.output_dir") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def remove_partial_saves(output_dir: str | Path) -> list[Path]:

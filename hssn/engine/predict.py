@@ -1,6 +1,7 @@
 """``hssn predict``: per image, the leaf id map PNG and one colourised PNG per tree level."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -42,10 +43,27 @@ def save_leaf_png(leaf: torch.Tensor, path: Path) -> None:
     img.save(path)
 
 
+def output_stems(paths: Sequence[Path]) -> list[Path]:
+    """Each image's output name without suffix, relative to ``out_dir``: its path below the inputs' common
+    folder, suffix dropped (``a/rgb.png``, ``b/rgb.webp`` -> ``a/rgb``, ``b/rgb``; one folder -> the stems).
+    Raises ``ValueError`` naming the inputs when two would still share a name (``x.png`` and ``x.jpg``)."""
+    resolved = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([r.parent for r in resolved]))
+    stems = [r.relative_to(root).with_suffix("") for r in resolved]
+    seen: dict[Path, Path] = {}
+    for path, stem in zip(paths, stems):
+        if stem in seen:
+            raise ValueError(f"images {seen[stem]} and {path} would write the same output files "
+                             f"({stem}_leaf.png ...); rename one or predict them separately")
+        seen[stem] = path
+    return stems
+
+
 def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
                   ) -> list[Path]:
-    """Segment each image file; writes ``{stem}_leaf.png`` (leaf ids) and ``{stem}_k{k}.png`` (colours) for
-    k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``. Returns the paths."""
+    """Segment each image file; writes ``{name}_leaf.png`` (leaf ids) and ``{name}_k{k}.png`` (colours) for
+    k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``, ``name`` as
+    :func:`output_stems` gives it (inputs from several folders keep their relative folders). Returns the paths."""
     from hssn.data.common import read_image
     from hssn.data.palettes import colorize_level
     from hssn.data.transforms import resize_image
@@ -54,6 +72,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    stems = output_stems(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
@@ -65,7 +84,8 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], amp)
     ev = cfg["eval"]
     written = []
-    for path in paths:
+    for path, stem in zip(paths, stems):
+        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         image = read_image(path)
         size = tuple(image.shape[1:])
         if cfg["data"]["eval_size"] is not None:
@@ -77,12 +97,12 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
                                      ev["scales"], ev["flip"],
                                      meta["flip_pairs"], size, ev["mode"], ev["crop_size"], ev["stride"])
         leaf = leaf[0].cpu()
-        target = out_dir / f"{path.stem}_leaf.png"
+        target = out_dir / f"{stem}_leaf.png"
         save_leaf_png(leaf, target)
         written.append(target)
         for level in range(1, hierarchy.height + 1):
             rgb = colorize_level(leaf, hierarchy, meta["palette"], level, meta["ignore_index"])
-            target = out_dir / f"{path.stem}_k{hierarchy.height + 1 - level}.png"  # k as in mIoU^k
+            target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"  # k as in mIoU^k
             Image.fromarray(rgb.numpy()).save(target)
             written.append(target)
     return written

@@ -110,6 +110,7 @@ class Trainer:
         self.optimizer = builders.build_optimizer(cfg, model)
         self.scheduler = builders.build_scheduler(cfg, self.optimizer)
         self.step, epoch, consumed = 0, 0, 0
+        self._lock = ckpt.lock_output_dir(self.out_dir) if self.info.is_main else None  # held until close()
         resume = ckpt.resolve_resume(t["resume"], self.out_dir)
         if self.info.is_main:
             ckpt.remove_partial_saves(self.out_dir)
@@ -253,6 +254,12 @@ class Trainer:
             self.logger.log("eval", self.step, flat)
         return report
 
+    def close(self) -> None:
+        """Release the output folder's lock (``fit`` does at its end; ``train`` on any exit)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def fit(self) -> dict:
         """Train to ``train.iters``; returns ``{"step", "checkpoint", "report", "seconds", "images_per_s"}``."""
         t = self.cfg["train"]
@@ -302,6 +309,7 @@ class Trainer:
         if self.info.is_main and report is not None:
             (self.out_dir / "metrics.json").write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
         self.logger.close()
+        self.close()
         done = self.step - start_step
         return {"step": self.step, "checkpoint": path, "report": report, "seconds": seconds,
                 "images_per_s": done * t["batch_size"] / seconds if seconds > 0 and done else math.nan}
@@ -310,10 +318,14 @@ class Trainer:
 def train(cfg: dict) -> dict:
     """Run a whole training job from ``cfg`` (joins / leaves torchrun's process group); see :class:`Trainer`."""
     info = init_distributed(cfg["train"]["device"])
+    trainer = None
     try:
-        result = Trainer(cfg, info).fit()
+        trainer = Trainer(cfg, info)
+        result = trainer.fit()
         if info.is_main and result["report"] is not None:
             print(format_report(result["report"]))
         return result
     finally:
+        if trainer is not None:
+            trainer.close()
         cleanup()
