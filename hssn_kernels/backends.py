@@ -190,18 +190,19 @@ def _choose(name: str, device_type: str, device_index: int, op: str, dtype: str,
     return name
 
 
-def resolve_name(name: str, device: torch.device, op: str, x: torch.Tensor | None = None) -> str:
+def resolve_name(name: str, device: torch.device, op: str, dtype: torch.dtype | None = None, channels: int = 0) -> str:
     """The backend name that runs ``op`` for tensors on ``device``; ``"auto"`` picks per the tables above, for
-    CUDA tensors by ``x``'s dtype and channel count (dim 1) when given."""
-    dtype, channels = (str(x.dtype).removeprefix("torch."), int(x.shape[1])) if x is not None and x.dim() > 1 \
-        else ("", 0)
-    return _choose(name, device.type, -1 if device.index is None else device.index, op, dtype, channels)
+    CUDA tensors by ``dtype`` and ``channels`` (the hierarchy's channel count: a Python int even where
+    ``torch.compile(dynamic=True)`` makes the tensor's dim symbolic) when given."""
+    return _choose(name, device.type, -1 if device.index is None else device.index, op,
+                   "" if dtype is None else str(dtype).removeprefix("torch."), int(channels))
 
 
-def resolve(name: str, device: torch.device, op: str, x: torch.Tensor | None = None) -> SimpleNamespace:
+def resolve(name: str, device: torch.device, op: str, dtype: torch.dtype | None = None,
+            channels: int = 0) -> SimpleNamespace:
     """The backend's op functions (attributes named as in :data:`OPS`) that run ``op`` for tensors on
     ``device`` (see :func:`resolve_name`)."""
-    return _LOADED[BACKENDS[resolve_name(name, device, op, x)]][0]
+    return _LOADED[BACKENDS[resolve_name(name, device, op, dtype, channels)]][0]
 
 
 def available(device: torch.device | str) -> dict[str, str | None]:

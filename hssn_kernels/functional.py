@@ -43,7 +43,8 @@ def focal_tree_min_loss(
                                  align_corners, partial_labels, gamma)
     _checks.check_nan_policy(nan_policy)
     partial = bool(partial_labels)
-    name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits)
+    name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits.dtype,
+                                 hierarchy.num_channels)
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
@@ -87,7 +88,8 @@ def hierarchical_argmax(
     the leaf map in that order.
     """
     size = _ref.argmax_inputs(logits, hierarchy, size, align_corners)
-    name = backends.resolve_name(backend, logits.device, "hierarchical_argmax", logits)
+    name = backends.resolve_name(backend, logits.device, "hierarchical_argmax", logits.dtype,
+                                 hierarchy.num_channels)
     impl = backends.resolve(name, logits.device, "hierarchical_argmax")
     viol = None
     if size is not None:
@@ -159,7 +161,7 @@ def tree_triplet_loss(
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
     margin_eps, margin_scale = _checks.check_margin(margin_eps, "margin_eps"), _checks.check_margin(margin_scale, "margin_scale")
-    impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss", embeddings)
+    impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss", embeddings.dtype)
     loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps,
                                   margin_scale, bool(hierarchy_margin), distance, seed,
                                   int(ignore_index), mode)

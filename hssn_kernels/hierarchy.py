@@ -143,7 +143,8 @@ class ClassHierarchy:
                 children[p].append(c)
         self._children: tuple[tuple[int, ...], ...] = tuple(tuple(ch) for ch in children)
         self._leaves = tuple(c for c in range(num) if not self._children[c])
-        self._tables: dict[torch.device, HierarchyTables] = {}
+        self._tables: dict[torch.device, HierarchyTables] = {torch.device("cpu"): self._build_tables()}
+        # built now, so torch.compile never traces the build (its sorts and numpy); other devices copy these
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -327,11 +328,13 @@ class ClassHierarchy:
             device = torch.device("cuda", torch.cuda.current_device())
         cached = self._tables.get(device)
         if cached is None:
-            cached = self._build_tables(device)
+            cpu = self._tables[torch.device("cpu")]
+            cached = HierarchyTables(*(getattr(cpu, f.name).to(device) for f in fields(cpu)))
             self._tables[device] = cached
         return cached
 
-    def _build_tables(self, device: torch.device) -> HierarchyTables:
+    def _build_tables(self) -> HierarchyTables:
+        """The tables on the CPU."""
         num, depth = self.num_channels, self.height
         i32 = dict(dtype=torch.int32)
         bottom_up = sorted(range(num), key=lambda c: (-self._levels[c], c))
@@ -365,7 +368,7 @@ class ClassHierarchy:
         pos = {c: j for j, c in enumerate(order)}
         dfs_path = [[pos[a] for a in reversed(self.ancestors(c))] for c in range(num)]
         dfs_path = [p + [-1] * (depth - len(p)) + [int(self.is_leaf(c))] for c, p in enumerate(dfs_path)]
-        tabs = HierarchyTables(
+        return HierarchyTables(
             parent=torch.tensor(self._parents, **i32),
             level=level,
             bottom_up=torch.tensor(bottom_up, **i32),
@@ -384,7 +387,6 @@ class ClassHierarchy:
             dfs_depth=torch.tensor([self._levels[c] - 1 for c in order], **i32),
             dfs_path=torch.tensor(dfs_path, **i32),
         )
-        return HierarchyTables(*(getattr(tabs, f.name).to(device) for f in fields(tabs)))
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:

@@ -361,3 +361,24 @@ def test_torch_compile_fullgraph_through_functional_api(backend):
     out.backward()
     assert out.item() == pytest.approx(step(z, t).item(), rel=1e-5)
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_torch_compile_dynamic_shapes_and_gamma():
+    """dynamic=True makes the channel dim and gamma symbolic: the checks and the backend choice still trace
+    (the fast backends; the reference's per-node Python loop specialises on the tree and is not traced so)."""
+    backend = "auto"
+    if hk.backends.unavailable_reason("cpu", torch.device("cpu")) is not None:
+        pytest.skip("native CPU extension not built")
+    h = cityscapes_like()
+
+    def step(z, t, gamma):
+        return hk.focal_tree_min_loss(z, t, h, gamma=gamma, backend=backend) \
+            + hk.hierarchical_argmax(z, h, backend=backend).float().mean() * 0
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True, backend="aot_eager")
+    for shape, gamma in (((2, 5, 6), 2.0), ((3, 7, 9), 1.5)):
+        z = torch.randn(shape[0], 26, *shape[1:], requires_grad=True)
+        t = torch.randint(0, 19, shape)
+        out = compiled(z, t, gamma)
+        out.backward()
+        assert out.item() == pytest.approx(step(z, t, gamma).item(), rel=1e-5)
