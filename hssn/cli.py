@@ -159,8 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_threads()
         return args.func(args)
     except (ValueError, TypeError, OSError, FloatingPointError) as err:  # user errors: one line, status 2
-        print(f"hssn {args.command}: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        print(f"hssn {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line; for an error re-raised from a DataLoader worker, the worker's own
+    last line ("ValueError: <file>: ...") instead of the flattened worker traceback."""
+    text = str(err)
+    if "DataLoader worker" in text and "Traceback" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else text
+        kind = f"{type(err).__name__}: "
+        text = text[len(kind):] if text.startswith(kind) else text
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

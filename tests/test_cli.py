@@ -138,3 +138,50 @@ def test_user_errors_are_one_line_and_status_2(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="cut.png"):
         read_image(truncated)
+
+
+def test_more_user_errors_are_one_line(tmp_path, capsys):
+    """The third hostile round (issue 27): config files, tree files, model sizes, weights and checkpoints."""
+    (tmp_path / "base5.yaml").write_text("base: 5\n")
+    _one_line_error(capsys, ["train", str(tmp_path / "base5.yaml")], "base5.yaml", "'base' must be")
+    (tmp_path / "rec.yaml").write_text("data:\n  kwargs: &a {x: *a}\n")
+    _one_line_error(capsys, ["train", str(tmp_path / "rec.yaml")], "rec.yaml", "recursive alias")
+    (tmp_path / "dup.yaml").write_text("name: a\nname: b\n")
+    _one_line_error(capsys, ["train", str(tmp_path / "dup.yaml")], "dup.yaml", "duplicate key 'name'")
+    _one_line_error(capsys, ["models", "--input-size", "0", "0", "deeplabv3plus_r101"], "input_size")
+    torch.save({"a": 1}, tmp_path / "junk.pt")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, f"model.pretrained={tmp_path / 'junk.pt'}",
+                             f"train.output_dir={tmp_path / 'r'}"], "model.pretrained", "junk.pt", "'a'")
+
+    # checkpoints of another model / tree, with no model, with a broken tree, a bare state dict to resume
+    from hssn.data.synthetic import HIERARCHY
+    from hssn.engine import builders
+    from hssn.engine.config import load_config
+
+    cfg = load_config("synthetic", TINY)
+    weights = builders.build_model(cfg, HIERARCHY, pretrained=False).state_dict()
+    key = next(k for k, v in weights.items() if v.dim() == 4)  # a conv weight: another width
+    wide = dict(weights, **{key: torch.zeros(weights[key].shape[0] + 3, *weights[key].shape[1:])})
+    cases = {"wide.pt": ({"model": wide}, [key, "shape"]), "none.pt": ({"model": None}, ["'model' entry is NoneType"]),
+             "other.pt": ({"model": {"x.weight": torch.zeros(1)}}, ["not weights of this model"]),
+             "meta.pt": ({"model": weights, "meta": {"hierarchy": {"parents": [5]}, "palette": []}}, ["broken meta"])}
+    image = tmp_path / "i.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    for name, (state, words) in cases.items():
+        torch.save(state, tmp_path / name)
+        command = ["predict", "synthetic", str(image), "--out", str(tmp_path / "o"), "--set", *TINY] \
+            if name == "meta.pt" else ["eval", "synthetic", *TINY]
+        _one_line_error(capsys, [*command, "--checkpoint", str(tmp_path / name)], name, *words)
+    torch.save(weights, tmp_path / "bare.pt")
+    _one_line_error(capsys, ["train", "synthetic", *TINY, f"train.resume={tmp_path / 'bare.pt'}",
+                             f"train.output_dir={tmp_path / 'r2'}"], "bare.pt", "not a training checkpoint")
+
+
+def test_a_dataloader_worker_error_is_its_own_line():
+    from hssn.cli import _one_line
+
+    err = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+                     '  File "x.py", line 3, in load\n    raise ValueError(...)\n'
+                     "ValueError: data/a.png: label values [42] are neither class ids of this dataset nor the ignore value\n")
+    assert _one_line(err) == "data/a.png: label values [42] are neither class ids of this dataset nor the ignore value"
+    assert _one_line(ValueError("two\nlines")) == "two lines"

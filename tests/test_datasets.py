@@ -190,6 +190,29 @@ def test_folder_dataset(tmp_path):
     assert ds.class_names == ["cat", "dog", "tree"] and ds.palette[1].tolist() == [0, 255, 0]
 
 
+def test_folder_dataset_coarse_labels_name_the_key_and_a_negative_ignore_index_works(tmp_path):
+    raws = fx.make_folder(tmp_path, split="train")
+    name = sorted(raws)[0]
+    label = tmp_path / "labels" / "train" / f"{name}.png"
+    arr = np.where(raws[name] == 255, 3, raws[name]).astype(np.uint8)  # 3 = "animal", an inner node
+    Image.fromarray(arr).save(label)
+    ds = build_dataset("folder", root=tmp_path, split="train")
+    with pytest.raises(ValueError, match=r"label values \[3\] are inner nodes .* data.partial_labels=true"):
+        ds[[s[0] for s in ds.samples].index(name)]
+    # ignore_index=-1 (trees wider than 255 channels): the files' void value is 65535 (16-bit PNGs)
+    Image.fromarray(np.where(raws[name] == 255, 65535, raws[name].astype(np.int64)).astype(np.uint16)).save(label)
+    ds = build_dataset("folder", root=tmp_path, split="train", ignore_index=-1)
+    item = ds[[s[0] for s in ds.samples].index(name)]["label"]
+    assert torch.equal(item, torch.from_numpy(np.where(raws[name] == 255, -1, raws[name].astype(np.int64))))
+
+
+def test_tree_file_colours_are_bytes(tmp_path):
+    for colour in ("[300, 0, 0]", "[x, 0, 0]", "[1.5, 0, 0]"):
+        (tmp_path / "t.yaml").write_text(f"names: [a, b, r]\nparents: [2, 2, -1]\nleaf_colors: [{colour}, [0, 0, 0]]\n")
+        with pytest.raises(ValueError, match=r"t.yaml: 'leaf_colors' entry 0 .* int in \[0, 255\]"):
+            hierarchies.read_tree_file(tmp_path / "t.yaml")
+
+
 def test_folder_dataset_with_shipped_tree_and_no_split(tmp_path):
     fx.make_folder(tmp_path)
     ds = build_dataset("folder", root=tmp_path, split=None, hierarchy="lip")

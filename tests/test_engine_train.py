@@ -215,6 +215,24 @@ def test_two_runs_cannot_share_an_output_folder(tmp_path):
     assert result["step"] == 1
 
 
+def test_resume_with_another_optimizer_and_a_full_disk_are_named(tmp_path, monkeypatch):
+    common = ["train.iters=1", "train.eval_at_end=false"]
+    Trainer(tiny_cfg(tmp_path, *common)).fit()
+    with pytest.raises(ValueError, match="optim.name=adamw, this config has optim.name=sgd"):
+        Trainer(tiny_cfg(tmp_path, "train.iters=2", "train.eval_at_end=false", "train.resume=auto", "optim.name=sgd"))
+
+    def full_disk(obj, f):  # what torch.save raises when the disk fills up mid-write
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda p: type("U", (), {"free": 1 << 20})())
+    with pytest.raises(OSError, match=r"could not save checkpoint .*step_0000002.pt: the disk is full \(1 MiB free\)"):
+        Trainer(tiny_cfg(tmp_path, "train.iters=2", "train.eval_at_end=false", "train.resume=auto")).fit()
+    assert ckpt.list_checkpoints(tmp_path) == [ckpt.checkpoint_path(tmp_path, 1)]  # the previous one is kept
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
 def test_resume_leaves_no_duplicate_log_rows(tmp_path):
     common = ["train.checkpoint_interval=2", "train.keep_checkpoints=5", "train.eval_at_end=false"]
     Trainer(tiny_cfg(tmp_path, "train.iters=4", *common)).fit()

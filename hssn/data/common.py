@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Container, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,13 +83,17 @@ def read_label(path: Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+INVALID = np.iinfo(np.int64).min
+"""Lookup-table entry of a raw value that is neither a class nor void (not -1: an ``ignore_index`` may be)."""
+
+
 def id_lookup(mapping: Mapping[int, int], size: int = 256) -> np.ndarray:
-    """(size,) int64 table raw value -> channel id; unlisted values map to -1 (invalid).
+    """(size,) int64 table raw value -> channel id; unlisted values map to :data:`INVALID`.
 
     ``mapping`` lists every accepted raw value (map a void value to ``ignore_index`` explicitly).
     """
     size = max(size, max(mapping) + 1)
-    lut = np.full(size, -1, dtype=np.int64)
+    lut = np.full(size, INVALID, dtype=np.int64)
     for raw, out in mapping.items():
         if raw < 0:
             raise ValueError(f"raw label value {raw} is negative")
@@ -97,25 +101,35 @@ def id_lookup(mapping: Mapping[int, int], size: int = 256) -> np.ndarray:
     return lut
 
 
+RAW_VOID_16BIT = 65535
+"""The raw void value of label files when ``ignore_index`` is negative (trees wider than 255 channels use
+-1): no PNG holds -1, and 65535 is no channel (at most 4096)."""
+
+
 def identity_lookup(ids: Iterable[int], ignore_index: int, raw_ignore: int | None = None) -> np.ndarray:
-    """Table mapping ``ids`` to themselves and the raw void value ``raw_ignore`` (default:
-    ``ignore_index``) to ``ignore_index``."""
+    """Table mapping ``ids`` to themselves and the raw void value ``raw_ignore`` (default: ``ignore_index``,
+    or :data:`RAW_VOID_16BIT` for a negative one) to ``ignore_index``."""
     mapping = {int(i): int(i) for i in ids}
-    raw_ignore = ignore_index if raw_ignore is None else raw_ignore
+    if raw_ignore is None:
+        raw_ignore = ignore_index if ignore_index >= 0 else RAW_VOID_16BIT
     if raw_ignore in mapping:
         raise ValueError(f"void value {raw_ignore} is also a class id")
     mapping[int(raw_ignore)] = int(ignore_index)
     return id_lookup(mapping)
 
 
-def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> torch.Tensor:
+def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, inner: Container[int] = ()) -> torch.Tensor:
     """(H, W) int64 channel ids of raw values through ``lut``; ValueError naming ``path`` and the
-    offending values when a value is not in the table."""
+    offending values when a value is not in the table (naming ``data.partial_labels`` when they are all
+    raw values of inner nodes, ``inner``: coarse labels)."""
     out_of_range = (raw < 0) | (raw >= len(lut))
     mapped = lut[np.clip(raw, 0, len(lut) - 1)]
-    bad = out_of_range | (mapped < 0)
+    bad = out_of_range | (mapped == INVALID)
     if bad.any():
         values = np.unique(raw[bad])
+        if inner and all(int(v) in inner for v in values):
+            raise ValueError(f"{path}: label values {values[:10].tolist()} are inner nodes of the tree (coarse "
+                             "labels): set data.partial_labels=true to train on them")
         raise ValueError(f"{path}: label values {values[:10].tolist()} are neither class ids of this "
                          f"dataset nor the ignore value")
     return torch.from_numpy(mapped)
@@ -189,6 +203,9 @@ class HierarchicalSegmentationDataset(Dataset):
     """
 
     scored_leaves: list[bool] | None = None
+    inner_raw_ids: Container[int] = ()
+    """Raw label values that are inner nodes (datasets whose raw values are channel ids): their error names
+    ``data.partial_labels``."""
 
     def __init__(self, samples: Sequence[tuple[str, Path, Path]], hierarchy: ClassHierarchy, lut: np.ndarray,
                  palette: torch.Tensor, flip_pairs: Sequence[Sequence[int]] = (), ignore_index: int = 255,
@@ -198,7 +215,7 @@ class HierarchicalSegmentationDataset(Dataset):
         leaves = set(hierarchy.leaves)
         if ignore_index in leaves:
             raise ValueError(f"ignore_index {ignore_index} is a leaf id of the hierarchy")
-        mapped = {int(v) for v in np.unique(lut) if v >= 0}
+        mapped = {int(v) for v in np.unique(lut) if v != INVALID}
         labels = set(range(hierarchy.num_channels)) if partial_labels else leaves
         if not mapped <= labels | {ignore_index}:
             raise ValueError(f"id table maps to {sorted(mapped - labels - {ignore_index})}, not "
@@ -232,7 +249,7 @@ class HierarchicalSegmentationDataset(Dataset):
         """The untransformed item ``index``."""
         name, image_path, label_path = self.samples[index]
         image = read_image(image_path)
-        label = map_label(read_label(label_path), self.lookup(label_path), label_path)
+        label = map_label(read_label(label_path), self.lookup(label_path), label_path, self.inner_raw_ids)
         if tuple(image.shape[1:]) != tuple(label.shape):
             raise ValueError(f"size mismatch: image {image_path} is {tuple(image.shape[1:])} (H, W) but "
                              f"label {label_path} is {tuple(label.shape)}")

@@ -65,6 +65,7 @@ class FolderDataset(HierarchicalSegmentationDataset):
         samples = pair_files(files_by_key(image_dir, IMAGE_EXTENSIONS, recursive=True),
                              files_by_key(label_dir, (".png",), recursive=True), image_dir, label_dir)
         ids = range(tree.num_channels) if partial_labels else tree.leaves
+        self.inner_raw_ids = frozenset() if partial_labels else frozenset(range(tree.num_channels)) - set(tree.leaves)
         super().__init__(samples, tree, identity_lookup(ids, ignore_index),
                          meta["leaf_colors"] if palette is None else palette,
                          meta["flip_pairs"] if flip_pairs is None else flip_pairs, ignore_index, transforms,

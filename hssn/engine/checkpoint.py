@@ -4,8 +4,10 @@ Files are ``{output_dir}/checkpoints/step_{step:07d}.pt``, loadable with ``torch
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import shutil
 import random
 import re
 from pathlib import Path
@@ -59,10 +61,19 @@ def save_checkpoint(path: Path, state: dict, keep: int | None = None) -> Path:
     the newest ``keep - 1`` other step files. The file just written is never pruned."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:  # a full disk surfaces from torch.save as "unexpected pos" RuntimeError
+        tmp.unlink(missing_ok=True)
+        usage = shutil.disk_usage(path.parent)
+        full = isinstance(err, OSError) and err.errno == errno.ENOSPC or usage.free < 64 << 20
+        raise OSError(errno.ENOSPC if full else getattr(err, "errno", None) or errno.EIO,
+                      f"could not save checkpoint {path}: "
+                      + (f"the disk is full ({usage.free >> 20} MiB free)" if full else f"{type(err).__name__}: {err}")
+                      + "; the partial file was removed, the previous checkpoints are kept") from None
     tmp.replace(path)
     _fsync_dir(path.parent)
     if keep:
@@ -151,11 +162,39 @@ def model_weights(checkpoint: dict) -> dict:
     return checkpoint["model"] if "model" in checkpoint and isinstance(checkpoint["model"], dict) else checkpoint
 
 
-def checkpoint_meta(checkpoint: dict) -> dict | None:
+def load_model_weights(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """Load the weights of ``checkpoint`` (read from ``path``) into ``model``; ``ValueError`` naming the file and
+    the first missing, unexpected or differently shaped tensor (another model, head width or tree) instead of
+    load_state_dict's listing."""
+    if "model" in checkpoint and not isinstance(checkpoint["model"], dict):
+        raise ValueError(f"{path}: its 'model' entry is {type(checkpoint['model']).__name__}, not a state dict")
+    weights = model_weights(checkpoint)
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        what = f"lacks {missing[0]!r}" if missing else f"has {unexpected[0]!r}, which this model lacks"
+        raise ValueError(f"{path}: not weights of this model ({model.__class__.__name__}): it {what} "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors); check model.name / "
+                         "model.kwargs and the dataset's tree")
+    for key, value in weights.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: weight {key!r} is a {type(value).__name__}, not a tensor")
+        if value.shape != own[key].shape:
+            raise ValueError(f"{path}: weight {key!r} has shape {tuple(value.shape)}, this model's has "
+                             f"{tuple(own[key].shape)} (another head width or class tree?)")
+    model.load_state_dict(weights)
+
+
+def checkpoint_meta(checkpoint: dict, path: str | Path = "checkpoint") -> dict | None:
     """``{"hierarchy": ClassHierarchy, "palette", "flip_pairs", "ignore_index", "class_names"}`` stored by
-    the trainer, or None for a bare state dict."""
+    the trainer, or None for a bare state dict; ``ValueError`` naming ``path`` when it is broken."""
     meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
     if not meta:
         return None
-    return {**meta, "hierarchy": ClassHierarchy.from_dict(meta["hierarchy"]),
-            "palette": torch.tensor(meta["palette"], dtype=torch.uint8)}
+    try:
+        return {**meta, "hierarchy": ClassHierarchy.from_dict(meta["hierarchy"]),
+                "palette": torch.tensor(meta["palette"], dtype=torch.uint8)}
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ValueError(f"{path}: broken meta (the tree / palette stored by hssn train): "
+                         f"{type(err).__name__}: {err}") from None

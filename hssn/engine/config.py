@@ -16,7 +16,17 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 makes them strings)."""
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 makes them strings)
+    and rejects a key given twice in one mapping (SafeLoader keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -29,9 +39,21 @@ _Loader.add_implicit_resolver(
 def load_yaml(text: str) -> Any:
     """Parse config YAML (:class:`_Loader`); a syntax error is a ValueError."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         raise ValueError(f"not valid YAML: {' '.join(str(err).split())}") from None
+    _reject_cycles(data, ())
+    return data
+
+
+def _reject_cycles(value: Any, parents: tuple[int, ...]) -> None:
+    """``ValueError`` when a YAML alias makes ``value`` contain itself (``&a [*a]``): nothing downstream
+    could walk it."""
+    if isinstance(value, (dict, list)):
+        if id(value) in parents:
+            raise ValueError("not valid YAML for a config: a recursive alias (an anchor used inside itself)")
+        for item in value.values() if isinstance(value, dict) else value:
+            _reject_cycles(item, parents + (id(value),))
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -183,7 +205,9 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
         raise ValueError(f"{path}: a config must be a mapping at the top level")
     data = dict(data)
     bases = data.pop("base", None) or []
-    bases = [bases] if isinstance(bases, str) else list(bases)
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValueError(f"{path}: 'base' must be a config name / path or a list of them, got {bases!r}")
     cfg = copy.deepcopy(DEFAULTS)
     for base in bases:
         cfg = _merge(cfg, _read(resolve_path(base, path.parent), seen + (path.resolve(),)), (), str(path))

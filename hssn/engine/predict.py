@@ -15,10 +15,10 @@ from .inference import model_logits_fn, predict_leaves
 from .runs import load_trained_model
 
 
-def label_meta(cfg: dict, checkpoint: dict | None = None) -> dict:
-    """``{"hierarchy", "palette" (L, 3) uint8, "flip_pairs", "ignore_index"}`` from the checkpoint's
-    stored metadata, else from the shipped tree of ``data.name``, else from the val dataset."""
-    meta = ckpt.checkpoint_meta(checkpoint) if checkpoint is not None else None
+def label_meta(cfg: dict, checkpoint: dict | None = None, path: str | Path = "checkpoint") -> dict:
+    """``{"hierarchy", "palette" (L, 3) uint8, "flip_pairs", "ignore_index"}`` from the checkpoint's (read
+    from ``path``) stored metadata, else from the shipped tree of ``data.name``, else from the val dataset."""
+    meta = ckpt.checkpoint_meta(checkpoint, path) if checkpoint is not None else None
     if meta is not None:
         return meta
     from hssn import hierarchies
@@ -77,7 +77,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
     builders.check_choices(cfg, device)
-    meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path))
+    meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path)
     hierarchy = meta["hierarchy"]
     model = load_trained_model(cfg, checkpoint_path, hierarchy, device)
     amp = bool(cfg["train"]["amp"]) and device.type == "cuda"

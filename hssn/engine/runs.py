@@ -16,7 +16,7 @@ def load_trained_model(cfg: dict, checkpoint_path: str | Path, hierarchy, device
     """The config's model with the checkpoint's weights (no pretrained download), in eval mode."""
     state = ckpt.load_checkpoint(checkpoint_path, map_location="cpu")
     model = builders.build_model(cfg, hierarchy, pretrained=False)
-    model.load_state_dict(ckpt.model_weights(state))
+    ckpt.load_model_weights(model, state, checkpoint_path)
     return model.to(device).eval()
 
 

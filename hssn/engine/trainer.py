@@ -166,7 +166,15 @@ class Trainer:
 
     def _restore(self, path: Path) -> tuple[int, int]:
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
+        lacking = [k for k in ("model", "optimizer", "scheduler", "step", "epoch", "rng") if k not in state]
+        if lacking:
+            raise ValueError(f"{path}: not a training checkpoint (no {', '.join(lacking)}: an exported state dict?); "
+                             "train.resume needs a checkpoint written by hssn train")
+        saved = (state.get("config") or {}).get("optim", {}).get("name")
+        if saved is not None and saved != self.cfg["optim"]["name"]:
+            raise ValueError(f"{path}: trained with optim.name={saved}, this config has optim.name="
+                             f"{self.cfg['optim']['name']}; resume with the same optimizer, or start a new run")
+        ckpt.load_model_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         builders.follow_config(self.scheduler, self.cfg)  # the schedule of this config, not the saved one

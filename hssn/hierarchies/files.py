@@ -82,8 +82,12 @@ def read_tree_file(path: str | Path) -> tuple[ClassHierarchy, dict]:
 
 def _check_metadata(path: Path, hierarchy: ClassHierarchy, meta: Mapping) -> None:
     colors = meta["leaf_colors"]
-    if len(colors) != hierarchy.num_leaves or any(len(c) != 3 for c in colors):
+    if not isinstance(colors, list) or len(colors) != hierarchy.num_leaves \
+            or any(not isinstance(c, list) or len(c) != 3 for c in colors):
         raise ValueError(f"{path}: 'leaf_colors' must hold one [r, g, b] per leaf ({hierarchy.num_leaves})")
+    for i, c in enumerate(colors):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c):
+            raise ValueError(f"{path}: 'leaf_colors' entry {i} is {c}; each of r, g, b must be an int in [0, 255]")
     leaves = set(hierarchy.leaves)
     for pair in meta["flip_pairs"]:
         if len(pair) != 2 or not set(pair) <= leaves or pair[0] == pair[1]:

@@ -26,6 +26,25 @@ def _family_kwargs(name: str) -> dict[str, Any]:
     return out
 
 
+def _check_weights_file(path: Path) -> None:
+    """``ValueError`` naming ``path`` unless it holds a state dict (names -> tensors, as timm reads it:
+    .pth / .bin / .safetensors, unwrapped from "state_dict" / "model"); timm would fail on it with a bare
+    KeyError, or load nothing from a dict of other things."""
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path))
+    except Exception as err:  # torch / safetensors raise many types for a file that is not weights
+        raise ValueError(f"model.pretrained {path}: not a weights file ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})") from None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"model.pretrained {path}: not a state dict (holds {type(state).__name__})")
+    bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise ValueError(f"model.pretrained {path}: not a state dict of tensors (entry {bad[0]!r} holds "
+                         f"{type(bad[1]).__name__})")
+
+
 def _pretrained_kwargs(pretrained: bool | str | os.PathLike) -> dict[str, Any]:
     if pretrained is True:
         return {"pretrained": True}
@@ -35,6 +54,7 @@ def _pretrained_kwargs(pretrained: bool | str | os.PathLike) -> dict[str, Any]:
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        _check_weights_file(path)
         return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
     raise TypeError(f"pretrained must be a bool or a file path, got {type(pretrained).__name__}")
 

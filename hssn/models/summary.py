@@ -52,20 +52,25 @@ def summary(
     else:
         raise TypeError(f"expected a model name or an HSSNModel, got {type(name_or_model).__name__}")
     input_size = tuple(int(s) for s in input_size)
-    if len(input_size) != 4:
-        raise ValueError(f"input_size must be (B, 3, H, W), got {input_size}")
+    if len(input_size) != 4 or min(input_size) < 1:
+        raise ValueError(f"input_size must be (B, 3, H, W) of positive ints, got {input_size}")
     sizes = {
         "params_total": _count(model),
         "params_backbone": _count(model.backbone),
         "params_head": _count(model.head),
         "params_projection": _count(model.projection),
     }
+    try:
+        flops = count_flops(model, input_size)
+    except RuntimeError as err:  # a convolution's kernel larger than its input, and the like
+        raise ValueError(f"input size {input_size[2]}x{input_size[3]} is too small for {name} "
+                         f"({str(err).splitlines()[0][:160]})") from None
     return {
         "name": name,
         "num_channels": model.hierarchy.num_channels,
         **sizes,
         "params_inference": sizes["params_total"] - sizes["params_projection"],
-        "flops": count_flops(model, input_size),
+        "flops": flops,
         "input_size": input_size,
         "output_stride": model.output_stride,
     }
