@@ -199,3 +199,18 @@ def test_registry_backed_keys_are_checked_against_their_registries(override, mat
     with pytest.raises(ValueError, match=match):
         builders.check_choices(cfg, "cpu")
     builders.check_choices(load_config("synthetic"), "cpu")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.grad_clip=-1", "optim.grad_clip"),  # clip_grad_norm_(max_norm=-1) flipped every gradient's sign
+    ("optim.poly_power=-1", "optim.poly_power"), ("optim.lr=.nan", "optim.lr"), ("optim.warmup_ratio=2", "optim.warmup_ratio"),
+    ("eval.scales=[.inf]", "eval.scales"), ("eval.max_images=-1", "eval.max_images"),
+    ("data.eval_size=[0, 0]", "data.eval_size"), ("train.output_dir=runs/{foo}", "train.output_dir"),
+    ("loss.gamma=-1", "loss.gamma"), ("loss.margin_eps=.nan", "loss.margin_eps"), ("data.cat_max_ratio=0", "data.cat_max_ratio"),
+    ("data.crop_size=[.inf, 4]", "data.crop_size")])
+def test_nonsensical_values_are_config_errors_naming_the_key(override, key):
+    from hssn.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be") as err:
+        load_config("synthetic", [override])
+    assert err.value.key == key and isinstance(err.value, ValueError)

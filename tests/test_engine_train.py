@@ -102,6 +102,36 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert proc.stdout.count("mIoU^1") == 1
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_nodes_on_one_machine(tmp_path):
+    """--nnodes=2 with a c10d rendezvous on localhost: two agents (one process each) train as one job."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=hssn-test", "-m", "hssn", "train", "synthetic", *TINY,
+           f"train.output_dir={out}", "train.iters=3", "train.eval_at_end=false", "data.num_workers=0"]
+    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    try:
+        texts = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)  # workers left behind
+    assert all(node.returncode == 0 for node in nodes), [t[-2000:] for t in texts]
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))
+    assert state["world_size"] == 2
+    assert "2 process(es)" in "".join(texts)
+
+
 SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")
 
 

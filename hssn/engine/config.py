@@ -9,6 +9,7 @@ The keys under :data:`OPEN_SECTIONS` are free-form dicts passed through to a con
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -54,6 +55,14 @@ def _reject_cycles(value: Any, parents: tuple[int, ...]) -> None:
             raise ValueError("not valid YAML for a config: a recursive alias (an anchor used inside itself)")
         for item in value.values() if isinstance(value, dict) else value:
             _reject_cycles(item, parents + (id(value),))
+
+
+class ConfigError(ValueError):
+    """A config value that breaks its key's rule; the message names the key, the value and the rule."""
+
+    def __init__(self, key: str, value: Any, rule: str):
+        super().__init__(f"config key {key!r} must be {rule}, got {value!r}")
+        self.key, self.value, self.rule = key, value, rule
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -305,45 +314,73 @@ def _check_types(cfg: dict) -> None:
             ok = True
         if not ok:
             want = " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in allowed))
-            raise ValueError(f"config key {'.'.join(path)!r} must be {want}, got {value!r}")
+            raise ConfigError(".".join(path), value, want)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_ranges(cfg: dict) -> None:
+    """The range rules the type check cannot express (each found by a hostile-input round: a negative
+    grad_clip flipped every gradient's sign, a negative poly_power divided by zero mid-run, ...)."""
+    rules = [
+        (("optim", "grad_clip"), lambda v: v is None or (_finite(v) and v > 0), "a positive number or null"),
+        (("optim", "poly_power"), lambda v: _finite(v) and v > 0, "a positive number"),
+        (("optim", "lr"), lambda v: _finite(v) and v > 0, "a positive number"),
+        (("optim", "warmup_ratio"), lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        (("loss", "gamma"), lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+        (("loss", "margin_eps"), _finite, "a finite number"),
+        (("loss", "margin_scale"), _finite, "a finite number"),
+        (("loss", "beta_max"), lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+        (("data", "cat_max_ratio"), lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]"),
+        (("eval", "max_images"), lambda v: v is None or v >= 1, "a positive int or null"),
+        (("data", "eval_size"), lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)), "null or two positive ints [h, w]"),
+        (("eval", "scales"), lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+            _finite(x) and x > 0 for x in v), "a non-empty list of positive finite numbers"),
+    ]
+    for path, ok, rule in rules:
+        if not ok(_get(cfg, path)):
+            raise ConfigError(".".join(path), _get(cfg, path), rule)
+    for path in [("data", "crop_size"), ("data", "scale_range"), ("eval", "crop_size"), ("eval", "stride")]:
+        v = _get(cfg, path)
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or any(not _finite(x) or x <= 0 for x in v):
+            raise ConfigError(".".join(path), v, "two positive finite numbers")
+    try:
+        str(cfg["train"]["output_dir"]).format(name=cfg["name"])
+    except (KeyError, IndexError, ValueError, AttributeError):
+        raise ConfigError("train.output_dir", cfg["train"]["output_dir"],
+                          "a path whose only {...} field is {name}") from None
 
 
 def validate(cfg: dict) -> None:
-    """ValueError naming the key whose value has the wrong type or is out of range."""
+    """:class:`ConfigError` naming the key whose value has the wrong type or is out of range."""
     _check_types(cfg)  # registry-backed keys (loss.segmentation, loss.triplet, loss.distance, optim.name,
     # loss.backend) are checked against their registries when a run starts: builders.check_choices
     for path in [("train", "seed"), ("optim", "warmup_iters"), ("eval", "num_workers"), ("data", "num_workers"),
                  ("train", "eval_interval")]:
         if _get(cfg, path) < 0:
-            raise ValueError(f"config key {'.'.join(path)!r} must be >= 0, got {_get(cfg, path)!r}")
+            raise ConfigError(".".join(path), _get(cfg, path), ">= 0")
     if cfg["train"]["keep_checkpoints"] < 1:
-        raise ValueError(f"config key 'train.keep_checkpoints' must be >= 1, got {cfg['train']['keep_checkpoints']!r}")
+        raise ConfigError("train.keep_checkpoints", cfg['train']['keep_checkpoints'], ">= 1")
     if not 0 <= cfg["optim"]["momentum"] < 1:
-        raise ValueError(f"config key 'optim.momentum' must be in [0, 1), got {cfg['optim']['momentum']!r}")
+        raise ConfigError("optim.momentum", cfg['optim']['momentum'], "in [0, 1)")
     if cfg["optim"]["weight_decay"] < 0:
-        raise ValueError(f"config key 'optim.weight_decay' must be >= 0, got {cfg['optim']['weight_decay']!r}")
+        raise ConfigError("optim.weight_decay", cfg['optim']['weight_decay'], ">= 0")
     for path, choices in CHOICES.items():
         if _get(cfg, path) not in choices:
-            raise ValueError(f"config key {'.'.join(path)!r} must be one of {choices}, got {_get(cfg, path)!r}")
+            raise ConfigError(".".join(path), _get(cfg, path), f"one of {choices}")
     positive = [("train", "iters"), ("train", "batch_size"), ("train", "accumulate"), ("train", "log_interval"),
                 ("train", "checkpoint_interval"), ("eval", "batch_size"), ("loss", "num_triplets")]
     for path in positive:
         v = _get(cfg, path)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"config key {'.'.join(path)!r} must be a positive int, got {v!r}")
+            raise ConfigError(".".join(path), v, "a positive int")
     steps = cfg["loss"]["beta_steps"]
     if steps is not None and (isinstance(steps, bool) or steps <= 0):
-        raise ValueError(f"config key 'loss.beta_steps' must be a positive int or null, got {steps!r}")
-    for path in [("data", "crop_size"), ("data", "scale_range"), ("eval", "crop_size"), ("eval", "stride")]:
-        v = _get(cfg, path)
-        if not isinstance(v, (list, tuple)) or len(v) != 2 or any(not isinstance(x, (int, float)) or x <= 0 for x in v):
-            raise ValueError(f"config key {'.'.join(path)!r} must be two positive numbers, got {v!r}")
-    scales = cfg["eval"]["scales"]
-    if not isinstance(scales, (list, tuple)) or not scales or any(
-            not isinstance(s, (int, float)) or s <= 0 for s in scales):
-        raise ValueError(f"config key 'eval.scales' must be a non-empty list of positive numbers, got {scales!r}")
-    if not (isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0):
-        raise ValueError(f"config key 'optim.lr' must be a positive number, got {cfg['optim']['lr']!r}")
+        raise ConfigError("loss.beta_steps", steps, "a positive int or null")
+    _check_ranges(cfg)
 
 
 def dump_config(cfg: dict) -> str:
