@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from hssn_kernels import ClassHierarchy
+from hssn_kernels.upsample import tree_violations
 from hssn.engine.metrics import (ConfusionMatrix, HierarchicalMetrics, iou, level_confusion, majority_baseline,
-                                 mistake_severity, per_level_iou, violation_mask)
+                                 mistake_severity, per_level_iou)
 
 # Unbalanced: leaf "c" hangs from the root and stands for itself at the leaf level.
 TREE = ClassHierarchy.from_nested({"A": {"a1": {}, "a2": {}}, "B": {"b1": {}}, "c": {}})
@@ -152,7 +153,7 @@ def test_violation_mask_and_rate():
         [0.1, 0.1, 0.4, 0.9, 0.2, 0.5],
         [0.2, 0.1, 0.6, 0.1, 0.2, 0.5],   # b1 on, its parent B exactly 0.5 (<= 0.5): violation
     ]).T.reshape(1, 6, 1, 4)
-    assert violation_mask(s, TREE).tolist() == [[[False, True, False, True]]]
+    assert tree_violations(s, TREE, 0.5).tolist() == [[[False, True, False, True]]]
     m = HierarchicalMetrics(TREE)
     m.update(torch.tensor([[[a1, a1, c, b1]]]), torch.tensor([[[a1, 255, c, b1]]]), s)
     assert m.compute()["violation_rate"] == pytest.approx(1 / 3)  # the ignored pixel is not counted

@@ -89,11 +89,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
     """The element-wise max of ``value`` over every process (a collective: every rank must call it)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -203,20 +203,13 @@ def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, score
     return float(total / wrong)
 
 
-def violation_mask(scores: torch.Tensor, hierarchy: ClassHierarchy, threshold: float = 0.5) -> torch.Tensor:
-    """(B, H, W) bool: pixels where some node scores > threshold while its parent scores <= threshold.
-
-    scores: (B, C, H, W) sigmoid scores (probabilities, not logits); see ``hssn_kernels.upsample.tree_violations``.
-    """
-    return tree_violations(scores, hierarchy, threshold)
-
 
 class HierarchicalMetrics:
     """Accumulates the leaf confusion matrix and the violation counts; :meth:`compute` gives the report.
 
     ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None, violations (B, H, W) or
     None)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
-    scores path inference used, or ``violations`` = their :func:`violation_mask`, already computed.
+    scores path inference used, or ``violations`` = their ``hssn_kernels.upsample.tree_violations``, already computed.
     ``scored_leaves``: L bools in ``hierarchy.leaves`` order (None = all): the classes the report scores;
     violations are counted on pixels of scored classes (and on every inner-labelled pixel).
     ``partial_labels``: targets may be inner nodes (module docstring); otherwise they are an error.
@@ -262,7 +255,7 @@ class HierarchicalMetrics:
             idx = safe_target[inner] * self.hierarchy.num_leaves + pred_pos[inner]
             self.inner += torch.bincount(idx, minlength=self.inner.numel()).view_as(self.inner)
         if scores is not None:
-            violations = violation_mask(scores, self.hierarchy)
+            violations = tree_violations(scores, self.hierarchy, 0.5)  # scores are probabilities
         if violations is not None:
             bad = violations.to(valid.device)
             counted = valid & (self.scored[gt_pos.clamp(min=0)] | inner)

@@ -66,7 +66,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     :func:`output_stems` gives it (inputs from several folders keep their relative folders). Returns the paths."""
     from hssn.data.common import read_image
     from hssn.data.palettes import colorize_level
-    from hssn.data.transforms import resize_image
+    from hssn.data.transforms import Resize, resize_image
 
     paths = [Path(p) for p in images]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -77,21 +77,22 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
     builders.check_choices(cfg, device)
-    meta = label_meta(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path)
+    checkpoint = ckpt.load_checkpoint(checkpoint_path)  # read once: labels' metadata and weights
+    meta = label_meta(cfg, checkpoint, checkpoint_path)
     hierarchy = meta["hierarchy"]
-    model = load_trained_model(cfg, checkpoint_path, hierarchy, device)
+    model = load_trained_model(cfg, checkpoint, checkpoint_path, hierarchy, device)
     amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
     fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], amp)
     ev = cfg["eval"]
+    eval_size = cfg["data"]["eval_size"]
+    fit = None if eval_size is None else Resize(tuple(int(v) for v in eval_size), keep_ratio=True)
     written = []
     for path, stem in zip(paths, stems):
         (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         image = read_image(path)
         size = tuple(image.shape[1:])
-        if cfg["data"]["eval_size"] is not None:
-            eh, ew = cfg["data"]["eval_size"]
-            s = min(eh / size[0], ew / size[1])
-            image = resize_image(image, (max(1, round(size[0] * s)), max(1, round(size[1] * s))))
+        if fit is not None:  # the evaluator's resize (data.eval_size, keep ratio)
+            image = resize_image(image, fit.target_size(*size))
         with torch.no_grad():
             leaf, _ = predict_leaves(fn, image[None].to(device), hierarchy, cfg["loss"]["backend"],
                                      ev["scales"], ev["flip"],

@@ -12,11 +12,12 @@ from .evaluator import evaluate
 from .metrics import format_report, to_json_ready
 
 
-def load_trained_model(cfg: dict, checkpoint_path: str | Path, hierarchy, device: torch.device) -> torch.nn.Module:
-    """The config's model with the checkpoint's weights (no pretrained download), in eval mode."""
-    state = ckpt.load_checkpoint(checkpoint_path, map_location="cpu")
+def load_trained_model(cfg: dict, checkpoint: dict, checkpoint_path: str | Path, hierarchy,
+                       device: torch.device) -> torch.nn.Module:
+    """The config's model with the weights of ``checkpoint`` (as :func:`checkpoint.load_checkpoint` read it
+    from ``checkpoint_path``, which errors name), no pretrained download, in eval mode."""
     model = builders.build_model(cfg, hierarchy, pretrained=False)
-    ckpt.load_model_weights(model, state, checkpoint_path)
+    ckpt.load_model_weights(model, checkpoint, checkpoint_path)
     return model.to(device).eval()
 
 
@@ -36,7 +37,8 @@ def run_eval(cfg: dict, checkpoint_path: str | Path, out: str | Path | None = No
     try:
         builders.check_choices(cfg, info.device)
         dataset = builders.build_dataset(cfg, "val")
-        model = load_trained_model(cfg, checkpoint_path, dataset.hierarchy, info.device)
+        model = load_trained_model(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path, dataset.hierarchy,
+                                   info.device)
         amp = bool(cfg["train"]["amp"]) and info.device.type == "cuda"
         report = evaluate(model, dataset, cfg["eval"], cfg["model"]["mean"], cfg["model"]["std"], info, amp,
                           cfg["loss"]["backend"], progress=cfg["train"]["progress"])
