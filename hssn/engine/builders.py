@@ -148,15 +148,11 @@ def lr_schedule(cfg: dict) -> PolySchedule:
                         o["warmup_iters"], o["warmup_ratio"])
 
 
-def build_scheduler(cfg: dict, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step poly schedule over ``train.iters`` (``scheduler.step()`` once per optimizer step)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg))
-
-
-def follow_config(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: dict) -> None:
-    """After loading a checkpoint's scheduler state: use this config's schedule (e.g. a longer
-    ``train.iters``) at the restored step, instead of the one saved in the state."""
-    scheduler.lr_lambdas = [lr_schedule(cfg) for _ in scheduler.optimizer.param_groups]
-    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
-    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+def set_lr(optimizer: torch.optim.Optimizer, cfg: dict, step: int) -> float:
+    """Set every param group's lr to ``optim.lr * lr_schedule(cfg)(step)`` and return it: the schedule is a
+    function of the step and the config alone (a resumed run follows the config it is started with; no
+    scheduler state is saved, and an old checkpoint's is ignored)."""
+    lr = float(cfg["optim"]["lr"]) * lr_schedule(cfg)(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr

@@ -1,4 +1,4 @@
-"""Training checkpoints: model, optimizer, scheduler, step, data position, RNG states, config, class tree.
+"""Training checkpoints: model, optimizer, step, data position, RNG states, config, class tree.
 
 Files are ``{output_dir}/checkpoints/step_{step:07d}.pt``, loadable with ``torch.load(weights_only=True)``.
 """

@@ -1,7 +1,7 @@
 """The training loop: plain PyTorch, optional DDP (torchrun), bf16 autocast on GPU, checkpoints with resume.
 
 One step = ``train.accumulate`` micro-batches of ``batch_size / (world_size * accumulate)`` images per
-process, then one optimizer and one scheduler step. The loss takes the head's low-resolution logits (bf16
+process, then one optimizer step at the config's lr for that step. The loss takes the head's low-resolution logits (bf16
 under AMP, not cast) and upsamples them bilinearly to the label size inside the loss (no full-resolution
 logits tensor), plus beta(step) x tree-triplet on the embeddings, plus the model's auxiliary terms.
 
@@ -108,7 +108,6 @@ class Trainer:
         self.model = model
         self.loss_fn = builders.build_loss(cfg, self.hierarchy, self.ignore_index)
         self.optimizer = builders.build_optimizer(cfg, model)
-        self.scheduler = builders.build_scheduler(cfg, self.optimizer)
         self.step, epoch, consumed = 0, 0, 0
         self._lock = ckpt.lock_output_dir(self.out_dir) if self.info.is_main else None  # held until close()
         resume = ckpt.resolve_resume(t["resume"], self.out_dir)
@@ -158,7 +157,7 @@ class Trainer:
         if not self.info.is_main:
             return None
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.batches.epoch,
+                 "step": self.step, "epoch": self.batches.epoch,
                  "consumed": self.batches.consumed, "world_size": self.info.world_size, "rng": rng,
                  "config": self.cfg, "meta": self._meta()}
         return ckpt.save_checkpoint(ckpt.checkpoint_path(self.out_dir, self.step), state,
@@ -166,7 +165,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> tuple[int, int]:
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        lacking = [k for k in ("model", "optimizer", "scheduler", "step", "epoch", "rng") if k not in state]
+        lacking = [k for k in ("model", "optimizer", "step", "epoch", "rng") if k not in state]
         if lacking:
             raise ValueError(f"{path}: not a training checkpoint (no {', '.join(lacking)}: an exported state dict?); "
                              "train.resume needs a checkpoint written by hssn train")
@@ -176,9 +175,8 @@ class Trainer:
                              f"{self.cfg['optim']['name']}; resume with the same optimizer, or start a new run")
         ckpt.load_model_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        builders.follow_config(self.scheduler, self.cfg)  # the schedule of this config, not the saved one
         self.step = int(state["step"])
+        builders.set_lr(self.optimizer, self.cfg, self.step)  # this config's schedule, not the saved lr
         rng = state["rng"]
         ckpt.set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
         if state.get("world_size", 1) != self.info.world_size:
@@ -238,10 +236,9 @@ class Trainer:
                     sums[k] += v / t["accumulate"]
         if self.cfg["optim"]["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["optim"]["grad_clip"]))
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = builders.set_lr(self.optimizer, self.cfg, self.step)  # this config's schedule at this step
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         self.step += 1
         return {**sums, "lr": lr, "beta": cosine_beta(self.step - 1, self.loss_fn.beta_steps, self.loss_fn.beta_max)}
 
