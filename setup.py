@@ -130,7 +130,11 @@ setup(
             "pillow>=9.0",
             "tensorboard>=2.12",
         ],
+        "export": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.5"],
         "test": [
+            "onnx>=1.16",
+            "onnxruntime>=1.17",
+            "onnxscript>=0.5",
             "pytest>=7.4",
             "hypothesis>=6.80",
             "pytest-benchmark>=4.0",

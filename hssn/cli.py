@@ -1,4 +1,4 @@
-"""The ``hssn`` command: train, eval, predict, models, configs, demo (``hssn COMMAND --help``)."""
+"""The ``hssn`` command: train, eval, predict, export, models, configs, demo (``hssn COMMAND --help``)."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _tta_overrides(args))
     written = predict_files(cfg, args.checkpoint, args.images, args.out)
     print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hssn.engine.config import load_config
+    from hssn.export.build import export_checkpoint
+
+    if args.levels not in ("leaf", "all"):
+        raise ValueError(f"--levels must be leaf or all, got {args.levels!r}")
+    cfg = load_config(args.config, args.overrides)
+    path = export_checkpoint(cfg, args.checkpoint, args.format, args.out, args.size, args.dynamic,
+                             args.levels == "all")
+    print(f"exported {args.format}: {path}")
     return 0
 
 
@@ -128,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
     _tta_args(p)
+
+    p = add("export", _cmd_export, "write a checkpoint as ONNX or torch.export with path inference inside")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.add_argument("--checkpoint", required=True, help="training checkpoint or exported state dict")
+    p.add_argument("--format", default="onnx", help="onnx (default) or torch (a torch.export .pt2 file)")
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: eval.crop_size)")
+    p.add_argument("--dynamic", action="store_true", help="any batch size (the image size stays fixed)")
+    p.add_argument("--levels", default="leaf", help="leaf (default): the leaf map; all: also one map per level")
 
     p = add("models", _cmd_models, "parameter counts and FLOPs of the model presets")
     p.add_argument("names", nargs="*", help="model names (default: all presets)")

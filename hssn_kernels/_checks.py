@@ -25,8 +25,6 @@ UPSAMPLE_MODES = (None, "bilinear")
 """The losses' ``upsample=`` choices (None: logits already at the target's size)."""
 TARGET_DTYPES = (torch.int64, torch.int32, torch.uint8)
 """Label tensor dtypes every backend reads (the native kernels dispatch on exactly these)."""
-NO_GAMMA = object()
-"""``gamma`` of a loss that has none (validators skip the rule; ``None`` from a user is an error)."""
 MAX_TRIPLETS = 1 << 16
 """Most triplets one loss call may ask for (the paper uses 200; sampling tries 16 candidates each)."""
 

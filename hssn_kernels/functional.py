@@ -39,8 +39,9 @@ def focal_tree_min_loss(
     fast backends do it band by band inside the loss (:mod:`hssn_kernels.upsample`: no (B, C, H, W) tensor,
     gradient on the low-res logits), the reference computes that expression.
     """
+    _checks.check_gamma(gamma)
     target = _ref.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample,
-                                 align_corners, partial_labels, gamma)
+                              align_corners, partial_labels)
     _checks.check_nan_policy(nan_policy)
     partial = bool(partial_labels)
     name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits.dtype,

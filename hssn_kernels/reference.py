@@ -60,8 +60,8 @@ _MASK32 = 0xFFFFFFFF
 
 # ----------------------------------------------------------------------------- input rules, one validator per op
 def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
-                partial_labels=False, gamma=_checks.NO_GAMMA) -> torch.Tensor:
-    """Every rule of a segmentation loss's inputs (``gamma=NO_GAMMA``: a loss without one); returns the target
+                partial_labels=False) -> torch.Tensor:
+    """Every rule of a segmentation loss's inputs (a focal loss also checks its ``gamma``); returns the target
     the kernels read (:func:`hssn_kernels._checks.widen_target`)."""
     _checks.check_hierarchy(hierarchy)
     _checks.check_scores(logits, hierarchy)
@@ -69,8 +69,6 @@ def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, up
     _checks.check_target(target, logits, upsample=upsample)
     _checks.check_reduction(reduction)
     _checks.check_ignore_index(ignore_index, hierarchy)
-    if gamma is not _checks.NO_GAMMA:
-        _checks.check_gamma(gamma)
     if validate:
         _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
     return _checks.widen_target(target, ignore_index)
@@ -262,8 +260,9 @@ def focal_tree_min_loss(
     per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
     loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
     """
+    _checks.check_gamma(gamma)
     target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                                 partial_labels, gamma)
+                         partial_labels)
     return _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels, upsample,
                                 align_corners)
 
@@ -279,8 +278,9 @@ def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduc
                    upsample=None, align_corners=False, partial_labels=False):
     """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. Partial labels:
     no term for the strict descendants of the label."""
+    _checks.check_gamma(gamma)
     target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                                 partial_labels, gamma)
+                         partial_labels)
     logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     terms = _focal_terms(z, _node_labels(t, hierarchy), float(gamma))

@@ -23,7 +23,7 @@ def test_help(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("train", "eval", "predict", "models", "demo", "torchrun"):
+    for command in ("train", "eval", "predict", "export", "models", "demo", "torchrun"):
         assert command in out
 
 

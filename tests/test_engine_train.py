@@ -111,15 +111,17 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_nodes_on_one_machine(tmp_path):
-    """--nnodes=2 with a c10d rendezvous on localhost: two agents (one process each) train as one job."""
+    """--nnodes=2 with node 0 as the master on localhost (static rendezvous: --node_rank, --master_addr/port):
+    two agents (one process each) train as one job."""
     out = tmp_path / "ddp"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-           f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=hssn-test", "-m", "hssn", "train", "synthetic", *TINY,
-           f"train.output_dir={out}", "train.iters=3", "train.eval_at_end=false", "data.num_workers=0"]
-    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+           f"--master_port={port}"]
+    train = ["-m", "hssn", "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=3",
+             "train.eval_at_end=false", "data.num_workers=0"]
+    nodes = [subprocess.Popen([*cmd, f"--node_rank={rank}", *train], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank in range(2)]
     try:
         texts = [node.communicate(timeout=240)[0] for node in nodes]
     finally:

@@ -85,12 +85,12 @@ class HSSNModel(nn.Module):
             raise ValueError(f"images must be (B, {self.backbone.in_chans}, H, W), got {tuple(images.shape)}")
         h, w = images.shape[-2:]
         div = self.backbone.size_divisor
-        hp, wp = math.ceil(h / div) * div, math.ceil(w / div) * div
-        x = F.pad(images, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else images
+        hp, wp = -(-h // div) * div, -(-w // div) * div  # integer ceil: traceable with symbolic sizes (export)
+        x = F.pad(images, (0, wp - w, 0, hp - h))  # unconditional: an export traces one graph for every size
 
         def crop(t: torch.Tensor) -> torch.Tensor:
             th, tw = t.shape[-2:]
-            return t[..., : math.ceil(h * th / hp), : math.ceil(w * tw / wp)]
+            return t[..., : -(-(h * th) // hp), : -(-(w * tw) // wp)]
 
         feats = self.backbone(x)
         out = self.head(feats)

@@ -1,0 +1,27 @@
+"""``hssn export``: a trained checkpoint to an ONNX / torch.export file with its metadata."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .graph import ExportedSegmenter, export_model, metadata
+
+
+def export_checkpoint(cfg: dict, checkpoint_path: str | Path, fmt: str, out: str | Path,
+                      size: tuple[int, int] | None = None, dynamic: bool = False, levels: bool = False) -> Path:
+    """Export the config's model with the checkpoint's weights; ``size`` (H, W) the fixed input size
+    (default: ``eval.crop_size``); ``dynamic``: any batch size. Returns the written path."""
+    from hssn.engine import checkpoint as ckpt
+    from hssn.engine.predict import label_meta
+    from hssn.engine.runs import load_trained_model
+
+    size = tuple(int(v) for v in (size or cfg["eval"]["crop_size"]))
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"--size must be two positive ints H W, got {size}")
+    checkpoint = ckpt.load_checkpoint(checkpoint_path)
+    meta = label_meta(cfg, checkpoint, checkpoint_path)
+    model = load_trained_model(cfg, checkpoint, checkpoint_path, meta["hierarchy"], torch.device("cpu"))
+    mean, std = cfg["model"]["mean"], cfg["model"]["std"]
+    graph = ExportedSegmenter(model, meta["hierarchy"], mean, std, levels)
+    return export_model(graph, fmt, out, size, dynamic, metadata(meta["hierarchy"], meta, mean, std, levels))

@@ -1,0 +1,104 @@
+"""The exported graph (:class:`ExportedSegmenter`) and the writers of its two formats."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hssn_kernels import ClassHierarchy
+
+FORMATS = ("onnx", "torch")
+"""``hssn export --format`` choices: ONNX (opset :data:`OPSET`) or a ``torch.export`` program (.pt2)."""
+OPSET = 18
+"""ONNX opset of the exported files (onnxruntime reads it since 1.14)."""
+INPUT_CONVENTION = "image: (B, 3, H, W) float32 RGB in [0, 1]; mean/std applied inside"
+
+
+class ExportedSegmenter(nn.Module):
+    """Image -> leaf map (and level maps): normalisation, the network's logits, bilinear upsampling to the
+    input size, and path inference (Eq. 3) in portable ops: ``S = sigmoid(z) @ P`` with ``P`` (C, L) the
+    root-path indicator of each leaf (``S_l`` = sum of the sigmoids on the path to leaf l), argmax over
+    leaves (the lowest leaf on ties), then a table lookup per level. Training-only outputs are dropped.
+
+    forward(image (B, 3, H, W) float32 in [0, 1]) -> (leaf (B, H, W) int64, *levels (B, H, W) int64)
+    """
+
+    def __init__(self, model: nn.Module, hierarchy: ClassHierarchy, mean, std, levels: bool = False):
+        super().__init__()
+        self.model = model.eval()
+        tabs = hierarchy.tables("cpu")
+        path = torch.zeros(hierarchy.num_channels, hierarchy.num_leaves)
+        for j, leaf in enumerate(hierarchy.leaves):
+            path[list(hierarchy.ancestors(leaf)), j] = 1.0
+        self.register_buffer("path", path)
+        self.register_buffer("leaves", tabs.leaves.long())
+        self.register_buffer("level_map", tabs.level_map.clone())  # (D, C) int64
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.levels = levels
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model((image - self.mean) / self.std)["logits"].float()
+        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        scores = torch.einsum("bchw,cl->bhwl", torch.sigmoid(logits), self.path)
+        leaf = self.leaves[scores.argmax(-1)]
+        if not self.levels:
+            return (leaf,)
+        return (leaf, *(self.level_map[k][leaf] for k in range(self.level_map.shape[0])))
+
+
+def metadata(hierarchy: ClassHierarchy, meta: dict, mean, std, levels: bool) -> dict[str, str]:
+    """The strings stored in the exported file, so a consumer needs nothing else."""
+    return {"hssn.hierarchy": json.dumps(hierarchy.to_dict()),
+            "hssn.palette": json.dumps(torch.as_tensor(meta["palette"]).tolist()),
+            "hssn.ignore_index": str(int(meta["ignore_index"])),
+            "hssn.mean": json.dumps(list(map(float, mean))), "hssn.std": json.dumps(list(map(float, std))),
+            "hssn.input": INPUT_CONVENTION,
+            "hssn.outputs": json.dumps(["leaf"] + [f"level_{k}" for k in range(1, hierarchy.height + 1)] * levels)}
+
+
+def export_model(graph: ExportedSegmenter, fmt: str, out: str | Path, size: tuple[int, int], dynamic: bool,
+                 meta: dict[str, str]) -> Path:
+    """Write ``graph`` as ``fmt`` ("onnx" / "torch") to ``out``, traced at a (2, 3, H, W) example of ``size``
+    (the batch size symbolic with ``dynamic``; the image size is always fixed: the networks' padding and
+    pooling specialise on it, so one graph per input size); returns the path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    example = torch.rand(2, 3, *size)  # not 1: a batch of 1 would be specialised
+    names = ["leaf"] + [f"level_{k}" for k in range(1, graph.level_map.shape[0] + 1)] * graph.levels
+    shapes = None
+    if dynamic:
+        shapes = {"image": {0: torch.export.Dim.AUTO}}
+    with torch.no_grad():
+        program = torch.export.export(graph, (example,), dynamic_shapes=shapes, strict=False)
+    if fmt == "torch":
+        torch.export.save(program, str(out), extra_files={"hssn.json": json.dumps(meta)})
+        return out
+    import onnx
+
+    onnx_program = torch.onnx.export(program, (example,), input_names=["image"], output_names=names,
+                                     opset_version=OPSET, dynamo=True, verbose=False)
+    model = onnx_program.model_proto
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+    return out
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``hssn.*`` metadata of an exported file (ONNX or .pt2)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return {p.key: p.value for p in model.metadata_props if p.key.startswith("hssn.")}
+    extra = {"hssn.json": ""}
+    torch.export.load(str(path), extra_files=extra)
+    return json.loads(extra["hssn.json"])

@@ -1,0 +1,83 @@
+"""Run an exported ONNX file with onnxruntime (CPU) on image files, writing what ``hssn predict`` writes:
+
+    python -m hssn.export.run model.onnx IMAGE ... --out DIR
+
+Images must have the size the file was exported at (``hssn export --size H W``); 8- or 16-bit images are
+read as ``hssn predict`` reads them (``read_image``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hssn_kernels import ClassHierarchy
+
+from .graph import read_metadata
+
+
+def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """Segment each image with the ONNX file; writes ``{name}_leaf.png`` and ``{name}_k{k}.png`` as
+    :func:`hssn.engine.predict.predict_files` does. Returns the paths."""
+    import onnxruntime as ort
+
+    from hssn.data.common import read_image
+    from hssn.data.palettes import colorize_level
+    from hssn.engine.predict import output_stems, save_leaf_png
+
+    meta = read_metadata(model_path)
+    if "hssn.hierarchy" not in meta:
+        raise ValueError(f"{model_path}: no hssn metadata (not written by hssn export)")
+    hierarchy = ClassHierarchy.from_dict(json.loads(meta["hssn.hierarchy"]))
+    palette = torch.tensor(json.loads(meta["hssn.palette"]), dtype=torch.uint8)
+    ignore_index = int(meta["hssn.ignore_index"])
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    want = tuple(session.get_inputs()[0].shape[2:])
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    stems = output_stems(paths)
+    out_dir = Path(out_dir)
+    written = []
+    for path, stem in zip(paths, stems):
+        image = read_image(path)
+        if tuple(image.shape[1:]) != want:
+            raise ValueError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
+                             f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
+        leaf = torch.from_numpy(session.run(["leaf"], {"image": image[None].numpy()})[0][0])
+        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{stem}_leaf.png"
+        save_leaf_png(leaf, target)
+        written.append(target)
+        for level in range(1, hierarchy.height + 1):
+            rgb = colorize_level(leaf, hierarchy, palette, level, ignore_index)
+            target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"
+            Image.fromarray(rgb.numpy()).save(target)
+            written.append(target)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hssn.export.run", description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="an ONNX file written by hssn export")
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        written = run_onnx(args.model, args.images, args.out)
+    except (ValueError, OSError) as err:
+        print(f"hssn.export.run: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
