@@ -68,6 +68,12 @@ def test_onnx_equals_predict_and_carries_its_metadata(trained, capsys):
     leaf, *levels = session.run(None, {"image": batch})
     table = HIERARCHY.tables("cpu").level_map.numpy()
     assert leaf.shape == (2, H, W) and all((lv == table[k][leaf]).all() for k, lv in enumerate(levels))
+    # without --dynamic the graph takes one image at a time
+    fixed = root / "fixed.onnx"
+    assert main(["export", "synthetic", *TINY, "--checkpoint", str(checkpoint), "--out", str(fixed),
+                 "--size", str(H), str(W)]) == 0
+    assert run_main([str(fixed), images[0], "--out", str(root / "fixed")]) == 0
+    assert (_leaf(root / "fixed" / "img0_leaf.png") == _leaf(root / "onnx" / "img0_leaf.png")).all()
     # a wrong-size image is a one-line error naming both sizes
     Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(root / "odd.png")
     assert run_main([str(model), str(root / "odd.png"), "--out", str(root / "o2")]) == 2

@@ -62,15 +62,15 @@ def metadata(hierarchy: ClassHierarchy, meta: dict, mean, std, levels: bool) -> 
 
 def export_model(graph: ExportedSegmenter, fmt: str, out: str | Path, size: tuple[int, int], dynamic: bool,
                  meta: dict[str, str]) -> Path:
-    """Write ``graph`` as ``fmt`` ("onnx" / "torch") to ``out``, traced at a (2, 3, H, W) example of ``size``
-    (the batch size symbolic with ``dynamic``; the image size is always fixed: the networks' padding and
+    """Write ``graph`` as ``fmt`` ("onnx" / "torch") to ``out`` for (1, 3, H, W) images of ``size`` (any batch
+    size with ``dynamic``; the image size is always fixed: the networks' padding and
     pooling specialise on it, so one graph per input size); returns the path."""
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
-    example = torch.rand(2, 3, *size)  # not 1: a batch of 1 would be specialised
+    example = torch.rand(2 if dynamic else 1, 3, *size)  # a symbolic batch needs an example other than 1
     names = ["leaf"] + [f"level_{k}" for k in range(1, graph.level_map.shape[0] + 1)] * graph.levels
     shapes = None
     if dynamic:
