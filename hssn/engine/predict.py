@@ -59,20 +59,41 @@ def output_stems(paths: Sequence[Path]) -> list[Path]:
     return stems
 
 
+def image_outputs(images: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(image paths, their output names by :func:`output_stems`); ``FileNotFoundError`` naming missing ones."""
+    paths = [Path(p) for p in images]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    return paths, output_stems(paths)
+
+
+def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, hierarchy, palette: torch.Tensor,
+                     ignore_index: int) -> list[Path]:
+    """Write one image's (H, W) leaf map: ``{stem}_leaf.png`` and ``{stem}_k{k}.png`` per level (k as in
+    mIoU^k: k = 1 leaves ... D coarsest) under ``out_dir``. Returns the paths."""
+    from hssn.data.palettes import colorize_level
+
+    (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{stem}_leaf.png"
+    save_leaf_png(leaf, target)
+    written = [target]
+    for level in range(1, hierarchy.height + 1):
+        target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"
+        Image.fromarray(colorize_level(leaf, hierarchy, palette, level, ignore_index).numpy()).save(target)
+        written.append(target)
+    return written
+
+
 def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
                   ) -> list[Path]:
     """Segment each image file; writes ``{name}_leaf.png`` (leaf ids) and ``{name}_k{k}.png`` (colours) for
     k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``, ``name`` as
     :func:`output_stems` gives it (inputs from several folders keep their relative folders). Returns the paths."""
     from hssn.data.common import read_image
-    from hssn.data.palettes import colorize_level
     from hssn.data.transforms import Resize, resize_image
 
-    paths = [Path(p) for p in images]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
-    stems = output_stems(paths)
+    paths, stems = image_outputs(images)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg["train"]["device"])
@@ -88,7 +109,6 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     fit = None if eval_size is None else Resize(tuple(int(v) for v in eval_size), keep_ratio=True)
     written = []
     for path, stem in zip(paths, stems):
-        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
         image = read_image(path)
         size = tuple(image.shape[1:])
         if fit is not None:  # the evaluator's resize (data.eval_size, keep ratio)
@@ -97,13 +117,5 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
             leaf, _ = predict_leaves(fn, image[None].to(device), hierarchy, cfg["loss"]["backend"],
                                      ev["scales"], ev["flip"],
                                      meta["flip_pairs"], size, ev["mode"], ev["crop_size"], ev["stride"])
-        leaf = leaf[0].cpu()
-        target = out_dir / f"{stem}_leaf.png"
-        save_leaf_png(leaf, target)
-        written.append(target)
-        for level in range(1, hierarchy.height + 1):
-            rgb = colorize_level(leaf, hierarchy, meta["palette"], level, meta["ignore_index"])
-            target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"  # k as in mIoU^k
-            Image.fromarray(rgb.numpy()).save(target)
-            written.append(target)
+        written += write_prediction(leaf[0].cpu(), out_dir, stem, hierarchy, meta["palette"], meta["ignore_index"])
     return written

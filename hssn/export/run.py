@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 from hssn_kernels import ClassHierarchy
 
@@ -28,8 +26,7 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
     import onnxruntime as ort
 
     from hssn.data.common import read_image
-    from hssn.data.palettes import colorize_level
-    from hssn.engine.predict import output_stems, save_leaf_png
+    from hssn.engine.predict import image_outputs, write_prediction
 
     meta = read_metadata(model_path)
     if "hssn.hierarchy" not in meta:
@@ -39,12 +36,7 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
     ignore_index = int(meta["hssn.ignore_index"])
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     want = tuple(session.get_inputs()[0].shape[2:])
-    paths = [Path(p) for p in images]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
-    stems = output_stems(paths)
-    out_dir = Path(out_dir)
+    paths, stems = image_outputs(images)
     written = []
     for path, stem in zip(paths, stems):
         image = read_image(path)
@@ -52,15 +44,7 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
             raise ValueError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
                              f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
         leaf = torch.from_numpy(session.run(["leaf"], {"image": image[None].numpy()})[0][0])
-        (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{stem}_leaf.png"
-        save_leaf_png(leaf, target)
-        written.append(target)
-        for level in range(1, hierarchy.height + 1):
-            rgb = colorize_level(leaf, hierarchy, palette, level, ignore_index)
-            target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"
-            Image.fromarray(rgb.numpy()).save(target)
-            written.append(target)
+        written += write_prediction(leaf, Path(out_dir), stem, hierarchy, palette, ignore_index)
     return written
 
 
