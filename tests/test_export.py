@@ -119,3 +119,22 @@ def test_export_errors_are_one_line(trained, tmp_path, capsys):
     one_line([*base, *opts, "--out", str(tmp_path / "m.onnx"), "--levels", "some"], "--levels")
     other = "model.kwargs={head_channels: 8, aux_head: false, embed_dim: 16}"  # another head width
     one_line([*base, other, *opts, "--out", str(tmp_path / "m.onnx")], "step_0000004.pt", "shape")
+
+
+@pytest.mark.parametrize("name", ["ocrnet:resnet10t", "maskformer:resnet10t"])
+def test_the_other_architectures_export_to_the_same_maps(name, tmp_path):
+    """OCRNet and MaskFormer (its sigmoid-mixture per-pixel map included) as tiny random models: the ONNX
+    graph under onnxruntime gives the eager graph's leaf maps."""
+    import onnxruntime as ort
+
+    from hssn.data.synthetic import HIERARCHY
+    from hssn.export.graph import ExportedSegmenter, export_model
+    from hssn.models import build_model
+
+    torch.manual_seed(0)
+    graph = ExportedSegmenter(build_model(name, HIERARCHY, pretrained=False), HIERARCHY, [0.5] * 3, [0.25] * 3)
+    path = export_model(graph, "onnx", tmp_path / "m.onnx", (64, 64), True, {})
+    x = torch.rand(2, 3, 64, 64)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["leaf"], {"image": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.array_equal(got, graph(x)[0].numpy())
