@@ -1,7 +1,6 @@
 """The HSSN adaptation: a backbone, a head over all hierarchy nodes and a training-only projection head."""
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
