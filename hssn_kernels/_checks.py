@@ -229,13 +229,14 @@ def check_size(size) -> tuple[int, int]:
     return H, W
 
 
-def check_margin(value, name: str) -> float:
-    """A finite number (the triplet loss's ``margin_eps`` / ``margin_scale``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    if not -math.inf < value < math.inf:
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
+def check_margins(margin_eps, margin_scale) -> tuple[float, float]:
+    """The triplet loss's ``margin_eps`` and ``margin_scale``: finite numbers."""
+    for name, value in (("margin_eps", margin_eps), ("margin_scale", margin_scale)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        if not -math.inf < value < math.inf:
+            raise ValueError(f"{name} must be finite, got {value}")
+    return float(margin_eps), float(margin_scale)
 
 
 def check_gamma(gamma) -> float:

@@ -161,7 +161,7 @@ def tree_triplet_loss(
     target, num_triplets, seed = _ref.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
-    margin_eps, margin_scale = _checks.check_margin(margin_eps, "margin_eps"), _checks.check_margin(margin_scale, "margin_scale")
+    margin_eps, margin_scale = _checks.check_margins(margin_eps, margin_scale)
     impl = backends.resolve(backend, embeddings.device, "tree_triplet_loss", embeddings.dtype)
     loss = impl.tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps,
                                   margin_scale, bool(hierarchy_margin), distance, seed,

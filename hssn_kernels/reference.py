@@ -580,6 +580,6 @@ def _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_ep
                           distance, seed, ignore_index, mode, validate, partial_labels):
     target, num_triplets, seed = triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
-    margin_eps, margin_scale = _checks.check_margin(margin_eps, "margin_eps"), _checks.check_margin(margin_scale, "margin_scale")
+    margin_eps, margin_scale = _checks.check_margins(margin_eps, margin_scale)
     return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
                          distance, seed, ignore_index, mode)

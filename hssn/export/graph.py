@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hssn.engine.inference import normalize
 from hssn_kernels import ClassHierarchy
 
 FORMATS = ("onnx", "torch")
@@ -30,18 +31,14 @@ class ExportedSegmenter(nn.Module):
         super().__init__()
         self.model = model.eval()
         tabs = hierarchy.tables("cpu")
-        path = torch.zeros(hierarchy.num_channels, hierarchy.num_leaves)
-        for j, leaf in enumerate(hierarchy.leaves):
-            path[list(hierarchy.ancestors(leaf)), j] = 1.0
-        self.register_buffer("path", path)
+        self.register_buffer("path", tabs.is_ancestor[tabs.leaves.long()].T.float())  # (C, L): v in A(leaf)
         self.register_buffer("leaves", tabs.leaves.long())
         self.register_buffer("level_map", tabs.level_map.clone())  # (D, C) int64
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
         self.levels = levels
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.model((image - self.mean) / self.std)["logits"].float()
+        logits = self.model(normalize(image, self.mean, self.std))["logits"].float()
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         scores = torch.einsum("bchw,cl->bhwl", torch.sigmoid(logits), self.path)
         leaf = self.leaves[scores.argmax(-1)]
@@ -57,7 +54,12 @@ def metadata(hierarchy: ClassHierarchy, meta: dict, mean, std, levels: bool) -> 
             "hssn.ignore_index": str(int(meta["ignore_index"])),
             "hssn.mean": json.dumps(list(map(float, mean))), "hssn.std": json.dumps(list(map(float, std))),
             "hssn.input": INPUT_CONVENTION,
-            "hssn.outputs": json.dumps(["leaf"] + [f"level_{k}" for k in range(1, hierarchy.height + 1)] * levels)}
+            "hssn.outputs": json.dumps(output_names(hierarchy.height, levels))}
+
+
+def output_names(height: int, levels: bool) -> list[str]:
+    """The graph's outputs: ``leaf``, then with ``levels`` ``level_1`` ... ``level_{height}``."""
+    return ["leaf"] + [f"level_{k}" for k in range(1, height + 1)] * levels
 
 
 def export_model(graph: ExportedSegmenter, fmt: str, out: str | Path, size: tuple[int, int], dynamic: bool,
@@ -68,10 +70,10 @@ def export_model(graph: ExportedSegmenter, fmt: str, out: str | Path, size: tupl
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
     out = Path(out)
-    if out.parent and not out.parent.exists():
+    if not out.parent.exists():
         raise FileNotFoundError(f"output folder {out.parent} does not exist")
     example = torch.rand(2 if dynamic else 1, 3, *size)  # a symbolic batch needs an example other than 1
-    names = ["leaf"] + [f"level_{k}" for k in range(1, graph.level_map.shape[0] + 1)] * graph.levels
+    names = output_names(graph.level_map.shape[0], graph.levels)
     shapes = None
     if dynamic:
         shapes = {"image": {0: torch.export.Dim.AUTO}}
