@@ -74,7 +74,7 @@ def _extensions():
     archs = os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS) if with_cuda else ""
 
     csrc = Path("csrc")
-    sources = [str(csrc / "hssn.cpp")] + sorted(str(p) for p in (csrc / "ops").glob("*.cpp"))
+    sources = [str(csrc / "hssn.cpp")] + sorted(str(p) for d in ("ops", "cpu") for p in (csrc / d).glob("*.cpp"))
     cxx = ["-O3"]
     link = []
     if "OpenMP" in torch.__config__.parallel_info():  # at::parallel_for runs OpenMP regions in our code

@@ -1,5 +1,6 @@
 // exp / log written as plain arithmetic (Cephes polynomials, about 1 ulp in float32) so that loops over
 // the pixels of a tile auto-vectorise at -O3 without -ffast-math; float64 uses std::exp / std::log.
+// Included by tile_kernels.h only, after an instruction-set pragma: namespace hssn::HSSN_ISA.
 #pragma once
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <type_traits>
 
 namespace hssn {
+namespace HSSN_ISA {
 
 inline float bits_to_float(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
 inline int32_t float_to_bits(float f) { int32_t b; std::memcpy(&b, &f, 4); return b; }
@@ -75,20 +77,42 @@ template <int kGamma, class T> inline T vfocal_pow(T x, T log_x, T gamma) {
   else return vexp_nonpos(gamma * log_x);
 }
 
-// Negative focal term -p^g log(1-p) at p = sigmoid(z) and its derivative (kernels/common.h: focal_term
-// with positive = false, same formulas).
-template <int kGamma, class T> inline void vneg_term(T z, T gamma, T* loss, T* dz) {
+// p = sigmoid(z), q = 1 - p and their logs, without cancellation (finite limits at z = -inf / +inf).
+template <class T> inline void vsigmoid_logs(T z, T* p, T* q, T* log_p, T* log_q) {
   const T e = vexp_nonpos(z < T(0) ? z : -z);
   const T u = T(1) + e;
   const T inv = T(1) / u;
+  // log1p(e) = log(u) + (e - (u - 1)) / u: u - 1 is exact, the rounding error of u restored to first order
   const T log1p_e = vlog_pos(u) + (e - (u - T(1))) * inv;
-  const T p = z >= T(0) ? inv : e * inv;
-  const T q = z >= T(0) ? e * inv : inv;
-  const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
-  const T log_q = (z > T(0) ? -z : T(0)) - log1p_e;  // not log_p - z: finite limits at z = -inf / +inf
-  const T wp = vfocal_pow<kGamma>(p, log_p, gamma);
-  *loss = -wp * log_q;
-  *dz = wp * (p - gamma * q * log_q);
+  *p = z >= T(0) ? inv : e * inv;
+  *q = z >= T(0) ? e * inv : inv;
+  *log_p = (z < T(0) ? z : T(0)) - log1p_e;
+  *log_q = (z > T(0) ? -z : T(0)) - log1p_e;  // not log_p - z
 }
 
+// Focal terms at p = sigmoid(z) and their derivatives (kernels/common.h: focal_term, same formulas):
+// negative -p^g log(1-p) (kPositive false) or positive -(1-p)^g log p (kPositive true).
+template <bool kPositive, int kGamma, class T> inline void vfocal_term(T z, T gamma, T* loss, T* dz) {
+  T p, q, log_p, log_q;
+  vsigmoid_logs(z, &p, &q, &log_p, &log_q);
+  if constexpr (kPositive) {
+    const T wq = vfocal_pow<kGamma>(q, log_q, gamma);
+    *loss = -wq * log_p;
+    *dz = wq * (gamma * p * log_p - q);
+  } else {
+    const T wp = vfocal_pow<kGamma>(p, log_p, gamma);
+    *loss = -wp * log_q;
+    *dz = wp * (p - gamma * q * log_q);
+  }
+}
+
+// sigmoid(z), 0 for a NaN z (path inference scores a NaN logit as -inf would).
+template <class T> inline T vsigmoid_or_0(T z) {
+  const T e = vexp_nonpos(z < T(0) ? z : -z);
+  const T inv = T(1) / (T(1) + e);
+  const T s = z >= T(0) ? inv : e * inv;
+  return z != z ? T(0) : s;
+}
+
+}  // namespace HSSN_ISA
 }  // namespace hssn

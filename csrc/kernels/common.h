@@ -1,6 +1,6 @@
 // Torch-free building blocks of the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal terms, the
-// triplet RNG, dfs_tables and the per-pixel walks the CUDA kernels run (ftm_walk, path_walk), and
-// path_argmax_pixel (the CPU kernel's; the CPU loss runs its own [C][tile] passes, focal_tree_min_cpu.cpp).
+// triplet RNG, dfs_tables and the per-pixel walks the CUDA kernels run (ftm_walk, path_walk); the CPU
+// kernels run their own [C][tile] passes (cpu/tile_kernels.h).
 // tests/test_kernel_header.py compiles the walks as plain C++ and checks them against the reference.
 // Everything here is exactly the semantics of hssn_kernels/reference.py (ties go to the lowest channel;
 // math in float32, float64 for float64).
@@ -179,29 +179,6 @@ HSSN_HD int path_walk(int num_c, const int32_t* perm, const int32_t* size, const
     }
   }
   return best_c;
-}
-
-// Path inference (Eq. 3) for one pixel: on entry v[c * st] = sigmoid(z_c); returns the leaf with the
-// largest root-path sum (summed root first; lowest leaf channel on ties). Overwrites v with the sums.
-template <class T>
-HSSN_HD int path_argmax_pixel(T* v, int64_t st, int num_c, const int32_t* parent, const int32_t* bottom_up,
-                              const int32_t* leaves, int num_leaves) {
-  for (int i = num_c - 1; i >= 0; --i) {
-    const int c = bottom_up[i];
-    const int p = parent[c];
-    if (p >= 0) v[c * st] = v[p * st] + v[c * st];
-  }
-  int best = leaves[0];
-  T best_v = v[best * st];
-  for (int j = 1; j < num_leaves; ++j) {
-    const int c = leaves[j];
-    const T s = v[c * st];
-    if (s > best_v) {
-      best_v = s;
-      best = c;
-    }
-  }
-  return best;
 }
 
 // ---------------------------------------------------------------------------- triplet RNG

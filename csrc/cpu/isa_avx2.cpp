@@ -1,0 +1,15 @@
+// The CPU kernels compiled for AVX2 + FMA (8 fp32 lanes); chosen at run time by cpu_kernels().
+#include "cpu_kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx2,fma,f16c")
+#define HSSN_ISA isa_avx2
+#include "tile_kernels.h"
+namespace hssn {
+const CpuKernels kCpuAvx2{"avx2", isa_avx2::ftm, isa_avx2::path_argmax};
+}
+#else
+namespace hssn {
+const CpuKernels kCpuAvx2{"avx2", nullptr, nullptr};  // not built for this compiler / architecture
+}
+#endif

@@ -1,0 +1,16 @@
+// The CPU kernels compiled for AVX-512 (F, VL, BW, DQ) + FMA (16 fp32 lanes); chosen at run time by
+// cpu_kernels().
+#include "cpu_kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c,prefer-vector-width=512")
+#define HSSN_ISA isa_avx512
+#include "tile_kernels.h"
+namespace hssn {
+const CpuKernels kCpuAvx512{"avx512", isa_avx512::ftm, isa_avx512::path_argmax};
+}
+#else
+namespace hssn {
+const CpuKernels kCpuAvx512{"avx512", nullptr, nullptr};  // not built for this compiler / architecture
+}
+#endif

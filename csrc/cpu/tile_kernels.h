@@ -1,0 +1,372 @@
+// The CPU kernels of hssn::ftm_forward / ftm_backward and hssn::path_argmax, compiled once per instruction
+// set: isa_<name>.cpp includes cpu_kernels.h, sets `#pragma GCC target(...)`, defines HSSN_ISA (the
+// namespace that keeps each compilation's symbols apart) and includes this file.
+//
+// Both kernels run tiles of kCpuTile pixels as channel-major [C][kCpuTile] blocks (fp32 math, fp64 for
+// fp64 logits): every pass is a loop over the tile's pixels, one pixel per vector lane, written so that
+// GCC vectorises it (exp / log from vec_math.h, selects instead of branches, gathers from in-tile
+// tables); per-pixel bookkeeping (offsets, labels, the path marks) is scalar and once per pixel.
+// Deterministic: loss partial sums per fixed tile, added in tile order by the caller.
+#pragma once
+
+// GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated: the
+// kernels are compiled as with -fno-trapping-math (no code here reads floating-point exception flags).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include "vec_math.h"
+
+namespace hssn {
+namespace HSSN_ISA {
+
+constexpr int kTile = static_cast<int>(kCpuTile);
+
+// Offsets of pixels p0 .. p0 + n - 1 under layout l: one division per tile, then a row / image carry.
+inline void tile_offsets(const PixelLayout& l, int64_t p0, int64_t n, int64_t* off) {
+  const int64_t hw = l.h * l.w;
+  int64_t b = p0 / hw;
+  int64_t y = (p0 - b * hw) / l.w;
+  int64_t x = p0 - b * hw - y * l.w;
+  for (int64_t i = 0; i < n; ++i) {
+    off[i] = b * l.sb + y * l.sh + x * l.sw;
+    if (++x == l.w) {
+      x = 0;
+      if (++y == l.h) { y = 0; ++b; }
+    }
+  }
+  for (int64_t i = n; i < kTile; ++i) off[i] = off[0];  // a readable element past the end
+}
+
+// Whether a full tile's offsets are consecutive (one contiguous run per channel).
+inline bool unit_stride(const int64_t* off, int64_t n) {
+  bool ok = n == kTile;
+  for (int i = 1; i < kTile; ++i) ok &= off[i] == off[0] + i;
+  return ok;
+}
+
+// Prefetch (kWrite: for writing) the kTile elements from p on: the next tile's run of a channel, which the
+// hardware prefetchers miss when C runs are read at once (one stream per channel).
+template <bool kWrite, class S>
+inline void prefetch_run(const S* p) {
+  for (size_t b = 0; b < kTile * sizeof(S); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(p) + b, kWrite, 3);
+}
+
+// Channel c of a tile into dst (as acc_t): one contiguous run when dense, else a gather through off.
+template <class scalar_t, class acc_t>
+inline void load_channel(const scalar_t* z, const int64_t* off, bool dense, int64_t c_off, acc_t* dst) {
+  if (dense) {
+    const scalar_t* zc = z + off[0] + c_off;
+    prefetch_run<false>(zc + kTile);
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) dst[i] = static_cast<acc_t>(zc[i]);
+  } else {
+    for (int i = 0; i < kTile; ++i) dst[i] = static_cast<acc_t>(z[off[i] + c_off]);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ focal tree-min
+// The passes over a tile (v: values, w: winners, r: the raw logits, all [C][kTile]).
+// 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
+template <class T>
+void ftm_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up) {
+  for (int k = 0; k < num_c; ++k) {
+    const int c = bottom_up[k];
+    const int p = parent[c];
+    if (p < 0) continue;
+    const T* vc = v + c * kTile;
+    const int32_t* wc = w + c * kTile;
+    T* vp = v + p * kTile;
+    int32_t* wp = w + p * kTile;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) {
+      const bool take = (vc[i] > vp[i]) | ((vc[i] == vp[i]) & (wc[i] < wp[i]));
+      vp[i] = take ? vc[i] : vp[i];
+      wp[i] = take ? wc[i] : wp[i];
+    }
+  }
+}
+
+// The tree as the tile passes read it: parent and bottom-up order, and per channel its DFS interval
+// [pos, pos + size) (on the label's path <=> the label's position lies in it) and its depth (0 = a root).
+struct TileTree {
+  int num_c, depth;  // channels; rows of the path tables (the deepest path's length)
+  const int32_t *parent, *bottom_up;
+  std::vector<int32_t> pos, size, level;
+
+  TileTree(const FtmLaunch& L) : num_c(L.num_c), depth(L.depth), parent(L.parent), bottom_up(L.bottom_up),
+                                 pos(L.num_c), size(L.num_c), level(L.num_c) {
+    std::vector<int32_t> dfs(6 * static_cast<size_t>(num_c));
+    dfs_tables(parent, bottom_up, num_c, dfs.data());
+    for (int c = 0; c < num_c; ++c) {
+      pos[c] = dfs[3 * num_c + c];
+      size[c] = dfs[num_c + pos[c]];
+      level[c] = dfs[2 * num_c + pos[c]];
+    }
+  }
+};
+
+// 2. top-down, parents first: the negative terms of the off-path nodes into loss and (kGrad) the gradient
+// owed to each winner carried down its chain, in place of v; w = -1 marks the path. On the path (lanes whose
+// label position lpos lies in the node's interval): the running min of the raw logits r from the root,
+// lowest channel on ties, into row level(c) of pm (value) and pw (channel). kPartial: a node whose parent
+// is the label (or is itself below it, w = -2) is a strict descendant of the label: marked -2, no term.
+template <int kGamma, bool kGrad, bool kPartial, class T>
+void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, const int32_t* label,
+                  const int32_t* lpos, T* pm, int32_t* pw, T* loss) {
+  for (int k = tr.num_c - 1; k >= 0; --k) {
+    const int c = tr.bottom_up[k];
+    const int p = tr.parent[c];
+    const bool root = p < 0;
+    const int32_t pos = tr.pos[c];
+    const uint32_t size = static_cast<uint32_t>(tr.size[c]);
+    const int d = tr.level[c];
+    T* vc = v + c * kTile;
+    int32_t* wc = w + c * kTile;
+    const T* rc = r + c * kTile;
+    const T* vp = v + (root ? c : p) * kTile;
+    const int32_t* wp = w + (root ? c : p) * kTile;
+    T* pm_d = pm + d * kTile;
+    int32_t* pw_d = pw + d * kTile;
+    const T* pm_up = pm + (root ? d : d - 1) * kTile;  // the path parent's running min (unread at a root)
+    const int32_t* pw_up = pw + (root ? d : d - 1) * kTile;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) {
+      T l, dz;
+      vfocal_term<false, kGamma>(vc[i], gamma, &l, &dz);
+      const bool on = static_cast<uint32_t>(lpos[i] - pos) < size;
+      bool off_path = !on;
+      if constexpr (kPartial) {
+        const bool below = !root & ((p == label[i]) | (wp[i] == -2));
+        wc[i] = below ? -2 : wc[i];
+        off_path = off_path & !below;
+      }
+      loss[i] += keep_if(l, off_path);
+      if constexpr (kGrad) {
+        const bool carry = !root & (wp[i] == wc[i]);
+        vc[i] = keep_if(dz + keep_if(vp[i], carry), off_path);
+      }
+      wc[i] = on ? -1 : wc[i];
+      const T up_v = root ? rc[i] : pm_up[i];
+      const int32_t up_w = root ? c : pw_up[i];
+      const bool take = root | (rc[i] < up_v) | ((rc[i] == up_v) & (c < up_w));
+      pm_d[i] = on ? (take ? rc[i] : up_v) : pm_d[i];
+      pw_d[i] = on ? (take ? c : up_w) : pw_d[i];
+    }
+  }
+}
+
+// 3. the path's positive terms, root first: one per level below the lane's path length len, at the running
+// min pm; their gradients into pdz (0 past the path), owed to the channels pw.
+template <int kGamma, class T>
+void ftm_path(const T* pm, T* pdz, const int32_t* len, int depth, T gamma, T* loss) {
+  for (int k = 0; k < depth; ++k) {
+    const T* pm_k = pm + k * kTile;
+    T* pdz_k = pdz + k * kTile;
+#pragma omp simd
+    for (int i = 0; i < kTile; ++i) {
+      T l, d;
+      vfocal_term<true, kGamma>(pm_k[i], gamma, &l, &d);
+      const bool act = k < len[i];
+      loss[i] += keep_if(l, act);
+      pdz_k[i] = keep_if(d, act);
+    }
+  }
+}
+
+// The step-2 and step-3 instantiations for this gamma (exact shortcuts for 0 and 2), gradient flag and
+// label kind.
+template <class T>
+struct FtmPasses {
+  using TopDown = void (*)(T*, int32_t*, const T*, const TileTree&, T, const int32_t*, const int32_t*, T*, int32_t*,
+                           T*);
+  using Path = void (*)(const T*, T*, const int32_t*, int, T, T*);
+  TopDown top_down;
+  Path path;
+};
+
+template <int kGamma, bool kGrad, class T>
+FtmPasses<T> ftm_passes_g(bool partial) {
+  return {partial ? ftm_top_down<kGamma, kGrad, true, T> : ftm_top_down<kGamma, kGrad, false, T>,
+          ftm_path<kGamma, T>};
+}
+
+template <class T>
+FtmPasses<T> ftm_passes(double gamma, bool grad, bool partial) {
+  if (gamma == 2.0) return grad ? ftm_passes_g<2, true, T>(partial) : ftm_passes_g<2, false, T>(partial);
+  if (gamma == 0.0) return grad ? ftm_passes_g<0, true, T>(partial) : ftm_passes_g<0, false, T>(partial);
+  return grad ? ftm_passes_g<1, true, T>(partial) : ftm_passes_g<1, false, T>(partial);
+}
+
+template <class scalar_t, class acc_t, class tgt_t>
+void ftm_tiles(const FtmLaunch& L) {
+  const auto* z = static_cast<const scalar_t*>(L.z);
+  const auto* t = static_cast<const tgt_t*>(L.t);
+  auto* g = static_cast<scalar_t*>(L.g);
+  const TileTree tr(L);
+  const int num_c = L.num_c, depth = L.depth;
+  const int64_t tiles = (L.num_p + kTile - 1) / kTile;
+  const acc_t gamma = static_cast<acc_t>(L.gamma);
+  const FtmPasses<acc_t> passes = ftm_passes<acc_t>(L.gamma, g != nullptr, L.partial);
+  at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
+    const size_t rows = static_cast<size_t>(num_c) * kTile, path_rows = static_cast<size_t>(depth) * kTile;
+    std::vector<acc_t> v_buf(rows), r_buf(rows), pm_buf(path_rows), pdz_buf(path_rows);
+    std::vector<int32_t> w_buf(rows), pw_buf(path_rows);
+    acc_t *v = v_buf.data(), *r = r_buf.data(), *pm = pm_buf.data(), *pdz = pdz_buf.data();
+    int32_t *w = w_buf.data(), *pw = pw_buf.data();
+    int64_t zoff[kTile], toff[kTile], goff[kTile];
+    alignas(64) int32_t label[kTile];  // the pixel's label, -1 where ignored or invalid
+    alignas(64) int32_t lpos[kTile];   // its DFS position (-1: none)
+    alignas(64) int32_t len[kTile];    // its path length (0: none)
+    alignas(64) acc_t loss[kTile];
+    alignas(64) acc_t scale[kTile];    // gradient weight, 0 where ignored
+    alignas(64) int32_t nan[kTile];    // a NaN logit: NaN loss
+    bool bad_label[kTile];  // neither ignore_index nor a leaf (validation skipped): NaN loss, zero gradient
+    for (int64_t tile = tb; tile < te; ++tile) {
+      const int64_t p0 = tile * kTile;
+      const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
+      tile_offsets(L.zl, p0, n, zoff);
+      tile_offsets(L.tl, p0, n, toff);
+      bool any = false;
+      for (int i = 0; i < kTile; ++i) {  // 0. labels (scalar: once per pixel)
+        const int64_t yi = i < n ? static_cast<int64_t>(t[toff[i]]) : L.ignore_index;
+        const bool ok = yi >= 0 && yi < num_c && (L.partial || L.leaf[yi]);
+        label[i] = ok ? static_cast<int32_t>(yi) : -1;
+        lpos[i] = ok ? tr.pos[yi] : -1;
+        len[i] = ok ? tr.level[yi] + 1 : 0;
+        bad_label[i] = i < n && yi != L.ignore_index && !ok;
+        any |= ok;
+        loss[i] = acc_t(0);
+        nan[i] = 0;
+      }
+      if (any) {
+        const bool dense = unit_stride(zoff, n);
+        for (int c = 0; c < num_c; ++c) {  // the raw logits into r and v (0 where ignored), winners w = c
+          acc_t* rc = r + c * kTile;
+          acc_t* vc = v + c * kTile;
+          int32_t* wc = w + c * kTile;
+          load_channel(z, zoff, dense, c * L.zsc, rc);
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) {
+            const acc_t x = label[i] >= 0 ? rc[i] : acc_t(0);
+            rc[i] = x;
+            vc[i] = x;
+            wc[i] = c;
+            nan[i] |= static_cast<int32_t>(x != x);
+          }
+        }
+        ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
+        passes.top_down(v, w, r, tr, gamma, label, lpos, pm, pw, loss);
+        passes.path(pm, pdz, len, depth, gamma, loss);
+      }
+      double tile_sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        double l = 0.0;
+        if (label[i] >= 0) l = nan[i] ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(loss[i]);
+        if (bad_label[i]) l = std::numeric_limits<double>::quiet_NaN();
+        if (L.loss_pix) L.loss_pix[p0 + i] = l;
+        tile_sum += l;
+      }
+      if (L.tile_sums) L.tile_sums[tile] = tile_sum;
+      if (!g) continue;
+      if (L.grad_loss) tile_offsets(L.gll, p0, n, toff);
+      for (int i = 0; i < kTile; ++i) {
+        const double s = L.grad_loss ? L.grad_loss[toff[i]] : L.grad_scale;
+        scale[i] = (i < n && label[i] >= 0) ? static_cast<acc_t>(s) : acc_t(0);
+      }
+      // 4. the gradient: each channel's own chain (w = c) plus the positive terms whose running min it is
+      tile_offsets(L.gl, p0, n, goff);
+      const bool dense = unit_stride(goff, n);
+      for (int c = 0; c < num_c; ++c) {
+        acc_t* vc = v + c * kTile;
+        const int32_t* wc = w + c * kTile;
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) vc[i] = keep_if(vc[i], wc[i] == c);
+        for (int k = tr.level[c]; k < depth; ++k) {
+          const acc_t* pdz_k = pdz + k * kTile;
+          const int32_t* pw_k = pw + k * kTile;
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) vc[i] += keep_if(pdz_k[i], pw_k[i] == c);
+        }
+        if (dense) {
+          scalar_t* gc = g + goff[0] + c * L.gsc;
+          prefetch_run<true>(gc + kTile);
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) gc[i] = static_cast<scalar_t>(keep_if(vc[i] * scale[i], label[i] >= 0));
+        } else {
+          for (int64_t i = 0; i < n; ++i)
+            g[goff[i] + c * L.gsc] = static_cast<scalar_t>(keep_if(vc[i] * scale[i], label[i] >= 0));
+        }
+      }
+    }
+  });
+}
+
+void ftm(const FtmLaunch& L) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.dtype, "hssn_ftm_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    dispatch_target(L.target_dtype, [&](auto tag) { ftm_tiles<scalar_t, acc_t, decltype(tag)>(L); });
+  });
+}
+
+// ------------------------------------------------------------------------------------------ path argmax
+// Path inference (Eq. 3) per tile: sigmoid scores, root-path sums top-down (parent's sum + own score, root
+// first as the reference sums), then the leaf with the largest sum (the leaves table's order decides ties:
+// ascending channels, so the lowest channel wins).
+template <class scalar_t, class acc_t>
+void path_tiles(const PathLaunch& L) {
+  const auto* z = static_cast<const scalar_t*>(L.z);
+  const int num_c = L.num_c;
+  const int64_t tiles = (L.num_p + kTile - 1) / kTile;
+  at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
+    std::vector<acc_t> v_buf(static_cast<size_t>(num_c) * kTile);
+    acc_t* v = v_buf.data();
+    int64_t zoff[kTile];
+    alignas(64) acc_t best_v[kTile];
+    alignas(64) int32_t best[kTile];
+    for (int64_t tile = tb; tile < te; ++tile) {
+      const int64_t p0 = tile * kTile;
+      const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
+      tile_offsets(L.zl, p0, n, zoff);
+      const bool dense = unit_stride(zoff, n);
+      for (int c = 0; c < num_c; ++c) {
+        acc_t* vc = v + c * kTile;
+        load_channel(z, zoff, dense, c * L.zsc, vc);
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) vc[i] = vsigmoid_or_0(vc[i]);
+      }
+      for (int k = num_c - 1; k >= 0; --k) {  // parents before children
+        const int c = L.bottom_up[k];
+        const int p = L.parent[c];
+        if (p < 0) continue;
+        acc_t* vc = v + c * kTile;
+        const acc_t* vp = v + p * kTile;
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) vc[i] = vp[i] + vc[i];
+      }
+      const int32_t first = L.leaves[0];
+      for (int i = 0; i < kTile; ++i) { best_v[i] = v[first * kTile + i]; best[i] = first; }
+      for (int j = 1; j < L.num_leaves; ++j) {
+        const int32_t c = L.leaves[j];
+        const acc_t* vc = v + c * kTile;
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) {
+          const bool take = vc[i] > best_v[i];
+          best_v[i] = take ? vc[i] : best_v[i];
+          best[i] = take ? c : best[i];
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) L.out[p0 + i] = best[i];
+    }
+  });
+}
+
+void path_argmax(const PathLaunch& L) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, L.dtype, "hssn_path_argmax_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    path_tiles<scalar_t, acc_t>(L);
+  });
+}
+
+}  // namespace HSSN_ISA
+}  // namespace hssn
