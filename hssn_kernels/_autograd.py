@@ -45,6 +45,18 @@ def per_pixel_weights(grad_loss: torch.Tensor, logits: torch.Tensor, target: tor
     return weight
 
 
+def scaled_gradient(ctx, grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+    """``grad * grad_loss``. On CPU, when ``grad_loss`` is 1 (the usual ``loss.backward()``), the saved
+    gradient itself the first time (no pass over a logits-sized tensor); a retained graph's later backward
+    gets a copy, so no two results share memory. Traced (compile, fake or functional tensors): the product."""
+    eager = type(grad_loss) is torch.Tensor and not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+    if (eager and grad_loss.device.type == "cpu" and grad_loss.numel() == 1 and not getattr(ctx, "handed_out", False)
+            and bool(grad_loss == 1)):
+        ctx.handed_out = True
+        return grad
+    return grad * grad_loss.to(grad.dtype)
+
+
 def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
     """Register the autograd of ``qualname`` (schema above) with ``kernel_backward`` for per-pixel weights."""
 
@@ -66,7 +78,7 @@ def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:
             return (None,) + nones
         if ctx.fused:
             (grad,) = ctx.saved_tensors
-            return (grad * grad_loss.to(grad.dtype),) + nones
+            return (scaled_gradient(ctx, grad, grad_loss),) + nones
         logits, target = ctx.saved_tensors
         weight = per_pixel_weights(grad_loss, logits, target, ctx.ignore_index, ctx.reduction)
         out = kernel_backward(weight, logits, target, *ctx.tables, ctx.gamma, ctx.ignore_index, ctx.partial)
@@ -92,7 +104,7 @@ def register_triplet_loss(qualname: str, forward: Callable) -> None:
         embeddings, target, triplets, count, leaf_index, tree_distance, grad = ctx.saved_tensors
         if grad.numel() != embeddings.numel():  # the forward ran without the gradient
             grad = forward(embeddings, target, triplets, count, leaf_index, tree_distance, *ctx.args, True)[1]
-        return (grad * grad_loss.to(grad.dtype),) + (None,) * 11
+        return (scaled_gradient(ctx, grad, grad_loss),) + (None,) * 11
 
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
 

@@ -186,16 +186,24 @@ def check_nan_policy(nan_policy: str) -> str:
     return check_choice(nan_policy, NAN_POLICIES, "nan_policy")
 
 
+def has_nan(loss: torch.Tensor) -> bool:
+    """Whether ``loss`` holds a NaN: one sync on the (usually scalar) loss; False under torch.compile."""
+    return not _is_compiling() and bool(torch.isnan(loss.detach()).any())
+
+
+def nan_error(what: str) -> ValueError:
+    """The 'raise' NaN policy's error."""
+    return ValueError(
+        f"{what} is NaN: the inputs contain NaN at non-ignored pixels, or (with validate=False) "
+        f"labels that are neither leaves nor ignore_index "
+        f"(pass nan_policy='propagate' to get the NaN instead of this error)"
+    )
+
+
 def raise_on_nan(loss: torch.Tensor, what: str) -> None:
-    """The 'raise' NaN policy: one sync on the (usually scalar) loss; skipped under torch.compile."""
-    if _is_compiling():
-        return
-    if bool(torch.isnan(loss.detach()).any()):
-        raise ValueError(
-            f"{what} is NaN: the inputs contain NaN at non-ignored pixels, or (with validate=False) "
-            f"labels that are neither leaves nor ignore_index "
-            f"(pass nan_policy='propagate' to get the NaN instead of this error)"
-        )
+    """The 'raise' NaN policy (:func:`has_nan`, :func:`nan_error`)."""
+    if has_nan(loss):
+        raise nan_error(what)
 
 
 def check_seed(seed: int, name: str = "seed") -> int:

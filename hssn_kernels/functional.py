@@ -40,12 +40,17 @@ def focal_tree_min_loss(
     gradient on the low-res logits), the reference computes that expression.
     """
     _checks.check_gamma(gamma)
-    target = _ref.loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample,
+    target = _ref.loss_inputs(logits, target, hierarchy, ignore_index, reduction, False, upsample,
                               align_corners, partial_labels)
     _checks.check_nan_policy(nan_policy)
     partial = bool(partial_labels)
     name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits.dtype,
                                  hierarchy.num_channels)
+    # The fast kernels give a label that is no leaf (no node with partial labels) a NaN loss: they check the
+    # labels only when the loss is NaN, which saves several passes over the target on every call.
+    check_after = bool(validate) and name != "reference"
+    if validate and not check_after:
+        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial)
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
         loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
@@ -58,8 +63,11 @@ def focal_tree_min_loss(
         loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), bool(align_corners), name, float(gamma),
                                     int(ignore_index), red, compute_grad, partial)
         loss = loss.to(logits.dtype)
-    if nan_policy == "raise":
-        _checks.raise_on_nan(loss, "focal tree-min loss")
+    if (check_after or nan_policy == "raise") and _checks.has_nan(loss):
+        if check_after:
+            _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial)
+        if nan_policy == "raise":
+            raise _checks.nan_error("focal tree-min loss")
     return loss
 
 

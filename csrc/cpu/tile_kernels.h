@@ -52,16 +52,17 @@ inline void prefetch_run(const S* p) {
   for (size_t b = 0; b < kTile * sizeof(S); b += 64) __builtin_prefetch(reinterpret_cast<const char*>(p) + b, kWrite, 3);
 }
 
-// Channel c of a tile into dst (as acc_t): one contiguous run when dense, else a gather through off.
-template <class scalar_t, class acc_t>
-inline void load_channel(const scalar_t* z, const int64_t* off, bool dense, int64_t c_off, acc_t* dst) {
+// Channel c of a tile: f(i, x) for each pixel i and its logit x (as acc_t); one contiguous run when dense,
+// else a gather through off.
+template <class acc_t, class scalar_t, class F>
+inline void load_channel(const scalar_t* z, const int64_t* off, bool dense, int64_t c_off, F&& f) {
   if (dense) {
     const scalar_t* zc = z + off[0] + c_off;
     prefetch_run<false>(zc + kTile);
 #pragma omp simd
-    for (int i = 0; i < kTile; ++i) dst[i] = static_cast<acc_t>(zc[i]);
+    for (int i = 0; i < kTile; ++i) f(i, static_cast<acc_t>(zc[i]));
   } else {
-    for (int i = 0; i < kTile; ++i) dst[i] = static_cast<acc_t>(z[off[i] + c_off]);
+    for (int i = 0; i < kTile; ++i) f(i, static_cast<acc_t>(z[off[i] + c_off]));
   }
 }
 
@@ -245,15 +246,13 @@ void ftm_tiles(const FtmLaunch& L) {
           acc_t* rc = r + c * kTile;
           acc_t* vc = v + c * kTile;
           int32_t* wc = w + c * kTile;
-          load_channel(z, zoff, dense, c * L.zsc, rc);
-#pragma omp simd
-          for (int i = 0; i < kTile; ++i) {
-            const acc_t x = label[i] >= 0 ? rc[i] : acc_t(0);
+          load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) {
+            x = label[i] >= 0 ? x : acc_t(0);
             rc[i] = x;
             vc[i] = x;
             wc[i] = c;
             nan[i] |= static_cast<int32_t>(x != x);
-          }
+          });
         }
         ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
         passes.top_down(v, w, r, tr, gamma, label, lpos, pm, pw, loss);
@@ -331,9 +330,7 @@ void path_tiles(const PathLaunch& L) {
       const bool dense = unit_stride(zoff, n);
       for (int c = 0; c < num_c; ++c) {
         acc_t* vc = v + c * kTile;
-        load_channel(z, zoff, dense, c * L.zsc, vc);
-#pragma omp simd
-        for (int i = 0; i < kTile; ++i) vc[i] = vsigmoid_or_0(vc[i]);
+        load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) { vc[i] = vsigmoid_or_0(x); });
       }
       for (int k = num_c - 1; k >= 0; --k) {  // parents before children
         const int c = L.bottom_up[k];
