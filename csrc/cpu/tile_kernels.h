@@ -10,9 +10,10 @@
 #pragma once
 
 // GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated: the
-// kernels are compiled as with -fno-trapping-math (no code here reads floating-point exception flags).
+// kernels are compiled as with -fno-trapping-math (no code here reads floating-point exception flags);
+// and without unroll-and-jam, which fuses two rows' loops over the pixels into one it then leaves scalar.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
+#pragma GCC optimize("no-trapping-math", "no-loop-unroll-and-jam")
 #endif
 
 #include "vec_math.h"
@@ -349,8 +350,8 @@ void path_tiles(const PathLaunch& L) {
 #pragma omp simd
         for (int i = 0; i < kTile; ++i) {
           const bool take = vc[i] > best_v[i];
-          best_v[i] = take ? vc[i] : best_v[i];
-          best[i] = take ? c : best[i];
+          best_v[i] = blend(take, vc[i], best_v[i]);
+          best[i] = blend(take, c, best[i]);
         }
       }
       for (int64_t i = 0; i < n; ++i) L.out[p0 + i] = best[i];

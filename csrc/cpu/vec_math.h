@@ -67,6 +67,18 @@ template <class T> inline T keep_if(T x, bool keep) {
   return x;
 }
 
+// take ? a : b as bit masks (the ?: form feeding a store can become a branch).
+template <class T> inline T blend(bool take, T a, T b) {
+  using I = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  I ia, ib;
+  std::memcpy(&ia, &a, sizeof(T));
+  std::memcpy(&ib, &b, sizeof(T));
+  const I m = -static_cast<I>(take);
+  ia = (ia & m) | (ib & ~m);
+  std::memcpy(&a, &ia, sizeof(T));
+  return a;
+}
+
 inline double vexp_nonpos(double x) { return std::exp(x); }
 inline double vlog_pos(double x) { return std::log(x); }
 
