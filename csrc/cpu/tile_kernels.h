@@ -110,9 +110,9 @@ struct TileTree {
 
 // 2. top-down, parents first: the negative terms of the off-path nodes into loss and (kGrad) the gradient
 // owed to each winner carried down its chain, in place of v; w = -1 marks the path. On the path (lanes whose
-// label position lpos lies in the node's interval): the running min of the raw logits r from the root,
-// lowest channel on ties, into row level(c) of pm (value) and pw (channel). kPartial: a node whose parent
-// is the label (or is itself below it, w = -2) is a strict descendant of the label: marked -2, no term.
+// label position lpos lies in the node's interval): the raw logit and the channel into row level(c) of pm
+// and pw. kPartial: a node whose parent is the label (or is itself below it, w = -2) is a strict descendant
+// of the label: marked -2, no term.
 template <int kGamma, bool kGrad, bool kPartial, class T>
 void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, const int32_t* label,
                   const int32_t* lpos, T* pm, int32_t* pw, T* loss) {
@@ -130,8 +130,6 @@ void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, con
     const int32_t* wp = w + (root ? c : p) * kTile;
     T* pm_d = pm + d * kTile;
     int32_t* pw_d = pw + d * kTile;
-    const T* pm_up = pm + (root ? d : d - 1) * kTile;  // the path parent's running min (unread at a root)
-    const int32_t* pw_up = pw + (root ? d : d - 1) * kTile;
 #pragma omp simd
     for (int i = 0; i < kTile; ++i) {
       T l, dz;
@@ -149,26 +147,31 @@ void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, con
         vc[i] = keep_if(dz + keep_if(vp[i], carry), off_path);
       }
       wc[i] = on ? -1 : wc[i];
-      const T up_v = root ? rc[i] : pm_up[i];
-      const int32_t up_w = root ? c : pw_up[i];
-      const bool take = root | (rc[i] < up_v) | ((rc[i] == up_v) & (c < up_w));
-      pm_d[i] = on ? (take ? rc[i] : up_v) : pm_d[i];
-      pw_d[i] = on ? (take ? c : up_w) : pw_d[i];
+      pm_d[i] = on ? rc[i] : pm_d[i];
+      pw_d[i] = on ? c : pw_d[i];
     }
   }
 }
 
-// 3. the path's positive terms, root first: one per level below the lane's path length len, at the running
-// min pm; their gradients into pdz (0 past the path), owed to the channels pw.
+// 3. the path, root first: pm / pw (the path's raw logits and channels by level) become the running min
+// from the root and where it sits (lowest channel on ties); one positive term per level below the lane's
+// path length len, its gradient into pdz (0 past the path), owed to the channel pw.
 template <int kGamma, class T>
-void ftm_path(const T* pm, T* pdz, const int32_t* len, int depth, T gamma, T* loss) {
+void ftm_path(T* pm, int32_t* pw, T* pdz, const int32_t* len, int depth, T gamma, T* loss) {
   for (int k = 0; k < depth; ++k) {
-    const T* pm_k = pm + k * kTile;
+    T* pm_k = pm + k * kTile;
+    int32_t* pw_k = pw + k * kTile;
+    const T* pm_up = pm + (k > 0 ? k - 1 : 0) * kTile;
+    const int32_t* pw_up = pw + (k > 0 ? k - 1 : 0) * kTile;
     T* pdz_k = pdz + k * kTile;
 #pragma omp simd
     for (int i = 0; i < kTile; ++i) {
+      const bool keep_up = (k > 0) & ((pm_up[i] < pm_k[i]) | ((pm_up[i] == pm_k[i]) & (pw_up[i] < pw_k[i])));
+      const T m = keep_up ? pm_up[i] : pm_k[i];
+      pw_k[i] = keep_up ? pw_up[i] : pw_k[i];
+      pm_k[i] = m;
       T l, d;
-      vfocal_term<true, kGamma>(pm_k[i], gamma, &l, &d);
+      vfocal_term<true, kGamma>(m, gamma, &l, &d);
       const bool act = k < len[i];
       loss[i] += keep_if(l, act);
       pdz_k[i] = keep_if(d, act);
@@ -182,7 +185,7 @@ template <class T>
 struct FtmPasses {
   using TopDown = void (*)(T*, int32_t*, const T*, const TileTree&, T, const int32_t*, const int32_t*, T*, int32_t*,
                            T*);
-  using Path = void (*)(const T*, T*, const int32_t*, int, T, T*);
+  using Path = void (*)(T*, int32_t*, T*, const int32_t*, int, T, T*);
   TopDown top_down;
   Path path;
 };
@@ -257,7 +260,7 @@ void ftm_tiles(const FtmLaunch& L) {
         }
         ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
         passes.top_down(v, w, r, tr, gamma, label, lpos, pm, pw, loss);
-        passes.path(pm, pdz, len, depth, gamma, loss);
+        passes.path(pm, pw, pdz, len, depth, gamma, loss);
       }
       double tile_sum = 0.0;
       for (int64_t i = 0; i < n; ++i) {
