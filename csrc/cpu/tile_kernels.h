@@ -69,7 +69,7 @@ inline void load_channel(const scalar_t* z, const int64_t* off, bool dense, int6
 
 // ------------------------------------------------------------------------------------------ focal tree-min
 // The passes over a tile (v: values, w: winners, r: the raw logits, all [C][kTile]).
-// 1. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
+// 1b. bottom-up max over Dsc(c) with its winner (lowest channel on ties).
 template <class T>
 void ftm_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const int32_t* bottom_up) {
   for (int k = 0; k < num_c; ++k) {
@@ -109,27 +109,22 @@ struct TileTree {
 };
 
 // 2. top-down, parents first: the negative terms of the off-path nodes into loss and (kGrad) the gradient
-// owed to each winner carried down its chain, in place of v; w = -1 marks the path. On the path (lanes whose
-// label position lpos lies in the node's interval): the raw logit and the channel into row level(c) of pm
-// and pw. kPartial: a node whose parent is the label (or is itself below it, w = -2) is a strict descendant
-// of the label: marked -2, no term.
+// owed to each winner carried down its chain, in place of v; w = -1 marks the path (the lanes whose label
+// position lpos lies in the node's interval). kPartial: a node whose parent is the label (or is itself
+// below it, w = -2) is a strict descendant of the label: marked -2, no term.
 template <int kGamma, bool kGrad, bool kPartial, class T>
-void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, const int32_t* label,
-                  const int32_t* lpos, T* pm, int32_t* pw, T* loss) {
+void ftm_top_down(T* v, int32_t* w, const TileTree& tr, T gamma, const int32_t* label, const int32_t* lpos,
+                  T* loss) {
   for (int k = tr.num_c - 1; k >= 0; --k) {
     const int c = tr.bottom_up[k];
     const int p = tr.parent[c];
     const bool root = p < 0;
     const int32_t pos = tr.pos[c];
     const uint32_t size = static_cast<uint32_t>(tr.size[c]);
-    const int d = tr.level[c];
     T* vc = v + c * kTile;
     int32_t* wc = w + c * kTile;
-    const T* rc = r + c * kTile;
     const T* vp = v + (root ? c : p) * kTile;
     const int32_t* wp = w + (root ? c : p) * kTile;
-    T* pm_d = pm + d * kTile;
-    int32_t* pw_d = pw + d * kTile;
 #pragma omp simd
     for (int i = 0; i < kTile; ++i) {
       T l, dz;
@@ -147,8 +142,6 @@ void ftm_top_down(T* v, int32_t* w, const T* r, const TileTree& tr, T gamma, con
         vc[i] = keep_if(dz + keep_if(vp[i], carry), off_path);
       }
       wc[i] = on ? -1 : wc[i];
-      pm_d[i] = on ? rc[i] : pm_d[i];
-      pw_d[i] = on ? c : pw_d[i];
     }
   }
 }
@@ -183,8 +176,7 @@ void ftm_path(T* pm, int32_t* pw, T* pdz, const int32_t* len, int depth, T gamma
 // label kind.
 template <class T>
 struct FtmPasses {
-  using TopDown = void (*)(T*, int32_t*, const T*, const TileTree&, T, const int32_t*, const int32_t*, T*, int32_t*,
-                           T*);
+  using TopDown = void (*)(T*, int32_t*, const TileTree&, T, const int32_t*, const int32_t*, T*);
   using Path = void (*)(T*, int32_t*, T*, const int32_t*, int, T, T*);
   TopDown top_down;
   Path path;
@@ -215,9 +207,9 @@ void ftm_tiles(const FtmLaunch& L) {
   const FtmPasses<acc_t> passes = ftm_passes<acc_t>(L.gamma, g != nullptr, L.partial);
   at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
     const size_t rows = static_cast<size_t>(num_c) * kTile, path_rows = static_cast<size_t>(depth) * kTile;
-    std::vector<acc_t> v_buf(rows), r_buf(rows), pm_buf(path_rows), pdz_buf(path_rows);
+    std::vector<acc_t> v_buf(rows), pm_buf(path_rows), pdz_buf(path_rows);
     std::vector<int32_t> w_buf(rows), pw_buf(path_rows);
-    acc_t *v = v_buf.data(), *r = r_buf.data(), *pm = pm_buf.data(), *pdz = pdz_buf.data();
+    acc_t *v = v_buf.data(), *pm = pm_buf.data(), *pdz = pdz_buf.data();
     int32_t *w = w_buf.data(), *pw = pw_buf.data();
     int64_t zoff[kTile], toff[kTile], goff[kTile];
     alignas(64) int32_t label[kTile];  // the pixel's label, -1 where ignored or invalid
@@ -246,20 +238,27 @@ void ftm_tiles(const FtmLaunch& L) {
       }
       if (any) {
         const bool dense = unit_stride(zoff, n);
-        for (int c = 0; c < num_c; ++c) {  // the raw logits into r and v (0 where ignored), winners w = c
-          acc_t* rc = r + c * kTile;
+        // 1. the logits into v (0 where ignored), winners w = c; on the label's path, the logit and the
+        // channel into row level(c) of pm and pw
+        for (int c = 0; c < num_c; ++c) {
           acc_t* vc = v + c * kTile;
           int32_t* wc = w + c * kTile;
+          const int32_t pos = tr.pos[c];
+          const uint32_t size = static_cast<uint32_t>(tr.size[c]);
+          acc_t* pm_d = pm + tr.level[c] * kTile;
+          int32_t* pw_d = pw + tr.level[c] * kTile;
           load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) {
             x = label[i] >= 0 ? x : acc_t(0);
-            rc[i] = x;
             vc[i] = x;
             wc[i] = c;
             nan[i] |= static_cast<int32_t>(x != x);
+            const bool on = static_cast<uint32_t>(lpos[i] - pos) < size;
+            pm_d[i] = on ? x : pm_d[i];
+            pw_d[i] = on ? c : pw_d[i];
           });
         }
         ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
-        passes.top_down(v, w, r, tr, gamma, label, lpos, pm, pw, loss);
+        passes.top_down(v, w, tr, gamma, label, lpos, loss);
         passes.path(pm, pw, pdz, len, depth, gamma, loss);
       }
       double tile_sum = 0.0;
