@@ -20,8 +20,10 @@ CPU_SIDE_SCALE = 8
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODES = ("forward", "backward", "full", "no_grad")
 """forward: the loss with autograd recording; backward: ``loss.backward()`` alone; full: both; no_grad: inference."""
-BACKENDS = ("reference", "compiled", "triton", "cuda", "cpu")
-"""``compiled`` is ``torch.compile`` of the reference; the others are names of :mod:`hssn_kernels.backends`."""
+BACKENDS = ("reference", "compiled", "released", "triton", "cuda", "cpu")
+"""``compiled`` is ``torch.compile`` of the reference; ``released`` the authors' released focal tree-min loss
+(:mod:`benchmarks.released`, the focal tree-min op on the Cityscapes tree only); the others are names of
+:mod:`hssn_kernels.backends`."""
 OP_MODES: dict[str, tuple[str, ...]] = {
     "ftm": MODES,
     "argmax": ("no_grad",),
@@ -40,7 +42,10 @@ alone and as the trainer's whole loss (main + auxiliary + triplet); the loss wit
 targets and with half the pixels labelled at inner nodes."""
 SWEEP_OPS = {"ftm": ("full", "no_grad"), "argmax": ("no_grad",)}
 """The scaling sweeps run only these ops and modes (the paper shapes run every op and mode)."""
-GROUPS = ("paper", "pixels", "channels")
+CPU_GOAL_OPS = {"ftm": ("full",), "argmax": ("no_grad",)}
+"""The CPU kernels' goal shapes run only these (the issue-28 ratios: against the floors, the released loss
+and torch.compile(reference))."""
+GROUPS = ("paper", "pixels", "channels", "cpu")
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,10 @@ CHANNEL_SWEEP = tuple(Shape(f"channels-{c}", f"channels-{c}", 1, 512, 1024, "cha
                       for c in (16, 64, 256, 1000))
 """Channels up to 1000: ignore_index must lie outside [0, C), so the sweep uses -1."""
 
+CPU_GOAL_SHAPES = tuple(Shape(f"cpu-{tree}", tree, 2, 128, 256, "cpu")
+                        for tree in ("cityscapes", "mapillary_v2", "pascal_person_part"))
+"""CPU only, never scaled: 2 images of 128x256 pixels on the three trees the CPU kernels' goals name."""
+
 QUICK_SHAPES = (
     Shape("cityscapes", "cityscapes", 1, 16, 32),
     Shape("pascal_person_part", "pascal_person_part", 1, 16, 16),
@@ -154,7 +163,7 @@ def shapes_for(device: torch.device, quick: bool = False, full_size: bool = Fals
         return QUICK_SHAPES
     shapes = PAPER_SHAPES + PIXEL_SWEEP + CHANNEL_SWEEP
     if torch.device(device).type == "cpu" and not full_size:
-        shapes = tuple(s.scaled(CPU_SIDE_SCALE) for s in shapes)
+        shapes = tuple(s.scaled(CPU_SIDE_SCALE) for s in shapes) + CPU_GOAL_SHAPES
     return shapes
 
 
@@ -199,8 +208,8 @@ def default_backends(device: torch.device) -> tuple[str, ...]:
     device = torch.device(device)
     usable = [name for name, why in backends.available(device).items() if why is None]
     if device.type == "cpu":
-        return tuple(b for b in BACKENDS if b in usable and b != "triton")
-    return tuple(b for b in BACKENDS if b in usable or b == "compiled")
+        return tuple(b for b in BACKENDS if (b in usable and b != "triton") or b == "released")
+    return tuple(b for b in BACKENDS if b in usable or b in ("compiled", "released"))
 
 
 def check_names(kind: str, names: list[str] | None, allowed) -> None:
@@ -224,7 +233,8 @@ def build_cases(device: torch.device | str, ops=None, backends=None, shapes=None
     cases = []
     for shape in select_shapes(shapes_for(device, quick, full_size), shapes):
         for op in ops:
-            op_modes = OP_MODES[op] if shape.group == "paper" else SWEEP_OPS.get(op, ())
+            op_modes = (OP_MODES[op] if shape.group == "paper" else
+                        (CPU_GOAL_OPS if shape.group == "cpu" else SWEEP_OPS).get(op, ()))
             for mode in op_modes:
                 if modes and mode not in modes:
                     continue

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import hssn_kernels as hk
 from hssn_kernels import reference
 
+from . import released
 from .cases import DTYPES, Shape, get_tree
 
 GAMMA = 2.0
@@ -39,6 +40,8 @@ coarse) and with ``PARTIAL_FRACTION`` of the pixels labelled at a random inner n
 PARTIAL_FRACTION = 0.5
 EXP_LOG_OPS = ("ftm", "ftm_interp", "ftm_upsample", *PARTIAL_OPS)
 """Ops measured against the exp + log floor (one exp and one log per full-resolution logit)."""
+SIGMOID_OPS = ("argmax",)
+"""Ops measured against the sigmoid floor (one sigmoid per logit)."""
 RATIO_BASE = {"ftm_upsample": "ftm_interp", "train_loss": "train_loss_interp"}
 """Ops whose ``x ref`` / ``mem / ref`` columns compare with another op's reference row (same shape)."""
 
@@ -213,8 +216,17 @@ def _compiled(op: str, tree: str, ignore_index: int) -> Callable:
     return OPS[op].compiled(get_tree(tree), ignore_index)
 
 
-def unsupported_reason(op: str, backend: str, device: torch.device) -> str | None:
-    """None when ``backend`` runs every part of ``op`` on ``device``, else why not."""
+def _released(shape):
+    groups = released.groups_of(shape.hierarchy)
+    return lambda x: released.released_focal_tree_min(x["logits"], x["target"], groups, GAMMA, shape.ignore_index)
+
+
+def unsupported_reason(op: str, backend: str, device: torch.device, shape: Shape | None = None) -> str | None:
+    """None when ``backend`` runs every part of ``op`` (at ``shape``, when given) on ``device``, else why not."""
+    if backend == "released":
+        if op != "ftm":
+            return "the released code has the focal tree-min loss only"
+        return None if shape is None or released.groups_of(shape.hierarchy) else "the released loss is two-level only"
     if backend == "compiled":
         return None if OPS[op].compiled is not _not_compiled else "no torch.compile form of this op"
     if op in RATIO_BASE and backend == "reference":
@@ -230,6 +242,8 @@ def make_callable(op: str, backend: str, shape: Shape) -> Callable[[dict], torch
     """``fn(inputs) -> output`` running ``op`` on ``backend`` (``compiled`` = torch.compile(reference))."""
     if backend == "compiled":
         return _compiled(op, shape.tree, shape.ignore_index)
+    if backend == "released":
+        return _released(shape)
     return OPS[op].call(backend, shape)
 
 

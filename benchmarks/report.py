@@ -128,6 +128,7 @@ def markdown(data: dict) -> str:
         "",
     ]
     lines += headline_table(data)
+    lines += cpu_goal_table(data)
     lines += training_step_table(data)
     by_op = defaultdict(list)
     for r in rows:
@@ -135,6 +136,31 @@ def markdown(data: dict) -> str:
     for op, op_rows in by_op.items():
         lines += ["", f"## {op}", ""] + _table(op_rows)
     return "\n".join(lines) + "\n"
+
+
+def cpu_goal_table(data: dict) -> list[str]:
+    """The CPU goal shapes: each backend's time, its ratio to the floor measured in the same run (focal
+    tree-min: one exp + one log per logit; path argmax: one sigmoid per logit) and the cpu backend's speed-up
+    over the others."""
+    rows = [r for r in _ok(data["results"]) if r["group"] == "cpu"]
+    if not rows:
+        return []
+    by = {(r["op"], r["shape"], r["backend"]): r for r in rows}
+    lines = ["", "## CPU kernels against their floors", "",
+             "2 images of 128x256 pixels, fp32. `x floor`: median over the median of one `torch.exp` + one "
+             "`torch.log` (focal tree-min, forward + backward) or one `torch.sigmoid` (path argmax) over the same "
+             "number of logits, measured in the same run. `cpu faster`: the other backend's median over the cpu "
+             "backend's.", "",
+             "| op | shape (BxCxHxW) | backend | median ms [p20, p80] | x floor | cpu faster |",
+             "|---|---|---|---|---|---|"]
+    for (op, shape, backend), r in sorted(by.items()):
+        floor = r.get("exp_log_floor_ms") or r.get("sigmoid_floor_ms")
+        cpu = by.get((op, shape, "cpu"))
+        faster = "-" if cpu is None or backend == "cpu" else f"{r['ms_median'] / cpu['ms_median']:.1f}x"
+        lines.append(f"| {op} | {shape.removeprefix('cpu-')} ({r['batch']}x{r['channels']}x{r['height']}x{r['width']}) | "
+                     f"{backend} | {r['ms_median']:.3g} [{r['ms_p20']:.3g}, {r['ms_p80']:.3g}] | "
+                     f"{'-' if not floor else format(r['ms_median'] / floor, '.2f')} | {faster} |")
+    return lines
 
 
 def training_step_table(data: dict) -> list[str]:

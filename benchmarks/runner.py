@@ -199,6 +199,16 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
+def sigmoid_floor_ms(n: int, device: torch.device) -> float:
+    """Median ms of one ``torch.sigmoid`` over ``n`` fp32 elements (into a preallocated output): the least
+    work path inference can do over n logits, measured in this run."""
+    x = torch.randn(n, device=device)
+    out = torch.empty_like(x)
+    (ms, _, _), _ = (time_gpu if device.type == "cuda" else time_cpu)(lambda: torch.sigmoid(x, out=out), [],
+                                                                       quick=False)
+    return ms
+
+
 def exp_log_floor_ms(n: int, device: torch.device) -> float:
     """Median ms of one ``torch.exp`` plus one ``torch.log`` over ``n`` fp32 elements (into a preallocated
     output): the least work a focal tree-min forward+backward can do over n logits, measured in this run."""
@@ -333,10 +343,12 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
     floors: dict[int, float] = {}
     for (op, shape, dtype), group in groups.items():
         inputs = ops.make_inputs(op, shape, dtype, device)
-        floor_ms = None
+        floor_ms = sigmoid_ms = None
+        n = shape.pixels * shape.channels
         if op in ops.EXP_LOG_OPS:
-            n = shape.pixels * shape.channels
             floor_ms = floors[n] if n in floors else floors.setdefault(n, exp_log_floor_ms(n, device))
+        if op in ops.SIGMOID_OPS:
+            sigmoid_ms = sigmoid_floor_ms(n, device)
         truth, oracle_dtype, oracle_status = None, None, None
         if check_errors:
             try:
@@ -351,14 +363,16 @@ def run(cases: list[Case], device: torch.device | str, quick: bool = False, chec
                    "channels": shape.channels, "height": shape.height, "width": shape.width,
                    "pixels": shape.pixels, "ignore_index": shape.ignore_index,
                    "floor_bytes": ops.floor_bytes(op, case.mode, shape, dtype), "oracle_dtype": oracle_dtype,
-                   "exp_log_floor_ms": floor_ms}
-            why = ops.unsupported_reason(op, case.backend, device)
+                   "exp_log_floor_ms": floor_ms, "sigmoid_floor_ms": sigmoid_ms}
+            why = ops.unsupported_reason(op, case.backend, device, shape)
             if why is not None:
                 row["status"] = f"unsupported: {why}"
             else:
                 try:
                     fn = ops.make_callable(op, case.backend, shape)
-                    if check_errors and case.backend not in err_cache:
+                    if check_errors and case.backend == "released":  # other semantics: timed, not compared
+                        row["error_status"] = "not compared: the released loss has other semantics"
+                    elif check_errors and case.backend not in err_cache:
                         t0 = time.perf_counter()
                         result = evaluate(fn, inputs)
                         err_cache[case.backend] = {"check_call_s": time.perf_counter() - t0}

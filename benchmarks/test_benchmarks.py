@@ -18,7 +18,7 @@ def device(request):
 
 
 def test_case(benchmark, case, device, request):
-    why = ops.unsupported_reason(case.op, case.backend, device)
+    why = ops.unsupported_reason(case.op, case.backend, device, case.shape)
     if why is not None:
         pytest.skip(why)
     inputs = ops.make_inputs(case.op, case.shape, case.dtype, device)

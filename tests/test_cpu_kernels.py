@@ -1,0 +1,127 @@
+"""The CPU kernels' vector paths (csrc/cpu/tile_kernels.h): tile tails, layouts, target dtypes, and every
+instruction-set build this machine can run (ATEN_CPU_CAPABILITY picks it, as for torch's own kernels)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import hssn_kernels as hk
+from hssn_kernels import native
+from hssn_kernels import reference as R
+from trees import random_tree
+
+pytestmark = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
+                                reason="native extension unavailable")
+
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float64: 1e-9}
+
+
+def _inputs(h, n, dtype, seed, partial=False, ignore_frac=0.2):
+    """(n, C) logits and n labels: leaves (any node with ``partial``), some ignored."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, h.num_channels, generator=g) * 3).to(dtype)
+    pool = torch.arange(h.num_channels) if partial else torch.tensor(h.leaves)
+    t = pool[torch.randint(len(pool), (n,), generator=g)]
+    t[torch.rand(n, generator=g) < ignore_frac] = 255
+    return x, t
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-6)).item()
+
+
+@pytest.mark.parametrize("n", [1, 7, 17, 33, 63, 65, 129])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("partial", [False, True])
+def test_tile_tails(n, dtype, partial):
+    """Pixel counts that leave a tile partly empty: loss, gradient and path argmax equal the reference."""
+    h = random_tree(n + 3 * partial, max_channels=40)
+    x, t = _inputs(h, n, dtype, seed=n, partial=partial)
+    for tdt in (torch.int64, torch.int32, torch.uint8):
+        xa, xb = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+        la = hk.focal_tree_min_loss(xa, t.to(tdt), h, reduction="sum", backend="cpu", partial_labels=partial)
+        lb = R.focal_tree_min_loss(xb, t, h, reduction="sum", partial_labels=partial)
+        assert _rel(la, lb) <= TOL[dtype]
+        assert _rel(torch.autograd.grad(la, xa)[0], torch.autograd.grad(lb, xb)[0]) <= TOL[dtype]
+    none = hk.focal_tree_min_loss(x, t, h, reduction="none", backend="cpu", partial_labels=partial)
+    assert _rel(none, R.focal_tree_min_loss(x.double(), t, h, reduction="none", partial_labels=partial)) <= TOL[dtype]
+    assert torch.equal(hk.hierarchical_argmax(x, h, backend="cpu"), R.hierarchical_argmax(x, h))
+
+
+def test_channels_last_and_strided_views():
+    """Non-contiguous logits take the gather path of a tile; results equal the contiguous call's."""
+    h = random_tree(11, max_channels=30)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, h.num_channels, 9, 70, generator=g) * 3
+    t = torch.tensor(h.leaves)[torch.randint(h.num_leaves, (2, 9, 70), generator=g)]
+    for view, tv in ((x.contiguous(memory_format=torch.channels_last), t), (x[:, :, :, 1::3], t[:, :, 1::3])):
+        xa = view.clone(memory_format=torch.preserve_format).requires_grad_(True)
+        xb = view.contiguous().requires_grad_(True)
+        la = hk.focal_tree_min_loss(xa, tv, h, backend="cpu")
+        lb = hk.focal_tree_min_loss(xb, tv.contiguous(), h, backend="cpu")
+        assert torch.equal(la, lb)
+        assert torch.equal(torch.autograd.grad(la, xa)[0], torch.autograd.grad(lb, xb)[0])
+        assert torch.equal(hk.hierarchical_argmax(view, h, backend="cpu"), hk.hierarchical_argmax(xb.detach(), h))
+
+
+def test_backward_hands_over_the_gradient_once():
+    """loss.backward() takes the saved gradient without a copy; a retained graph's second backward gets its
+    own tensor, and a scaled loss the scaled gradient."""
+    h = random_tree(3, max_channels=20)
+    x, t = _inputs(h, 50, torch.float32, seed=3)
+    xa = x.clone().requires_grad_(True)
+    loss = hk.focal_tree_min_loss(xa, t, h, backend="cpu")
+    g1 = torch.autograd.grad(loss, xa, retain_graph=True)[0]
+    g2 = torch.autograd.grad(loss, xa, retain_graph=True)[0]
+    assert torch.equal(g1, g2) and g1.data_ptr() != g2.data_ptr()
+    g1.mul_(7)  # the caller may change its result: the next backward is unaffected
+    assert torch.equal(torch.autograd.grad(0.5 * loss, xa)[0], 0.5 * g2)
+
+
+ISA_SCRIPT = textwrap.dedent("""
+    import json, sys, torch
+    import hssn_kernels as hk
+    from hssn_kernels import reference as R
+    sys.path.insert(0, sys.argv[1])
+    from trees import random_tree
+    out = {"isa": torch.ops.hssn.cpu_isa(), "errors": [], "argmax_equal": True}
+    for seed in range(4):
+        h = random_tree(seed, max_channels=60)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, h.num_channels, 5, 37, generator=g) * 3
+        t = torch.tensor(h.leaves)[torch.randint(h.num_leaves, (2, 5, 37), generator=g)]
+        xa, xb = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+        la, lb = hk.focal_tree_min_loss(xa, t, h, backend="cpu"), R.focal_tree_min_loss(xb, t, h)
+        ga, gb = torch.autograd.grad(la, xa)[0].double(), torch.autograd.grad(lb, xb)[0]
+        out["errors"].append(max(abs(la.item() - lb.item()) / abs(lb.item()),
+                                 ((ga - gb).abs().max() / gb.abs().max()).item()))
+        out["argmax_equal"] &= bool(torch.equal(hk.hierarchical_argmax(x, h, backend="cpu"),
+                                                R.hierarchical_argmax(x, h)))
+    print(json.dumps(out))
+""")
+
+
+def _isas():
+    """The builds this CPU runs: torch's capability and every one below it."""
+    order = ["default", "avx2", "avx512"]
+    best = torch.backends.cpu.get_cpu_capability().lower()
+    return order[:order.index(best) + 1] if best in order else ["default"]
+
+
+@pytest.mark.parametrize("isa", ["default", "avx2", "avx512"])
+def test_every_instruction_set(isa):
+    if isa not in _isas():
+        pytest.skip(f"this CPU does not run {isa} (torch reports {torch.backends.cpu.get_cpu_capability()})")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=isa)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    res = subprocess.run([sys.executable, "-c", ISA_SCRIPT, tests_dir], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["isa"] == isa
+    assert max(out["errors"]) <= 1e-4 and out["argmax_equal"], out
