@@ -201,15 +201,16 @@ def default_backends(device: torch.device) -> tuple[str, ...]:
     """Every backend usable on ``device``, found at run time through ``hssn_kernels.backends.available``.
 
     On CPU ``triton`` (the numpy interpreter) and ``compiled`` (minutes of Inductor compilation per shape
-    on a small machine) are left out unless asked for with ``--backends``.
+    on a small machine) are left out unless asked for with ``--backends``; ``released`` (one op, one tree)
+    everywhere.
     """
     from hssn_kernels import backends
 
     device = torch.device(device)
     usable = [name for name, why in backends.available(device).items() if why is None]
     if device.type == "cpu":
-        return tuple(b for b in BACKENDS if (b in usable and b != "triton") or b == "released")
-    return tuple(b for b in BACKENDS if b in usable or b in ("compiled", "released"))
+        return tuple(b for b in BACKENDS if b in usable and b != "triton")
+    return tuple(b for b in BACKENDS if b in usable or b == "compiled")
 
 
 def check_names(kind: str, names: list[str] | None, allowed) -> None:

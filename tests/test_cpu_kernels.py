@@ -70,8 +70,9 @@ def test_channels_last_and_strided_views():
 
 
 def test_backward_hands_over_the_gradient_once():
-    """loss.backward() takes the saved gradient without a copy; a retained graph's second backward gets its
-    own tensor, and a scaled loss the scaled gradient."""
+    """The first backward takes the saved gradient without a copy; a retained graph's later backward gets its
+    own tensor, a scaled loss the scaled gradient; changing the handed-over tensor in place before another
+    backward of the retained graph is torch's in-place error, never a silently wrong gradient."""
     h = random_tree(3, max_channels=20)
     x, t = _inputs(h, 50, torch.float32, seed=3)
     xa = x.clone().requires_grad_(True)
@@ -79,8 +80,13 @@ def test_backward_hands_over_the_gradient_once():
     g1 = torch.autograd.grad(loss, xa, retain_graph=True)[0]
     g2 = torch.autograd.grad(loss, xa, retain_graph=True)[0]
     assert torch.equal(g1, g2) and g1.data_ptr() != g2.data_ptr()
-    g1.mul_(7)  # the caller may change its result: the next backward is unaffected
-    assert torch.equal(torch.autograd.grad(0.5 * loss, xa)[0], 0.5 * g2)
+    assert torch.equal(torch.autograd.grad(0.5 * loss, xa, retain_graph=True)[0], 0.5 * g2)
+    g1.mul_(7)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, xa)
+    xb = x.clone().requires_grad_(True)
+    hk.focal_tree_min_loss(xb, t, h, backend="cpu").backward()  # .grad without a copy
+    assert torch.equal(xb.grad, g2)
 
 
 ISA_SCRIPT = textwrap.dedent("""

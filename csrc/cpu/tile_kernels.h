@@ -218,7 +218,7 @@ void ftm_tiles(const FtmLaunch& L) {
     alignas(64) acc_t loss[kTile];
     alignas(64) acc_t scale[kTile];    // gradient weight, 0 where ignored
     alignas(64) int32_t nan[kTile];    // a NaN logit: NaN loss
-    bool bad_label[kTile];  // neither ignore_index nor a leaf (validation skipped): NaN loss, zero gradient
+    alignas(64) int32_t bad_label[kTile];  // neither ignore_index nor a leaf: NaN loss, zero gradient
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
@@ -261,20 +261,25 @@ void ftm_tiles(const FtmLaunch& L) {
         passes.top_down(v, w, tr, gamma, label, lpos, loss);
         passes.path(pm, pw, pdz, len, depth, gamma, loss);
       }
+      // the pixels' losses: NaN for a NaN logit or a bad label, 0 where ignored (and past the end)
+      alignas(64) double lpix[kTile];
       double tile_sum = 0.0;
-      for (int64_t i = 0; i < n; ++i) {
-        double l = 0.0;
-        if (label[i] >= 0) l = nan[i] ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(loss[i]);
-        if (bad_label[i]) l = std::numeric_limits<double>::quiet_NaN();
-        if (L.loss_pix) L.loss_pix[p0 + i] = l;
-        tile_sum += l;
+#pragma omp simd reduction(+ : tile_sum)
+      for (int i = 0; i < kTile; ++i) {
+        const double l = label[i] >= 0 ? static_cast<double>(loss[i]) : 0.0;
+        lpix[i] = (nan[i] | bad_label[i]) ? std::numeric_limits<double>::quiet_NaN() : l;
+        tile_sum += lpix[i];
       }
+      if (L.loss_pix) std::memcpy(L.loss_pix + p0, lpix, static_cast<size_t>(n) * sizeof(double));
       if (L.tile_sums) L.tile_sums[tile] = tile_sum;
       if (!g) continue;
-      if (L.grad_loss) tile_offsets(L.gll, p0, n, toff);
-      for (int i = 0; i < kTile; ++i) {
-        const double s = L.grad_loss ? L.grad_loss[toff[i]] : L.grad_scale;
-        scale[i] = (i < n && label[i] >= 0) ? static_cast<acc_t>(s) : acc_t(0);
+      if (L.grad_loss) {
+        tile_offsets(L.gll, p0, n, toff);
+        for (int i = 0; i < kTile; ++i) scale[i] = label[i] >= 0 ? static_cast<acc_t>(L.grad_loss[toff[i]]) : acc_t(0);
+      } else {
+        const acc_t s = static_cast<acc_t>(L.grad_scale);
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) scale[i] = label[i] >= 0 ? s : acc_t(0);
       }
       // 4. the gradient: each channel's own chain (w = c) plus the positive terms whose running min it is
       tile_offsets(L.gl, p0, n, goff);
