@@ -6,10 +6,10 @@
 #define HSSN_ISA isa_avx2
 #include "tile_kernels.h"
 namespace hssn {
-const CpuKernels kCpuAvx2{"avx2", isa_avx2::ftm, isa_avx2::path_argmax};
+constexpr CpuKernels kCpuAvx2 = isa_avx2::kernels("avx2");
 }
 #else
 namespace hssn {
-const CpuKernels kCpuAvx2{"avx2", nullptr, nullptr};  // not built for this compiler / architecture
+constexpr CpuKernels kCpuAvx2{"avx2", nullptr, nullptr};  // not built for this compiler / architecture
 }
 #endif

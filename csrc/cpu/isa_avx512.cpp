@@ -7,10 +7,10 @@
 #define HSSN_ISA isa_avx512
 #include "tile_kernels.h"
 namespace hssn {
-const CpuKernels kCpuAvx512{"avx512", isa_avx512::ftm, isa_avx512::path_argmax};
+constexpr CpuKernels kCpuAvx512 = isa_avx512::kernels("avx512");
 }
 #else
 namespace hssn {
-const CpuKernels kCpuAvx512{"avx512", nullptr, nullptr};  // not built for this compiler / architecture
+constexpr CpuKernels kCpuAvx512{"avx512", nullptr, nullptr};  // not built for this compiler / architecture
 }
 #endif

@@ -10,7 +10,7 @@
 
 namespace hssn {
 
-const CpuKernels kCpuDefault{"default", isa_default::ftm, isa_default::path_argmax};
+constexpr CpuKernels kCpuDefault = isa_default::kernels("default");
 
 const CpuKernels& cpu_kernels() {
   static const CpuKernels& chosen = [] () -> const CpuKernels& {

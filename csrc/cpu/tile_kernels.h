@@ -373,5 +373,8 @@ void path_argmax(const PathLaunch& L) {
   });
 }
 
+// This build's table (cpu_kernels.h: CpuKernels), named isa.
+constexpr CpuKernels kernels(const char* isa) { return {isa, &ftm, &path_argmax}; }
+
 }  // namespace HSSN_ISA
 }  // namespace hssn
