@@ -4,9 +4,11 @@
 //
 // Both kernels run tiles of kCpuTile pixels as channel-major [C][kCpuTile] blocks (fp32 math, fp64 for
 // fp64 logits): every pass is a loop over the tile's pixels, one pixel per vector lane, written so that
-// GCC vectorises it (exp / log from vec_math.h, selects instead of branches, gathers from in-tile
-// tables); per-pixel bookkeeping (offsets, labels, the path marks) is scalar and once per pixel.
-// Deterministic: loss partial sums per fixed tile, added in tile order by the caller.
+// GCC vectorises it (exp / log from vec_math.h, bit-mask selects instead of branches, no gathers: GCC's
+// generic tuning emulates them with scalar loads); per-pixel bookkeeping (offsets, labels, their DFS
+// position) is scalar and once per pixel. No instruction of these builds reaches shared code: everything
+// they define lives in namespace HSSN_ISA, and templates defined before the target pragma (std::, ATen)
+// keep the baseline target. Deterministic: loss partial sums per fixed tile, added in tile order.
 #pragma once
 
 // GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated: the
