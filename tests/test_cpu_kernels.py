@@ -131,3 +131,26 @@ def test_every_instruction_set(isa):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["isa"] == isa
     assert max(out["errors"]) <= 1e-4 and out["argmax_equal"], out
+
+
+def test_instruction_set_code_stays_in_its_builds():
+    """No AVX (VEX / EVEX) instruction outside the isa_avx2 / isa_avx512 builds: the shared code and the
+    baseline build must run on any x86-64 CPU (a template instantiated under a target pragma would not)."""
+    import platform
+    import re
+    import shutil
+
+    from hssn_kernels import _C
+
+    if platform.machine() != "x86_64" or shutil.which("objdump") is None:
+        pytest.skip("needs x86-64 and objdump")
+    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", _C.__file__], capture_output=True,
+                         text=True, check=True).stdout
+    name, bad = "", {}
+    for line in dis.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if head:
+            name = head.group(1)
+        elif re.search(r"\t(v[a-z0-9]+|k[a-z]+[bwdq])\s", line) and "isa_avx" not in name:
+            bad[name] = bad.get(name, 0) + 1
+    assert "isa_avx512" in dis and not bad, sorted(bad)[:10]
