@@ -244,7 +244,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
         count = valid_count(target, ignore_index)
         loss = loss / count
         if with_grad:
-            grad = grad / count
+            grad.div_(count)  # in place: the band loop's own tensor; a copy would double the peak
     grad = grad.to(logits.dtype) if with_grad else logits.new_empty(0)
     return loss, grad
 
