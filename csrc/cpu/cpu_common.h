@@ -1,4 +1,4 @@
-// Helpers of the CPU kernels: target dtype dispatch and label checks.
+// Helpers of the CPU kernels: target dtype dispatch and the valid-pixel count.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -24,19 +24,9 @@ void dispatch_target(at::ScalarType st, F&& f) {
   }
 }
 
-// Leaf flags of the tree from its parent table.
-inline std::vector<uint8_t> leaf_flags(const int32_t* parent, int num_c) {
-  std::vector<uint8_t> leaf(num_c, 1);
-  for (int c = 0; c < num_c; ++c)
-    if (parent[c] >= 0) leaf[parent[c]] = 0;
-  return leaf;
-}
-
-// Count non-ignored pixels (labels are checked upstream; one that is no leaf gets a NaN loss in the kernel).
+// Pixels whose label is not ignore_index (a label that is no leaf counts: the kernel gives it a NaN loss).
 template <class tgt_t>
-int64_t count_valid(const tgt_t* t, PixelLayout tl, int64_t num_p, const std::vector<uint8_t>& leaf,
-                    int64_t ignore_index, const char* op) {
-  // Pixels whose label is not ignore_index (a label that is no leaf counts: its loss is NaN).
+int64_t count_valid(const tgt_t* t, PixelLayout tl, int64_t num_p, int64_t ignore_index) {
   return at::parallel_reduce(
       0, num_p, 4096, int64_t{0},
       [&](int64_t b, int64_t e, int64_t acc) {

@@ -33,8 +33,7 @@ struct FtmLaunch {
   double* tile_sums;  // per-tile loss sums (reduction sum / mean) or null
   int64_t num_p;
   int num_c, depth;
-  const int32_t *parent, *bottom_up, *ancestors;
-  const uint8_t* leaf;
+  const int32_t *parent, *bottom_up;
   bool partial;  // labels may be any node (strict descendants of the label get no term)
   double gamma;
   int64_t ignore_index;
@@ -60,6 +59,14 @@ struct CpuKernels {
 };
 
 extern const CpuKernels kCpuDefault, kCpuAvx2, kCpuAvx512;  // isa_*.cpp (null entries where not built)
+
+// Whether isa_avx2.cpp / isa_avx512.cpp build their kernels (GCC's target pragmas on x86-64); elsewhere
+// isa_default.cpp defines their tables with null entries.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HSSN_X86_ISA_BUILDS 1
+#else
+#define HSSN_X86_ISA_BUILDS 0
+#endif
 
 // The kernels for the instruction set torch's own CPU kernels use (at::get_cpu_capability(): the best
 // this CPU has, or what ATEN_CPU_CAPABILITY=default|avx2|avx512 asks for), chosen once.

@@ -2,15 +2,11 @@
 // cpu_kernels().
 #include "cpu_kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if HSSN_X86_ISA_BUILDS
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c,prefer-vector-width=512")
 #define HSSN_ISA isa_avx512
 #include "tile_kernels.h"
 namespace hssn {
 constexpr CpuKernels kCpuAvx512 = isa_avx512::kernels("avx512");
-}
-#else
-namespace hssn {
-constexpr CpuKernels kCpuAvx512{"avx512", nullptr, nullptr};  // not built for this compiler / architecture
 }
 #endif

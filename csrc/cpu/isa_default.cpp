@@ -11,6 +11,9 @@
 namespace hssn {
 
 constexpr CpuKernels kCpuDefault = isa_default::kernels("default");
+#if !HSSN_X86_ISA_BUILDS
+constexpr CpuKernels kCpuAvx2{"avx2", nullptr, nullptr}, kCpuAvx512{"avx512", nullptr, nullptr};  // not built
+#endif
 
 const CpuKernels& cpu_kernels() {
   static const CpuKernels& chosen = [] () -> const CpuKernels& {

@@ -92,7 +92,8 @@ void ftm_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const int
 }
 
 // The tree as the tile passes read it: parent and bottom-up order, and per channel its DFS interval
-// [pos, pos + size) (on the label's path <=> the label's position lies in it) and its depth (0 = a root).
+// [pos, pos + size) (on the label's path <=> the label's position lies in it; size 1: a leaf) and its
+// depth (0 = a root).
 struct TileTree {
   int num_c, depth;  // channels; rows of the path tables (the deepest path's length)
   const int32_t *parent, *bottom_up;
@@ -229,7 +230,7 @@ void ftm_tiles(const FtmLaunch& L) {
       bool any = false;
       for (int i = 0; i < kTile; ++i) {  // 0. labels (scalar: once per pixel)
         const int64_t yi = i < n ? static_cast<int64_t>(t[toff[i]]) : L.ignore_index;
-        const bool ok = yi >= 0 && yi < num_c && (L.partial || L.leaf[yi]);
+        const bool ok = yi >= 0 && yi < num_c && (L.partial || tr.size[yi] == 1);
         label[i] = ok ? static_cast<int32_t>(yi) : -1;
         lpos[i] = ok ? tr.pos[yi] : -1;
         len[i] = ok ? tr.level[yi] + 1 : 0;

@@ -72,7 +72,6 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
 
   const int num_c = static_cast<int>(logits.size(1));
   const int64_t num_p = logits.numel() / std::max<int64_t>(num_c, 1);
-  const auto leaf = leaf_flags(parent.data_ptr<int32_t>(), num_c);
   const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
   at::Tensor loss, grad;
   at::Tensor tile_sums;
@@ -86,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   int64_t count = 0;
   dispatch_target(target.scalar_type(), [&](auto tag) {
     using tgt_t = decltype(tag);
-    count = count_valid(target.data_ptr<tgt_t>(), pixel_layout(target, false), num_p, leaf, ignore_index, op);
+    count = count_valid(target.data_ptr<tgt_t>(), pixel_layout(target, false), num_p, ignore_index);
   });
   const at::Tensor grad_loss64 = grad_loss ? grad_loss->to(at::kDouble) : at::Tensor();
   FtmLaunch l{};
@@ -98,7 +97,6 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   l.tile_sums = reduction != 0 ? tile_sums.data_ptr<double>() : nullptr;
   l.num_p = num_p; l.num_c = num_c; l.depth = depth;
   l.parent = parent.data_ptr<int32_t>(); l.bottom_up = bottom_up.data_ptr<int32_t>();
-  l.ancestors = ancestors.data_ptr<int32_t>(); l.leaf = leaf.data();
   l.partial = partial; l.gamma = gamma; l.ignore_index = ignore_index;
   l.grad_scale = reduction == 2 ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0;
   if (grad_loss) { l.grad_loss = grad_loss64.data_ptr<double>(); l.gll = pixel_layout(grad_loss64, false); }
