@@ -68,6 +68,18 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     report = json.loads(metrics.read_text())
     assert report["scales"] == [0.75, 1.0] and report["flip"] is False and report["num_images"] == 3
     assert [lv["k"] for lv in report["levels"]] == [1, 2, 3]
+    assert report["parent_scores"] == "path" and report["temperature"] == 1.0 and report["non_path_rate"] == 0.0
+    assert all(0 <= lv["ece"] <= 1 and 0 <= lv["classwise_ece"] <= 1 for lv in report["levels"])
+    assert (tmp_path / "m.reliability.png").is_file() and "ECE %" in out
+
+    # inferred parents with a temperature fitted on the held-out test split
+    metrics = tmp_path / "sum.json"
+    assert main(["eval", "synthetic", *TINY, "eval.parent_scores=sum", "eval.temperature=fit",
+                 "eval.temperature_split=test", "--checkpoint", str(checkpoint), "--out", str(metrics)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(metrics.read_text())
+    assert report["parent_scores"] == "sum" and report["temperature"] != 1.0 and 0 <= report["non_path_rate"] <= 1
+    assert "inferred parents" in out and "off one root-to-leaf path" in out
 
     images = []
     for i, size in enumerate([(30, 40), (24, 24)]):

@@ -4,7 +4,7 @@ import torch
 
 import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy
-from hssn.engine.inference import flip_permutation, normalize, path_inference, slide_logits, tta_scores
+from hssn.engine.inference import InferenceSettings, flip_permutation, normalize, path_inference, slide_logits, tta_scores
 
 # LIP-like: left / right arm leaves under "arms", background as a chain.
 TREE = ClassHierarchy.from_nested({"arms": {"left-arm": {}, "right-arm": {}}, "background": {"bg": {}}})
@@ -31,13 +31,13 @@ def position_model(images):
 def test_flip_swaps_left_and_right_channels():
     img = torch.zeros(1, 3, 4, 8)
     img[..., 1:3, 1:3] = 1.0  # an arm on the left of the image
-    with_swap = tta_scores(position_model, img, flip=True, flip_pairs=[(LEFT, RIGHT)])
+    with_swap = tta_scores(position_model, img, InferenceSettings(flip=True, flip_pairs=((LEFT, RIGHT),)))
     leaf, levels = path_inference(with_swap, TREE)
     assert (leaf[0, 1:3, 1:3] == LEFT).all()
     assert (leaf[0, 0] == BG).all()
     assert (levels[0][0, 1:3, 1:3] == ARMS).all()
     # without the swap the mirrored pass votes "right arm" and wins: the swap matters here
-    no_swap = tta_scores(position_model, img, flip=True, flip_pairs=[])
+    no_swap = tta_scores(position_model, img, InferenceSettings(flip=True))
     assert (path_inference(no_swap, TREE)[0][0, 1:3, 1:3] == RIGHT).all()
     # swapped scores are the average of the identity pass and the mirrored-back pass
     expected_left = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(6.0))) / 2
@@ -56,7 +56,7 @@ def test_multiscale_averages_sigmoid_scores_at_output_size():
         if x.shape[-1] == 16:
             z.fill_(1.0)
         return z
-    s = tta_scores(fn, torch.rand(2, 3, 8, 16), scales=[1.0, 0.5], out_size=(8, 16))
+    s = tta_scores(fn, torch.rand(2, 3, 8, 16), InferenceSettings(scales=(1.0, 0.5)), out_size=(8, 16))
     assert s.shape == (2, TREE.num_channels, 8, 16)
     expected = (torch.sigmoid(torch.tensor(1.0)) + torch.sigmoid(torch.tensor(3.0))) / 2
     assert torch.allclose(s, expected.expand_as(s))
@@ -69,7 +69,7 @@ def test_slide_matches_whole_for_a_pointwise_model():
     whole = fn(x)
     assert torch.allclose(slide_logits(fn, x, (8, 8), (5, 6)), whole, atol=1e-6)
     assert torch.allclose(slide_logits(fn, x, (16, 32), (8, 8)), whole, atol=1e-6)  # window > image
-    s1 = tta_scores(fn, x, mode="slide", crop_size=(8, 8), stride=(5, 6))
+    s1 = tta_scores(fn, x, InferenceSettings(mode="slide", crop_size=(8, 8), stride=(5, 6)))
     assert torch.allclose(s1, torch.sigmoid(whole), atol=1e-6)
 
 
@@ -89,4 +89,4 @@ def test_normalize_does_not_touch_input():
 
 def test_tta_rejects_bad_mode():
     with pytest.raises(ValueError, match="mode"):
-        tta_scores(position_model, torch.rand(1, 3, 4, 4), mode="tiles")
+        InferenceSettings(mode="tiles")

@@ -27,7 +27,7 @@ def main() -> None:
 
     from hssn.engine import builders, checkpoint as ckpt
     from hssn.engine.config import load_config
-    from hssn.engine.inference import model_logits_fn, predict_leaves
+    from hssn.engine.inference import InferenceSettings, model_logits_fn, predict
     from hssn.engine.runs import load_trained_model
     from hssn.export.build import export_checkpoint
 
@@ -51,7 +51,7 @@ def main() -> None:
         t_onnx.append(time.perf_counter() - start)
         start = time.perf_counter()
         with torch.no_grad():
-            want, _ = predict_leaves(fn, image[None], dataset.hierarchy, cfg["loss"]["backend"])
+            want = predict(fn, image[None], dataset.hierarchy, InferenceSettings(backend=cfg["loss"]["backend"])).leaf
         t_eager.append(time.perf_counter() - start)
         same += int((torch.from_numpy(got) == want[0]).sum())
         total += got.size

@@ -15,8 +15,9 @@ def _tuples(kwargs: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def build_dataset(cfg: dict, split: str) -> Dataset:
-    """The "train" or "val" dataset of ``cfg`` with its transforms (``split`` picks the config's split name)."""
+def build_dataset(cfg: dict, split: str, split_name: str | None = None) -> Dataset:
+    """The "train" or "val" dataset of ``cfg`` with its transforms and kwargs; ``split`` picks the config's split
+    name unless ``split_name`` names another split of the data (e.g. ``eval.temperature_split``)."""
     from hssn.data import build_dataset as build
     from hssn.data import transforms as T
     from hssn.data.registry import accepts
@@ -27,7 +28,7 @@ def build_dataset(cfg: dict, split: str) -> Dataset:
     kwargs = {**d["kwargs"], **d[f"{split}_kwargs"]}
     if d["partial_labels"] and accepts(d["name"], "partial_labels"):
         kwargs.setdefault("partial_labels", True)
-    ds = build(d["name"], root=d["root"], split=d[f"{split}_split"], **_tuples(kwargs))
+    ds = build(d["name"], root=d["root"], split=split_name or d[f"{split}_split"], **_tuples(kwargs))
     if getattr(ds, "partial_labels", False) and not d["partial_labels"]:
         raise ValueError(f"dataset {d['name']!r} ({split}) has inner-node labels: set data.partial_labels=true")
     if split == "train" and d["augment"]:

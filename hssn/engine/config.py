@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` (YAML 1.1 makes them strings)
     and rejects a key given twice in one mapping (SafeLoader keeps the last silently)."""
@@ -151,6 +152,11 @@ DEFAULTS: dict[str, Any] = {
         "max_images": None,             # evaluate only the first N images
         "scored_classes": "dataset",    # dataset: the dataset's official scored classes (Mapillary: evaluate
                                         # = true); all: every leaf
+        "parent_scores": "path",        # path: path inference (Eq. 3); sum: inferred parents, each level its
+                                        # own argmax of summed leaf probabilities (README "Does the hierarchy help")
+        "calibration": True,            # ECE / class-wise ECE per level (keeps full-size probabilities)
+        "temperature": None,            # logits / T before probabilities: null (T = 1) | a number | fit
+        "temperature_split": None,      # the held-out data split `temperature: fit` fits T on
     },
 }
 
@@ -266,6 +272,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str]
 
 CHOICES = {  # the engine's own choice lists; the ops' registries are checked by builders.check_choices
     ("eval", "mode"): ("whole", "slide"),
+    ("eval", "parent_scores"): ("path", "sum"),  # hssn.engine.inference.predict: the two level rules
     ("eval", "scored_classes"): ("dataset", "all"),
     ("train", "device"): ("auto", "cpu", "cuda"),
 }
@@ -289,6 +296,8 @@ TYPES: dict[tuple[str, ...], tuple[type, ...]] = {
     ("train", "resume"): (str, NONE_TYPE),
     ("eval", "max_images"): (int, NONE_TYPE),
     ("loss", "beta_steps"): (int, NONE_TYPE),
+    ("eval", "temperature"): (int, float, str, NONE_TYPE),
+    ("eval", "temperature_split"): (str, NONE_TYPE),
 }
 """Keys whose type is not the type of their default (a float default also takes ints)."""
 
@@ -337,6 +346,8 @@ def _check_ranges(cfg: dict) -> None:
         (("eval", "max_images"), lambda v: v is None or v >= 1, "a positive int or null"),
         (("data", "eval_size"), lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(
             isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)), "null or two positive ints [h, w]"),
+        (("eval", "temperature"), lambda v: v is None or v == "fit" or (_finite(v) and v > 0),
+         "null, a positive number or 'fit'"),
         (("eval", "scales"), lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
             _finite(x) and x > 0 for x in v), "a non-empty list of positive finite numbers"),
     ]
@@ -347,6 +358,8 @@ def _check_ranges(cfg: dict) -> None:
         v = _get(cfg, path)
         if not isinstance(v, (list, tuple)) or len(v) != 2 or any(not _finite(x) or x <= 0 for x in v):
             raise ConfigError(".".join(path), v, "two positive finite numbers")
+    if cfg["eval"]["temperature"] == "fit" and cfg["eval"]["temperature_split"] is None:
+        raise ConfigError("eval.temperature_split", None, "a data split name when eval.temperature is 'fit'")
     try:
         str(cfg["train"]["output_dir"]).format(name=cfg["name"])
     except (KeyError, IndexError, ValueError, AttributeError):

@@ -22,7 +22,7 @@ import torch
 
 from .config import load_config
 from .distributed import DistInfo, pick_device
-from .inference import model_logits_fn, predict_leaves
+from .inference import InferenceSettings, model_logits_fn, predict
 from .metrics import format_report, majority_baseline, to_json_ready
 from .trainer import Trainer
 
@@ -151,6 +151,7 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
     ds = trainer.val_set
     h, cfg = ds.hierarchy, trainer.cfg
     fn = model_logits_fn(trainer.model.eval(), cfg["model"]["mean"], cfg["model"]["std"])
+    settings = InferenceSettings.from_config(cfg, ds.flip_pairs, scales=(1.0,), flip=False, temperature=1.0)
     depth = h.height
     cols = 2 + 2 * depth
     legend_in = 1.5  # inches under the images for the legends
@@ -158,15 +159,16 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
     for row in range(num_images):
         item = ds[row]
         with torch.no_grad():
-            leaf, violations = predict_leaves(fn, item["image"][None].to(trainer.device), h, cfg["loss"]["backend"])
-        leaf, violations = leaf[0].cpu(), violations[0].cpu()
+            out = predict(fn, item["image"][None].to(trainer.device), h, settings)
+        leaf, violations = out.leaf[0].cpu(), out.violations[0].cpu()
+        level_maps = [leaf] * depth if out.levels is None else [lv[0].cpu() for lv in out.levels]
         panels = [("input", item["image"].permute(1, 2, 0).numpy())]
         for lvl in range(1, depth + 1):  # coarsest first; titled with k as in mIoU^k
             panels.append((f"truth, k={depth + 1 - lvl}", colorize_level(item["label"], h, ds.palette, lvl,
                                                                           ds.ignore_index)))
         for lvl in range(1, depth + 1):
-            panels.append((f"prediction, k={depth + 1 - lvl}", colorize_level(leaf, h, ds.palette, lvl,
-                                                                               ds.ignore_index)))
+            panels.append((f"prediction, k={depth + 1 - lvl}", colorize_level(level_maps[lvl - 1], h, ds.palette,
+                                                                               lvl, ds.ignore_index)))
         panels.append(("errors", error_map(leaf, item["label"], violations, h, ds.ignore_index)))
         for col, (title, img) in enumerate(panels):
             ax = axes[row, col]

@@ -1,48 +1,114 @@
-"""Evaluation loop: TTA scores -> path inference -> hierarchical metrics, sharded over the processes."""
+"""Evaluation loop: TTA probabilities -> the level rule -> hierarchical metrics and calibration, sharded over
+the processes; temperature fitting on a held-out split."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .distributed import DistInfo, ShardSampler
-from .inference import model_logits_fn, predict_leaves
+from .distributed import DistInfo, ShardSampler, gather_objects
+from .inference import InferenceSettings, LogitsFn, model_logits_fn, node_probabilities, predict
 from .metrics import HierarchicalMetrics
 
+FIT_PIXELS_PER_IMAGE = 4096
+"""Labelled pixels drawn (seeded, without replacement) from each held-out image to fit the temperature."""
 
-def evaluate(model: torch.nn.Module, dataset: Dataset, eval_cfg: dict, mean: Sequence[float], std: Sequence[float],
-             info: DistInfo, amp: bool = False, backend: str = "auto", progress: bool = False) -> dict:
-    """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset``.
 
-    ``eval_cfg`` is the config's ``eval`` section (its scales and flip validated there). With
-    ``scored_classes: dataset`` the report scores the dataset's ``scored_leaves`` (its official protocol,
-    e.g. Mapillary's evaluated classes) where it has them; ``all`` scores every leaf. Each process
-    evaluates its shard; the counts are summed over the processes, so every rank returns the full report.
-    The model is put in eval mode and left there.
-    """
-    scales = list(eval_cfg["scales"])
-    flip = bool(eval_cfg["flip"])
+def _loader(dataset: Dataset, eval_cfg: dict, info: DistInfo) -> tuple[DataLoader, int]:
+    """This process's shard of the first ``eval.max_images`` images, and that count."""
     length = len(dataset) if eval_cfg["max_images"] is None else min(len(dataset), int(eval_cfg["max_images"]))
     loader = DataLoader(dataset, batch_size=int(eval_cfg["batch_size"]),
                         sampler=ShardSampler(length, info.world_size, info.rank),
                         num_workers=int(eval_cfg["num_workers"]), pin_memory=info.device.type == "cuda")
-    hierarchy = dataset.hierarchy
-    scored = getattr(dataset, "scored_leaves", None) if eval_cfg["scored_classes"] == "dataset" else None
-    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored,
-                                  partial_labels=getattr(dataset, "partial_labels", False))
-    fn = model_logits_fn(model, mean, std, amp)
+    return loader, length
+
+
+def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo, progress: bool = False,
+             full_tta: bool = True) -> dict:
+    """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset`` under the full
+    config ``cfg`` (its ``eval`` section, ``model.mean`` / ``std``, ``train.amp``, ``loss``).
+
+    ``full_tta=False``: one scale, no flip (the trainer's periodic validation). With ``scored_classes:
+    dataset`` the report scores the dataset's ``scored_leaves`` (its official protocol, e.g. Mapillary's
+    evaluated classes) where it has them; ``all`` scores every leaf. ``eval.temperature: fit`` first fits T on
+    ``eval.temperature_split`` (:func:`fit_temperature_on`). Each process evaluates its shard; the counts are
+    summed over the processes, so every rank returns the full report. The model is left in eval mode.
+    """
+    ev = cfg["eval"]
+    fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"],
+                         bool(cfg["train"]["amp"]) and info.device.type == "cuda")
     model.eval()
+    hierarchy = dataset.hierarchy
+    changes = {} if full_tta else {"scales": (1.0,), "flip": False}
+    settings = InferenceSettings.from_config(cfg, dataset.flip_pairs, probabilities=bool(ev["calibration"]),
+                                             **changes)
+    if ev["temperature"] == "fit":
+        from . import builders
+
+        held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
+        settings = InferenceSettings.from_config(
+            cfg, dataset.flip_pairs, probabilities=settings.probabilities, **changes,
+            temperature=fit_temperature_on(fn, held_out, cfg, info, progress))
+    loader, length = _loader(dataset, ev, info)
+    scored = getattr(dataset, "scored_leaves", None) if ev["scored_classes"] == "dataset" else None
+    metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored,
+                                  partial_labels=getattr(dataset, "partial_labels", False),
+                                  per_level=settings.parent_scores == "sum", calibration=settings.probabilities)
     with torch.no_grad():
         for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
             images = batch["image"].to(info.device, non_blocking=True)
             label = batch["label"].to(info.device, non_blocking=True)
-            leaf, violations = predict_leaves(fn, images, hierarchy, backend, scales, flip, dataset.flip_pairs,
-                                              tuple(label.shape[-2:]), eval_cfg["mode"], eval_cfg["crop_size"],
-                                              eval_cfg["stride"])
-            metrics.update(leaf, label, violations=violations)
+            out = predict(fn, images, hierarchy, settings, tuple(label.shape[-2:]))
+            metrics.update(out.leaf, label, violations=out.violations, levels=out.levels, probs=out.probs)
     metrics.all_reduce()
     report = metrics.compute()
-    report["scales"], report["flip"], report["num_images"] = scales, flip, length
+    report.update(scales=list(settings.scales), flip=settings.flip, num_images=length,
+                  parent_scores=settings.parent_scores, temperature=settings.temperature)
     return report
+
+
+def fit_temperature_on(fn: LogitsFn, dataset: Dataset, cfg: dict, info: DistInfo, progress: bool = False) -> float:
+    """The temperature T minimising the negative log-likelihood of up to :data:`FIT_PIXELS_PER_IMAGE` leaf-labelled
+    pixels per image of ``dataset`` (the first ``eval.max_images``), one whole pass at scale 1 per image, under the
+    config's level rule: path, the binary cross-entropy of every node's sigmoid against the pixel's path (the
+    probabilities path calibration reads); sum, -log of the labelled leaf's probability. Every process
+    draws from its shard; all fit on the union, so all get the same T."""
+    settings = InferenceSettings.from_config(cfg)
+    hierarchy = dataset.hierarchy
+    leaf_pos = hierarchy.tables("cpu").leaf_index.long()
+    loader, _ = _loader(dataset, cfg["eval"], info)
+    rows, labels = [], []
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="fit temperature", disable=not (progress and info.is_main), leave=False):
+            label = batch["label"]
+            logits = F.interpolate(fn(batch["image"].to(info.device)), size=tuple(label.shape[-2:]),
+                                   mode="bilinear", align_corners=False).cpu()
+            for z, y in zip(logits, label):
+                y = y.reshape(-1).long()
+                keep = (y != dataset.ignore_index) & (y >= 0) & (y < hierarchy.num_channels)
+                keep &= leaf_pos[y.clamp(0, hierarchy.num_channels - 1)] >= 0
+                idx = keep.nonzero()[:, 0]
+                idx = idx[torch.randperm(len(idx), generator=gen)[:FIT_PIXELS_PER_IMAGE]]
+                rows.append(z.reshape(z.shape[0], -1)[:, idx].T)
+                labels.append(y[idx])
+    parts = gather_objects((torch.cat(rows) if rows else torch.zeros(0, hierarchy.num_channels),
+                            torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)))
+    z = torch.cat([p[0] for p in parts]).double()
+    y = torch.cat([p[1] for p in parts])
+    if not len(y):
+        raise ValueError("eval.temperature=fit: the held-out split (eval.temperature_split) has no labelled leaf pixel")
+    if settings.parent_scores == "path":
+        on_path = hierarchy.tables("cpu").is_ancestor[y].double()  # (N, C): the pixel's per-node labels
+
+        def nll(t: float) -> float:
+            return float(F.binary_cross_entropy_with_logits(z / t, on_path))
+    else:
+        def nll(t: float) -> float:
+            p = node_probabilities(z[:, :, None, None], hierarchy, InferenceSettings.from_config(
+                cfg, temperature=t))[:, :, 0, 0].gather(1, y[:, None])
+            return float(-p.clamp_min(1e-300).log().mean())
+    from .calibration import fit_temperature
+
+    return fit_temperature(nll)

@@ -1,14 +1,17 @@
-"""Inference: multi-scale + flip test-time augmentation, sliding windows, and path inference.
+"""Inference: multi-scale + flip test-time augmentation, sliding windows, and the level rule.
 
-Scores of all passes are averaged as sigmoid probabilities at the input size, then path inference
-(:func:`hssn_kernels.hierarchical_argmax`, Eq. 3) picks each pixel's leaf. A flipped pass is flipped
-back and the channels of each left/right leaf pair (``flip_pairs``) are exchanged, so "left arm" scores
-computed on the mirrored image land on the "right arm" channel.
+Node probabilities of all passes are averaged at the output size. The ``path`` rule (the paper) runs path
+inference (:func:`hssn_kernels.hierarchical_argmax`, Eq. 3) on the averaged sigmoid scores: the leaf decides
+every level. The ``sum`` rule (inferred parents) scores each node by the sum of its leaves' probabilities and
+predicts every level by its own argmax. A flipped pass is flipped back and the channels of each left/right
+leaf pair (``flip_pairs``) are exchanged, so "left arm" scores computed on the mirrored image land on the
+"right arm" channel.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +19,9 @@ import torch.nn.functional as F
 import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy
 from hssn_kernels.upsample import tree_violations
+
+from .config import CHOICES
+from .metrics import level_classes
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 """``images (B, 3, H, W) in [0, 1] -> logits (B, C, h, w)`` at any resolution."""
@@ -76,34 +82,111 @@ def slide_logits(fn: LogitsFn, images: torch.Tensor, crop_size: Sequence[int], s
     return (total / count)[..., :h, :w]
 
 
-def tta_scores(fn: LogitsFn, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-               flip_pairs: Sequence[Sequence[int]] = (), out_size: Sequence[int] | None = None,
-               mode: str = "whole", crop_size: Sequence[int] = (512, 1024),
-               stride: Sequence[int] = (341, 683)) -> torch.Tensor:
-    """(B, C, H', W') float32 sigmoid scores averaged over ``scales`` x (identity, flip) passes.
+PARENT_SCORES = CHOICES[("eval", "parent_scores")]
+"""How the levels are predicted: ``path``, path inference (Eq. 3) on the model's own node scores (the leaf
+decides every level); ``sum``, inferred parents: leaf probabilities summed up the tree, each level predicted by
+its own argmax over its classes (the flat baseline of "Flattening the Parent Bias", CVPR 2024)."""
 
-    images: (B, 3, H, W) in [0, 1]; each pass resizes them by the scale (bilinear), runs ``fn`` whole
-    or in sliding windows (``mode="slide"``), and resizes the logits to ``out_size`` (default (H, W)).
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How logits become predictions: test-time augmentation (``scales``, ``flip`` with the left/right leaf
+    pairs ``flip_pairs``, ``mode`` whole | slide with ``crop_size`` / ``stride`` (h, w) windows), the kernel
+    ``backend``, the level rule ``parent_scores`` (:data:`PARENT_SCORES`), ``leaf_softmax`` (leaf probabilities
+    by a softmax over the leaf logits, as a model trained with ``loss.segmentation=cce`` reads; otherwise the
+    leaf sigmoids normalised to sum 1), the logit ``temperature`` and ``probabilities`` (keep the
+    (B, C, H, W) node probabilities at the output size, as calibration needs)."""
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    mode: str = "whole"
+    crop_size: tuple[int, int] = (512, 1024)
+    stride: tuple[int, int] = (341, 683)
+    backend: str = "auto"
+    parent_scores: str = "path"
+    leaf_softmax: bool = False
+    temperature: float = 1.0
+    probabilities: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if not self.scales:
+            raise ValueError("scales must not be empty")
+        if self.parent_scores not in PARENT_SCORES:
+            raise ValueError(f"parent_scores must be one of {PARENT_SCORES}, got {self.parent_scores!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise ValueError(f"temperature must be a positive finite number, got {self.temperature!r}")
+
+    @classmethod
+    def from_config(cls, cfg: dict, flip_pairs: Sequence[Sequence[int]] = (), **changes) -> "InferenceSettings":
+        """The settings of a full config (its ``eval`` section, ``loss.backend``; ``leaf_softmax`` when the model
+        was trained with ``loss.segmentation=cce``; a numeric ``eval.temperature``), with ``changes`` applied."""
+        ev = cfg["eval"]
+        temperature = ev["temperature"]
+        values = dict(scales=tuple(float(s) for s in ev["scales"]), flip=bool(ev["flip"]),
+                      flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs), mode=ev["mode"],
+                      crop_size=tuple(int(v) for v in ev["crop_size"]), stride=tuple(int(v) for v in ev["stride"]),
+                      backend=cfg["loss"]["backend"], parent_scores=ev["parent_scores"],
+                      leaf_softmax=cfg["loss"]["segmentation"] == "cce",
+                      temperature=float(temperature) if isinstance(temperature, (int, float)) else 1.0)
+        return cls(**{**values, **changes})
+
+
+class Prediction(NamedTuple):
+    """``leaf`` (B, H, W) int64 leaf channel ids; ``levels``: [(B, H, W) int64 channel ids at tree level 1, ...,
+    D] when each level has its own argmax (``parent_scores="sum"``), else None (the leaf's ancestors);
+    ``violations`` (B, H, W) bool (:func:`hssn_kernels.upsample.tree_violations` of the scores);
+    ``probs`` (B, C, H, W) float32 node probabilities when the settings keep them, else None."""
+
+    leaf: torch.Tensor
+    levels: list[torch.Tensor] | None
+    violations: torch.Tensor
+    probs: torch.Tensor | None
+
+
+def node_probabilities(logits: torch.Tensor, hierarchy: ClassHierarchy, settings: InferenceSettings) -> torch.Tensor:
+    """(B, C, H, W) float32 probability of every node from logits (B, C, H, W), at ``settings.temperature``:
+    the sigmoids (``path``), or each node's summed leaf probabilities (``sum``)."""
+    z = logits.float() / settings.temperature
+    if settings.parent_scores == "path":
+        return z.sigmoid()
+    leaves = list(hierarchy.leaves)
+    if settings.leaf_softmax:
+        p = z[:, leaves].softmax(1)
+    else:
+        p = z[:, leaves].sigmoid()
+        p = p / p.sum(1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    below = hierarchy.tables(p.device).is_ancestor[leaves].to(p.dtype)  # (L, C): node c is on leaf j's path
+    return torch.einsum("blhw,lc->bchw", p, below)
+
+
+def tta_scores(fn: LogitsFn, images: torch.Tensor, settings: InferenceSettings = InferenceSettings(),
+               out_size: Sequence[int] | None = None, probs_fn: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
+               ) -> torch.Tensor:
+    """(B, C, H', W') float32 ``probs_fn`` probabilities averaged over ``settings.scales`` x (identity, flip)
+    passes.
+
+    images: (B, 3, H, W) in [0, 1]; each pass resizes them by the scale (bilinear), runs ``fn`` whole or in
+    sliding windows, and resizes the logits to ``out_size`` (default (H, W)) before ``probs_fn``.
     """
-    if mode not in ("whole", "slide"):
-        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
-    if not scales:
-        raise ValueError("scales must not be empty")
     h, w = images.shape[-2:]
     out_size = (h, w) if out_size is None else (int(out_size[0]), int(out_size[1]))
     perm = None
     total = None
     passes = 0
-    for scale in scales:
+    for scale in settings.scales:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for flipped in ((False, True) if flip else (False,)):
+        for flipped in ((False, True) if settings.flip else (False,)):
             x = scaled.flip(-1) if flipped else scaled
-            logits = slide_logits(fn, x, crop_size, stride) if mode == "slide" else fn(x)
-            probs = F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False).sigmoid_()
+            logits = slide_logits(fn, x, settings.crop_size, settings.stride) if settings.mode == "slide" else fn(x)
+            probs = probs_fn(F.interpolate(logits.float(), size=out_size, mode="bilinear", align_corners=False))
             if flipped:
                 if perm is None:
-                    perm = flip_permutation(probs.shape[1], flip_pairs).to(probs.device)
+                    perm = flip_permutation(probs.shape[1], settings.flip_pairs).to(probs.device)
                 probs = probs.flip(-1)[:, perm]
             total = probs if total is None else total.add_(probs)  # one accumulator, whatever the passes
             del probs
@@ -111,22 +194,42 @@ def tta_scores(fn: LogitsFn, images: torch.Tensor, scales: Sequence[float] = (1.
     return total.div_(passes)
 
 
-def predict_leaves(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy, backend: str = "auto",
-                   scales: Sequence[float] = (1.0,), flip: bool = False, flip_pairs: Sequence[Sequence[int]] = (),
-                   out_size: Sequence[int] | None = None, mode: str = "whole", crop_size: Sequence[int] = (512, 1024),
-                   stride: Sequence[int] = (341, 683)) -> tuple[torch.Tensor, torch.Tensor]:
-    """(leaf map (B, H', W') int64, tree-violation map (B, H', W') bool) of ``images`` at ``out_size``.
+def level_argmax(probs: torch.Tensor, hierarchy: ClassHierarchy) -> list[torch.Tensor]:
+    """[(B, H, W) int64 channel ids at tree level 1, ..., D]: each level's own argmax over its classes (the
+    nodes at that level and the shallower leaves) of the (B, C, H, W) node probabilities; lowest id on ties."""
+    out = []
+    for tree_level in range(1, hierarchy.height + 1):
+        classes = torch.tensor(level_classes(hierarchy, tree_level)[0], device=probs.device)
+        out.append(classes[probs.index_select(1, classes).argmax(1)])
+    return out
 
-    One whole-image pass at scale 1 (no flip) runs path inference on the low-res logits with the
-    upsampling fused (``hierarchical_argmax(size=...)``: no full-resolution scores); otherwise the
-    :func:`tta_scores` average (one full-resolution accumulator) goes through :func:`path_inference`.
+
+def predict(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy,
+            settings: InferenceSettings = InferenceSettings(), out_size: Sequence[int] | None = None) -> Prediction:
+    """The :class:`Prediction` of ``images`` (B, 3, H, W) at ``out_size`` (default (H, W)).
+
+    Path rule, one whole-image pass at scale 1 without flip, no probabilities kept: path inference on the
+    low-res logits with the upsampling fused (``hierarchical_argmax(size=...)``, no full-resolution scores).
+    Otherwise the :func:`tta_scores` average of :func:`node_probabilities` (one full-resolution accumulator)
+    goes through :func:`path_inference` (``path``) or :func:`level_argmax` (``sum``).
     """
     out_size = tuple(images.shape[-2:]) if out_size is None else (int(out_size[0]), int(out_size[1]))
-    if list(scales) == [1.0] and not flip and mode == "whole":
-        return hk.hierarchical_argmax(fn(images), hierarchy, backend=backend, size=out_size, violations=True)
-    scores = tta_scores(fn, images, scales, flip, flip_pairs, out_size, mode, crop_size, stride)
-    leaf, _ = path_inference(scores, hierarchy, backend)
-    return leaf, tree_violations(scores, hierarchy, threshold=0.5)
+    s = settings
+    if (s.parent_scores == "path" and list(s.scales) == [1.0] and not s.flip and s.mode == "whole"
+            and not s.probabilities):
+        logits = fn(images) / s.temperature
+        leaf, violations = hk.hierarchical_argmax(logits, hierarchy, backend=s.backend, size=out_size,
+                                                  violations=True)
+        return Prediction(leaf, None, violations, None)
+    probs = tta_scores(fn, images, s, out_size, lambda z: node_probabilities(z, hierarchy, s))
+    if s.parent_scores == "path":
+        leaf, _ = path_inference(probs, hierarchy, s.backend)
+        levels = None
+    else:
+        levels = level_argmax(probs, hierarchy)
+        leaf = levels[-1]  # the finest level's classes are all the leaves
+    violations = tree_violations(probs, hierarchy, threshold=0.5)
+    return Prediction(leaf, levels, violations, probs if s.probabilities else None)
 
 
 def path_inference(scores: torch.Tensor, hierarchy: ClassHierarchy, backend: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Hierarchical segmentation metrics from one leaf confusion matrix.
+"""Hierarchical segmentation metrics: per-level IoU from one leaf confusion matrix, calibration per level.
 
 Naming follows the paper: ``mIoU^1`` is the leaf level, ``mIoU^D`` the coarsest; ``mIoU^k`` is computed
 at tree level ``l = D + 1 - k`` (1 = children of the root). A leaf shallower than ``l`` stands for
@@ -11,6 +11,11 @@ matrix is accumulated, on the device, with ``torch.bincount``.
 * Mistake severity = mean tree distance ``psi(gt leaf, predicted leaf)`` over wrongly labelled pixels.
 * Violation rate = share of labelled pixels whose raw scores break the hierarchy before path
   inference: some node ``v`` with a parent ``p`` has ``s_v > 0.5`` while ``s_p <= 0.5``.
+
+Levels predicted each by its own argmax (inferred parents, ``per_level=True``): every level's (K, K) matrix
+is counted from that level's predictions, and the non-path rate is the share of labelled pixels whose
+per-level predictions are not one root-to-leaf path. Calibration (ECE, class-wise ECE, reliability bins per
+level) is counted from the node probabilities: :mod:`hssn.engine.calibration`.
 
 Labels at any depth (``partial_labels=True``): a pixel labelled at an inner node ``g`` of level ``l`` counts
 at levels ``l`` and coarser, as its ancestor there, and is ignored at finer levels; its counts are kept in a
@@ -32,6 +37,8 @@ import torch.distributed as dist
 
 from hssn_kernels import ClassHierarchy
 from hssn_kernels.upsample import tree_violations
+
+from .calibration import ECE_BINS, bin_sums, calibration_error, reliability
 
 
 class ConfusionMatrix:
@@ -156,17 +163,23 @@ def per_level_iou(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, scored_l
         m, classes = level_confusion(reduced, hierarchy, tree_level, positions)
         if inner_matrix is not None:
             m = m + inner_level_confusion(inner_matrix.cpu(), hierarchy, tree_level, classes, positions)
-        values = iou(m)
-        present = values[~values.isnan()]
-        total = int(m.sum())
-        out.append({
-            "k": k,
-            "tree_level": tree_level,
-            "miou": float(present.mean()) if len(present) else math.nan,
-            "pixel_acc": float(m.diagonal().sum()) / total if total else math.nan,
-            "iou": {hierarchy.names[c]: float(v) for c, v in zip(classes, values)},
-        })
+        out.append(level_entry(m, hierarchy, tree_level, classes))
     return out
+
+
+def level_entry(matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int, classes: list[int]) -> dict:
+    """``{"k", "tree_level", "miou", "pixel_acc", "iou": {class name: IoU or NaN}}`` of one level's (K, K)
+    confusion ``matrix`` over the class channels ``classes``."""
+    values = iou(matrix)
+    present = values[~values.isnan()]
+    total = int(matrix.sum())
+    return {
+        "k": hierarchy.height + 1 - tree_level,
+        "tree_level": tree_level,
+        "miou": float(present.mean()) if len(present) else math.nan,
+        "pixel_acc": float(matrix.diagonal().sum()) / total if total else math.nan,
+        "iou": {hierarchy.names[c]: float(v) for c, v in zip(classes, values)},
+    }
 
 
 def majority_baseline(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy) -> list[float]:
@@ -204,19 +217,53 @@ def mistake_severity(leaf_matrix: torch.Tensor, hierarchy: ClassHierarchy, score
 
 
 
-class HierarchicalMetrics:
-    """Accumulates the leaf confusion matrix and the violation counts; :meth:`compute` gives the report.
+class LevelTables:
+    """Lookup tables of one tree level for per-level counting, on ``device``: ``classes`` (the level's scored
+    class channels, :func:`level_classes`), ``to_level`` (C,) channel -> its node at the level, ``pred_class``
+    (C,) a predicted channel at the level -> its class index (-1: no scored leaf below it, not a class) and
+    ``gt_class`` (C,) a label channel -> its class index at the level, -1 where the label does not count there
+    (an unscored leaf; an inner-node label finer than the level: it counts at its own level and coarser)."""
 
-    ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None, violations (B, H, W) or
-    None)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
-    scores path inference used, or ``violations`` = their ``hssn_kernels.upsample.tree_violations``, already computed.
+    def __init__(self, hierarchy: ClassHierarchy, tree_level: int, positions: torch.Tensor | None, device):
+        tabs = hierarchy.tables("cpu")
+        self.classes, _ = level_classes(hierarchy, tree_level, positions)
+        self.to_level = hierarchy.leaf_to_level(tree_level)
+        known = torch.tensor(self.classes)
+        idx = torch.searchsorted(known, self.to_level).clamp(max=len(self.classes) - 1)
+        self.pred_class = torch.where(known[idx] == self.to_level, idx, -1)
+        scored = torch.zeros(hierarchy.num_channels, dtype=torch.bool)
+        leaves = tabs.leaves.long()
+        scored[leaves if positions is None else leaves[positions]] = True
+        counts = torch.where(tabs.is_leaf, scored, tabs.level.long() >= tree_level)
+        self.gt_class = torch.where(counts, self.pred_class, -1)
+        self.to_level, self.pred_class, self.gt_class = (t.to(device) for t in (self.to_level, self.pred_class,
+                                                                                 self.gt_class))
+        self.class_channels = known.to(device)
+
+
+class HierarchicalMetrics:
+    """Accumulates the leaf confusion matrix, the violation counts and, on request, per-level counts;
+    :meth:`compute` gives the report.
+
+    ``update(leaf_pred (B, H, W), target (B, H, W), scores (B, C, H, W) or None, violations (B, H, W) or None,
+    levels, probs)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
+    scores path inference used, or ``violations`` = their ``hssn_kernels.upsample.tree_violations``, already
+    computed; ``levels`` = [(B, H, W) predicted channel ids at tree level 1, ..., D] when each level was
+    predicted by its own argmax (needs ``per_level=True``; None: the leaf's ancestors); ``probs`` (B, C, H, W)
+    node probabilities for the calibration counts (needs ``calibration=True``).
     ``scored_leaves``: L bools in ``hierarchy.leaves`` order (None = all): the classes the report scores;
     violations are counted on pixels of scored classes (and on every inner-labelled pixel).
     ``partial_labels``: targets may be inner nodes (module docstring); otherwise they are an error.
+    ``per_level``: every level's confusion matrix is counted from its own predictions (``levels``) instead of
+    being summed from the leaf matrix; the report adds ``non_path_rate``, the share of counted pixels whose
+    per-level predictions are not one root-to-leaf path. ``calibration``: each level of the report adds
+    ``ece``, ``classwise_ece`` and ``reliability`` (:mod:`hssn.engine.calibration`), from the probability of the
+    predicted node (pixels labelled at that level).
     """
 
     def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu",
-                 scored_leaves=None, partial_labels: bool = False):
+                 scored_leaves=None, partial_labels: bool = False, per_level: bool = False,
+                 calibration: bool = False):
         self.hierarchy, self.ignore_index = hierarchy, int(ignore_index)
         self.partial_labels = bool(partial_labels)
         self.inner = (torch.zeros((hierarchy.num_channels, hierarchy.num_leaves), dtype=torch.int64, device=device)
@@ -228,10 +275,19 @@ class HierarchicalMetrics:
             self.scored.zero_()[positions.to(device)] = True
         self.confusion = ConfusionMatrix(hierarchy.num_leaves, device)
         self.leaf_pos = _leaf_positions(hierarchy).to(device)
-        self.counts = torch.zeros(2, dtype=torch.int64, device=device)  # violating pixels, scored pixels
+        self.counts = torch.zeros(4, dtype=torch.int64, device=device)  # violating, counted; off-path, counted
+        self.per_level, self.calibration = bool(per_level), bool(calibration)
+        self.tables = ([LevelTables(hierarchy, tl, positions, device) for tl in range(1, hierarchy.height + 1)]
+                       if self.per_level or self.calibration else [])
+        self.level_matrices = ([ConfusionMatrix(len(t.classes), device) for t in self.tables]
+                               if self.per_level else [])
+        self.top_bins = torch.zeros((len(self.tables), 3, ECE_BINS), dtype=torch.float64, device=device)
+        self.class_bins = [torch.zeros((len(t.classes), 3, ECE_BINS), dtype=torch.float64, device=device)
+                           for t in self.tables] if self.calibration else []
 
     def update(self, leaf_pred: torch.Tensor, target: torch.Tensor, scores: torch.Tensor | None = None,
-               violations: torch.Tensor | None = None) -> None:
+               violations: torch.Tensor | None = None, levels: list[torch.Tensor] | None = None,
+               probs: torch.Tensor | None = None) -> None:
         target = target.to(self.leaf_pos.device)
         valid = target != self.ignore_index
         num_c = self.hierarchy.num_channels
@@ -256,36 +312,94 @@ class HierarchicalMetrics:
             self.inner += torch.bincount(idx, minlength=self.inner.numel()).view_as(self.inner)
         if scores is not None:
             violations = tree_violations(scores, self.hierarchy, 0.5)  # scores are probabilities
+        counted = valid & (self.scored[gt_pos.clamp(min=0)] | inner)
         if violations is not None:
             bad = violations.to(valid.device)
-            counted = valid & (self.scored[gt_pos.clamp(min=0)] | inner)
-            self.counts += torch.stack([(bad & counted).sum(), counted.sum()])
+            self.counts[:2] += torch.stack([(bad & counted).sum(), counted.sum()])
+        if levels is not None and not self.per_level:
+            raise ValueError("levels (one argmax per level) need per_level=True")
+        if probs is not None and not self.calibration:
+            raise ValueError("probs need calibration=True")
+        if not self.tables:
+            return
+        if self.per_level and levels is None:
+            raise ValueError("per_level=True needs levels: the predicted channel ids at every tree level")
+        if self.calibration and probs is None:
+            raise ValueError("calibration=True needs probs: the (B, C, H, W) node probabilities")
+        if levels is None:
+            levels = [t.to_level[pred] for t in self.tables]
+        else:
+            levels = [lv.to(pred.device).long() for lv in levels]
+            if len(levels) != len(self.tables) or any(lv.shape != pred.shape for lv in levels):
+                raise ValueError(f"levels must hold {len(self.tables)} maps shaped like leaf_pred {tuple(pred.shape)}")
+            if any(bool(((lv < 0) | (lv >= num_c)).any()) for lv in levels):
+                raise ValueError(f"levels hold ids outside [0, {num_c})")
+            off_path = torch.zeros_like(valid)
+            for t, lv in zip(self.tables, levels):
+                off_path |= lv != t.to_level[pred]
+            self.counts[2:] += torch.stack([(off_path & counted).sum(), counted.sum()])
+        for i, (t, lv) in enumerate(zip(self.tables, levels)):
+            gt = torch.where(valid, t.gt_class[safe_target], -1)
+            pc = t.pred_class[lv]
+            if self.per_level:
+                self.level_matrices[i].update(pc, gt.clamp(min=0), (gt >= 0) & (pc >= 0))
+            if self.calibration:
+                self._count_calibration(i, probs, lv, pc, gt)
+
+    def _count_calibration(self, i: int, probs: torch.Tensor, pred_channel: torch.Tensor, pred_class: torch.Tensor,
+                           gt: torch.Tensor) -> None:
+        """Add level ``i``'s pixels labelled there to its top-label and class-wise bins."""
+        probs = probs.to(gt.device)
+        if probs.shape[0] != gt.shape[0] or probs.shape[1] != self.hierarchy.num_channels or \
+                probs.shape[2:] != gt.shape[1:]:
+            raise ValueError(f"probs must be (B, {self.hierarchy.num_channels}, H, W) like the target "
+                             f"{tuple(gt.shape)}, got {tuple(probs.shape)}")
+        labelled = gt >= 0
+        confidence = probs.gather(1, pred_channel[:, None])[:, 0][labelled]
+        self.top_bins[i] += bin_sums(confidence, (pred_class == gt)[labelled])
+        gt_here = gt[labelled]
+        for j, c in enumerate(self.tables[i].classes):
+            self.class_bins[i][j] += bin_sums(probs[:, c][labelled], gt_here == j)
 
     def all_reduce(self) -> None:
         """Sum the counts of all processes (no-op outside torch.distributed)."""
         self.confusion.all_reduce()
+        for m in self.level_matrices:
+            m.all_reduce()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.counts)
-            if self.inner is not None:
-                dist.all_reduce(self.inner)
+            for t in [self.counts, self.top_bins, *self.class_bins] + ([self.inner] if self.inner is not None else []):
+                dist.all_reduce(t)
 
     def compute(self) -> dict:
-        """``{"levels": per_level_iou(...), "pixel_acc", "mistake_severity", "violation_rate",
+        """``{"levels": per_level_iou(...), "pixel_acc", "mistake_severity", "violation_rate", "non_path_rate",
         "num_pixels", "scored_leaves", "confusion"}`` (fractions, NaN where undefined; ``num_pixels`` = the
         scored pixels; ``confusion`` = the full (L, L) leaf matrix as nested lists, rows = ground truth, in
         ``hierarchy.leaves`` order; ``scored_leaves`` None = all; with partial labels also ``inner_pixels``, the
-        scored pixels labelled at inner nodes)."""
+        scored pixels labelled at inner nodes). ``non_path_rate`` is 0 unless ``per_level`` (the levels are
+        then the leaf's ancestors); with ``calibration`` each level adds ``ece``, ``classwise_ece``,
+        ``reliability``."""
         m = self.confusion.matrix.cpu()
         inner = None if self.inner is None else self.inner.cpu()
-        levels = per_level_iou(m, self.hierarchy, self.scored_leaves, inner)
-        viol, scored = self.counts.tolist()
+        if self.per_level:
+            levels = [level_entry(lm.matrix.cpu(), self.hierarchy, i + 1, t.classes)
+                      for i, (t, lm) in enumerate(zip(self.tables, self.level_matrices))][::-1]
+        else:
+            levels = per_level_iou(m, self.hierarchy, self.scored_leaves, inner)
+        if self.calibration:
+            for lv in levels:
+                i = lv["tree_level"] - 1
+                top, classwise = self.top_bins[i].cpu(), self.class_bins[i].cpu()
+                lv.update(ece=calibration_error(top), classwise_ece=calibration_error(classwise),
+                          reliability=reliability(top))
+        viol, counted, off_path, counted_levels = self.counts.tolist()
         positions = scored_positions(self.hierarchy, self.scored_leaves)
         num_inner = 0 if inner is None else int((inner if positions is None else inner[:, positions]).sum())
         report = {
             "levels": levels,
             "pixel_acc": levels[0]["pixel_acc"],
             "mistake_severity": mistake_severity(m, self.hierarchy, self.scored_leaves, inner),
-            "violation_rate": viol / scored if scored else math.nan,
+            "violation_rate": viol / counted if counted else math.nan,
+            "non_path_rate": (off_path / counted_levels if counted_levels else math.nan) if self.per_level else 0.0,
             "num_pixels": int(reduce_to_scored(m, positions).sum()) + num_inner,
             "scored_leaves": self.scored_leaves,
             "confusion": m.tolist(),
@@ -297,12 +411,20 @@ class HierarchicalMetrics:
 
 def format_report(report: dict, per_class: bool = False) -> str:
     """A plain-text table of :meth:`HierarchicalMetrics.compute` (percentages)."""
-    lines = [f"{'level':<8}{'tree level':>11}{'classes':>9}{'mIoU %':>9}{'pixel acc %':>13}"]
+    calibrated = "ece" in report["levels"][0]
+    head = f"{'level':<8}{'tree level':>11}{'classes':>9}{'mIoU %':>9}{'pixel acc %':>13}"
+    lines = [head + (f"{'ECE %':>8}{'cw-ECE %':>10}" if calibrated else "")]
     for lv in report["levels"]:
-        lines.append(f"{'mIoU^' + str(lv['k']):<8}{lv['tree_level']:>11}{len(lv['iou']):>9}"
-                     f"{100 * lv['miou']:>9.2f}{100 * lv['pixel_acc']:>13.2f}")
+        row = (f"{'mIoU^' + str(lv['k']):<8}{lv['tree_level']:>11}{len(lv['iou']):>9}"
+               f"{100 * lv['miou']:>9.2f}{100 * lv['pixel_acc']:>13.2f}")
+        lines.append(row + (f"{100 * lv['ece']:>8.2f}{100 * lv['classwise_ece']:>10.3f}" if calibrated else ""))
+    if "parent_scores" in report:
+        rule = {"path": "path inference (Eq. 3)", "sum": "inferred parents (summed leaf probabilities)"}
+        lines.append(f"levels predicted by {rule[report['parent_scores']]}, temperature {report['temperature']:.3g}")
     lines.append(f"mistake severity (mean tree distance of wrong pixels): {report['mistake_severity']:.3f}")
     lines.append(f"hierarchy violations before path inference: {100 * report['violation_rate']:.2f}% of pixels")
+    if report.get("parent_scores") == "sum":
+        lines.append(f"per-level predictions off one root-to-leaf path: {100 * report['non_path_rate']:.2f}% of pixels")
     if per_class:
         for lv in report["levels"]:
             lines.append(f"-- per-class IoU %, mIoU^{lv['k']}")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import builders, checkpoint as ckpt
 from .distributed import pick_device
-from .inference import model_logits_fn, predict_leaves
+from .inference import InferenceSettings, model_logits_fn, predict
 from .runs import load_trained_model
 
 
@@ -69,9 +69,10 @@ def image_outputs(images: Sequence[str | Path]) -> tuple[list[Path], list[Path]]
 
 
 def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, hierarchy, palette: torch.Tensor,
-                     ignore_index: int) -> list[Path]:
+                     ignore_index: int, levels: list[torch.Tensor] | None = None) -> list[Path]:
     """Write one image's (H, W) leaf map: ``{stem}_leaf.png`` and ``{stem}_k{k}.png`` per level (k as in
-    mIoU^k: k = 1 leaves ... D coarsest) under ``out_dir``. Returns the paths."""
+    mIoU^k: k = 1 leaves ... D coarsest) under ``out_dir``, the level maps coloured from ``levels`` ((H, W)
+    channel ids per tree level, inferred parents) or else from the leaf's ancestors. Returns the paths."""
     from hssn.data.palettes import colorize_level
 
     (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,8 @@ def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, hierarchy, p
     written = [target]
     for level in range(1, hierarchy.height + 1):
         target = out_dir / f"{stem}_k{hierarchy.height + 1 - level}.png"
-        Image.fromarray(colorize_level(leaf, hierarchy, palette, level, ignore_index).numpy()).save(target)
+        ids = leaf if levels is None else levels[level - 1]
+        Image.fromarray(colorize_level(ids, hierarchy, palette, level, ignore_index).numpy()).save(target)
         written.append(target)
     return written
 
@@ -104,7 +106,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     model = load_trained_model(cfg, checkpoint, checkpoint_path, hierarchy, device)
     amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
     fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], amp)
-    ev = cfg["eval"]
+    settings = InferenceSettings.from_config(cfg, meta["flip_pairs"])
     eval_size = cfg["data"]["eval_size"]
     fit = None if eval_size is None else Resize(tuple(int(v) for v in eval_size), keep_ratio=True)
     written = []
@@ -114,8 +116,8 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
         if fit is not None:  # the evaluator's resize (data.eval_size, keep ratio)
             image = resize_image(image, fit.target_size(*size))
         with torch.no_grad():
-            leaf, _ = predict_leaves(fn, image[None].to(device), hierarchy, cfg["loss"]["backend"],
-                                     ev["scales"], ev["flip"],
-                                     meta["flip_pairs"], size, ev["mode"], ev["crop_size"], ev["stride"])
-        written += write_prediction(leaf[0].cpu(), out_dir, stem, hierarchy, meta["palette"], meta["ignore_index"])
+            out = predict(fn, image[None].to(device), hierarchy, settings, size)
+        levels = None if out.levels is None else [lv[0].cpu() for lv in out.levels]
+        written += write_prediction(out.leaf[0].cpu(), out_dir, stem, hierarchy, meta["palette"],
+                                    meta["ignore_index"], levels)
     return written

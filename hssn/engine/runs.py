@@ -8,6 +8,7 @@ import torch
 
 from . import builders, checkpoint as ckpt
 from .distributed import cleanup, init_distributed
+from .calibration import draw_reliability
 from .evaluator import evaluate
 from .metrics import format_report, to_json_ready
 
@@ -32,22 +33,26 @@ def default_metrics_path(checkpoint_path: str | Path) -> Path:
 
 def run_eval(cfg: dict, checkpoint_path: str | Path, out: str | Path | None = None, per_class: bool = False) -> dict:
     """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
-    the metrics JSON to ``out`` (default :func:`default_metrics_path`). Returns the report."""
+    the metrics JSON to ``out`` (default :func:`default_metrics_path`) and, with ``eval.calibration``, the
+    reliability diagram beside it (``.reliability.png``). Returns the report."""
     info = init_distributed(cfg["train"]["device"])
     try:
         builders.check_choices(cfg, info.device)
         dataset = builders.build_dataset(cfg, "val")
         model = load_trained_model(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path, dataset.hierarchy,
                                    info.device)
-        amp = bool(cfg["train"]["amp"]) and info.device.type == "cuda"
-        report = evaluate(model, dataset, cfg["eval"], cfg["model"]["mean"], cfg["model"]["std"], info, amp,
-                          cfg["loss"]["backend"], progress=cfg["train"]["progress"])
+        report = evaluate(model, dataset, cfg, info, cfg["train"]["progress"])
         if info.is_main:
             print(format_report(report, per_class=per_class))
             path = Path(out) if out else default_metrics_path(checkpoint_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
             print(f"metrics: {path}")
+            if "ece" in report["levels"][0]:
+                figure = path.with_suffix(".reliability.png")
+                draw_reliability(report, figure, f"{cfg['name']}: {Path(checkpoint_path).name}, "
+                                                 f"{report['parent_scores']} levels, T = {report['temperature']:.3g}")
+                print(f"reliability diagram: {figure}")
         return report
     finally:
         cleanup()

@@ -247,15 +247,13 @@ class Trainer:
         """Metrics on the val split: single scale without flip, or the config's TTA with ``full_tta``."""
         if not hasattr(self, "val_set"):
             self.val_set = builders.build_dataset(self.cfg, "val")
-        kwargs = {} if full_tta else {"scales": [1.0], "flip": False}
-        report = evaluate(self.model, self.val_set, self.cfg["eval"], self.cfg["model"]["mean"],
-                          self.cfg["model"]["std"], self.info, self.amp, self.cfg["loss"]["backend"],
-                          progress=self.cfg["train"]["progress"], **kwargs)
+        report = evaluate(self.model, self.val_set, self.cfg, self.info, self.cfg["train"]["progress"], full_tta)
         self.model.train()
         if self.info.is_main:
             flat = {f"mIoU{lv['k']}": lv["miou"] for lv in report["levels"]}
+            flat.update({f"ECE{lv['k']}": lv["ece"] for lv in report["levels"] if "ece" in lv})
             flat.update(pixel_acc=report["pixel_acc"], mistake_severity=report["mistake_severity"],
-                        violation_rate=report["violation_rate"])
+                        violation_rate=report["violation_rate"], non_path_rate=report["non_path_rate"])
             self.logger.log("eval", self.step, flat)
         return report
 
