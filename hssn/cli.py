@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-bce", action="store_true", help="also train the BCE baseline and compare")
     p.add_argument("--ablation", nargs="?", const="losses", metavar="EXPERIMENT",
                    help="the long mode: 'losses' (default), the paper's loss ablation, 7 variants x 3 seeds (about "
-                        "21 min on 2 cores); 'coarse', fine labels vs fine + coarse labels, 4 x 3 seeds (about 20 min)")
+                        "21 min on 2 cores); 'coarse', fine labels vs fine + coarse labels, 4 x 3 seeds (about 20 min); "
+                        "'hierarchy', HSSN vs flat CCE with inferred parents vs BCE, in-domain and shifted, 3 x 3 seeds")
     return parser
 
 

@@ -17,7 +17,9 @@ def _tuples(kwargs: dict) -> dict:
 
 def build_dataset(cfg: dict, split: str, split_name: str | None = None) -> Dataset:
     """The "train" or "val" dataset of ``cfg`` with its transforms and kwargs; ``split`` picks the config's split
-    name unless ``split_name`` names another split of the data (e.g. ``eval.temperature_split``)."""
+    name unless ``split_name`` names another split of the data (e.g. ``eval.temperature_split``). With
+    ``eval.label_mapping`` a val dataset's labels are mapped onto the mapping's target tree
+    (:class:`hssn.data.mapping.MappedDataset`)."""
     from hssn.data import build_dataset as build
     from hssn.data import transforms as T
     from hssn.data.registry import accepts
@@ -41,6 +43,13 @@ def build_dataset(cfg: dict, split: str, split_name: str | None = None) -> Datas
     elif split == "val" and d["eval_size"] is not None:
         ds.transforms = T.build_eval_transforms(tuple(int(s) for s in d["eval_size"]), keep_ratio=True,
                                                 ignore_index=ds.ignore_index, resize_label=d["eval_resize_label"])
+    if split == "val" and cfg["eval"]["label_mapping"] is not None:
+        from hssn.data.mapping import LabelMapping, MappedDataset
+
+        try:
+            ds = MappedDataset(ds, LabelMapping.load(cfg["eval"]["label_mapping"]))
+        except ValueError as err:
+            raise ValueError(f"eval.label_mapping: {err}") from None
     return ds
 
 

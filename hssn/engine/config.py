@@ -157,6 +157,8 @@ DEFAULTS: dict[str, Any] = {
         "calibration": True,            # ECE / class-wise ECE per level (keeps full-size probabilities)
         "temperature": None,            # logits / T before probabilities: null (T = 1) | a number | fit
         "temperature_split": None,      # the held-out data split `temperature: fit` fits T on
+        "label_mapping": None,          # cross-dataset: a mapping file (or shipped name) of the val data's
+                                        # classes onto the model's tree (README "Cross-dataset evaluation")
     },
 }
 
@@ -298,6 +300,7 @@ TYPES: dict[tuple[str, ...], tuple[type, ...]] = {
     ("loss", "beta_steps"): (int, NONE_TYPE),
     ("eval", "temperature"): (int, float, str, NONE_TYPE),
     ("eval", "temperature_split"): (str, NONE_TYPE),
+    ("eval", "label_mapping"): (str, NONE_TYPE),
 }
 """Keys whose type is not the type of their default (a float default also takes ints)."""
 

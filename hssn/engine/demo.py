@@ -20,8 +20,10 @@ from typing import Sequence
 
 import torch
 
-from .config import load_config
+from . import builders
+from .config import apply_overrides, load_config
 from .distributed import DistInfo, pick_device
+from .evaluator import evaluate
 from .inference import InferenceSettings, model_logits_fn, predict
 from .metrics import format_report, majority_baseline, to_json_ready
 from .trainer import Trainer
@@ -84,7 +86,21 @@ COARSE_SCHEDULE = [f"train.iters={COARSE_ITERS}", "train.batch_size=16", "optim.
 """The coarse-label experiment's schedule: the scenes (overlapping shapes and boxes, 100 validation scenes),
 batch, learning rate, head width and ASPP rates its committed table (docs/demo-coarse-labels.md) was measured
 with (the demo has since moved on: ``hssn/configs/synthetic.yaml``)."""
-SCHEDULES = {"losses": ABLATION_SCHEDULE, "coarse": COARSE_SCHEDULE}
+HIERARCHY_EXPERIMENT = {
+    "hssn": ("FTM + tree-triplet, path inference (HSSN)",
+             ["loss.segmentation=ftm", "loss.triplet=hierarchy", "eval.parent_scores=path"]),
+    "flat": ("flat CCE, inferred parents", ["loss.segmentation=cce", "loss.triplet=null", "eval.parent_scores=sum"]),
+    "bce": ("BCE, path inference", ["loss.segmentation=bce", "loss.triplet=null", "eval.parent_scores=path"]),
+}
+"""``--ablation hierarchy``: does the hierarchy help? HSSN against a flat softmax network whose parents are
+inferred (summed leaf probabilities, each level its own argmax) and against per-node BCE."""
+SHIFT = ["data.val_kwargs.noise=0.08", "data.val_kwargs.pattern_scale=1.5", "data.val_kwargs.shape_scale=1.2",
+         "data.val_kwargs.overlap=true"]
+"""The hierarchy experiment's synthetic domain shift: the same validation scenes (seed, count) rendered with
+more noise, finer textures, smaller shapes and shapes / boxes that may cover each other."""
+HIERARCHY_SCHEDULE = ABLATION_SCHEDULE + ["eval.calibration=true", "eval.temperature=null"]
+"""The hierarchy experiment runs on the loss ablation's schedule, calibration counted at T = 1."""
+SCHEDULES = {"losses": ABLATION_SCHEDULE, "coarse": COARSE_SCHEDULE, "hierarchy": HIERARCHY_SCHEDULE}
 """``--ablation`` experiment -> the overrides of the synthetic config it runs on."""
 ERROR_COLORS = {
     "correct": (235, 235, 235),
@@ -252,14 +268,25 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+HIERARCHY_METRICS = [
+    *METRICS[:3],
+    *[(f"ECE^{k} %", lambda r, k=k: 100 * r["levels"][k - 1]["ece"]) for k in (1, 2, 3)],
+    ("cw-ECE^1 %", lambda r: 100 * r["levels"][0]["classwise_ece"]),
+    ("non-path %", lambda r: 100 * r["non_path_rate"]),
+    METRICS[5],
+]
+"""The hierarchy experiment's columns: mIoU and ECE per level, leaf class-wise ECE, the share of pixels whose
+levels are not one path, the violation rate."""
+
+
 def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: float,
-                      titles: dict[str, str] | None = None) -> str:
+                      titles: dict[str, str] | None = None, metrics=METRICS) -> str:
     """The ablation as a Markdown table: mean +- std over seeds of every metric, one row per variant."""
     titles = titles or {k: v[0] for k, v in ABLATION.items()}
-    lines = ["| variant | " + " | ".join(name for name, _ in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    lines = ["| variant | " + " | ".join(name for name, _ in metrics) + " |", "|---|" + "---|" * len(metrics)]
     for key, reports in results.items():
         cells = []
-        for _, get in METRICS:
+        for _, get in metrics:
             mean, std = _mean_std([get(r) for r in reports])
             cells.append(f"{mean:.2f} +- {std:.2f}")
         lines.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
@@ -268,44 +295,50 @@ def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: flo
     return "\n".join(head + lines) + "\n"
 
 
-def draw_ablation(results: dict[str, list[dict]], path: Path, titles: dict[str, str] | None = None,
-                  what: str = "loss ablation") -> None:
-    """Bars (mean, std whiskers) of mIoU per level and mistake severity for every ablation variant."""
+def draw_ablation(rows: dict[str, dict[str, list[dict]]], path: Path, titles: dict[str, str] | None = None,
+                  what: str = "loss ablation", panels=(METRICS[0], METRICS[1], METRICS[2], METRICS[4])) -> None:
+    """Bars (mean, std whiskers) of each of ``panels`` (name, value of a report) for every variant; one row of
+    panels per entry of ``rows`` (row title -> {variant: [report per seed]})."""
     titles = titles or {k: v[0] for k, v in ABLATION.items()}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(results)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
-    for ax, (name, get) in zip(axes, [METRICS[0], METRICS[1], METRICS[2], METRICS[4]]):
-        stats = [_mean_std([get(r) for r in results[k]]) for k in keys]
-        ax.bar(range(len(keys)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
-               color=[f"C{i}" for i in range(len(keys))])
-        ax.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=8)
-        ax.set_title(name + (" (lower is better)" if name == "severity" else " %"), fontsize=9)
-        finite = [m for m, _ in stats if not math.isnan(m)]
-        if finite and name != "severity":
-            ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
+    keys = list(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(4 * len(panels), 3.4 * len(rows) + 0.6), squeeze=False)
+    for row, (row_title, results) in zip(axes, rows.items()):
+        for ax, (name, get) in zip(row, panels):
+            stats = [_mean_std([get(r) for r in results[k]]) for k in keys]
+            ax.bar(range(len(keys)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
+                   color=[f"C{i}" for i in range(len(keys))])
+            ax.set_xticks(range(len(keys)), keys, rotation=35, ha="right", fontsize=8)
+            lower = name == "severity" or "ECE" in name or "%" in name and name.startswith(("non", "viol"))
+            ax.set_title(f"{row_title}: {name}" if len(rows) > 1 else name, fontsize=9)
+            ax.set_ylabel("lower is better" if lower else "%" if name.startswith("mIoU") else "", fontsize=8)
+            finite = [m for m, _ in stats if not math.isnan(m)]
+            if finite and name.startswith("mIoU"):
+                ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
     handles = [plt.Rectangle((0, 0), 1, 1, color=f"C{i}") for i in range(len(keys))]
     fig.legend(handles, [titles[k] for k in keys], loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"{what} on the synthetic scenes, {len(ABLATION_SEEDS)} seeds (mean, std)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.6 / (3.4 * len(rows) + 0.6) + 0.04, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 EXPERIMENTS = tuple(SCHEDULES)
-"""``hssn demo --ablation [EXPERIMENT]``: the paper's loss ablation, or the coarse-label experiment."""
+"""``hssn demo --ablation [EXPERIMENT]``: the paper's loss ablation, the coarse-label experiment, or the
+hierarchy experiment (:data:`HIERARCHY_EXPERIMENT`)."""
 
 
 def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence[str] = (),
                  variants: Sequence[str] | None = None, seeds: Sequence[int] = ABLATION_SEEDS,
                  experiment: str = "losses") -> dict:
-    """Every variant of ``experiment`` (:data:`ABLATION`, or :func:`coarse_experiment`) x seed on the same
-    schedule; writes ``ablation.md``, ``ablation.png`` and ``ablation.json`` into ``out_dir``; returns
-    ``{variant: [report per seed]}``."""
+    """Every variant of ``experiment`` (:data:`ABLATION`, :func:`coarse_experiment` or
+    :data:`HIERARCHY_EXPERIMENT`) x seed on the same schedule; writes ``ablation.md``, ``ablation.png`` and
+    ``ablation.json`` into ``out_dir``; returns ``{evaluation: {variant: [report per seed]}}``, the evaluation
+    "all" (the validation scenes), or for the hierarchy experiment "in-domain" and "shifted" (:data:`SHIFT`)."""
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +346,7 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose from {EXPERIMENTS}")
     schedule = SCHEDULES[experiment]
-    table_of = ABLATION if experiment == "losses" else coarse_experiment(
+    table_of = {"losses": ABLATION, "hierarchy": HIERARCHY_EXPERIMENT}.get(experiment) or coarse_experiment(
         load_config("synthetic", [*schedule, *overrides]))
     titles = {k: v[0] for k, v in table_of.items()}
     keys = list(variants or table_of)
@@ -321,23 +354,38 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; choose from {list(table_of)}")
     results: dict[str, list[dict]] = {k: [] for k in keys}
+    shifted: dict[str, list[dict]] = {k: [] for k in keys}
     runs = [(k, s) for k in keys for s in seeds]
     for i, (key, seed) in enumerate(runs, start=1):
         cfg = load_config("synthetic", [*schedule, *overrides, *table_of[key][1], f"train.seed={seed}",
                                         f"train.output_dir={out / f'{key}_seed{seed}'}", f"name=ablation_{key}",
                                         "train.eval_at_end=true", "train.progress=false"])
-        _, result, sec = _train(cfg, info)
+        trainer, result, sec = _train(cfg, info)
         results[key].append(result["report"])
         lv = result["report"]["levels"]
-        print(f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = "
-              + " / ".join(f"{100 * x['miou']:.2f}" for x in lv) + f" ({sec:.0f} s)", flush=True)
+        line = f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = " + " / ".join(
+            f"{100 * x['miou']:.2f}" for x in lv)
+        if experiment == "hierarchy":
+            moved = apply_overrides(cfg, SHIFT)
+            shifted[key].append(evaluate(trainer.model, builders.build_dataset(moved, "val"), moved, info))
+            line += ", shifted " + " / ".join(f"{100 * x['miou']:.2f}" for x in shifted[key][-1]["levels"])
+        print(line + f" ({sec:.0f} s)", flush=True)
     seconds = time.perf_counter() - start
     command = "hssn demo --ablation" + ("" if experiment == "losses" else f" {experiment}") \
         + "".join(f" {o}" for o in overrides)
-    table = ablation_markdown(results, command, seconds, titles)
-    what = "loss ablation" if experiment == "losses" else "fine vs fine + coarse labels"
+    what = {"losses": "loss ablation", "coarse": "fine vs fine + coarse labels",
+            "hierarchy": "does the hierarchy help"}[experiment]
+    if experiment == "hierarchy":
+        rows = {"in-domain": results, "shifted": shifted}
+        table = "\n".join(f"## {name}\n\n" + ablation_markdown(r, command, seconds, titles, HIERARCHY_METRICS)
+                          for name, r in rows.items())
+        panels = (HIERARCHY_METRICS[0], HIERARCHY_METRICS[2], HIERARCHY_METRICS[3], HIERARCHY_METRICS[5],
+                  HIERARCHY_METRICS[7])
+    else:
+        rows, table, panels = {"all": results}, ablation_markdown(results, command, seconds, titles), None
     (out / "ablation.md").write_text(f"# {what[0].upper() + what[1:]} on the synthetic scenes\n\n" + table)
-    (out / "ablation.json").write_text(json.dumps(to_json_ready({"results": results, "seconds": seconds}), indent=1))
-    draw_ablation(results, out / "ablation.png", titles, what)
+    saved = {"results": results, "seconds": seconds, **({"shifted": shifted} if experiment == "hierarchy" else {})}
+    (out / "ablation.json").write_text(json.dumps(to_json_ready(saved), indent=1))
+    draw_ablation(rows, out / "ablation.png", titles, what, *([panels] if panels else []))
     print("\n" + table + f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}")
-    return results
+    return rows

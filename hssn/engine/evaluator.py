@@ -64,7 +64,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     metrics.all_reduce()
     report = metrics.compute()
     report.update(scales=list(settings.scales), flip=settings.flip, num_images=length,
-                  parent_scores=settings.parent_scores, temperature=settings.temperature)
+                  parent_scores=settings.parent_scores, temperature=settings.temperature,
+                  temperature_fit_on=ev["temperature_split"] if ev["temperature"] == "fit" else None)
     return report
 
 

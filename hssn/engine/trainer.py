@@ -247,6 +247,9 @@ class Trainer:
         """Metrics on the val split: single scale without flip, or the config's TTA with ``full_tta``."""
         if not hasattr(self, "val_set"):
             self.val_set = builders.build_dataset(self.cfg, "val")
+            if self.val_set.hierarchy != self.hierarchy:
+                raise ValueError("the val data's class tree differs from the training data's (the model's): map its "
+                                 "classes onto the model's tree with eval.label_mapping")
         report = evaluate(self.model, self.val_set, self.cfg, self.info, self.cfg["train"]["progress"], full_tta)
         self.model.train()
         if self.info.is_main:
