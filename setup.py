@@ -112,7 +112,7 @@ setup(
     version="0.1.0",
     description="Fused kernels and a training stack for hierarchical semantic segmentation (HSSN, CVPR 2022)",
     packages=find_packages(include=["hssn_kernels*", "hssn*", "benchmarks*"]),
-    package_data={"hssn_kernels": ["py.typed", "gpu_table.json", "tested_stacks.json"], "hssn": ["hierarchies/data/*", "configs/*.yaml"]},
+    package_data={"hssn_kernels": ["py.typed", "gpu_table.json", "tested_stacks.json"], "hssn": ["hierarchies/data/*", "hierarchies/mappings/*.yaml", "configs/*.yaml"]},
     python_requires=f">={_oldest('python')}",
     install_requires=[
         f"torch>={_oldest('torch')}",

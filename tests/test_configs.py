@@ -12,10 +12,12 @@ from hssn.engine import builders  # noqa: E402
 from hssn.engine.config import DEFAULTS, available, load_config, parse_override  # noqa: E402
 
 ARCHS = ("deeplabv3plus_r101", "ocrnet_hrw48", "maskformer_swins")
-DATASETS = ("cityscapes", "mapillary_v2", "lip", "pascal_person_part")
-PAPER = {  # iterations, batch, crop
+PAPER_DATASETS = ("cityscapes", "mapillary_v2", "lip", "pascal_person_part")
+DATASETS = PAPER_DATASETS + ("ade20k", "pascal_part108")
+PAPER = {  # iterations, batch, crop; ADE20K: the usual ADE20K schedule, PASCAL-Part-108: LogicSeg's (no paper rows)
     "cityscapes": (80000, 8, [512, 1024]), "mapillary_v2": (240000, 8, [512, 1024]),
-    "lip": (160000, 16, [480, 480]), "pascal_person_part": (80000, 16, [480, 480]),
+    "lip": (160000, 16, [480, 480]), "pascal_person_part": (80000, 16, [480, 480]), "ade20k": (160000, 16, [512, 512]),
+    "pascal_part108": (60000, 16, [512, 512]),
 }
 
 
@@ -64,20 +66,23 @@ def test_configs_build_their_datasets(dataset, tmp_path):
         "mapillary_v2": lambda r, s: fx.make_mapillary(r, {"train": "training", "val": "validation"}[s]),
         "lip": lambda r, s: fx.make_lip(r, s),
         "pascal_person_part": lambda r, s: fx.make_pascal_person_part(r, s),
+        "ade20k": lambda r, s: fx.make_ade20k(r, s),
+        "pascal_part108": lambda r, s: fx.make_pascal_part108(r, s),
     }
     for split in ("train", "val"):
         makers[dataset](tmp_path, split)
     cfg = load_config(f"deeplabv3plus_r101_{dataset}", [f"data.root={tmp_path}", "data.crop_size=[24, 40]"])
-    if dataset == "mapillary_v2":
+    if dataset in ("mapillary_v2", "ade20k", "pascal_part108"):
         cfg = load_config(f"deeplabv3plus_r101_{dataset}", [f"data.root={tmp_path}", "data.crop_size=[24, 40]",
                                                             "data.train_resize=[64, 96]", "data.eval_size=[16, 24]"])
     train, val = builders.build_dataset(cfg, "train"), builders.build_dataset(cfg, "val")
     item = train[0]
     assert item["image"].shape == (3, 24, 40) and item["label"].shape == (24, 40)
     vitem = val[0]
-    if dataset == "mapillary_v2":  # scored at the label's native size (the official protocol), image resized
+    if dataset in ("mapillary_v2", "ade20k", "pascal_part108"):  # scored at the label's native size (the official protocol), image resized
         assert vitem["image"].shape[1:] == (16, 24) and vitem["label"].shape == (32, 48)
-        assert train.scored_leaves == train.evaluated and cfg["eval"]["scored_classes"] == "dataset"
+        if dataset == "mapillary_v2":
+            assert train.scored_leaves == train.evaluated and cfg["eval"]["scored_classes"] == "dataset"
     else:
         assert vitem["image"].shape[1:] == vitem["label"].shape
     if dataset == "lip":

@@ -296,11 +296,12 @@ def test_empty_image_folder(tmp_path):
 
 # ----------------------------------------------------------------------------------------- registry
 def test_build_dataset_unknown_and_missing_root(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'ade20k'; available: cityscapes, folder, lip"):
-        build_dataset("ade20k", root=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset 'coco'; available: ade20k, cityscapes, folder, lip"):
+        build_dataset("coco", root=tmp_path)
     with pytest.raises(ValueError, match="needs root="):
         build_dataset("lip")
-    assert set(available()) >= {"cityscapes", "mapillary_v2", "lip", "pascal_person_part", "folder", "synthetic"}
+    assert set(available()) >= {"cityscapes", "mapillary_v2", "lip", "pascal_person_part", "ade20k", "folder",
+                                "synthetic"}
 
 
 def test_build_dataset_synthetic():
@@ -318,3 +319,70 @@ def test_dataloader_with_train_transforms(tmp_path):
     assert batch["image"].shape == (3, 3, 24, 24) and batch["label"].shape == (3, 24, 24)
     valid = batch["label"][batch["label"] != 255]
     assert valid.min() >= 0 and valid.max() < 20
+
+
+def test_ade20k_void_is_ignored_and_ids_1_to_150_are_the_leaves(tmp_path):
+    from hssn.data.ade20k import ADE20KDataset
+
+    raws = fx.make_ade20k(tmp_path, "val")
+    ds = ADE20KDataset(tmp_path, "val")  # the folder holding ADEChallengeData2016
+    assert len(ds) == 3 and ds.hierarchy.num_leaves == 150 and ds.palette.shape == (150, 3)
+    for i, key in enumerate(sorted(raws)):
+        label = ds[i]["label"]
+        raw = torch.from_numpy(raws[key].astype(np.int64))
+        assert (label[raw == 0] == 255).all()
+        assert torch.equal(label[raw > 0], raw[raw > 0] - 1)
+    assert len(ADE20KDataset(tmp_path / "ADEChallengeData2016", "validation")) == 3  # the folder itself
+    names = ds.hierarchy.names
+    assert [names[c] for c in (0, 12, 20, 149)] == ["wall", "person", "car", "flag"]
+    with pytest.raises(ValueError, match="split"):
+        ADE20KDataset(tmp_path, "test")
+
+
+def test_ade20k_label_above_150_names_the_file(tmp_path):
+    from hssn.data.ade20k import ADE20KDataset
+
+    raws = fx.make_ade20k(tmp_path, "train", n=1)
+    stem = next(iter(raws))
+    bad = raws[stem].copy()
+    bad[0, 0] = 151
+    fx._save(bad, tmp_path / "ADEChallengeData2016" / "annotations" / "training" / f"{stem}.png")
+    with pytest.raises(ValueError, match=stem):
+        ADE20KDataset(tmp_path, "train")[0]
+
+
+def test_ade20k_tree_file_is_logicsegs_groups_over_the_standard_class_order():
+    from hssn import hierarchies
+
+    tree, meta = hierarchies.get("ade20k"), hierarchies.metadata("ade20k")
+    assert [len(tree.nodes_at_level(lvl)) for lvl in (1, 2, 3)] == [3, 14, 150]
+    assert list(tree.leaves) == list(range(150))
+    assert {tree.names[c] for c in tree.nodes_at_level(1)} == {"Construction", "Object", "Nature"}
+    assert {tree.names[c] for c in tree.nodes_at_level(2)} == {
+        "flat", "structure", "barrier", "sign", "furniture", "vehicle", "support", "device", "container", "fabric",
+        "other objects", "living things", "plant-group", "nature"}
+    group = {tree.names[c]: tree.names[tree.parents[c]] for c in tree.leaves}
+    assert group["person"] == group["animal"] == "living things"
+    assert {group[n] for n in ("car", "bus", "truck", "van", "boat", "ship", "airplane", "bicycle", "minibike")} == {
+        "vehicle"}
+    assert "lingorX/LogicSeg" in meta["rule"] and "mmseg/models/losses/ade20k.py" in meta["rule"]
+    assert "not published" in meta["rule"] and "LogicSeg 16" in meta["rule"]
+
+
+def test_pascal_part108_reads_logicsegs_layout_and_tree(tmp_path):
+    from hssn.data.pascal_part108 import PascalPart108Dataset
+
+    raws = fx.make_pascal_part108(tmp_path, "val")
+    ds = PascalPart108Dataset(tmp_path, "val")
+    tree = ds.hierarchy
+    assert (tree.num_leaves, tree.num_channels, len(tree.nodes_at_level(1))) == (108, 123, 21)
+    for i, key in enumerate(sorted(raws)):
+        label = ds[i]["label"]
+        raw = torch.from_numpy(raws[key].astype(np.int64))
+        assert torch.equal(label, raw)  # 0-107 are the leaves, 255 is void
+    names = tree.names
+    assert names[tree.parents[names.index("person hair")]] == "person" and tree.parents[0] == -1  # background
+    assert tree.level(names.index("boat")) == 1 and tree.is_leaf(names.index("tv screen"))
+    assert "lingorX/LogicSeg" in hierarchies.metadata("pascal_part108")["rule"]
+    with pytest.raises(FileNotFoundError, match="img_dir"):
+        PascalPart108Dataset(tmp_path, "train")

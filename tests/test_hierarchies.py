@@ -78,8 +78,9 @@ def test_flip_pairs():
 
 
 def test_unknown_name_lists_available():
-    with pytest.raises(ValueError, match="available: cityscapes, lip, mapillary_v2, mapillary_v2_merged, pascal_person_part"):
-        hierarchies.get("ade20k")
+    with pytest.raises(ValueError, match="available: ade20k, cityscapes, lip, mapillary_v2, mapillary_v2_merged, "
+                                         "pascal_part108, pascal_person_part"):
+        hierarchies.get("coco")
 
 
 def test_metadata_is_a_copy():

@@ -29,6 +29,8 @@ _REGISTRY: dict[str, DatasetEntry] = {
     "mapillary_v2": DatasetEntry("hssn.data.mapillary", "MapillaryVistasDataset"),
     "lip": DatasetEntry("hssn.data.lip", "LIPDataset"),
     "pascal_person_part": DatasetEntry("hssn.data.pascal_person_part", "PascalPersonPartDataset"),
+    "ade20k": DatasetEntry("hssn.data.ade20k", "ADE20KDataset"),
+    "pascal_part108": DatasetEntry("hssn.data.pascal_part108", "PascalPart108Dataset"),
     "folder": DatasetEntry("hssn.data.folder", "FolderDataset"),
     "synthetic": DatasetEntry("hssn.data.synthetic", "SyntheticDataset", needs_root=False),
     "mixed": DatasetEntry("hssn.data.mixed", "MixedDataset", needs_root=False),
