@@ -21,6 +21,8 @@ Conventions (README "Conventions"):
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -516,11 +518,30 @@ def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=25
     return table[:, 0], table[:, 1], table[:, 2]
 
 
+def _row_scale(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1) 1 / max |x| of each row of (N, E) ``x`` (1 where that is below the dtype's smallest normal), detached:
+    distances are computed on rows scaled by it, which leaves their value and gradient unchanged and keeps the
+    sums of squares finite (norms of 1e25 overflow float32 squared). An inf row gets 0 (its distances NaN)."""
+    m = torch.nan_to_num(x.detach().abs(), nan=0.0, posinf=math.inf).amax(-1, keepdim=True)
+    return torch.where(m > torch.finfo(x.dtype).tiny, 1.0 / m, torch.ones_like(m))
+
+
 def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
+    """(N,) distances of the (N, E) rows: cosine ``(1 - u.v / max(|u||v|, COSINE_EPS)) / 2`` or ``|u - v|``, both
+    computed on scaled rows (:func:`_row_scale`: each row its own scale for the cosine, one per pair for the
+    euclidean distance)."""
     if distance == "cosine":
-        cos = (u * v).sum(-1) / (torch.linalg.vector_norm(u, dim=-1) * torch.linalg.vector_norm(v, dim=-1)).clamp_min(COSINE_EPS)
+        su, sv = _row_scale(u), _row_scale(v)
+        us, vs = u * su, v * sv
+        nu, nv = torch.linalg.vector_norm(us, dim=-1), torch.linalg.vector_norm(vs, dim=-1)
+        clamped = ~((nu / su[:, 0]) * (nv / sv[:, 0]) >= COSINE_EPS)  # |u||v| < eps, from finite factors
+        dot = (us * vs).sum(-1)
+        # clamped: u.v / eps on the rows themselves; |u_i v_i| <= |u||v| < eps cannot overflow
+        raw = torch.where(clamped[:, None], u, torch.zeros_like(u)) * v
+        cos = torch.where(clamped, raw.sum(-1) / COSINE_EPS, dot / torch.where(clamped, torch.ones_like(dot), nu * nv))
         return (1.0 - cos) / 2.0
-    return torch.linalg.vector_norm(u - v, dim=-1)
+    s = torch.minimum(_row_scale(u), _row_scale(v))  # 1 / the larger of the two rows' max |value|
+    return torch.linalg.vector_norm(u * s - v * s, dim=-1) / s[:, 0]
 
 
 def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance,

@@ -163,6 +163,27 @@ def _triplet_kernel(
     op = _row_offset(qp, H, W, s_b, s_h, s_w)
     on = _row_offset(qn, H, W, s_b, s_h, s_w)
     cols = tl.arange(0, BLOCK_E).to(tl.int64)
+    # row scales (kernels/common.h row_scales): rows are read as x * r, r = 1 / max |x| (1 below the smallest
+    # normal); cosine rows each their own, euclidean rows one common r; the distances do not change
+    max_a = tl.zeros([BLOCK_E], dtype=tl.float32)
+    max_p = tl.zeros([BLOCK_E], dtype=tl.float32)
+    max_n = tl.zeros([BLOCK_E], dtype=tl.float32)
+    for e0 in range(0, E, BLOCK_E):
+        m = ((e0 + cols) < E) & live
+        max_a = tl.maximum(max_a, tl.abs(tl.load(e_ptr + oa + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)))
+        max_p = tl.maximum(max_p, tl.abs(tl.load(e_ptr + op + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)))
+        max_n = tl.maximum(max_n, tl.abs(tl.load(e_ptr + on + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)))
+    ma = tl.max(max_a, 0)
+    mp = tl.max(max_p, 0)
+    mn = tl.max(max_n, 0)
+    if DIST != 0:
+        ma = tl.maximum(tl.maximum(ma, mp), mn)
+        mp = ma
+        mn = ma
+    tiny = 1.1754943508222875e-38
+    ra = tl.where(ma > tiny, 1.0 / ma, 1.0)
+    rp = tl.where(mp > tiny, 1.0 / mp, 1.0)
+    rn = tl.where(mn > tiny, 1.0 / mn, 1.0)
     acc_ap = tl.zeros([BLOCK_E], dtype=tl.float32)
     acc_an = tl.zeros([BLOCK_E], dtype=tl.float32)
     acc_aa = tl.zeros([BLOCK_E], dtype=tl.float32)
@@ -170,9 +191,9 @@ def _triplet_kernel(
     acc_nn = tl.zeros([BLOCK_E], dtype=tl.float32)
     for e0 in range(0, E, BLOCK_E):
         m = ((e0 + cols) < E) & live
-        va = tl.load(e_ptr + oa + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
-        vp = tl.load(e_ptr + op + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
-        vn = tl.load(e_ptr + on + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
+        va = tl.load(e_ptr + oa + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * ra
+        vp = tl.load(e_ptr + op + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * rp
+        vn = tl.load(e_ptr + on + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * rn
         if DIST == 0:
             acc_ap += va * vp
             acc_an += va * vn
@@ -188,13 +209,21 @@ def _triplet_kernel(
         nn = tl.sqrt(tl.sum(acc_nn, 0))
         dot_p = tl.sum(acc_ap, 0)
         dot_n = tl.sum(acc_an, 0)
-        den_p = tl.maximum(na * npp, eps)
-        den_n = tl.maximum(na * nn, eps)
-        d_p = (1.0 - dot_p / den_p) / 2.0
-        d_n = (1.0 - dot_n / den_n) / 2.0
+        # kernels/common.h triplet_grad: not clamped (|a||p| >= eps) on the scaled rows; clamped a.p / eps
+        ma = 1.0 / ra
+        mp = 1.0 / rp
+        mn = 1.0 / rn
+        clamp_p = ((na * ma) * (npp * mp) >= eps) == 0
+        clamp_n = ((na * ma) * (nn * mn) >= eps) == 0
+        den_p = tl.where(clamp_p, 1.0, na * npp)
+        den_n = tl.where(clamp_n, 1.0, na * nn)
+        d_p = (1.0 - tl.where(clamp_p, dot_p * (ma * mp) / eps, dot_p / den_p)) / 2.0
+        d_n = (1.0 - tl.where(clamp_n, dot_n * (ma * mn) / eps, dot_n / den_n)) / 2.0
+        dist_gap = d_p - d_n
     else:
-        d_p = tl.sqrt(tl.sum(acc_ap, 0))
+        d_p = tl.sqrt(tl.sum(acc_ap, 0))  # scaled distances: |a - p| = d_p / ra
         d_n = tl.sqrt(tl.sum(acc_an, 0))
+        dist_gap = (d_p - d_n) / ra
     margin = margin_eps
     if HIER_MARGIN:  # every table read bounded: unused slots and labels outside the tree read nothing
         la = _leaf_of(t_ptr, leaf_index_ptr, qa, C, live)
@@ -204,23 +233,25 @@ def _triplet_kernel(
         gap = tl.load(dist_ptr + la * L + ln, mask=ok, other=0) - tl.load(dist_ptr + la * L + lp, mask=ok, other=0)
         margin = margin_eps + margin_scale * gap.to(tl.float32) * inv_two_height
         margin = tl.where(ok | (live == 0), margin, float("nan"))  # a label that is no leaf: NaN loss
-    hinge = d_p - d_n + margin
+    hinge = dist_gap + margin
     hinge = tl.where(hinge != hinge, hinge, tl.maximum(hinge, 0.0))  # NaN stays NaN (NaN policy)
     tl.store(hinge_ptr + k, tl.where(live, hinge, 0.0))
     if COMPUTE_GRAD:
         scale = tl.where(live & (hinge > 0.0), 1.0 / tl.maximum(count.to(tl.float32), 1.0), 0.0)
         if DIST == 0:
-            # d cos(u, v) / du = v / den - dot * |v| / (|u| den^2) * u   (second term 0 when clamped)
-            on_p = (na * npp >= eps).to(tl.float32)
-            on_n = (na * nn >= eps).to(tl.float32)
+            # d cos(a, p) / da = o_ap p' + self_ap a' on the scaled rows (kernels/common.h triplet_grad)
+            o_ap = tl.where(clamp_p, mp / eps, ra / den_p)
+            o_pa = tl.where(clamp_p, ma / eps, rp / den_p)
+            o_an = tl.where(clamp_n, mn / eps, ra / den_n)
+            o_na = tl.where(clamp_n, ma / eps, rn / den_n)
             inv_na = tl.where(na > 0.0, 1.0 / na, 0.0)
             inv_np = tl.where(npp > 0.0, 1.0 / npp, 0.0)
             inv_nn = tl.where(nn > 0.0, 1.0 / nn, 0.0)
-            # loss = -cos_ap / 2 + cos_an / 2 + const
-            ca_p = -dot_p * npp * inv_na / (den_p * den_p) * on_p
-            ca_n = -dot_n * nn * inv_na / (den_n * den_n) * on_n
-            cp = -dot_p * na * inv_np / (den_p * den_p) * on_p
-            cn = -dot_n * na * inv_nn / (den_n * den_n) * on_n
+            self_ap = tl.where(clamp_p, 0.0, -ra * dot_p * npp * inv_na / (den_p * den_p))
+            self_an = tl.where(clamp_n, 0.0, -ra * dot_n * nn * inv_na / (den_n * den_n))
+            self_pa = tl.where(clamp_p, 0.0, -rp * dot_p * na * inv_np / (den_p * den_p))
+            self_na = tl.where(clamp_n, 0.0, -rn * dot_n * na * inv_nn / (den_n * den_n))
+            # loss = -cos(a, p) / 2 + cos(a, n) / 2 + const
             half = 0.5 * scale
         else:
             inv_dp = tl.where(d_p > 0.0, 1.0 / d_p, 0.0) * scale
@@ -228,13 +259,13 @@ def _triplet_kernel(
         row = part_ptr + 3 * k * E
         for e0 in range(0, E, BLOCK_E):
             m = ((e0 + cols) < E) & live
-            va = tl.load(e_ptr + oa + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
-            vp = tl.load(e_ptr + op + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
-            vn = tl.load(e_ptr + on + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32)
+            va = tl.load(e_ptr + oa + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * ra
+            vp = tl.load(e_ptr + op + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * rp
+            vn = tl.load(e_ptr + on + (e0 + cols) * s_e, mask=m, other=0.0).to(tl.float32) * rn
             if DIST == 0:
-                ga = half * (-(vp / den_p + ca_p * va) + (vn / den_n + ca_n * va))
-                gp = -half * (va / den_p + cp * vp)
-                gn = half * (va / den_n + cn * vn)
+                ga = half * (-(o_ap * vp + self_ap * va) + (o_an * vn + self_an * va))
+                gp = -half * (o_pa * va + self_pa * vp)
+                gn = half * (o_na * va + self_na * vn)
             else:
                 ga = (va - vp) * inv_dp - (va - vn) * inv_dn
                 gp = -(va - vp) * inv_dp

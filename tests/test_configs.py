@@ -218,3 +218,24 @@ def test_nonsensical_values_are_config_errors_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}' must be") as err:
         load_config("synthetic", [override])
     assert err.value.key == key and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("dataset", ["ade20k", "pascal_part108"])
+def test_the_new_dataset_configs_train_and_evaluate_on_their_fixtures(dataset, tmp_path):
+    """`hssn train deeplabv3plus_r101_ade20k` (and PASCAL-Part-108) on a tiny model: trains, evaluates per level."""
+    import fixtures_datasets as fx
+    from hssn.engine.trainer import train
+
+    for split in ("train", "val"):
+        getattr(fx, f"make_{dataset}")(tmp_path, split)
+    cfg = load_config(f"deeplabv3plus_r101_{dataset}", [
+        f"data.root={tmp_path}", "model.name=deeplabv3plus:resnet10t", "model.pretrained=false",
+        "model.kwargs={head_channels: 16, aux_head: false, embed_dim: 16}", "data.crop_size=[32, 32]",
+        "data.train_resize=null", "data.eval_size=null", "train.batch_size=2", "train.iters=2",
+        "train.progress=false", "loss.num_triplets=10", "train.device=cpu", "data.num_workers=0",
+        "eval.num_workers=0", "eval.scales=[1.0]", "eval.flip=false", f"train.output_dir={tmp_path / 'run'}"])
+    result = train(cfg)
+    levels = result["report"]["levels"]
+    tree = hierarchies.get(dataset)
+    assert [lv["k"] for lv in levels] == list(range(1, tree.height + 1))
+    assert all("ece" in lv for lv in levels) and result["report"]["num_pixels"] > 0

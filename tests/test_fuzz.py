@@ -200,6 +200,27 @@ def test_a_nan_embedding_follows_the_nan_policy(backend):
 
 
 @pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+@pytest.mark.parametrize("norm", [1e-30, 1e25, 3e37])
+def test_huge_and_tiny_embeddings_do_not_overflow(backend, distance, norm):
+    """float32 rows of norm 1e25 (squares 1e50 > float32's 3.4e38) or 1e-30 (squares underflow): the loss and its
+    gradient equal the float64 reference's on the same values (computed on max-abs-scaled rows), finite."""
+    _, t = _inputs()
+    unit = torch.nn.functional.normalize(torch.randn(2, 8, 3, 4, dtype=torch.float64), dim=1)
+    unit[0, :, 0, 0] *= 0.25  # rows of different norms
+    e64 = (unit * norm).requires_grad_(True)
+    want = hk.tree_triplet_loss(e64, t, TREE, num_triplets=40, distance=distance, backend="reference")
+    (want_grad,) = torch.autograd.grad(want, e64)
+    e32 = e64.detach().float().requires_grad_(True)
+    got = hk.tree_triplet_loss(e32, t, TREE, num_triplets=40, distance=distance, backend=backend)
+    (got_grad,) = torch.autograd.grad(got, e32)
+    assert torch.isfinite(got) and torch.isfinite(got_grad).all()
+    assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-6 * max(1.0, norm if distance == "euclidean" else 1))
+    scale = float(want_grad.abs().max())
+    assert torch.allclose(got_grad.double().cpu(), want_grad.cpu(), rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("backend", ALL)
 def test_fp64_results_stay_fp64(backend):
     x, t = _inputs()
     x = x.double().requires_grad_(True)

@@ -61,6 +61,8 @@ struct SampleParams {
 };
 cudaError_t launch_sample_triplets(const SampleParams& p, cudaStream_t stream);
 
+constexpr int kTripletCoef = 11;  // per triplet: hinge, ka[3], kp[2], kn[2], rs[3] (kernels/common.h TripletGrad)
+
 struct TripletParams {
   const void* e; PixelLayout el; int64_t esc; Dtype dtype; int64_t num_e; int64_t num_p;
   const void* t; PixelLayout tl; TargetType ttype;
@@ -69,7 +71,7 @@ struct TripletParams {
   const int32_t* dist; int num_l;
   float margin_eps, margin_scale; int height; bool hierarchy_margin; int distance;
   float* hinge;                                 // (T,)
-  float* coef;                                  // (T, 8) gradient coefficients or null
+  float* coef;                                  // (T, kTripletCoef) gradient coefficients or null
   void* g; PixelLayout gl; int64_t gsc;         // zero-filled gradient or null
 };
 cudaError_t launch_triplet_forward(const TripletParams& p, cudaStream_t stream);

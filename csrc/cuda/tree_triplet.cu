@@ -13,7 +13,6 @@ namespace {
 
 constexpr int kSampleThreads = 256;
 constexpr int kTripletThreads = 128;
-constexpr int kCoef = 8;  // hinge, ka[3], kp[2], kn[2]
 
 __device__ int64_t valid_pixel(const int64_t* csum, int64_t num_p, int64_t rank) {
   int64_t lo = 0, hi = num_p - 1;  // first i with csum[i] > rank
@@ -84,23 +83,29 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleParams p) 
   if (tid == 0) *p.count = s_total < p.num_triplets ? s_total : p.num_triplets;
 }
 
-// Fixed-order block sum of kCoef-1 values (warp shuffles, then warps in order).
-__device__ void block_sum7(float* vals, float (*buf)[kTripletThreads / 32]) {
+// Fixed-order block reduction of N values (warp shuffles, then warps in order): sums, or maxima with MAX;
+// every thread gets the results. Ends with a barrier, so `buf` can be reused at once.
+template <int N, bool MAX>
+__device__ void block_reduce(float* vals, float (*buf)[kTripletThreads / 32]) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < N; ++i) {
     float x = vals[i];
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xffffffffu, x, o);
+    for (int o = 16; o > 0; o >>= 1) {
+      const float y = __shfl_down_sync(0xffffffffu, x, o);
+      x = MAX ? (y > x ? y : x) : x + y;
+    }
     if (lane == 0) buf[i][warp] = x;
   }
   __syncthreads();
 #pragma unroll
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < N; ++i) {
     float x = 0.f;
-    for (int wi = 0; wi < kTripletThreads / 32; ++wi) x += buf[i][wi];
+    for (int wi = 0; wi < kTripletThreads / 32; ++wi) x = MAX ? (buf[i][wi] > x ? buf[i][wi] : x) : x + buf[i][wi];
     vals[i] = x;
   }
+  __syncthreads();
 }
 
 template <class scalar_t, class tgt_t>
@@ -123,17 +128,25 @@ __global__ void __launch_bounds__(kTripletThreads) triplet_kernel(TripletParams 
     if (threadIdx.x == 0) {
       p.hinge[k] = nan;
       if (p.coef)
-        for (int i = 0; i < kCoef; ++i) p.coef[k * kCoef + i] = 0.f;
+        for (int i = 0; i < kTripletCoef; ++i) p.coef[k * kTripletCoef + i] = 0.f;
     }
     return;
   }
   const scalar_t* e = static_cast<const scalar_t*>(p.e);
   const int64_t oa = p.el.offset(q[0]), op = p.el.offset(q[1]), on = p.el.offset(q[2]);
+  float mx[3] = {0.f, 0.f, 0.f}, rs[3];
+  for (int64_t d = threadIdx.x; d < p.num_e; d += kTripletThreads) {
+    mx[0] = max_abs(mx[0], to_float(e[oa + d * p.esc]));
+    mx[1] = max_abs(mx[1], to_float(e[op + d * p.esc]));
+    mx[2] = max_abs(mx[2], to_float(e[on + d * p.esc]));
+  }
+  block_reduce<3, true>(mx, buf);
+  row_scales(mx[0], mx[1], mx[2], p.distance, rs);
   TripletSums<float> s;
   for (int64_t d = threadIdx.x; d < p.num_e; d += kTripletThreads)
-    s.add(to_float(e[oa + d * p.esc]), to_float(e[op + d * p.esc]), to_float(e[on + d * p.esc]));
+    s.add(to_float(e[oa + d * p.esc]) * rs[0], to_float(e[op + d * p.esc]) * rs[1], to_float(e[on + d * p.esc]) * rs[2]);
   float vals[7] = {s.ap, s.an, s.aa, s.pp, s.nn, s.dap, s.dan};
-  block_sum7(vals, buf);
+  block_reduce<7, false>(vals, buf);
   if (threadIdx.x != 0) return;
   s.ap = vals[0]; s.an = vals[1]; s.aa = vals[2]; s.pp = vals[3]; s.nn = vals[4]; s.dap = vals[5]; s.dan = vals[6];
   float margin = p.margin_eps;
@@ -152,14 +165,15 @@ __global__ void __launch_bounds__(kTripletThreads) triplet_kernel(TripletParams 
     }
   }
   const float scale = 1.f / static_cast<float>(count > 1 ? count : 1);
-  const TripletGrad<float> gr = triplet_grad<float>(s, margin, p.distance, scale, static_cast<float>(kCosineEps));
+  const TripletGrad<float> gr = triplet_grad<float>(s, margin, p.distance, scale, static_cast<float>(kCosineEps), rs);
   p.hinge[k] = labels_ok ? gr.hinge : nan;
   if (p.coef) {
-    float* c = p.coef + k * kCoef;
+    float* c = p.coef + k * kTripletCoef;
     c[0] = gr.hinge;
     c[1] = gr.ka[0]; c[2] = gr.ka[1]; c[3] = gr.ka[2];
     c[4] = gr.kp[0]; c[5] = gr.kp[1];
     c[6] = gr.kn[0]; c[7] = gr.kn[1];
+    c[8] = gr.rs[0]; c[9] = gr.rs[1]; c[10] = gr.rs[2];
   }
 }
 
@@ -184,16 +198,16 @@ __global__ void __launch_bounds__(kTripletThreads) triplet_grad_kernel(TripletPa
       if (p.triplets[j] != pix) continue;
       const int64_t k = j / 3;
       const int role = static_cast<int>(j - 3 * k);
-      const float* c = p.coef + k * kCoef;
-      const float a = to_float(e[p.el.offset(p.triplets[3 * k]) + d * p.esc]);
+      const float* c = p.coef + k * kTripletCoef;
+      const float a = to_float(e[p.el.offset(p.triplets[3 * k]) + d * p.esc]) * c[8];
       if (role == 0) {
-        const float pp = to_float(e[p.el.offset(p.triplets[3 * k + 1]) + d * p.esc]);
-        const float nn = to_float(e[p.el.offset(p.triplets[3 * k + 2]) + d * p.esc]);
+        const float pp = to_float(e[p.el.offset(p.triplets[3 * k + 1]) + d * p.esc]) * c[9];
+        const float nn = to_float(e[p.el.offset(p.triplets[3 * k + 2]) + d * p.esc]) * c[10];
         acc += c[1] * a + c[2] * pp + c[3] * nn;
       } else if (role == 1) {
-        acc += c[4] * a + c[5] * to_float(e[p.el.offset(p.triplets[3 * k + 1]) + d * p.esc]);
+        acc += c[4] * a + c[5] * to_float(e[p.el.offset(p.triplets[3 * k + 1]) + d * p.esc]) * c[9];
       } else {
-        acc += c[6] * a + c[7] * to_float(e[p.el.offset(p.triplets[3 * k + 2]) + d * p.esc]);
+        acc += c[6] * a + c[7] * to_float(e[p.el.offset(p.triplets[3 * k + 2]) + d * p.esc]) * c[10];
       }
     }
     g[go + d * p.gsc] = from_float<scalar_t>(acc);

@@ -209,7 +209,8 @@ HSSN_HD bool accept_triplet(int64_t a, int64_t x, int64_t y, int32_t dx, int32_t
   return (dx == 0) != (dy == 0);
 }
 
-// Per-triplet sums over the embedding dim: dots a.p, a.n, squared norms, squared differences.
+// Per-triplet sums over the embedding dim of the scaled rows a * rs[0], p * rs[1], n * rs[2]: dots a.p, a.n,
+// squared norms, squared differences.
 template <class T> struct TripletSums {
   T ap = 0, an = 0, aa = 0, pp = 0, nn = 0, dap = 0, dan = 0;
   HSSN_HD void add(T a, T p, T n) {
@@ -218,44 +219,73 @@ template <class T> struct TripletSums {
   }
 };
 
-// Hinge of one triplet and the gradient rows as linear maps of the rows a, p, n:
-// ga = ka[0] a + ka[1] p + ka[2] n;  gp = kp[0] a + kp[1] p;  gn = kn[0] a + kn[1] n.
+// Row scales (reference._row_scale): a row is read as x * rs, rs = 1 / max |x| (1 when that is below the smallest
+// normal), so the sums of squares of any finite rows stay finite (norms of 1e25 in float32 would overflow);
+// cosine rows are scaled each on its own (the cosine is scale-free), euclidean rows by one common factor
+// (the distance is the scaled one divided by it). An inf in a row makes its scale 0 and the sums NaN.
+template <class T> HSSN_HD T smallest_normal() { if constexpr (sizeof(T) == 4) return 1.17549435e-38f; else return 2.2250738585072014e-308; }
+template <class T> HSSN_HD T inv_scale(T max_abs) { return max_abs > smallest_normal<T>() ? T(1) / max_abs : T(1); }
+// rs[3] of one triplet from its rows' largest |values| (NaNs are not maxima: they reach the sums anyway).
+template <class T> HSSN_HD void row_scales(T max_a, T max_p, T max_n, int distance, T* rs) {
+  if (distance == 0) {
+    rs[0] = inv_scale(max_a); rs[1] = inv_scale(max_p); rs[2] = inv_scale(max_n);
+  } else {
+    T m = max_a > max_p ? max_a : max_p;
+    m = m > max_n ? m : max_n;
+    rs[0] = rs[1] = rs[2] = inv_scale(m);
+  }
+}
+template <class T> HSSN_HD T max_abs(T m, T x) { const T a = x < T(0) ? -x : x; return a > m ? a : m; }
+
+// Hinge of one triplet and the gradient rows as linear maps of the scaled rows a' = a rs[0], p' = p rs[1],
+// n' = n rs[2]: ga = ka[0] a' + ka[1] p' + ka[2] n';  gp = kp[0] a' + kp[1] p';  gn = kn[0] a' + kn[1] n'.
 // `scale` (1 / triplet count) multiplies the gradient when the hinge is active. distance 0 cosine, 1 euclidean.
-template <class T> struct TripletGrad { T hinge; T ka[3]; T kp[2]; T kn[2]; };
+template <class T> struct TripletGrad { T hinge; T ka[3]; T kp[2]; T kn[2]; T rs[3]; };
 
 template <class T> HSSN_HD T fsqrt(T x) { if constexpr (sizeof(T) == 4) return sqrtf(x); else return sqrt(x); }
 
+// `s` summed over the rows scaled by `rs`; the value and gradient are those of the unscaled rows.
 template <class T>
-HSSN_HD TripletGrad<T> triplet_grad(const TripletSums<T>& s, T margin, int distance, T scale, T eps) {
+HSSN_HD TripletGrad<T> triplet_grad(const TripletSums<T>& s, T margin, int distance, T scale, T eps, const T* rs) {
   TripletGrad<T> g;
+  for (int i = 0; i < 3; ++i) g.rs[i] = rs[i];
   if (distance == 0) {
+    // cos(a, p) = a.p / max(|a||p|, eps). Not clamped (|a||p| >= eps): a'.p' / (|a'||p'|), d / da = rs_a d / da'.
+    // Clamped: a.p / eps = a'.p' ma mp / eps (ma = 1 / rs_a), d / da = p / eps = (mp / eps) p'. The test
+    // |a||p| = (|a'| ma)(|p'| mp) < eps multiplies finite factors: it may underflow or overflow, never NaN.
     const T na = fsqrt(s.aa), np = fsqrt(s.pp), nn = fsqrt(s.nn);
-    const T den_p = na * np > eps ? na * np : eps;
-    const T den_n = na * nn > eps ? na * nn : eps;
-    const T d_p = (T(1) - s.ap / den_p) / T(2);
-    const T d_n = (T(1) - s.an / den_n) / T(2);
+    const T ma = T(1) / rs[0], mp = T(1) / rs[1], mn = T(1) / rs[2];
+    const bool clamp_p = !((na * ma) * (np * mp) >= eps), clamp_n = !((na * ma) * (nn * mn) >= eps);
+    const T den_p = clamp_p ? T(1) : na * np, den_n = clamp_n ? T(1) : na * nn;
+    const T cos_p = clamp_p ? s.ap * (ma * mp) / eps : s.ap / den_p;
+    const T cos_n = clamp_n ? s.an * (ma * mn) / eps : s.an / den_n;
+    const T d_p = (T(1) - cos_p) / T(2);
+    const T d_n = (T(1) - cos_n) / T(2);
     const T h = d_p - d_n + margin;
     g.hinge = (h > T(0) || h != h) ? h : T(0);  // a NaN distance keeps the loss NaN (NaN policy)
     const T half = h > T(0) ? T(0.5) * scale : T(0);
-    const T on_p = na * np >= eps ? T(1) : T(0);
-    const T on_n = na * nn >= eps ? T(1) : T(0);
+    // d cos(a, p) / da = o_ap p' + self_ap a';  d cos(a, p) / dp = o_pa a' + self_pa p'
+    const T o_ap = clamp_p ? mp / eps : rs[0] / den_p, o_pa = clamp_p ? ma / eps : rs[1] / den_p;
+    const T o_an = clamp_n ? mn / eps : rs[0] / den_n, o_na = clamp_n ? ma / eps : rs[2] / den_n;
     const T inv_na = na > T(0) ? T(1) / na : T(0);
     const T inv_np = np > T(0) ? T(1) / np : T(0);
     const T inv_nn = nn > T(0) ? T(1) / nn : T(0);
-    const T ca_p = -s.ap * np * inv_na / (den_p * den_p) * on_p;
-    const T ca_n = -s.an * nn * inv_na / (den_n * den_n) * on_n;
-    const T cp = -s.ap * na * inv_np / (den_p * den_p) * on_p;
-    const T cn = -s.an * na * inv_nn / (den_n * den_n) * on_n;
-    g.ka[0] = half * (ca_n - ca_p); g.ka[1] = -half / den_p; g.ka[2] = half / den_n;
-    g.kp[0] = -half / den_p; g.kp[1] = -half * cp;
-    g.kn[0] = half / den_n; g.kn[1] = half * cn;
+    const T self_ap = clamp_p ? T(0) : -rs[0] * s.ap * np * inv_na / (den_p * den_p);
+    const T self_an = clamp_n ? T(0) : -rs[0] * s.an * nn * inv_na / (den_n * den_n);
+    const T self_pa = clamp_p ? T(0) : -rs[1] * s.ap * na * inv_np / (den_p * den_p);
+    const T self_na = clamp_n ? T(0) : -rs[2] * s.an * na * inv_nn / (den_n * den_n);
+    // loss = -cos(a, p) / 2 + cos(a, n) / 2 + const
+    g.ka[0] = half * (self_an - self_ap); g.ka[1] = -half * o_ap; g.ka[2] = half * o_an;
+    g.kp[0] = -half * o_pa; g.kp[1] = -half * self_pa;
+    g.kn[0] = half * o_na; g.kn[1] = half * self_na;
   } else {
-    const T d_p = fsqrt(s.dap), d_n = fsqrt(s.dan);
-    const T h = d_p - d_n + margin;
+    // |a - p| = |a' - p'| / rs (one rs for the three rows); d |a - p| / da = (a' - p') / |a' - p'|
+    const T sd_p = fsqrt(s.dap), sd_n = fsqrt(s.dan);
+    const T h = (sd_p - sd_n) / rs[0] + margin;
     g.hinge = (h > T(0) || h != h) ? h : T(0);  // a NaN distance keeps the loss NaN (NaN policy)
     const T k = h > T(0) ? scale : T(0);
-    const T ip = d_p > T(0) ? k / d_p : T(0);
-    const T in = d_n > T(0) ? k / d_n : T(0);
+    const T ip = sd_p > T(0) ? k / sd_p : T(0);
+    const T in = sd_n > T(0) ? k / sd_n : T(0);
     g.ka[0] = ip - in; g.ka[1] = -ip; g.ka[2] = in;
     g.kp[0] = -ip; g.kp[1] = ip;
     g.kn[0] = in; g.kn[1] = -in;

@@ -150,10 +150,15 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cpu(const at::Tensor& embeddi
       const tgt_t* t = target.data_ptr<tgt_t>();
       for (int64_t k = 0; k < count; ++k) {
         for (int j = 0; j < 3; ++j) off[3 * k + j] = el.offset(tr[3 * k + j]);
+        acc_t mx[3] = {0, 0, 0}, rs[3];
+        for (int64_t d = 0; d < num_e; ++d)
+          for (int j = 0; j < 3; ++j) mx[j] = max_abs(mx[j], static_cast<acc_t>(e[off[3 * k + j] + d * esc]));
+        row_scales(mx[0], mx[1], mx[2], static_cast<int>(distance), rs);
         TripletSums<acc_t> s;
         for (int64_t d = 0; d < num_e; ++d)
-          s.add(static_cast<acc_t>(e[off[3 * k] + d * esc]), static_cast<acc_t>(e[off[3 * k + 1] + d * esc]),
-                static_cast<acc_t>(e[off[3 * k + 2] + d * esc]));
+          s.add(static_cast<acc_t>(e[off[3 * k] + d * esc]) * rs[0],
+                static_cast<acc_t>(e[off[3 * k + 1] + d * esc]) * rs[1],
+                static_cast<acc_t>(e[off[3 * k + 2] + d * esc]) * rs[2]);
         acc_t margin = static_cast<acc_t>(margin_eps);
         if (hierarchy_margin) {
           int64_t lf[3];
@@ -162,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cpu(const at::Tensor& embeddi
           const int32_t gap = dist[lf[0] * num_l + lf[2]] - dist[lf[0] * num_l + lf[1]];
           margin += static_cast<acc_t>(margin_scale) * static_cast<acc_t>(gap) / static_cast<acc_t>(2 * height);
         }
-        coef[k] = triplet_grad<acc_t>(s, margin, static_cast<int>(distance), scale, static_cast<acc_t>(kCosineEps));
+        coef[k] = triplet_grad<acc_t>(s, margin, static_cast<int>(distance), scale, static_cast<acc_t>(kCosineEps), rs);
         hinge_sum += coef[k].hinge;
       }
     });
@@ -184,9 +189,9 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cpu(const at::Tensor& embeddi
         const TripletGrad<acc_t>& c = coef[k];
         const int64_t oa = off[3 * k], op_ = off[3 * k + 1], on = off[3 * k + 2];
         for (int64_t d = 0; d < num_e; ++d) {
-          const acc_t a = static_cast<acc_t>(e[oa + d * esc]);
-          const acc_t p = static_cast<acc_t>(e[op_ + d * esc]);
-          const acc_t n = static_cast<acc_t>(e[on + d * esc]);
+          const acc_t a = static_cast<acc_t>(e[oa + d * esc]) * c.rs[0];
+          const acc_t p = static_cast<acc_t>(e[op_ + d * esc]) * c.rs[1];
+          const acc_t n = static_cast<acc_t>(e[on + d * esc]) * c.rs[2];
           row[d] += role == 0 ? c.ka[0] * a + c.ka[1] * p + c.ka[2] * n
                               : (role == 1 ? c.kp[0] * a + c.kp[1] * p : c.kn[0] * a + c.kn[1] * n);
         }
@@ -236,7 +241,7 @@ std::tuple<at::Tensor, at::Tensor> triplet_forward_cuda(const at::Tensor& embedd
   const int64_t num_e = embeddings.size(1);
   at::Tensor grad = compute_grad ? at::zeros(embeddings.sizes(), embeddings.options()) : at::empty({0}, embeddings.options());
   at::Tensor hinge = at::zeros({num_t}, embeddings.options().dtype(at::kFloat));
-  at::Tensor coef = compute_grad ? at::empty({num_t, 8}, embeddings.options().dtype(at::kFloat)) : at::Tensor();
+  at::Tensor coef = compute_grad ? at::empty({num_t, cuda::kTripletCoef}, embeddings.options().dtype(at::kFloat)) : at::Tensor();
   const at::Tensor trip = triplets.contiguous();
   cuda::TripletParams p{};
   p.e = embeddings.data_ptr(); p.el = pixel_layout(embeddings, true); p.esc = embeddings.stride(1);
