@@ -25,13 +25,15 @@ def bin_index(p: torch.Tensor) -> torch.Tensor:
     return (p.double() * ECE_BINS).long().clamp_(0, ECE_BINS - 1)
 
 
-def bin_sums(p: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
-    """(3, ECE_BINS) float64 [pixel count, sum of ``p``, sum of ``hit``] per bin of probabilities ``p`` (N,)
-    with outcomes ``hit`` (N,) bool."""
-    b = bin_index(p)
-    return torch.stack([torch.bincount(b, minlength=ECE_BINS).double(),
-                        torch.bincount(b, weights=p.double(), minlength=ECE_BINS),
-                        torch.bincount(b, weights=hit.double(), minlength=ECE_BINS)])
+def bin_sums(p: torch.Tensor, hit: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """(3, ECE_BINS) float64 [pixel count, sum of ``p``, sum of ``hit``] per bin of the probabilities ``p`` with
+    outcomes ``hit`` (bool, same shape) where ``keep`` (bool, same shape; default everywhere). No host sync."""
+    b = bin_index(p).reshape(-1)
+    w = torch.ones_like(b, dtype=torch.float64) if keep is None else keep.reshape(-1).double()
+    out = torch.zeros((3, ECE_BINS), dtype=torch.float64, device=p.device)
+    for row, values in enumerate((w, p.reshape(-1).double() * w, hit.reshape(-1).double() * w)):
+        out[row].scatter_add_(0, b, values)
+    return out
 
 
 def calibration_error(sums: torch.Tensor) -> float:

@@ -238,7 +238,6 @@ class LevelTables:
         self.gt_class = torch.where(counts, self.pred_class, -1)
         self.to_level, self.pred_class, self.gt_class = (t.to(device) for t in (self.to_level, self.pred_class,
                                                                                  self.gt_class))
-        self.class_channels = known.to(device)
 
 
 class HierarchicalMetrics:
@@ -332,7 +331,8 @@ class HierarchicalMetrics:
             levels = [lv.to(pred.device).long() for lv in levels]
             if len(levels) != len(self.tables) or any(lv.shape != pred.shape for lv in levels):
                 raise ValueError(f"levels must hold {len(self.tables)} maps shaped like leaf_pred {tuple(pred.shape)}")
-            if any(bool(((lv < 0) | (lv >= num_c)).any()) for lv in levels):
+            stacked = torch.stack(levels)
+            if bool(((stacked < 0) | (stacked >= num_c)).any()):  # one host sync for every level
                 raise ValueError(f"levels hold ids outside [0, {num_c})")
             off_path = torch.zeros_like(valid)
             for t, lv in zip(self.tables, levels):
@@ -355,11 +355,10 @@ class HierarchicalMetrics:
             raise ValueError(f"probs must be (B, {self.hierarchy.num_channels}, H, W) like the target "
                              f"{tuple(gt.shape)}, got {tuple(probs.shape)}")
         labelled = gt >= 0
-        confidence = probs.gather(1, pred_channel[:, None])[:, 0][labelled]
-        self.top_bins[i] += bin_sums(confidence, (pred_class == gt)[labelled])
-        gt_here = gt[labelled]
+        confidence = probs.gather(1, pred_channel[:, None])[:, 0]
+        self.top_bins[i] += bin_sums(confidence, pred_class == gt, labelled)
         for j, c in enumerate(self.tables[i].classes):
-            self.class_bins[i][j] += bin_sums(probs[:, c][labelled], gt_here == j)
+            self.class_bins[i][j] += bin_sums(probs[:, c], gt == j, labelled)
 
     def all_reduce(self) -> None:
         """Sum the counts of all processes (no-op outside torch.distributed)."""
