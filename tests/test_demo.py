@@ -98,3 +98,4 @@ def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
     table = (tmp_path / "ablation.md").read_text()
     assert "## shifted" in table and "| flat CCE, inferred parents |" in table and "ECE^1 %" in table
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
+    assert (tmp_path / "reliability_flat_shifted.png").stat().st_size > 10_000

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from . import builders
+from .calibration import draw_reliability
 from .config import apply_overrides, load_config
 from .distributed import DistInfo, pick_device
 from .evaluator import evaluate
@@ -387,5 +388,10 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     saved = {"results": results, "seconds": seconds, **({"shifted": shifted} if experiment == "hierarchy" else {})}
     (out / "ablation.json").write_text(json.dumps(to_json_ready(saved), indent=1))
     draw_ablation(rows, out / "ablation.png", titles, what, *([panels] if panels else []))
+    if experiment == "hierarchy":  # the first seed's reliability diagrams, in-domain and shifted
+        for row, reports in rows.items():
+            for key in keys:
+                draw_reliability(reports[key][0], out / f"reliability_{key}_{row}.png",
+                                 f"{titles[key]}, seed {seeds[0]}, {row}")
     print("\n" + table + f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}")
     return rows
