@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hssn.engine import checkpoint as ckpt  # noqa: E402
+from hssn.engine.builders import lr_schedule  # noqa: E402
 from hssn.engine.config import load_config  # noqa: E402
 from hssn.engine.trainer import Trainer, micro_batch_size  # noqa: E402
 
@@ -132,6 +133,68 @@ def test_torchrun_two_nodes_on_one_machine(tmp_path):
     state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))
     assert state["world_size"] == 2
     assert "2 process(es)" in "".join(texts)
+
+
+def test_torchrun_two_nodes_with_c10d_rendezvous_on_one_machine(tmp_path):
+    """--nnodes=2 with the c10d rendezvous on localhost (no node rank, no master: the agents meet at the
+    endpoint): two agents of one process each train as one job."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+           f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=hssn-test-{port}", "-m", "hssn", "train", "synthetic", *TINY,
+           f"train.output_dir={out}", "train.iters=3", "train.eval_at_end=false", "data.num_workers=0"]
+    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    try:
+        texts = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)
+    assert all(node.returncode == 0 for node in nodes), [t[-2000:] for t in texts]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))["world_size"] == 2
+
+
+KILLED_WORKER = """
+import os, signal, sys
+from hssn.engine import trainer
+step = trainer.Trainer.train_step
+def killing_step(self):
+    out = step(self)
+    if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and self.info.rank == 1 and self.step == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # a lost worker: no exception, no cleanup
+    return out
+trainer.Trainer.train_step = killing_step
+from hssn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_torchrun_restarts_after_a_killed_worker_and_resumes(tmp_path):
+    """torchrun --max-restarts=1 with train.resume=auto: rank 1 is SIGKILLed after step 3 of 6 (checkpoints
+    every 2 steps); the job restarts, resumes from step 2 and ends at step 6 on the same schedule as an
+    uninterrupted run (the learning rate is a function of the step)."""
+    out = tmp_path / "ddp"
+    script = tmp_path / "killed_worker.py"
+    script.write_text(KILLED_WORKER)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           str(script), "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=6",
+           "train.checkpoint_interval=2", "train.resume=auto", "train.eval_at_end=false", "data.num_workers=0"]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "resumed from" in text and "step_0000002.pt at step 2" in text
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 6))
+    assert state["step"] == 6 and state["world_size"] == 2
+    rows = read_log(out / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # the rows past the checkpoint were rewritten
+    cfg = load_config("synthetic", [*TINY, "train.iters=6"])
+    assert rows[-1]["lr"] == pytest.approx(cfg["optim"]["lr"] * lr_schedule(cfg)(5), rel=1e-6)
 
 
 SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")

@@ -79,7 +79,13 @@ def init_distributed(preference: str = "auto") -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        from torch.distributed.rendezvous import rendezvous
+
+        store, rank, world = next(rendezvous("env://", rank, world))
+        # torchrun --max-restarts keeps its store across a restart: a restarted round reading the group keys of
+        # the round before (a killed worker's address) fails to connect, so each round gets its own key prefix
+        store = dist.PrefixStore(f"hssn/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank, device)
 
 
