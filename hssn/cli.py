@@ -22,7 +22,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
-    from hssn.engine.runs import run_eval
+    from hssn.engine.evaluator import run_eval
 
     cfg = load_config(args.config, _tta_overrides(args))
     run_eval(cfg, args.checkpoint, out=args.out, per_class=args.per_class)
@@ -81,7 +81,8 @@ def _cmd_configs(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hssn.engine.demo import run_ablation, run_demo
+    from hssn.experiments.ablation import run_ablation
+    from hssn.experiments.demo import run_demo
 
     if args.ablation:
         run_ablation(args.out or "runs/demo_ablation", args.overrides, experiment=args.ablation)

@@ -4,7 +4,7 @@ import json
 import torch
 
 from hssn.data.synthetic import HIERARCHY, LEAF
-from hssn.engine import demo
+from hssn.experiments import ablation, demo
 
 TINY = ["train.iters=3", "train.batch_size=4", "data.kwargs={size: 32, seed: 0}", "data.val_kwargs={length: 4}",
         "eval.batch_size=4", "train.progress=false", "loss.num_triplets=20",
@@ -22,7 +22,7 @@ def test_demo_writes_the_figure_table_and_metrics(tmp_path):
 
 
 def test_ablation_mode_writes_mean_and_std_per_variant(tmp_path):
-    results = demo.run_ablation(tmp_path, TINY, variants=["bce", "ftm_tt"], seeds=(0, 1))["all"]
+    results = ablation.run_ablation(tmp_path, TINY, variants=["bce", "ftm_tt"], seeds=(0, 1))["all"]
     assert [len(v) for v in results.values()] == [2, 2]
     table = (tmp_path / "ablation.md").read_text()
     assert "| BCE |" in table and "+-" in table and "hssn demo --ablation" in table
@@ -48,7 +48,7 @@ def test_coarse_schedule_keeps_the_scenes_its_table_was_measured_on():
     from hssn.engine.builders import build_dataset
     from hssn.engine.config import load_config
 
-    cfg = load_config("synthetic", demo.COARSE_SCHEDULE)
+    cfg = load_config("synthetic", ablation.COARSE_SCHEDULE)
     measured_on = SyntheticDataset("val", size=64, seed=0, pattern_scale=2.0, shape_scale=1.3, max_shapes=2,
                                    length=100)
     val = build_dataset(cfg, "val")
@@ -63,10 +63,10 @@ def test_coarse_schedule_keeps_the_scenes_its_table_was_measured_on():
 def test_loss_ablation_runs_on_the_demos_config_with_fewer_steps():
     from hssn.engine.config import load_config
 
-    demo_cfg, ablation = load_config("synthetic"), load_config("synthetic", demo.ABLATION_SCHEDULE)
-    assert ablation["train"]["iters"] == demo.ABLATION_ITERS < demo_cfg["train"]["iters"]
-    ablation["train"]["iters"] = demo_cfg["train"]["iters"]
-    assert ablation == demo_cfg
+    demo_cfg, short = load_config("synthetic"), load_config("synthetic", ablation.ABLATION_SCHEDULE)
+    assert short["train"]["iters"] == ablation.ABLATION_ITERS < demo_cfg["train"]["iters"]
+    short["train"]["iters"] = demo_cfg["train"]["iters"]
+    assert short == demo_cfg
 
 
 def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
@@ -76,22 +76,22 @@ def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
     from hssn.engine.builders import build_dataset
     from hssn.engine.config import apply_overrides, load_config
 
-    cfgs = {k: load_config("synthetic", [*demo.HIERARCHY_SCHEDULE, *v[1]]) for k, v in demo.HIERARCHY_EXPERIMENT.items()}
+    cfgs = {k: load_config("synthetic", [*ablation.HIERARCHY_SCHEDULE, *v[1]]) for k, v in ablation.HIERARCHY_EXPERIMENT.items()}
     assert (cfgs["hssn"]["loss"]["segmentation"], cfgs["hssn"]["loss"]["triplet"]) == ("ftm", "hierarchy")
     assert (cfgs["flat"]["loss"]["segmentation"], cfgs["flat"]["loss"]["triplet"]) == ("cce", None)
     assert (cfgs["bce"]["loss"]["segmentation"], cfgs["bce"]["loss"]["triplet"]) == ("bce", None)
     assert [c["eval"]["parent_scores"] for c in cfgs.values()] == ["path", "sum", "path"]
     assert all(c["eval"]["calibration"] and c["eval"]["temperature"] is None for c in cfgs.values())
-    assert all(c["train"]["iters"] == demo.ABLATION_ITERS for c in cfgs.values())
+    assert all(c["train"]["iters"] == ablation.ABLATION_ITERS for c in cfgs.values())
     base = cfgs["hssn"]
-    moved = apply_overrides(base, demo.SHIFT)
+    moved = apply_overrides(base, ablation.SHIFT)
     assert {k: v for k, v in moved.items() if k != "data"} == {k: v for k, v in base.items() if k != "data"}
     assert moved["data"]["train_kwargs"] == base["data"]["train_kwargs"]
     a, b = build_dataset(base, "val"), build_dataset(moved, "val")
     assert len(a) == len(b) and a.seed == b.seed
     assert (b.noise, b.pattern_scale, b.shape_scale, b.overlap) != (a.noise, a.pattern_scale, a.shape_scale, a.overlap)
 
-    rows = demo.run_ablation(tmp_path, TINY, variants=["hssn", "flat"], seeds=(0,), experiment="hierarchy")
+    rows = ablation.run_ablation(tmp_path, TINY, variants=["hssn", "flat"], seeds=(0,), experiment="hierarchy")
     assert set(rows) == {"in-domain", "shifted"}
     flat = rows["shifted"]["flat"][0]
     assert flat["parent_scores"] == "sum" and 0 <= flat["non_path_rate"] <= 1 and "ece" in flat["levels"][0]

@@ -94,7 +94,7 @@ def test_torch_export_program_matches_the_eager_graph(trained):
     from hssn.data.synthetic import HIERARCHY
     from hssn.engine import checkpoint as ckpt
     from hssn.engine.config import load_config
-    from hssn.engine.runs import load_trained_model
+    from hssn.engine.checkpoint import load_trained_model
 
     cfg = load_config("synthetic", TINY)
     model = load_trained_model(cfg, ckpt.load_checkpoint(checkpoint), checkpoint, HIERARCHY, torch.device("cpu"))

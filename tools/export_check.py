@@ -28,7 +28,7 @@ def main() -> None:
     from hssn.engine import builders, checkpoint as ckpt
     from hssn.engine.config import load_config
     from hssn.engine.inference import InferenceSettings, model_logits_fn, predict
-    from hssn.engine.runs import load_trained_model
+    from hssn.engine.checkpoint import load_trained_model
     from hssn.export.build import export_checkpoint
 
     cfg = load_config(args.config, args.overrides)

@@ -17,6 +17,8 @@ import torch
 
 from hssn_kernels import ClassHierarchy
 
+from .builders import build_model
+
 CHECKPOINT_RE = re.compile(r"step_(\d+)\.pt$")
 
 
@@ -198,3 +200,12 @@ def checkpoint_meta(checkpoint: dict, path: str | Path = "checkpoint") -> dict |
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise ValueError(f"{path}: broken meta (the tree / palette stored by hssn train): "
                          f"{type(err).__name__}: {err}") from None
+
+
+def load_trained_model(cfg: dict, checkpoint: dict, checkpoint_path: str | Path, hierarchy,
+                       device: torch.device) -> torch.nn.Module:
+    """The config's model with the weights of ``checkpoint`` (as :func:`load_checkpoint` read it from
+    ``checkpoint_path``, which errors name), no pretrained download, in eval mode."""
+    model = build_model(cfg, hierarchy, pretrained=False)
+    load_model_weights(model, checkpoint, checkpoint_path)
+    return model.to(device).eval()

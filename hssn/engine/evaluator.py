@@ -1,15 +1,20 @@
-"""Evaluation loop: TTA probabilities -> the level rule -> hierarchical metrics and calibration, sharded over
-the processes; temperature fitting on a held-out split."""
+"""Evaluation: the loop (TTA probabilities -> the level rule -> hierarchical metrics and calibration, sharded
+over the processes), temperature fitting on a held-out split, and ``hssn eval`` (:func:`run_eval`)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .distributed import DistInfo, ShardSampler, gather_objects
+from . import builders, checkpoint as ckpt
+from .calibration import draw_reliability
+from .distributed import DistInfo, ShardSampler, cleanup, gather_objects, init_distributed
 from .inference import InferenceSettings, LogitsFn, model_logits_fn, node_probabilities, predict
-from .metrics import HierarchicalMetrics
+from .metrics import HierarchicalMetrics, format_report, to_json_ready
 
 FIT_PIXELS_PER_IMAGE = 4096
 """Labelled pixels drawn (seeded, without replacement) from each held-out image to fit the temperature."""
@@ -44,8 +49,6 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     settings = InferenceSettings.from_config(cfg, dataset.flip_pairs, probabilities=bool(ev["calibration"]),
                                              **changes)
     if ev["temperature"] == "fit":
-        from . import builders
-
         held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
         settings = InferenceSettings.from_config(
             cfg, dataset.flip_pairs, probabilities=settings.probabilities, **changes,
@@ -113,3 +116,39 @@ def fit_temperature_on(fn: LogitsFn, dataset: Dataset, cfg: dict, info: DistInfo
     from .calibration import fit_temperature
 
     return fit_temperature(nll)
+
+
+def default_metrics_path(checkpoint_path: str | Path) -> Path:
+    """``<run folder>/eval_<checkpoint stem>.json`` for a checkpoint in a run's ``checkpoints/`` folder,
+    else ``<checkpoint stem>.metrics.json`` beside it."""
+    path = Path(checkpoint_path)
+    if path.parent.name == "checkpoints":
+        return path.parent.parent / f"eval_{path.stem}.json"
+    return path.with_name(f"{path.stem}.metrics.json")
+
+
+def run_eval(cfg: dict, checkpoint_path: str | Path, out: str | Path | None = None, per_class: bool = False) -> dict:
+    """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
+    the metrics JSON to ``out`` (default :func:`default_metrics_path`) and, with ``eval.calibration``, the
+    reliability diagram beside it (``.reliability.png``). Returns the report."""
+    info = init_distributed(cfg["train"]["device"])
+    try:
+        builders.check_choices(cfg, info.device)
+        dataset = builders.build_dataset(cfg, "val")
+        model = ckpt.load_trained_model(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path, dataset.hierarchy,
+                                   info.device)
+        report = evaluate(model, dataset, cfg, info, cfg["train"]["progress"])
+        if info.is_main:
+            print(format_report(report, per_class=per_class))
+            path = Path(out) if out else default_metrics_path(checkpoint_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
+            print(f"metrics: {path}")
+            if "ece" in report["levels"][0]:
+                figure = path.with_suffix(".reliability.png")
+                draw_reliability(report, figure, f"{cfg['name']}: {Path(checkpoint_path).name}, "
+                                                 f"{report['parent_scores']} levels, T = {report['temperature']:.3g}")
+                print(f"reliability diagram: {figure}")
+        return report
+    finally:
+        cleanup()

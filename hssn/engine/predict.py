@@ -12,7 +12,7 @@ from PIL import Image
 from . import builders, checkpoint as ckpt
 from .distributed import pick_device
 from .inference import InferenceSettings, model_logits_fn, predict
-from .runs import load_trained_model
+from .checkpoint import load_trained_model
 
 
 def label_meta(cfg: dict, checkpoint: dict | None = None, path: str | Path = "checkpoint") -> dict:

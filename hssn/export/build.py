@@ -14,7 +14,7 @@ def export_checkpoint(cfg: dict, checkpoint_path: str | Path, fmt: str, out: str
     (default: ``eval.crop_size``); ``dynamic``: any batch size. Returns the written path."""
     from hssn.engine import checkpoint as ckpt
     from hssn.engine.predict import label_meta
-    from hssn.engine.runs import load_trained_model
+    from hssn.engine.checkpoint import load_trained_model
 
     size = tuple(int(v) for v in (size or cfg["eval"]["crop_size"]))
     if len(size) != 2 or min(size) < 1:

@@ -1,13 +1,10 @@
-"""``hssn demo``: train a small model on the synthetic dataset on CPU, evaluate, draw a figure.
+"""``hssn demo --ablation [EXPERIMENT]``: experiments on the synthetic scenes, each variant x 3 seeds on one
+schedule, written as ``ablation.md`` (mean +- std), ``ablation.png`` and ``ablation.json``:
 
-Writes into the output folder (default ``runs/demo``): one run folder per trained variant (checkpoint,
-logs, config), ``metrics.json`` (reports, majority reference, run times), ``per_class_iou.md`` (IoU of
-every class at every level) and ``figure.png`` (input, ground truth and prediction at every tree level
-with a legend per level, and where the prediction is wrong or the scores violate the tree).
-
-``--ablation`` (the long mode) trains every segmentation loss and triplet variant of the paper's
-ablation on the same data and schedule with 3 seeds and writes ``ablation.md`` and ``ablation.png``;
-``--ablation coarse`` runs the labels-at-any-depth experiment instead (:data:`COARSE_EXPERIMENT`).
+* ``losses`` (default): the paper's loss ablation (Tables 6 and 8), :data:`ABLATION`;
+* ``coarse``: fine labels alone vs fine + coarse labels (labels at any depth), :func:`coarse_experiment`;
+* ``hierarchy``: does the hierarchy help? HSSN vs a flat softmax with inferred parents vs BCE, in-domain and
+  under a synthetic domain shift, with calibration per level, :data:`HIERARCHY_EXPERIMENT`.
 """
 from __future__ import annotations
 
@@ -20,19 +17,14 @@ from typing import Sequence
 
 import torch
 
-from . import builders
-from .calibration import draw_reliability
-from .config import apply_overrides, load_config
-from .distributed import DistInfo, pick_device
-from .evaluator import evaluate
-from .inference import InferenceSettings, model_logits_fn, predict
-from .metrics import format_report, majority_baseline, to_json_ready
-from .trainer import Trainer
+from hssn.engine import builders
+from hssn.engine.calibration import draw_reliability
+from hssn.engine.config import apply_overrides, load_config
+from hssn.engine.distributed import DistInfo, pick_device
+from hssn.engine.evaluator import evaluate
+from hssn.engine.metrics import to_json_ready
+from hssn.engine.trainer import Trainer
 
-VARIANTS = {
-    "ftm_tt": ("FTM + tree-triplet (HSSN)", []),
-    "bce": ("BCE baseline", ["loss.segmentation=bce", "loss.triplet=null"]),
-}
 ABLATION = {
     "bce": ("BCE", ["loss.segmentation=bce", "loss.triplet=null"]),
     "cce": ("CCE (leaves only)", ["loss.segmentation=cce", "loss.triplet=null"]),
@@ -78,7 +70,7 @@ ABLATION_SEEDS = (0, 1, 2)
 ABLATION_ITERS = 350
 ABLATION_SCHEDULE = [f"train.iters={ABLATION_ITERS}"]
 """The loss ablation's schedule: the demo's config (scenes, validation set, model, batch, learning rate) with
-:data:`ABLATION_ITERS` steps instead of its own, so 7 variants x 3 seeds fit in 30 minutes."""
+:data:`ABLATION_ITERS` steps instead of its own."""
 COARSE_ITERS = 300
 COARSE_SCHEDULE = [f"train.iters={COARSE_ITERS}", "train.batch_size=16", "optim.lr=2.0e-3",
                    "model.kwargs.head_channels=64", "model.kwargs.aspp_rates=[12, 24, 36]",
@@ -103,159 +95,15 @@ HIERARCHY_SCHEDULE = ABLATION_SCHEDULE + ["eval.calibration=true", "eval.tempera
 """The hierarchy experiment runs on the loss ablation's schedule, calibration counted at T = 1."""
 SCHEDULES = {"losses": ABLATION_SCHEDULE, "coarse": COARSE_SCHEDULE, "hierarchy": HIERARCHY_SCHEDULE}
 """``--ablation`` experiment -> the overrides of the synthetic config it runs on."""
-ERROR_COLORS = {
-    "correct": (235, 235, 235),
-    "wrong leaf, right family": (250, 200, 60),
-    "wrong family, right top class": (240, 120, 30),
-    "wrong top class": (200, 20, 20),
-    "scores violate the tree": (150, 0, 200),
-}
-"""The error panel's colours, finest mistake first; a violating pixel is marked whatever its error."""
 
-
-def comparison_table(reports: dict[str, dict], chance: list[float]) -> str:
-    """mIoU^k (percent) of each run side by side, with the majority-class reference."""
-    depth = len(chance)
-    names = list(reports)
-    head = f"{'':<10}" + "".join(f"{n:>12}" for n in names) + f"{'majority':>12}"
-    rows = [head]
-    for k in range(1, depth + 1):
-        cells = "".join(f"{100 * reports[n]['levels'][k - 1]['miou']:>12.2f}" for n in names)
-        rows.append(f"{'mIoU^' + str(k):<10}{cells}{100 * chance[k - 1]:>12.2f}")
-    rows.append(f"{'severity':<10}" + "".join(f"{reports[n]['mistake_severity']:>12.3f}" for n in names))
-    rows.append(f"{'violate %':<10}" + "".join(f"{100 * reports[n]['violation_rate']:>12.2f}" for n in names))
-    return "\n".join(rows)
-
-
-def per_class_markdown(report: dict) -> str:
-    """Per-class IoU (percent) at every level: one Markdown table per level."""
-    lines = []
-    for lv in report["levels"]:
-        lines += [f"### mIoU^{lv['k']} = {100 * lv['miou']:.2f} % (tree level {lv['tree_level']})", "",
-                  "| class | IoU % |", "|---|---|"]
-        lines += [f"| {name} | {100 * v:.2f} |" for name, v in lv["iou"].items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def error_map(leaf: torch.Tensor, label: torch.Tensor, violations: torch.Tensor, hierarchy, ignore_index: int
-              ) -> torch.Tensor:
-    """(H, W, 3) uint8: each pixel coloured by its coarsest wrong level (:data:`ERROR_COLORS`)."""
-    colors = list(ERROR_COLORS.values())
-    out = torch.empty((*leaf.shape, 3), dtype=torch.uint8)
-    out[:] = torch.tensor(colors[0], dtype=torch.uint8)
-    valid = label != ignore_index
-    depth = hierarchy.height
-    for level in range(depth, 0, -1):  # finest first, so a coarser mistake paints over a finer one
-        table = hierarchy.leaf_to_level(level)
-        wrong = valid & (table[leaf] != table[label.clamp(min=0).where(valid, leaf)])
-        out[wrong] = torch.tensor(colors[1 + depth - level], dtype=torch.uint8)
-    out[violations & valid] = torch.tensor(colors[-1], dtype=torch.uint8)
-    return out
-
-
-def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
-    """Rows of (input, ground truth per tree level, prediction per tree level, errors) for val images,
-    with a legend per tree level (same palette for ground truth and prediction) and one for the errors."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from hssn.data.palettes import colorize_level, node_palette
-
-    ds = trainer.val_set
-    h, cfg = ds.hierarchy, trainer.cfg
-    fn = model_logits_fn(trainer.model.eval(), cfg["model"]["mean"], cfg["model"]["std"])
-    settings = InferenceSettings.from_config(cfg, ds.flip_pairs, scales=(1.0,), flip=False, temperature=1.0)
-    depth = h.height
-    cols = 2 + 2 * depth
-    legend_in = 1.5  # inches under the images for the legends
-    fig, axes = plt.subplots(num_images, cols, figsize=(1.9 * cols, 1.9 * num_images + legend_in), squeeze=False)
-    for row in range(num_images):
-        item = ds[row]
-        with torch.no_grad():
-            out = predict(fn, item["image"][None].to(trainer.device), h, settings)
-        leaf, violations = out.leaf[0].cpu(), out.violations[0].cpu()
-        level_maps = [leaf] * depth if out.levels is None else [lv[0].cpu() for lv in out.levels]
-        panels = [("input", item["image"].permute(1, 2, 0).numpy())]
-        for lvl in range(1, depth + 1):  # coarsest first; titled with k as in mIoU^k
-            panels.append((f"truth, k={depth + 1 - lvl}", colorize_level(item["label"], h, ds.palette, lvl,
-                                                                          ds.ignore_index)))
-        for lvl in range(1, depth + 1):
-            panels.append((f"prediction, k={depth + 1 - lvl}", colorize_level(level_maps[lvl - 1], h, ds.palette,
-                                                                               lvl, ds.ignore_index)))
-        panels.append(("errors", error_map(leaf, item["label"], violations, h, ds.ignore_index)))
-        for col, (title, img) in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title, fontsize=8)
-    colors = node_palette(h, ds.palette).float() / 255
-    legends = []
-    for lvl in range(1, depth + 1):
-        nodes = [c for c in range(h.num_channels) if h.level(c) == lvl]
-        legends.append((f"k={depth + 1 - lvl}" + (" (leaves)" if lvl == depth else " (coarsest)" if lvl == 1 else ""),
-                        [Patch(color=colors[c].tolist(), label=h.names[c]) for c in nodes]))
-    legends.append(("errors", [Patch(color=[v / 255 for v in rgb], label=name) for name, rgb in ERROR_COLORS.items()]))
-    for i, (title, handles) in enumerate(legends):
-        fig.legend(handles=handles, title=title, loc="lower left", bbox_to_anchor=(0.01 + i / len(legends), 0.0),
-                   fontsize=7, title_fontsize=8, ncol=1 if len(handles) <= 6 else 2, frameon=False)
-    fig.suptitle(f"HSSN demo on validation scenes: level k as in mIoU^k (k=1 leaves, k={depth} coarsest)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, legend_in / (1.9 * num_images + legend_in), 1, 0.96))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _train(cfg: dict, info: DistInfo) -> tuple[Trainer, dict, float]:
+def train_variant(cfg: dict, info: DistInfo) -> tuple[Trainer, dict, float]:
+    """(trainer, ``Trainer.fit`` result, seconds) of one run of ``cfg``."""
     start = time.perf_counter()
     trainer = Trainer(cfg, info)
     result = trainer.fit()
     return trainer, result, time.perf_counter() - start
 
 
-def run_demo(out_dir: str | Path = "runs/demo", overrides: Sequence[str] = (), compare_bce: bool = False) -> dict:
-    """Train + evaluate the synthetic config (and the BCE baseline with ``compare_bce``); returns the
-    ``metrics.json`` content."""
-    start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    info = DistInfo(0, 1, 0, pick_device("cpu"))
-    reports, seconds, rates, chance, figure = {}, {}, {}, None, None
-    for key in ["ftm_tt", "bce"] if compare_bce else ["ftm_tt"]:
-        title, extra = VARIANTS[key]
-        cfg = load_config("synthetic", [*overrides, *extra, f"train.output_dir={out / key}", f"name=demo_{key}",
-                                        "train.eval_at_end=true"])
-        print(f"== {title}: {cfg['model']['name']}, {cfg['train']['iters']} steps x {cfg['train']['batch_size']} "
-              f"images of {cfg['data']['kwargs']['size']} px on {info.device}, {torch.get_num_threads()} threads")
-        trainer, result, seconds[key] = _train(cfg, info)
-        report = result["report"]
-        reports[key], rates[key] = report, result["images_per_s"]
-        if chance is None:
-            chance = majority_baseline(torch.tensor(report["confusion"]), trainer.hierarchy)
-        print(format_report(report, per_class=True))
-        print(f"({seconds[key]:.0f} s, {result['images_per_s']:.1f} training images/s)")
-        if figure is None:
-            figure = out / "figure.png"
-            draw_figure(trainer, figure)
-            (out / "per_class_iou.md").write_text(f"# Per-class IoU: {title}\n\n" + per_class_markdown(report))
-    total = time.perf_counter() - start
-    print("\nper-level mIoU % (mIoU^1 = leaves, mIoU^3 = coarsest); majority = constant most-frequent class")
-    print(comparison_table(reports, chance))
-    summary = {"reports": reports, "majority_baseline_miou": chance, "seconds": seconds, "total_seconds": total,
-               "training_images_per_s": rates, "threads": torch.get_num_threads(), "figure": str(figure)}
-    (out / "metrics.json").write_text(json.dumps(to_json_ready(summary), indent=1) + "\n")
-    print(f"\nfigure: {figure}\nper-class IoU: {out / 'per_class_iou.md'}\nmetrics: {out / 'metrics.json'}")
-    print(f"total time: {total:.0f} s ({', '.join(f'{k}: {v:.1f} training images/s' for k, v in rates.items())}, "
-          f"{torch.get_num_threads()} threads)")
-    return summary
-
-
-# ----------------------------------------------------------------------------- ablation
 METRICS = [("mIoU^1", lambda r: 100 * r["levels"][0]["miou"]), ("mIoU^2", lambda r: 100 * r["levels"][1]["miou"]),
            ("mIoU^3", lambda r: 100 * r["levels"][2]["miou"]), ("pixel acc", lambda r: 100 * r["pixel_acc"]),
            ("severity", lambda r: r["mistake_severity"]), ("violation %", lambda r: 100 * r["violation_rate"])]
@@ -361,7 +209,7 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
         cfg = load_config("synthetic", [*schedule, *overrides, *table_of[key][1], f"train.seed={seed}",
                                         f"train.output_dir={out / f'{key}_seed{seed}'}", f"name=ablation_{key}",
                                         "train.eval_at_end=true", "train.progress=false"])
-        trainer, result, sec = _train(cfg, info)
+        trainer, result, sec = train_variant(cfg, info)
         results[key].append(result["report"])
         lv = result["report"]["levels"]
         line = f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = " + " / ".join(
