@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -24,7 +26,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
     from hssn.engine.evaluator import run_eval
 
-    cfg = load_config(args.config, _tta_overrides(args))
+    cfg = load_config(args.config, _tta_overrides(args.overrides, args))
     run_eval(cfg, args.checkpoint, out=args.out, per_class=args.per_class)
     return 0
 
@@ -33,8 +35,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
     from hssn.engine.predict import predict_files
 
-    cfg = load_config(args.config, _tta_overrides(args))
-    written = predict_files(cfg, args.checkpoint, args.images, args.out)
+    images, overrides = split_overrides(args.inputs)
+    if not images:
+        raise ValueError("hssn predict needs at least one image file (arguments holding '=' are config overrides)")
+    cfg = load_config(args.config, _tta_overrides(overrides, args))
+    written = predict_files(cfg, args.checkpoint, images, args.out)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 
@@ -91,12 +96,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tta_overrides(args: argparse.Namespace) -> list[str]:
-    """The overrides with ``--scales`` / ``--flip`` as ``eval.scales`` / ``eval.flip``: the config's rules check
+OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
+
+
+def split_overrides(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(image paths, config overrides) of ``hssn predict``'s positional arguments: ``key.sub=value`` is an
+    override unless a file of that name exists."""
+    images, overrides = [], []
+    for text in inputs:
+        (overrides if OVERRIDE_KEY.match(text) and not os.path.exists(text) else images).append(text)
+    return images, overrides
+
+
+def _tta_overrides(overrides: Sequence[str], args: argparse.Namespace) -> list[str]:
+    """``overrides`` with ``--scales`` / ``--flip`` as ``eval.scales`` / ``eval.flip``: the config's rules check
     them (a scale <= 0 is the same one-line error as in a config file)."""
     extra = [f"eval.scales=[{', '.join(repr(s) for s in args.scales)}]"] if args.scales else []
     extra += [f"eval.flip={str(args.flip).lower()}"] if args.flip is not None else []
-    return list(args.overrides) + extra
+    return list(overrides) + extra
 
 
 def _tta_args(p: argparse.ArgumentParser) -> None:
@@ -137,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", _cmd_predict, "segment image files: one colour PNG per level and the leaf id PNG")
     p.add_argument("config", help=CONFIG_HELP)
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_OVERRIDE",
+                   help="image files, and config overrides key.sub=value (value parsed as YAML) as for train / eval")
     p.add_argument("--checkpoint", required=True, help="training checkpoint or exported state dict")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
     _tta_args(p)
 
     p = add("export", _cmd_export, "write a checkpoint as ONNX or torch.export with path inference inside")
@@ -168,15 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: runs/demo, or runs/demo_ablation with --ablation)")
     p.add_argument("--compare-bce", action="store_true", help="also train the BCE baseline and compare")
     p.add_argument("--ablation", nargs="?", const="losses", metavar="EXPERIMENT",
-                   help="the long mode: 'losses' (default), the paper's loss ablation, 7 variants x 3 seeds (about "
-                        "21 min on 2 cores); 'coarse', fine labels vs fine + coarse labels, 4 x 3 seeds (about 20 min); "
-                        "'hierarchy', HSSN vs flat CCE with inferred parents vs BCE, in-domain and shifted, 3 x 3 seeds")
+                   help="the long mode: 'losses' (default), the paper's loss ablation, 7 variants x 3 seeds; "
+                        "'coarse', fine labels vs fine + coarse labels, 4 x 3 seeds; 'hierarchy', HSSN vs flat CCE "
+                        "with inferred parents vs BCE, in-domain and shifted, 3 x 3 seeds")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hssn`` script and ``python -m hssn``; config errors exit with status 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # positionals after an option (`--out DIR key=value`) are the command's own trailing positionals
+    trailing = "inputs" if hasattr(args, "inputs") else "overrides" if hasattr(args, "overrides") else None
+    unknown = [a for a in extra if a.startswith("-") or trailing is None]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        setattr(args, trailing, list(getattr(args, trailing)) + extra)
     try:
         if args.command in THREADED:
             from hssn.engine.distributed import set_threads

@@ -88,7 +88,7 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
         images.append(str(path))
     out_dir = tmp_path / "pred"
     assert main(["predict", "synthetic", *images, "--checkpoint", str(checkpoint), "--out", str(out_dir),
-                 "--set", *TINY]) == 0
+                 *TINY]) == 0
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == sorted(f"img{i}_{s}.png" for i in range(2) for s in ("leaf", "k1", "k2", "k3"))
     leaf = np.asarray(Image.open(out_dir / "img0_leaf.png"))
@@ -107,14 +107,14 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
         Image.fromarray(arr).save(tmp_path / folder / "rgb.png")
     out2 = tmp_path / "pred2"
     assert main(["predict", "synthetic", str(tmp_path / "a" / "rgb.png"), str(tmp_path / "b" / "rgb.png"),
-                 "--checkpoint", str(checkpoint), "--out", str(out2), "--set", *TINY]) == 0
+                 "--checkpoint", str(checkpoint), "--out", str(out2), *TINY]) == 0
     assert sorted(str(p.relative_to(out2)) for p in out2.rglob("*.png")) == sorted(
         f"{d}/rgb_{s}.png" for d in "ab" for s in ("leaf", "k1", "k2", "k3"))
     assert np.array_equal(np.asarray(Image.open(out2 / "a" / "rgb_leaf.png")),
                           np.asarray(Image.open(out2 / "b" / "rgb_leaf.png")))
     Image.fromarray(grey).save(tmp_path / "a" / "rgb.jpg")
     _one_line_error(capsys, ["predict", "synthetic", str(tmp_path / "a" / "rgb.png"), str(tmp_path / "a" / "rgb.jpg"),
-                             "--checkpoint", str(checkpoint), "--out", str(out2), "--set", *TINY],
+                             "--checkpoint", str(checkpoint), "--out", str(out2), *TINY],
                     "rgb.png", "rgb.jpg", "same output files")
 
 
@@ -181,7 +181,7 @@ def test_more_user_errors_are_one_line(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     for name, (state, words) in cases.items():
         torch.save(state, tmp_path / name)
-        command = ["predict", "synthetic", str(image), "--out", str(tmp_path / "o"), "--set", *TINY] \
+        command = ["predict", "synthetic", str(image), "--out", str(tmp_path / "o"), *TINY] \
             if name == "meta.pt" else ["eval", "synthetic", *TINY]
         _one_line_error(capsys, [*command, "--checkpoint", str(tmp_path / name)], name, *words)
     torch.save(weights, tmp_path / "bare.pt")
@@ -197,3 +197,13 @@ def test_a_dataloader_worker_error_is_its_own_line():
                      "ValueError: data/a.png: label values [42] are neither class ids of this dataset nor the ignore value\n")
     assert _one_line(err) == "data/a.png: label values [42] are neither class ids of this dataset nor the ignore value"
     assert _one_line(ValueError("two\nlines")) == "two lines"
+
+
+def test_predict_takes_overrides_positionally_as_train_and_eval_do(tmp_path):
+    from hssn.cli import split_overrides
+
+    odd = tmp_path / "a=b.png"  # an existing file whose name looks like an override stays an image
+    odd.write_bytes(b"")
+    images, overrides = split_overrides(["x.png", "train.device=cpu", "model.kwargs={a: 1}", str(odd), "dir/y.jpg"])
+    assert images == ["x.png", str(odd), "dir/y.jpg"] and overrides == ["train.device=cpu", "model.kwargs={a: 1}"]
+    assert main(["predict", "synthetic", "train.device=cpu", "--checkpoint", "none.pt", "--out", str(tmp_path)]) == 2

@@ -51,7 +51,7 @@ def test_onnx_equals_predict_and_carries_its_metadata(trained, capsys):
     assert json.loads(meta["hssn.outputs"])[0] == "leaf" and len(json.loads(meta["hssn.outputs"])) == 1 + HIERARCHY.height
     assert run_main([str(model), *images, "--out", str(root / "onnx")]) == 0
     assert main(["predict", "synthetic", *images, "--checkpoint", str(checkpoint), "--out", str(root / "eager"),
-                 "--scales", "1.0", "--no-flip", "--set", *TINY]) == 0
+                 "--scales", "1.0", "--no-flip", *TINY]) == 0
     same = np.mean([(_leaf(root / "onnx" / f"img{i}_leaf.png") == _leaf(root / "eager" / f"img{i}_leaf.png")).mean()
                     for i in range(3)])
     assert same >= 0.999, same  # float ties aside (the sum of sigmoids is a matrix product in the graph)
