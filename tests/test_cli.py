@@ -188,6 +188,17 @@ def test_more_user_errors_are_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["train", "synthetic", *TINY, f"train.resume={tmp_path / 'bare.pt'}",
                              f"train.output_dir={tmp_path / 'r2'}"], "bare.pt", "not a training checkpoint")
 
+    # the hierarchy tools' keys: a held-out split that does not exist, a mapping that is no file, a flat model's export
+    torch.save({"model": weights}, tmp_path / "ok.pt")
+    evaluate = ["eval", "synthetic", *TINY, "--checkpoint", str(tmp_path / "ok.pt")]
+    _one_line_error(capsys, [*evaluate, "eval.temperature=fit", "eval.temperature_split=holdout"],
+                    "eval.temperature_split='holdout'", "split")
+    _one_line_error(capsys, [*evaluate, "eval.temperature=fit"], "eval.temperature_split")
+    _one_line_error(capsys, [*evaluate, "eval.label_mapping=nowhere.yaml"], "eval.label_mapping", "nowhere.yaml")
+    _one_line_error(capsys, [*evaluate, "eval.parent_scores=mean"], "eval.parent_scores", "'sum'")
+    _one_line_error(capsys, ["export", "synthetic", *TINY, "eval.parent_scores=sum", "--checkpoint",
+                             str(tmp_path / "ok.pt"), "--out", str(tmp_path / "m.onnx")], "eval.parent_scores")
+
 
 def test_a_dataloader_worker_error_is_its_own_line():
     from hssn.cli import _one_line

@@ -49,7 +49,10 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     settings = InferenceSettings.from_config(cfg, dataset.flip_pairs, probabilities=bool(ev["calibration"]),
                                              **changes)
     if ev["temperature"] == "fit":
-        held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
+        try:
+            held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
+        except (ValueError, OSError) as err:
+            raise ValueError(f"eval.temperature_split={ev['temperature_split']!r}: {err}") from None
         settings = InferenceSettings.from_config(
             cfg, dataset.flip_pairs, probabilities=settings.probabilities, **changes,
             temperature=fit_temperature_on(fn, held_out, cfg, info, progress))

@@ -14,14 +14,16 @@ def export_checkpoint(cfg: dict, checkpoint_path: str | Path, fmt: str, out: str
     (default: ``eval.crop_size``); ``dynamic``: any batch size. Returns the written path."""
     from hssn.engine import checkpoint as ckpt
     from hssn.engine.predict import label_meta
-    from hssn.engine.checkpoint import load_trained_model
 
+    if cfg["eval"]["parent_scores"] != "path" or cfg["eval"]["temperature"] not in (None, 1, 1.0):
+        raise ValueError("hssn export builds path inference on the raw logits into the graph: eval.parent_scores must "
+                         "be path and eval.temperature null (inferred parents and temperatures: hssn eval / predict)")
     size = tuple(int(v) for v in (size or cfg["eval"]["crop_size"]))
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"--size must be two positive ints H W, got {size}")
     checkpoint = ckpt.load_checkpoint(checkpoint_path)
     meta = label_meta(cfg, checkpoint, checkpoint_path)
-    model = load_trained_model(cfg, checkpoint, checkpoint_path, meta["hierarchy"], torch.device("cpu"))
+    model = ckpt.load_trained_model(cfg, checkpoint, checkpoint_path, meta["hierarchy"], torch.device("cpu"))
     mean, std = cfg["model"]["mean"], cfg["model"]["std"]
     graph = ExportedSegmenter(model, meta["hierarchy"], mean, std, levels)
     return export_model(graph, fmt, out, size, dynamic, metadata(meta["hierarchy"], meta, mean, std, levels))
