@@ -92,10 +92,13 @@ def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
     assert (b.noise, b.pattern_scale, b.shape_scale, b.overlap) != (a.noise, a.pattern_scale, a.shape_scale, a.overlap)
 
     rows = ablation.run_ablation(tmp_path, TINY, variants=["hssn", "flat"], seeds=(0,), experiment="hierarchy")
-    assert set(rows) == {"in-domain", "shifted"}
+    assert set(rows) == {"in-domain", "in-domain, T fitted", "shifted", "shifted, T from in-domain"}
+    fitted = rows["in-domain, T fitted"]["flat"][0]["temperature"]
+    assert fitted != 1.0 and rows["shifted, T from in-domain"]["flat"][0]["temperature"] == fitted
+    assert rows["shifted"]["flat"][0]["temperature"] == 1.0
     flat = rows["shifted"]["flat"][0]
     assert flat["parent_scores"] == "sum" and 0 <= flat["non_path_rate"] <= 1 and "ece" in flat["levels"][0]
     table = (tmp_path / "ablation.md").read_text()
     assert "## shifted" in table and "| flat CCE, inferred parents |" in table and "ECE^1 %" in table
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
-    assert (tmp_path / "reliability_flat_shifted.png").stat().st_size > 10_000
+    assert (tmp_path / "reliability_flat_shifted_T_from_in-domain.png").stat().st_size > 10_000

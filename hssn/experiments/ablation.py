@@ -91,6 +91,9 @@ SHIFT = ["data.val_kwargs.noise=0.08", "data.val_kwargs.pattern_scale=1.5", "dat
          "data.val_kwargs.overlap=true"]
 """The hierarchy experiment's synthetic domain shift: the same validation scenes (seed, count) rendered with
 more noise, finer textures, smaller shapes and shapes / boxes that may cover each other."""
+FIT_TEMPERATURE = ["eval.temperature=fit", "eval.temperature_split=test"]
+"""Temperature scaling in the hierarchy experiment: T fitted on the synthetic test split (in-domain scenes the
+model never saw), then used as is on the shifted scenes (no target-domain labels)."""
 HIERARCHY_SCHEDULE = ABLATION_SCHEDULE + ["eval.calibration=true", "eval.temperature=null"]
 """The hierarchy experiment runs on the loss ablation's schedule, calibration counted at T = 1."""
 SCHEDULES = {"losses": ABLATION_SCHEDULE, "coarse": COARSE_SCHEDULE, "hierarchy": HIERARCHY_SCHEDULE}
@@ -123,9 +126,10 @@ HIERARCHY_METRICS = [
     ("cw-ECE^1 %", lambda r: 100 * r["levels"][0]["classwise_ece"]),
     ("non-path %", lambda r: 100 * r["non_path_rate"]),
     METRICS[5],
+    ("T", lambda r: r["temperature"]),
 ]
 """The hierarchy experiment's columns: mIoU and ECE per level, leaf class-wise ECE, the share of pixels whose
-levels are not one path, the violation rate."""
+levels are not one path, the violation rate, the temperature."""
 
 
 def ablation_markdown(results: dict[str, list[dict]], command: str, seconds: float,
@@ -187,7 +191,8 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     """Every variant of ``experiment`` (:data:`ABLATION`, :func:`coarse_experiment` or
     :data:`HIERARCHY_EXPERIMENT`) x seed on the same schedule; writes ``ablation.md``, ``ablation.png`` and
     ``ablation.json`` into ``out_dir``; returns ``{evaluation: {variant: [report per seed]}}``, the evaluation
-    "all" (the validation scenes), or for the hierarchy experiment "in-domain" and "shifted" (:data:`SHIFT`)."""
+    "all" (the validation scenes), or for the hierarchy experiment "in-domain", "in-domain, T fitted"
+    (:data:`FIT_TEMPERATURE`), "shifted" (:data:`SHIFT`) and "shifted, T from in-domain"."""
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +208,8 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; choose from {list(table_of)}")
     results: dict[str, list[dict]] = {k: [] for k in keys}
-    shifted: dict[str, list[dict]] = {k: [] for k in keys}
+    more = ["in-domain, T fitted", "shifted", "shifted, T from in-domain"] if experiment == "hierarchy" else []
+    extra: dict[str, dict[str, list[dict]]] = {row: {k: [] for k in keys} for row in more}
     runs = [(k, s) for k in keys for s in seeds]
     for i, (key, seed) in enumerate(runs, start=1):
         cfg = load_config("synthetic", [*schedule, *overrides, *table_of[key][1], f"train.seed={seed}",
@@ -215,9 +221,18 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
         line = f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = " + " / ".join(
             f"{100 * x['miou']:.2f}" for x in lv)
         if experiment == "hierarchy":
+            fitted = apply_overrides(cfg, FIT_TEMPERATURE)
+            t = evaluate(trainer.model, trainer.val_set, fitted, info)
             moved = apply_overrides(cfg, SHIFT)
-            shifted[key].append(evaluate(trainer.model, builders.build_dataset(moved, "val"), moved, info))
-            line += ", shifted " + " / ".join(f"{100 * x['miou']:.2f}" for x in shifted[key][-1]["levels"])
+            shifted = builders.build_dataset(moved, "val")
+            reports = {"in-domain, T fitted": t, "shifted": evaluate(trainer.model, shifted, moved, info),
+                       "shifted, T from in-domain": evaluate(
+                           trainer.model, shifted, apply_overrides(moved, [f"eval.temperature={t['temperature']!r}"]),
+                           info)}
+            for row, report in reports.items():
+                extra[row][key].append(report)
+            line += ", shifted " + " / ".join(f"{100 * x['miou']:.2f}" for x in reports["shifted"]["levels"])
+            line += f", T = {t['temperature']:.3f}"
         print(line + f" ({sec:.0f} s)", flush=True)
     seconds = time.perf_counter() - start
     command = "hssn demo --ablation" + ("" if experiment == "losses" else f" {experiment}") \
@@ -225,7 +240,7 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     what = {"losses": "loss ablation", "coarse": "fine vs fine + coarse labels",
             "hierarchy": "does the hierarchy help"}[experiment]
     if experiment == "hierarchy":
-        rows = {"in-domain": results, "shifted": shifted}
+        rows = {"in-domain": results, **extra}
         table = "\n".join(f"## {name}\n\n" + ablation_markdown(r, command, seconds, titles, HIERARCHY_METRICS)
                           for name, r in rows.items())
         panels = (HIERARCHY_METRICS[0], HIERARCHY_METRICS[2], HIERARCHY_METRICS[3], HIERARCHY_METRICS[5],
@@ -233,13 +248,14 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     else:
         rows, table, panels = {"all": results}, ablation_markdown(results, command, seconds, titles), None
     (out / "ablation.md").write_text(f"# {what[0].upper() + what[1:]} on the synthetic scenes\n\n" + table)
-    saved = {"results": results, "seconds": seconds, **({"shifted": shifted} if experiment == "hierarchy" else {})}
+    saved = {"results": results, "seconds": seconds, **extra}
     (out / "ablation.json").write_text(json.dumps(to_json_ready(saved), indent=1))
     draw_ablation(rows, out / "ablation.png", titles, what, *([panels] if panels else []))
-    if experiment == "hierarchy":  # the first seed's reliability diagrams, in-domain and shifted
+    if experiment == "hierarchy":  # the first seed's reliability diagrams, per evaluation
         for row, reports in rows.items():
             for key in keys:
-                draw_reliability(reports[key][0], out / f"reliability_{key}_{row}.png",
+                name = row.replace(",", "").replace(" ", "_")
+                draw_reliability(reports[key][0], out / f"reliability_{key}_{name}.png",
                                  f"{titles[key]}, seed {seeds[0]}, {row}")
     print("\n" + table + f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}")
     return rows
