@@ -97,33 +97,32 @@ def make_mapillary(root: Path, split: str = "training", n: int = 3) -> dict[str,
     return out
 
 
+def _image_label_pairs(stems, values, seed: int, image: Path, label: Path, image_ext: str) -> dict[str, np.ndarray]:
+    """For each stem, a grey label PNG of ``values`` blocks in ``label`` and its image in ``image``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for stem in stems:
+        raw = block_labels(rng, values)
+        _save(encode_image(raw), image / f"{stem}{image_ext}")
+        _save(raw, label / f"{stem}.png")
+        out[stem] = raw
+    return out
+
+
 def make_ade20k(root: Path, split: str = "train", n: int = 3) -> dict[str, np.ndarray]:
     """``ADEChallengeData2016/images/{training,validation}/ADE_*.jpg`` and grey ``annotations/.../ADE_*.png``
     with values 0 (void) and 1-150."""
     folder = {"train": "training", "val": "validation"}[split]
     base = root / "ADEChallengeData2016"
-    rng = np.random.default_rng(5)
-    out = {}
-    for i in range(n):
-        stem = f"ADE_{'val' if folder == 'validation' else 'train'}_{i + 1:08d}"
-        raw = block_labels(rng, [0, 1, 2, 13, 18, 21, 150])
-        _save(encode_image(raw), base / "images" / folder / f"{stem}.jpg")
-        _save(raw, base / "annotations" / folder / f"{stem}.png")
-        out[stem] = raw
-    return out
+    stems = [f"ADE_{split}_{i + 1:08d}" for i in range(n)]
+    return _image_label_pairs(stems, [0, 1, 2, 13, 18, 21, 150], 5, base / "images" / folder,
+                              base / "annotations" / folder, ".jpg")
 
 
 def make_pascal_part108(root: Path, split: str = "train", n: int = 3) -> dict[str, np.ndarray]:
     """LogicSeg's ``img_dir/{split}/*.png`` images and grey ``ann108_dir/{split}/*.png`` labels (0-107, 255)."""
-    rng = np.random.default_rng(6)
-    out = {}
-    for i in range(n):
-        stem = f"2008_{i:06d}"
-        raw = block_labels(rng, [0, 1, 18, 77, 88, 107, 255])
-        _save(encode_image(raw), root / "img_dir" / split / f"{stem}.png")
-        _save(raw, root / "ann108_dir" / split / f"{stem}.png")
-        out[stem] = raw
-    return out
+    return _image_label_pairs([f"2008_{i:06d}" for i in range(n)], [0, 1, 18, 77, 88, 107, 255], 6,
+                              root / "img_dir" / split, root / "ann108_dir" / split, ".png")
 
 
 def make_lip(root: Path, split: str = "train", layout: str = "official", with_ids: bool = True,
