@@ -34,7 +34,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset`` under the full
     config ``cfg`` (its ``eval`` section, ``model.mean`` / ``std``, ``train.amp``, ``loss``).
 
-    ``full_tta=False``: one scale, no flip (the trainer's periodic validation). With ``scored_classes:
+    ``full_tta=False``: one scale, no flip, no calibration and no temperature fit (the trainer's periodic
+    validation: under the path rule the fused single pass, no full-resolution probabilities). With ``scored_classes:
     dataset`` the report scores the dataset's ``scored_leaves`` (its official protocol, e.g. Mapillary's
     evaluated classes) where it has them; ``all`` scores every leaf. ``eval.temperature: fit`` first fits T on
     ``eval.temperature_split`` (:func:`fit_temperature_on`). Each process evaluates its shard; the counts are
@@ -46,9 +47,9 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     model.eval()
     hierarchy = dataset.hierarchy
     changes = {} if full_tta else {"scales": (1.0,), "flip": False}
-    settings = InferenceSettings.from_config(cfg, dataset.flip_pairs, probabilities=bool(ev["calibration"]),
-                                             **changes)
-    if ev["temperature"] == "fit":
+    settings = InferenceSettings.from_config(cfg, dataset.flip_pairs,
+                                             probabilities=bool(ev["calibration"]) and full_tta, **changes)
+    if ev["temperature"] == "fit" and full_tta:
         try:
             held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
         except (ValueError, OSError) as err:
@@ -71,7 +72,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     report = metrics.compute()
     report.update(scales=list(settings.scales), flip=settings.flip, num_images=length,
                   parent_scores=settings.parent_scores, temperature=settings.temperature,
-                  temperature_fit_on=ev["temperature_split"] if ev["temperature"] == "fit" else None)
+                  temperature_fit_on=ev["temperature_split"] if ev["temperature"] == "fit" and full_tta else None)
     return report
 
 
