@@ -271,3 +271,8 @@ def check_embeddings(embeddings) -> None:
         raise ValueError(f"embeddings must be (B, E, h, w) or (N, E) with E >= 1, got shape {tuple(embeddings.shape)}")
     if embeddings.device.type == "meta":
         raise ValueError("meta tensors are not supported: the ops need real embeddings")
+
+
+def pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """The per-pixel shape of an (N, C, ...) tensor: (N, ...) without the channel dim."""
+    return (x.shape[0],) + tuple(x.shape[2:])

@@ -350,10 +350,6 @@ def _launch(logits, target, tables, gamma, ignore_index, reduction, compute_loss
 
 
 # ----------------------------------------------------------------------------- custom ops
-def _pixel_shape(logits: torch.Tensor) -> tuple[int, ...]:
-    return (logits.shape[0],) + tuple(logits.shape[2:])
-
-
 @torch.library.custom_op("hssn::triton_ftm_forward", mutates_args=())
 def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, size: torch.Tensor,
                 depth_pos: torch.Tensor, path_pos: torch.Tensor, gamma: float, ignore_index: int,
@@ -365,7 +361,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
     loss, grad, count = _launch(logits, target, (perm, size, depth_pos, path_pos), gamma, ignore_index,
                                 reduction, True, with_grad, None, partial)
     if reduction == 0:
-        loss = loss.reshape(_pixel_shape(logits))
+        loss = loss.reshape(_checks.pixel_shape(logits))
     else:
         loss = loss.sum()
         if reduction == 2:
@@ -377,7 +373,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 
 @ftm_forward.register_fake
 def _(logits, target, perm, size, depth_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
-    shape = _pixel_shape(logits) if reduction == 0 else ()
+    shape = _checks.pixel_shape(logits) if reduction == 0 else ()
     loss = logits.new_empty(shape, dtype=loss_dtype(logits))
     grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
     return loss, grad

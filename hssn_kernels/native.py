@@ -81,17 +81,13 @@ def _runs_on(arch: str, major: int, minor: int) -> bool:
     return major == a_major and minor >= a_minor
 
 
-def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
-    return (x.shape[0],) + tuple(x.shape[2:])
-
-
 # ----------------------------------------------------------------------------- fake kernels and autograd
 def _register() -> None:
     lib = "hssn::"
 
     @torch.library.register_fake(lib + "ftm_forward")
     def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial=False):
-        loss = logits.new_empty(_pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
+        loss = logits.new_empty(_checks.pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
         grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
         return loss, grad
 
@@ -101,7 +97,7 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "path_argmax")
     def _(logits, parent, bottom_up, leaves):
-        return logits.new_empty(_pixel_shape(logits), dtype=torch.int64)
+        return logits.new_empty(_checks.pixel_shape(logits), dtype=torch.int64)
 
     @torch.library.register_fake(lib + "sample_triplets")
     def _(target, leaf_index, tree_distance, num_triplets, seed, ignore_index, mode):

@@ -134,13 +134,9 @@ def _flatten(logits: torch.Tensor) -> torch.Tensor:
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
-def _pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
-    return (x.shape[0],) + tuple(x.shape[2:])
-
-
 def _reduce(per_pixel: torch.Tensor, valid: torch.Tensor, reduction: str, like: torch.Tensor) -> torch.Tensor:
     if reduction == "none":
-        return per_pixel.reshape(_pixel_shape(like)).to(like.dtype)
+        return per_pixel.reshape(_checks.pixel_shape(like)).to(like.dtype)
     total = per_pixel.sum()
     if reduction == "mean":
         total = total / valid.sum().clamp(min=1)
@@ -399,7 +395,7 @@ def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> tor
         has = col >= 0
         score[:, has] = score[:, has] + s[:, col[has]]
     leaf = tabs.leaves.long()[score.argmax(1)]
-    return leaf.reshape(_pixel_shape(logits))
+    return leaf.reshape(_checks.pixel_shape(logits))
 
 
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
