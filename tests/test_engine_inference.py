@@ -4,7 +4,7 @@ import torch
 
 import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy
-from hssn.engine.inference import InferenceSettings, flip_permutation, normalize, path_inference, slide_logits, tta_scores
+from hssn.engine.inference import InferenceSettings, flip_permutation, path_inference, slide_logits, tta_scores
 
 # LIP-like: left / right arm leaves under "arms", background as a chain.
 TREE = ClassHierarchy.from_nested({"arms": {"left-arm": {}, "right-arm": {}}, "background": {"bg": {}}})
@@ -80,11 +80,29 @@ def test_path_inference_on_scores_equals_argmax_on_logits():
     assert len(levels) == TREE.height
 
 
-def test_normalize_does_not_touch_input():
-    x = torch.rand(1, 3, 2, 2)
+def test_the_model_normalises_with_its_own_buffers_and_checkpoints_carry_them(tmp_path):
+    """mean / std are model buffers: the forward normalises [0, 1] images without touching them; a checkpoint
+    brings its normalisation; one written before the buffers existed keeps the config's."""
+    from hssn.engine import checkpoint as ckpt
+    from hssn.models import build_model
+
+    kw = dict(head_channels=8, aux_head=False, embed_dim=8)
+    a = build_model("deeplabv3plus:resnet10t", TREE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **kw).eval()
+    b = build_model("deeplabv3plus:resnet10t", TREE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kw).eval()
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith("pixel_")}, strict=False)
+    x = torch.rand(1, 3, 16, 16)
     before = x.clone()
-    y = normalize(x, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
-    assert torch.equal(x, before) and torch.allclose(y, (before - 0.5) / 0.25)
+    with torch.no_grad():
+        assert torch.allclose(a(x)["logits"], b((x - 0.5) / 0.25)["logits"], atol=1e-5)
+    assert torch.equal(x, before)
+    ckpt.load_model_weights(b, {"model": a.state_dict()}, tmp_path / "new.pt")
+    assert b.pixel_mean.flatten().tolist() == [0.5] * 3 and b.pixel_std.flatten().tolist() == [0.25] * 3
+    old = {k: v for k, v in a.state_dict().items() if not k.startswith("pixel_")}
+    c = build_model("deeplabv3plus:resnet10t", TREE, mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 1.0), **kw)
+    ckpt.load_model_weights(c, {"model": old}, tmp_path / "old.pt")
+    assert torch.allclose(c.pixel_mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="mean and std"):
+        build_model("deeplabv3plus:resnet10t", TREE, mean=(0.5,), **kw)
 
 
 def test_tta_rejects_bad_mode():

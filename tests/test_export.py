@@ -99,7 +99,7 @@ def test_torch_export_program_matches_the_eager_graph(trained):
     cfg = load_config("synthetic", TINY)
     model = load_trained_model(cfg, ckpt.load_checkpoint(checkpoint), checkpoint, HIERARCHY, torch.device("cpu"))
     with torch.no_grad():
-        want = ExportedSegmenter(model, HIERARCHY, cfg["model"]["mean"], cfg["model"]["std"])(x)[0]
+        want = ExportedSegmenter(model, HIERARCHY)(x)[0]
     assert torch.equal(got, want)
     assert read_metadata(path)["hssn.mean"] == json.dumps(cfg["model"]["mean"])
 
@@ -132,7 +132,7 @@ def test_the_other_architectures_export_to_the_same_maps(name, tmp_path):
     from hssn.models import build_model
 
     torch.manual_seed(0)
-    graph = ExportedSegmenter(build_model(name, HIERARCHY, pretrained=False), HIERARCHY, [0.5] * 3, [0.25] * 3)
+    graph = ExportedSegmenter(build_model(name, HIERARCHY, pretrained=False, mean=[0.5] * 3, std=[0.25] * 3), HIERARCHY)
     path = export_model(graph, "onnx", tmp_path / "m.onnx", (64, 64), True, {})
     x = torch.rand(2, 3, 64, 64)
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["leaf"], {"image": x.numpy()})[0]

@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -43,7 +42,7 @@ def main() -> None:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = load_trained_model(cfg, ckpt.load_checkpoint(args.checkpoint), args.checkpoint, dataset.hierarchy,
                                torch.device("cpu"))
-    fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], False)
+    fn = model_logits_fn(model, False)
     same, total, t_onnx, t_eager = 0, 0, [], []
     for image in images:
         start = time.perf_counter()

@@ -54,12 +54,14 @@ def build_dataset(cfg: dict, split: str, split_name: str | None = None) -> Datas
 
 
 def build_model(cfg: dict, hierarchy, pretrained: Any = None) -> nn.Module:
-    """``hssn.models.build_model`` with the config's name, weights and kwargs (``pretrained`` overrides)."""
+    """``hssn.models.build_model`` with the config's name, weights, kwargs and input normalisation
+    (``model.mean`` / ``std``: the model's buffers); ``pretrained`` overrides."""
     from hssn.models import build_model as build
 
     m = cfg["model"]
     weights = m["pretrained"] if pretrained is None else pretrained
-    return build(m["name"], hierarchy, pretrained=weights, **_tuples(m["kwargs"]))
+    return build(m["name"], hierarchy, pretrained=weights, mean=tuple(m["mean"]), std=tuple(m["std"]),
+                 **_tuples(m["kwargs"]))
 
 
 def registry_choices() -> dict[tuple[str, ...], tuple]:

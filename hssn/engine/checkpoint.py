@@ -164,14 +164,22 @@ def model_weights(checkpoint: dict) -> dict:
     return checkpoint["model"] if "model" in checkpoint and isinstance(checkpoint["model"], dict) else checkpoint
 
 
+NORMALISATION_BUFFERS = ("pixel_mean", "pixel_std")
+"""The model's input normalisation (``HSSNModel``): a checkpoint without them (written before they were
+buffers) keeps the config's ``model.mean`` / ``std``; one with them brings its own."""
+
+
 def load_model_weights(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Load the weights of ``checkpoint`` (read from ``path``) into ``model``; ``ValueError`` naming the file and
     the first missing, unexpected or differently shaped tensor (another model, head width or tree) instead of
-    load_state_dict's listing."""
+    load_state_dict's listing. The checkpoint's input normalisation replaces the model's (the config's)."""
     if "model" in checkpoint and not isinstance(checkpoint["model"], dict):
         raise ValueError(f"{path}: its 'model' entry is {type(checkpoint['model']).__name__}, not a state dict")
-    weights = model_weights(checkpoint)
+    weights = dict(model_weights(checkpoint))
     own = model.state_dict()
+    for key in NORMALISATION_BUFFERS:  # checkpoints written before the normalisation moved into the model
+        if key in own and key not in weights:
+            weights[key] = own[key]
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:

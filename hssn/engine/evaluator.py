@@ -32,7 +32,7 @@ def _loader(dataset: Dataset, eval_cfg: dict, info: DistInfo) -> tuple[DataLoade
 def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo, progress: bool = False,
              full_tta: bool = True) -> dict:
     """The metrics report (:meth:`HierarchicalMetrics.compute`) of ``model`` on ``dataset`` under the full
-    config ``cfg`` (its ``eval`` section, ``model.mean`` / ``std``, ``train.amp``, ``loss``).
+    config ``cfg`` (its ``eval`` section, ``train.amp``, ``loss``).
 
     ``full_tta=False``: one scale, no flip, no calibration and no temperature fit (the trainer's periodic
     validation: under the path rule the fused single pass, no full-resolution probabilities). With ``scored_classes:
@@ -42,8 +42,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
     summed over the processes, so every rank returns the full report. The model is left in eval mode.
     """
     ev = cfg["eval"]
-    fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"],
-                         bool(cfg["train"]["amp"]) and info.device.type == "cuda")
+    fn = model_logits_fn(model, bool(cfg["train"]["amp"]) and info.device.type == "cuda")
     model.eval()
     hierarchy = dataset.hierarchy
     changes = {} if full_tta else {"scales": (1.0,), "flip": False}

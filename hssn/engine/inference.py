@@ -27,20 +27,13 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 """``images (B, 3, H, W) in [0, 1] -> logits (B, C, h, w)`` at any resolution."""
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(B, 3, H, W) images in [0, 1] -> (x - mean) / std per channel (a new tensor)."""
-    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    return (images - m) / s
-
-
-def model_logits_fn(model: torch.nn.Module, mean: Sequence[float], std: Sequence[float], amp: bool = False) -> LogitsFn:
-    """A :data:`LogitsFn` running ``model`` (eval mode is the caller's job) on normalised images,
-    under bf16 autocast on CUDA when ``amp``; logits returned as float32."""
+def model_logits_fn(model: torch.nn.Module, amp: bool = False) -> LogitsFn:
+    """A :data:`LogitsFn` running ``model`` (eval mode is the caller's job; it normalises the images with its
+    own buffers) under bf16 autocast on CUDA when ``amp``; logits returned as float32."""
     def run(images: torch.Tensor) -> torch.Tensor:
         use_amp = amp and images.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = model(normalize(images, mean, std))
+            out = model(images)
         return out["logits"].float()
 
     return run

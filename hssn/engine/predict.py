@@ -105,7 +105,7 @@ def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str |
     hierarchy = meta["hierarchy"]
     model = load_trained_model(cfg, checkpoint, checkpoint_path, hierarchy, device)
     amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
-    fn = model_logits_fn(model, cfg["model"]["mean"], cfg["model"]["std"], amp)
+    fn = model_logits_fn(model, amp)
     settings = InferenceSettings.from_config(cfg, meta["flip_pairs"])
     eval_size = cfg["data"]["eval_size"]
     fit = None if eval_size is None else Resize(tuple(int(v) for v in eval_size), keep_ratio=True)

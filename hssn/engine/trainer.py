@@ -29,7 +29,6 @@ from . import builders, checkpoint as ckpt
 from .config import dump_config
 from .distributed import DistInfo, ResumableDistributedSampler, all_reduce_max, cleanup, gather_objects, init_distributed
 from .evaluator import evaluate
-from .inference import normalize
 from .logger import RunLogger
 from .metrics import format_report, to_json_ready
 
@@ -187,9 +186,8 @@ class Trainer:
     def _micro_step(self, batch: dict) -> dict[str, torch.Tensor]:
         images = batch["image"].to(self.device, non_blocking=True)
         target = batch["label"].to(self.device, non_blocking=True)
-        x = normalize(images, self.cfg["model"]["mean"], self.cfg["model"]["std"])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            out = self.ddp(x)
+            out = self.ddp(images)  # images in [0, 1]: the model normalises with its buffers (model.mean / std)
         emb = out.get("embeddings")
         parts = self.loss_fn(out["logits"], target, None if emb is None else emb.float(), step=self.step)
         aux = self.model.auxiliary_losses(out, target, self.loss_fn.segmentation_loss, self.ignore_index)

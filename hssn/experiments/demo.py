@@ -89,7 +89,7 @@ def draw_figure(trainer: Trainer, path: Path, num_images: int = 4) -> None:
 
     ds = trainer.val_set
     h, cfg = ds.hierarchy, trainer.cfg
-    fn = model_logits_fn(trainer.model.eval(), cfg["model"]["mean"], cfg["model"]["std"])
+    fn = model_logits_fn(trainer.model.eval())
     settings = InferenceSettings.from_config(cfg, ds.flip_pairs, scales=(1.0,), flip=False, temperature=1.0)
     depth = h.height
     cols = 2 + 2 * depth

@@ -24,6 +24,5 @@ def export_checkpoint(cfg: dict, checkpoint_path: str | Path, fmt: str, out: str
     checkpoint = ckpt.load_checkpoint(checkpoint_path)
     meta = label_meta(cfg, checkpoint, checkpoint_path)
     model = ckpt.load_trained_model(cfg, checkpoint, checkpoint_path, meta["hierarchy"], torch.device("cpu"))
-    mean, std = cfg["model"]["mean"], cfg["model"]["std"]
-    graph = ExportedSegmenter(model, meta["hierarchy"], mean, std, levels)
-    return export_model(graph, fmt, out, size, dynamic, metadata(meta["hierarchy"], meta, mean, std, levels))
+    graph = ExportedSegmenter(model, meta["hierarchy"], levels)
+    return export_model(graph, fmt, out, size, dynamic, metadata(model, meta["hierarchy"], meta, levels))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hssn.engine.inference import normalize
 from hssn_kernels import ClassHierarchy
 
 FORMATS = ("onnx", "torch")
@@ -27,18 +27,17 @@ class ExportedSegmenter(nn.Module):
     forward(image (B, 3, H, W) float32 in [0, 1]) -> (leaf (B, H, W) int64, *levels (B, H, W) int64)
     """
 
-    def __init__(self, model: nn.Module, hierarchy: ClassHierarchy, mean, std, levels: bool = False):
+    def __init__(self, model: nn.Module, hierarchy: ClassHierarchy, levels: bool = False):
         super().__init__()
         self.model = model.eval()
         tabs = hierarchy.tables("cpu")
         self.register_buffer("path", tabs.is_ancestor[tabs.leaves.long()].T.float())  # (C, L): v in A(leaf)
         self.register_buffer("leaves", tabs.leaves.long())
         self.register_buffer("level_map", tabs.level_map.clone())  # (D, C) int64
-        self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
         self.levels = levels
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.model(normalize(image, self.mean, self.std))["logits"].float()
+        logits = self.model(image)["logits"].float()  # the model normalises with its own buffers
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         scores = torch.einsum("bchw,cl->bhwl", torch.sigmoid(logits), self.path)
         leaf = self.leaves[scores.argmax(-1)]
@@ -47,8 +46,11 @@ class ExportedSegmenter(nn.Module):
         return (leaf, *(self.level_map[k][leaf] for k in range(self.level_map.shape[0])))
 
 
-def metadata(hierarchy: ClassHierarchy, meta: dict, mean, std, levels: bool) -> dict[str, str]:
-    """The strings stored in the exported file, so a consumer needs nothing else."""
+def metadata(model: nn.Module, hierarchy: ClassHierarchy, meta: dict, levels: bool) -> dict[str, str]:
+    """The strings stored in the exported file, so a consumer needs nothing else (the normalisation: the
+    model's buffers, applied inside the graph)."""
+    mean, std = ([float(np.format_float_positional(v)) for v in getattr(model, name).reshape(-1).numpy()]
+                 for name in ("pixel_mean", "pixel_std"))  # float32's shortest decimals: 0.485, not 0.48500001
     return {"hssn.hierarchy": json.dumps(hierarchy.to_dict()),
             "hssn.palette": json.dumps(torch.as_tensor(meta["palette"]).tolist()),
             "hssn.ignore_index": str(int(meta["ignore_index"])),

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
+from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from hssn_kernels import ClassHierarchy
 
@@ -35,7 +38,8 @@ class ProjectionHead(nn.Module):
 class HSSNModel(nn.Module):
     """A flat segmentation network made hierarchical by its head.
 
-    ``forward(images (B, 3, H, W) float, normalised)`` returns a dict:
+    ``forward(images (B, 3, H, W) float in [0, 1])`` normalises them with the model's own ``pixel_mean`` /
+    ``pixel_std`` buffers (in the state dict: a checkpoint carries its normalisation) and returns a dict:
 
     * ``"logits"`` ``(B, C, ceil(H/s), ceil(W/s))``, C = ``hierarchy.num_channels``, s = ``output_stride``
       (NOT upsampled: the caller resizes to the label size);
@@ -50,7 +54,8 @@ class HSSNModel(nn.Module):
     """
 
     def __init__(self, backbone: TimmBackbone, head: SegHead, hierarchy: ClassHierarchy, embed_dim: int = 256,
-                 projection_from: str = "backbone"):
+                 projection_from: str = "backbone", mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD):
         super().__init__()
         if not isinstance(hierarchy, ClassHierarchy):
             raise TypeError(f"hierarchy must be a hssn_kernels.ClassHierarchy, got {type(hierarchy).__name__}")
@@ -71,6 +76,13 @@ class HSSNModel(nn.Module):
         self.projection = ProjectionHead(in_ch, embed_dim)
         self.hierarchy = hierarchy
         self.embed_dim = embed_dim
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != backbone.in_chans or len(std) != backbone.in_chans or min(std) <= 0:
+            raise ValueError(f"mean and std must hold {backbone.in_chans} values (std > 0), got {mean} / {std}")
+        mean_t, std_t = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+        # the input normalisation travels with the weights (a checkpoint holds it; every caller runs the same)
+        self.register_buffer("pixel_mean", mean_t)
+        self.register_buffer("pixel_std", std_t)
 
     @property
     def output_stride(self) -> int:
@@ -85,7 +97,8 @@ class HSSNModel(nn.Module):
         h, w = images.shape[-2:]
         div = self.backbone.size_divisor
         hp, wp = -(-h // div) * div, -(-w // div) * div  # integer ceil: traceable with symbolic sizes (export)
-        x = F.pad(images, (0, wp - w, 0, hp - h))  # unconditional: an export traces one graph for every size
+        x = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        x = F.pad(x, (0, wp - w, 0, hp - h))  # unconditional: an export traces one graph for every size
 
         def crop(t: torch.Tensor) -> torch.Tensor:
             th, tw = t.shape[-2:]

@@ -97,13 +97,14 @@ def build_model(
         **kwargs: ``backbone`` (a timm name, optionally with a weights tag) replaces a preset's backbone;
             ``output_stride``, ``img_size``, ``backbone_kwargs`` (dict for timm) go to the
             backbone; ``embed_dim`` and ``projection_from`` ("backbone" | "decoder") to the projection
-            head; everything else to the head class (e.g. ``head_channels``, ``aux_head``, ``num_queries``, ``dec_layers``, ``ocr_channels``).
+            head; ``mean`` / ``std`` (the input normalisation, default ImageNet's) to the model; everything else to the head class (e.g. ``head_channels``, ``aux_head``, ``num_queries``, ``dec_layers``, ``ocr_channels``).
             Caller kwargs override the preset's.
     """
     if not isinstance(hierarchy, ClassHierarchy):
         raise TypeError(f"hierarchy must be a hssn_kernels.ClassHierarchy, got {type(hierarchy).__name__}")
     head_name, backbone_name, merged = _resolve(name, kwargs.pop("backbone", None))
     merged.update(kwargs)
+    norm = {k: merged.pop(k) for k in ("mean", "std") if k in merged}
     embed_dim = merged.pop("embed_dim", 256)
     projection_from = merged.pop("projection_from", "backbone")
     bb = {k: merged.pop(k) for k in BACKBONE_KWARGS if k in merged}
@@ -113,7 +114,8 @@ def build_model(
     if unknown:
         raise TypeError(
             f"unknown argument(s) {unknown} for model {name!r}: the {head_name} head takes {accepted}, "
-            f"the backbone takes {['backbone', *BACKBONE_KWARGS]}, and 'embed_dim' / 'projection_from' set the projection head"
+            f"the backbone takes {['backbone', *BACKBONE_KWARGS]}, 'embed_dim' / 'projection_from' set the projection head "
+            "and 'mean' / 'std' the input normalisation"
         )
     backbone = TimmBackbone(
         backbone_name,
@@ -123,6 +125,6 @@ def build_model(
         **bb.get("backbone_kwargs", {}),
     )
     head = head_cls(backbone.channels, backbone.reductions, hierarchy.num_channels, **merged)
-    model = HSSNModel(backbone, head, hierarchy, embed_dim=embed_dim, projection_from=projection_from)
+    model = HSSNModel(backbone, head, hierarchy, embed_dim=embed_dim, projection_from=projection_from, **norm)
     model.name = name
     return model
