@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hssn import hierarchies
 
-from .common import HierarchicalSegmentationDataset, Transform, files_by_key, id_lookup, pair_files, require_dir
+from .common import HierarchicalSegmentationDataset, Transform, id_lookup, pair_folders, require_dir
 from .palettes import leaf_palette
 
 NUM_CLASSES = 150
@@ -36,7 +36,6 @@ class ADE20KDataset(HierarchicalSegmentationDataset):
             root = root / FOLDER
         image_dir = require_dir(root / "images" / SPLITS[split], "ADE20K image")
         label_dir = require_dir(root / "annotations" / SPLITS[split], "ADE20K annotation")
-        samples = pair_files(files_by_key(image_dir, (".jpg", ".jpeg")), files_by_key(label_dir, (".png",)),
-                             image_dir, label_dir)
         lut = id_lookup({0: ignore_index, **{k: k - 1 for k in range(1, NUM_CLASSES + 1)}})
-        super().__init__(samples, hierarchies.get("ade20k"), lut, leaf_palette("ade20k"), (), ignore_index, transforms)
+        super().__init__(pair_folders(image_dir, label_dir, (".jpg", ".jpeg")), hierarchies.get("ade20k"), lut,
+                         leaf_palette("ade20k"), (), ignore_index, transforms)

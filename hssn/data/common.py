@@ -152,6 +152,14 @@ def pair_files(images: Mapping[str, Path], labels: Mapping[str, Path], image_dir
     return [(k, images[k], labels[k]) for k in sorted(images)]
 
 
+def pair_folders(image_dir: Path, label_dir: Path, image_exts: Sequence[str], label_exts: Sequence[str] = (".png",),
+                 recursive: bool = False) -> list[tuple[str, Path, Path]]:
+    """:func:`pair_files` of the images (``image_exts``) and labels (``label_exts``) of two folders, paired by
+    file name (relative path with ``recursive``)."""
+    return pair_files(files_by_key(image_dir, image_exts, recursive=recursive),
+                      files_by_key(label_dir, label_exts, recursive=recursive), image_dir, label_dir)
+
+
 def files_by_key(folder: Path, suffixes: Sequence[str], strip: str = "", recursive: bool = False) -> dict[str, Path]:
     """``{key: path}`` of files in ``folder`` whose names end with one of ``suffixes`` (case-insensitive);
     the key is the path relative to ``folder`` (posix) without the suffix and without ``strip``."""

@@ -19,8 +19,8 @@ import torch
 from hssn import hierarchies
 from hssn_kernels import ClassHierarchy
 
-from .common import (IMAGE_EXTENSIONS, HierarchicalSegmentationDataset, Transform, files_by_key, identity_lookup,
-                     pair_files, require_dir)
+from .common import (IMAGE_EXTENSIONS, HierarchicalSegmentationDataset, Transform, identity_lookup, pair_folders,
+                     require_dir)
 from .palettes import voc_colormap
 
 TREE_FILE_NAMES = ("hierarchy.json", "hierarchy.yaml", "hierarchy.yml")
@@ -62,8 +62,7 @@ class FolderDataset(HierarchicalSegmentationDataset):
         tree, meta = resolve_hierarchy(hierarchy, root)
         image_dir = require_dir(root / images / (split or ""), "image")
         label_dir = require_dir(root / labels / (split or ""), "label")
-        samples = pair_files(files_by_key(image_dir, IMAGE_EXTENSIONS, recursive=True),
-                             files_by_key(label_dir, (".png",), recursive=True), image_dir, label_dir)
+        samples = pair_folders(image_dir, label_dir, IMAGE_EXTENSIONS, recursive=True)
         ids = range(tree.num_channels) if partial_labels else tree.leaves
         self.inner_raw_ids = frozenset() if partial_labels else frozenset(range(tree.num_channels)) - set(tree.leaves)
         super().__init__(samples, tree, identity_lookup(ids, ignore_index),

@@ -26,7 +26,7 @@ import torch
 
 from hssn.hierarchies.mapillary import derive_from_config
 
-from .common import HierarchicalSegmentationDataset, Transform, files_by_key, id_lookup, pair_files, require_dir
+from .common import HierarchicalSegmentationDataset, Transform, id_lookup, pair_folders, require_dir
 
 SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
 CONFIG_NAME = "config_v2.0.json"
@@ -44,8 +44,7 @@ class MapillaryVistasDataset(HierarchicalSegmentationDataset):
         folder = root / SPLITS[split]
         image_dir = require_dir(folder / "images", "Mapillary image")
         label_dir = require_dir(folder / "v2.0" / "labels", "Mapillary v2.0 label")
-        samples = pair_files(files_by_key(image_dir, (".jpg", ".jpeg")), files_by_key(label_dir, (".png",)),
-                             image_dir, label_dir)
+        samples = pair_folders(image_dir, label_dir, (".jpg", ".jpeg"))
         self.evaluated = [bool(lab.get("evaluate", True)) for lab in labels]
         raw = {i: (i if ok or not ignore_non_evaluated else ignore_index) for i, ok in enumerate(self.evaluated)}
         if 255 not in raw:

@@ -24,14 +24,17 @@ def available() -> list[str]:
 
 
 def _tree(ref: str, where: str) -> tuple[ClassHierarchy, dict]:
+    """(tree, metadata) of a shipped tree name or a tree file (:func:`hssn.data.folder.resolve_hierarchy`);
+    ``ValueError`` naming the mapping file ``where`` otherwise."""
     from hssn import hierarchies
 
-    if ref in hierarchies.available():
-        return hierarchies.get(ref), hierarchies.metadata(ref)
-    if Path(ref).is_file():
-        return hierarchies.read_tree_file(ref)
-    raise ValueError(f"{where}: tree {ref!r} is neither a shipped tree ({', '.join(hierarchies.available())}) "
-                     f"nor a tree file")
+    from .folder import resolve_hierarchy
+
+    try:
+        return resolve_hierarchy(ref, Path("."))
+    except FileNotFoundError:
+        raise ValueError(f"{where}: tree {ref!r} is neither a shipped tree ({', '.join(hierarchies.available())}) "
+                         f"nor a tree file") from None
 
 
 class LabelMapping:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hssn import hierarchies
 
-from .common import HierarchicalSegmentationDataset, Transform, files_by_key, identity_lookup, pair_files, require_dir
+from .common import HierarchicalSegmentationDataset, Transform, identity_lookup, pair_folders, require_dir
 from .palettes import leaf_palette
 
 NUM_CLASSES = 108
@@ -33,8 +33,6 @@ class PascalPart108Dataset(HierarchicalSegmentationDataset):
         root = Path(root)
         image_dir = require_dir(root / "img_dir" / split, "PASCAL-Part-108 image")
         label_dir = require_dir(root / "ann108_dir" / split, "PASCAL-Part-108 annotation")
-        samples = pair_files(files_by_key(image_dir, (".png", ".jpg", ".jpeg")), files_by_key(label_dir, (".png",)),
-                             image_dir, label_dir)
-        super().__init__(samples, hierarchies.get("pascal_part108"),
+        super().__init__(pair_folders(image_dir, label_dir, (".png", ".jpg", ".jpeg")), hierarchies.get("pascal_part108"),
                          identity_lookup(range(NUM_CLASSES), ignore_index, raw_ignore=255),
                          leaf_palette("pascal_part108"), (), ignore_index, transforms)
