@@ -127,16 +127,22 @@ def reduce_to_scored(leaf_matrix: torch.Tensor, positions: torch.Tensor | None) 
     return leaf_matrix[positions][:, positions]
 
 
+def level_class_index(hierarchy: ClassHierarchy, tree_level: int, classes: list[int]) -> torch.Tensor:
+    """(C,) int64: each channel's node at ``tree_level`` (itself if shallower) as an index into ``classes``
+    (:func:`level_classes`), -1 where that node is not one of them (a group without scored leaves)."""
+    to_level = hierarchy.leaf_to_level(tree_level)
+    known = torch.tensor(classes)
+    idx = torch.searchsorted(known, to_level).clamp(max=len(classes) - 1)
+    return torch.where(known[idx] == to_level, idx, -1)
+
+
 def inner_level_confusion(inner_matrix: torch.Tensor, hierarchy: ClassHierarchy, tree_level: int,
                           classes: list[int], positions: torch.Tensor | None) -> torch.Tensor:
     """(K, K) counts at ``tree_level`` of the inner-labelled pixels: rows = the label's ancestor at that level
     (labels shallower than the level are left out), columns = the predicted leaf's class; ``inner_matrix``
     (C, L) rows = label channel, columns = predicted leaf position; ``classes`` from :func:`level_confusion`."""
     tabs = hierarchy.tables("cpu")
-    to_level = hierarchy.leaf_to_level(tree_level)  # (C,) each channel's node at the level (or itself)
-    known = torch.tensor(classes)
-    idx = torch.searchsorted(known, to_level).clamp(max=len(classes) - 1)
-    class_of = torch.where(known[idx] == to_level, idx, -1)  # -1: a group without scored leaves is no class
+    class_of = level_class_index(hierarchy, tree_level, classes)
     rows = torch.where(~tabs.is_leaf & (tabs.level >= tree_level), class_of, -1)
     leaves = tabs.leaves.long() if positions is None else tabs.leaves.long()[positions]
     cols = inner_matrix if positions is None else inner_matrix[:, positions]
@@ -228,9 +234,7 @@ class LevelTables:
         tabs = hierarchy.tables("cpu")
         self.classes, _ = level_classes(hierarchy, tree_level, positions)
         self.to_level = hierarchy.leaf_to_level(tree_level)
-        known = torch.tensor(self.classes)
-        idx = torch.searchsorted(known, self.to_level).clamp(max=len(self.classes) - 1)
-        self.pred_class = torch.where(known[idx] == self.to_level, idx, -1)
+        self.pred_class = level_class_index(hierarchy, tree_level, self.classes)
         scored = torch.zeros(hierarchy.num_channels, dtype=torch.bool)
         leaves = tabs.leaves.long()
         scored[leaves if positions is None else leaves[positions]] = True
