@@ -3,6 +3,7 @@ over the processes), temperature fitting on a held-out split, and ``hssn eval`` 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import builders, checkpoint as ckpt
-from .calibration import draw_reliability
+from .calibration import draw_reliability, fit_temperature
 from .distributed import DistInfo, ShardSampler, cleanup, gather_objects, init_distributed
 from .inference import InferenceSettings, LogitsFn, model_logits_fn, node_probabilities, predict
 from .metrics import HierarchicalMetrics, format_report, to_json_ready
@@ -53,9 +54,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: dict, info: DistInfo
             held_out = builders.build_dataset(cfg, "val", split_name=ev["temperature_split"])
         except (ValueError, OSError) as err:
             raise ValueError(f"eval.temperature_split={ev['temperature_split']!r}: {err}") from None
-        settings = InferenceSettings.from_config(
-            cfg, dataset.flip_pairs, probabilities=settings.probabilities, **changes,
-            temperature=fit_temperature_on(fn, held_out, cfg, info, progress))
+        settings = replace(settings, temperature=fit_temperature_on(fn, held_out, cfg, info, progress))
     loader, length = _loader(dataset, ev, info)
     scored = getattr(dataset, "scored_leaves", None) if ev["scored_classes"] == "dataset" else None
     metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, info.device, scored_leaves=scored,
@@ -113,11 +112,8 @@ def fit_temperature_on(fn: LogitsFn, dataset: Dataset, cfg: dict, info: DistInfo
             return float(F.binary_cross_entropy_with_logits(z / t, on_path))
     else:
         def nll(t: float) -> float:
-            p = node_probabilities(z[:, :, None, None], hierarchy, InferenceSettings.from_config(
-                cfg, temperature=t))[:, :, 0, 0].gather(1, y[:, None])
-            return float(-p.clamp_min(1e-300).log().mean())
-    from .calibration import fit_temperature
-
+            p = node_probabilities(z[:, :, None, None], hierarchy, replace(settings, temperature=t))
+            return float(-p[:, :, 0, 0].gather(1, y[:, None]).clamp_min(1e-300).log().mean())
     return fit_temperature(nll)
 
 
@@ -138,8 +134,8 @@ def run_eval(cfg: dict, checkpoint_path: str | Path, out: str | Path | None = No
     try:
         builders.check_choices(cfg, info.device)
         dataset = builders.build_dataset(cfg, "val")
-        model = ckpt.load_trained_model(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path, dataset.hierarchy,
-                                   info.device)
+        model = ckpt.load_trained_model(cfg, ckpt.load_checkpoint(checkpoint_path), checkpoint_path,
+                                        dataset.hierarchy, info.device)
         report = evaluate(model, dataset, cfg, info, cfg["train"]["progress"])
         if info.is_main:
             print(format_report(report, per_class=per_class))

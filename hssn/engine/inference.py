@@ -140,12 +140,17 @@ class Prediction(NamedTuple):
     probs: torch.Tensor | None
 
 
-def node_probabilities(logits: torch.Tensor, hierarchy: ClassHierarchy, settings: InferenceSettings) -> torch.Tensor:
+def node_probabilities(logits: torch.Tensor, hierarchy: ClassHierarchy, settings: InferenceSettings,
+                       inplace: bool = False) -> torch.Tensor:
     """(B, C, H, W) float32 probability of every node from logits (B, C, H, W), at ``settings.temperature``:
-    the sigmoids (``path``), or each node's summed leaf probabilities (``sum``)."""
-    z = logits.float() / settings.temperature
+    the sigmoids (``path``), or each node's summed leaf probabilities (``sum``). ``inplace``: ``logits`` is a
+    temporary the caller gives up; the path rule computes in it (no second full-size tensor)."""
     if settings.parent_scores == "path":
-        return z.sigmoid()
+        z = logits.float()
+        if z is logits and not inplace:
+            z = z.clone()
+        return z.div_(settings.temperature).sigmoid_()
+    z = logits.float() / settings.temperature
     leaves = list(hierarchy.leaves)
     if settings.leaf_softmax:
         p = z[:, leaves].softmax(1)
@@ -163,7 +168,8 @@ def tta_scores(fn: LogitsFn, images: torch.Tensor, settings: InferenceSettings =
     passes.
 
     images: (B, 3, H, W) in [0, 1]; each pass resizes them by the scale (bilinear), runs ``fn`` whole or in
-    sliding windows, and resizes the logits to ``out_size`` (default (H, W)) before ``probs_fn``.
+    sliding windows, and resizes the logits to ``out_size`` (default (H, W)) before ``probs_fn``, which may
+    compute in that resized tensor (it is the pass's own).
     """
     h, w = images.shape[-2:]
     out_size = (h, w) if out_size is None else (int(out_size[0]), int(out_size[1]))
@@ -214,7 +220,7 @@ def predict(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy,
         leaf, violations = hk.hierarchical_argmax(logits, hierarchy, backend=s.backend, size=out_size,
                                                   violations=True)
         return Prediction(leaf, None, violations, None)
-    probs = tta_scores(fn, images, s, out_size, lambda z: node_probabilities(z, hierarchy, s))
+    probs = tta_scores(fn, images, s, out_size, lambda z: node_probabilities(z, hierarchy, s, inplace=True))
     if s.parent_scores == "path":
         leaf, _ = path_inference(probs, hierarchy, s.backend)
         levels = None
