@@ -37,7 +37,7 @@ def measure(config: str, batch: int, size: tuple[int, int], device: torch.device
             mode: str) -> dict:
     """Median step time and peak memory of ``mode`` (see MODES) for ``config``'s model."""
     cfg = load_config(config, ["model.pretrained=false"])
-    name = cfg["data"]["name"]  # the dataset's tree: a shipped one without reading the data, else the dataset's
+    name = cfg.data.name  # the dataset's tree: a shipped one without reading the data, else the dataset's
     hierarchy = hierarchies.get(name) if name in hierarchies.available() else build_dataset(cfg, "train").hierarchy
     model = build_model(cfg, hierarchy).to(device).train()
     loss_fn = build_loss(cfg, hierarchy, 255)

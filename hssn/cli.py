@@ -7,6 +7,9 @@ import re
 import sys
 from typing import Callable, Sequence
 
+from hssn.errors import UserError
+
+
 CONFIG_HELP = "a shipped config name (see `hssn configs`) or a path to a YAML file"
 OVERRIDE_HELP = "config overrides key.sub=value (value parsed as YAML), e.g. train.iters=1000 loss.triplet=null"
 
@@ -37,7 +40,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     images, overrides = split_overrides(args.inputs)
     if not images:
-        raise ValueError("hssn predict needs at least one image file (arguments holding '=' are config overrides)")
+        raise UserError("hssn predict needs at least one image file (arguments holding '=' are config overrides)")
     cfg = load_config(args.config, _tta_overrides(overrides, args))
     written = predict_files(cfg, args.checkpoint, images, args.out)
     print(f"wrote {len(written)} files to {args.out}")
@@ -49,7 +52,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from hssn.export.build import export_checkpoint
 
     if args.levels not in ("leaf", "all"):
-        raise ValueError(f"--levels must be leaf or all, got {args.levels!r}")
+        raise UserError(f"--levels must be leaf or all, got {args.levels!r}")
     cfg = load_config(args.config, args.overrides)
     path = export_checkpoint(cfg, args.checkpoint, args.format, args.out, args.size, args.dynamic,
                              args.levels == "all")
@@ -70,18 +73,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_configs(args: argparse.Namespace) -> int:
-    from hssn.engine.config import CONFIG_DIR, DEFAULTS, available, dump_config, load_config
+    from hssn.engine.config import CONFIG_DIR, available, defaults_yaml, dump_config, load_config
 
     if args.show:
         cfg = load_config(args.show, args.overrides)
-        print(f"# reproduces: {cfg['reproduces'] or 'no paper table row'}")
+        print(f"# reproduces: {cfg.reproduces or 'no paper table row'}")
         print(dump_config(cfg), end="")
     elif args.defaults:
-        print(dump_config(DEFAULTS), end="")
+        print(defaults_yaml(), end="")
     else:
         print(f"configs shipped in {CONFIG_DIR}:")
         for name in available():
-            print(f"  {name:<40} {load_config(name)['reproduces'] or ''}".rstrip())
+            print(f"  {name:<40} {load_config(name).reproduces or ''}".rstrip())
     return 0
 
 
@@ -122,6 +125,11 @@ def _tta_args(p: argparse.ArgumentParser) -> None:
     flip.add_argument("--flip", dest="flip", action="store_true", default=None, help="flip TTA on")
     flip.add_argument("--no-flip", dest="flip", action="store_false", help="flip TTA off")
 
+
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               FloatingPointError)
+"""Errors a user fixes (a config value, a file, a non-finite loss): one line and exit status 2. Anything else is a
+bug and keeps its traceback (exit status 1)."""
 
 THREADED = ("train", "eval", "predict", "demo")
 """Commands that run models: they choose the torch thread count first (``distributed.choose_threads``)."""
@@ -192,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hssn`` script and ``python -m hssn``; config errors exit with status 2."""
+    """Entry point of the ``hssn`` script and ``python -m hssn``; :data:`USER_ERRORS` exit with status 2."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # positionals after an option (`--out DIR key=value`) are the command's own trailing positionals
@@ -208,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             set_threads()
         return args.func(args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as err:  # user errors: one line, status 2
+    except USER_ERRORS as err:
         print(f"hssn {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 

@@ -218,3 +218,26 @@ def test_predict_takes_overrides_positionally_as_train_and_eval_do(tmp_path):
     images, overrides = split_overrides(["x.png", "train.device=cpu", "model.kwargs={a: 1}", str(odd), "dir/y.jpg"])
     assert images == ["x.png", str(odd), "dir/y.jpg"] and overrides == ["train.device=cpu", "model.kwargs={a: 1}"]
     assert main(["predict", "synthetic", "train.device=cpu", "--checkpoint", "none.pt", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("error", [ValueError("a bug"), TypeError("a bug"), KeyError("a bug")])
+def test_a_programming_error_keeps_its_traceback(monkeypatch, error):
+    """Only user errors (hssn.errors.UserError and its ConfigError, missing files, FloatingPointError) become one
+    line and status 2; a ValueError / TypeError from inside the engine is a bug: it propagates (traceback, status 1)."""
+    from hssn.engine import trainer
+
+    def broken(cfg):
+        raise error
+
+    monkeypatch.setattr(trainer, "train", broken)
+    with pytest.raises(type(error), match="a bug"):
+        main(["train", "synthetic", *TINY])
+
+
+def test_user_error_types_are_one_place():
+    from hssn.cli import USER_ERRORS
+    from hssn.engine.config import ConfigError
+    from hssn.errors import UserError
+
+    assert issubclass(ConfigError, UserError) and issubclass(UserError, ValueError)
+    assert UserError in USER_ERRORS and ValueError not in USER_ERRORS and TypeError not in USER_ERRORS

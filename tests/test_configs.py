@@ -29,20 +29,20 @@ def test_shipped_configs():
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_paper_settings(arch, dataset):
     cfg = load_config(f"{arch}_{dataset}")
-    assert cfg["name"] == f"{arch}_{dataset}"
-    assert cfg["model"]["name"] == arch and cfg["data"]["name"] == dataset
+    assert cfg.name == f"{arch}_{dataset}"
+    assert cfg.model.name == arch and cfg.data.name == dataset
     iters, batch, crop = PAPER[dataset]
-    assert (cfg["train"]["iters"], cfg["train"]["batch_size"], cfg["data"]["crop_size"]) == (iters, batch, crop)
-    assert cfg["data"]["scale_range"] == [0.5, 2.0]
-    assert cfg["loss"] == {**DEFAULTS["loss"], "segmentation": "ftm", "gamma": 2.0, "triplet": "hierarchy",
-                           "num_triplets": 200, "beta_max": 0.5}
-    assert cfg["eval"]["scales"] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and cfg["eval"]["flip"] is True
-    o = cfg["optim"]
+    assert (cfg.train.iters, cfg.train.batch_size, list(cfg.data.crop_size)) == (iters, batch, crop)
+    assert cfg.data.scale_range == (0.5, 2.0)
+    assert cfg.to_dict()["loss"] == {**DEFAULTS["loss"], "segmentation": "ftm", "gamma": 2.0, "triplet": "hierarchy",
+                                     "num_triplets": 200, "beta_max": 0.5}
+    assert cfg.eval.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and cfg.eval.flip is True
+    o = cfg.optim
     if arch == "maskformer_swins":
-        assert (o["name"], o["lr"], o["weight_decay"]) == ("adamw", 6e-5, 0.01)
+        assert (o.name, o.lr, o.weight_decay) == ("adamw", 6e-5, 0.01)
     else:
-        assert (o["name"], o["lr"], o["momentum"], o["weight_decay"]) == ("sgd", 0.01, 0.9, 1e-4)
-    assert o["poly_power"] == 0.9
+        assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)
+    assert o.poly_power == 0.9
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -82,7 +82,7 @@ def test_configs_build_their_datasets(dataset, tmp_path):
     if dataset in ("mapillary_v2", "ade20k", "pascal_part108"):  # scored at the label's native size (the official protocol), image resized
         assert vitem["image"].shape[1:] == (16, 24) and vitem["label"].shape == (32, 48)
         if dataset == "mapillary_v2":
-            assert train.scored_leaves == train.evaluated and cfg["eval"]["scored_classes"] == "dataset"
+            assert train.scored_leaves == train.evaluated and cfg.eval.scored_classes == "dataset"
     else:
         assert vitem["image"].shape[1:] == vitem["label"].shape
     if dataset == "lip":
@@ -95,25 +95,25 @@ def test_synthetic_config_builds_small_model():
     model = builders.build_model(cfg, ds.hierarchy)
     out = model.eval()(torch.rand(1, 3, 32, 32))
     assert out["logits"].shape[1] == ds.hierarchy.num_channels
-    assert cfg["model"]["pretrained"] is False and cfg["train"]["device"] == "cpu"
+    assert cfg.model.pretrained is False and cfg.train.device == "cpu"
 
 
 def test_defaults_without_file_and_name_from_file(tmp_path):
-    assert load_config()["train"] == DEFAULTS["train"]
+    assert load_config().to_dict() == DEFAULTS
     path = tmp_path / "mine.yaml"
     path.write_text("train: {iters: 5}\n")
     cfg = load_config(path)
-    assert cfg["name"] == "mine" and cfg["train"]["iters"] == 5 and cfg["train"]["batch_size"] == 8
+    assert cfg.name == "mine" and cfg.train.iters == 5 and cfg.train.batch_size == 8
 
 
 def test_base_configs_merge_in_order(tmp_path):
     (tmp_path / "a.yaml").write_text("train: {iters: 7, batch_size: 4}\nmodel: {kwargs: {head_channels: 32}}\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain: {iters: 9}\nmodel: {kwargs: {aux_head: false}}\n")
     cfg = load_config(tmp_path / "b.yaml", ["train.seed=3"])
-    assert (cfg["train"]["iters"], cfg["train"]["batch_size"], cfg["train"]["seed"]) == (9, 4, 3)
-    assert cfg["model"]["kwargs"] == {"head_channels": 32, "aux_head": False}
+    assert (cfg.train.iters, cfg.train.batch_size, cfg.train.seed) == (9, 4, 3)
+    assert cfg.model.kwargs == {"head_channels": 32, "aux_head": False}
     (tmp_path / "c.yaml").write_text("base: synthetic\n")
-    assert load_config(tmp_path / "c.yaml")["data"]["name"] == "synthetic"
+    assert load_config(tmp_path / "c.yaml").data.name == "synthetic"
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ValueError, match="cycle"):
         load_config(tmp_path / "loop.yaml")
@@ -122,9 +122,9 @@ def test_base_configs_merge_in_order(tmp_path):
 def test_overrides_parse_yaml_values():
     cfg = load_config("synthetic", ["loss.triplet=null", "optim.lr=1e-4", "eval.scales=[0.5, 1.0]",
                                     "model.kwargs.head_channels=8", "train.amp=false"])
-    assert cfg["loss"]["triplet"] is None and cfg["optim"]["lr"] == 1e-4
-    assert cfg["eval"]["scales"] == [0.5, 1.0] and cfg["model"]["kwargs"]["head_channels"] == 8
-    assert cfg["train"]["amp"] is False
+    assert cfg.loss.triplet is None and cfg.optim.lr == 1e-4
+    assert cfg.eval.scales == (0.5, 1.0) and cfg.model.kwargs["head_channels"] == 8
+    assert cfg.train.amp is False
     assert parse_override("a.b= x") == (["a", "b"], "x")
 
 
@@ -170,7 +170,7 @@ def test_yaml_numbers_and_types_follow_the_schema(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("base: synthetic\noptim: {lr: 1e-3, weight_decay: 1e-4}\n")
     cfg = load_config(path)
-    assert cfg["optim"]["lr"] == 1e-3 and cfg["optim"]["weight_decay"] == 1e-4
+    assert cfg.optim.lr == 1e-3 and cfg.optim.weight_decay == 1e-4
     for override, key in [("optim.momentum=fast", "optim.momentum"), ("train.seed=1.5", "train.seed"),
                           ("train.keep_checkpoints=0", "train.keep_checkpoints"), ("train.amp=1", "train.amp"),
                           ("optim.weight_decay='1e-4'", "optim.weight_decay")]:
@@ -184,10 +184,10 @@ def test_yaml_numbers_and_types_follow_the_schema(tmp_path):
 def test_an_override_replaces_an_open_section_or_sets_one_key():
     from hssn.engine.config import load_config
 
-    base = load_config("synthetic")["model"]["kwargs"]
+    base = load_config("synthetic").model.kwargs
     assert "embed_dim" in base
-    assert load_config("synthetic", ["model.kwargs={head_channels: 8}"])["model"]["kwargs"] == {"head_channels": 8}
-    one = load_config("synthetic", ["model.kwargs.head_channels=8"])["model"]["kwargs"]
+    assert load_config("synthetic", ["model.kwargs={head_channels: 8}"]).model.kwargs == {"head_channels": 8}
+    one = load_config("synthetic", ["model.kwargs.head_channels=8"]).model.kwargs
     assert one == {**base, "head_channels": 8}
 
 
@@ -198,11 +198,45 @@ def test_an_override_replaces_an_open_section_or_sets_one_key():
                                              ("loss.backend=fast", "'loss.backend'")])
 def test_registry_backed_keys_are_checked_against_their_registries(override, match):
     """The registries (SEGMENTATION_LOSSES, TRIPLET_VARIANTS, DISTANCES, OPTIMIZERS, backends) are the lists;
-    a run checks the config against them before it builds anything."""
-    cfg = load_config("synthetic", [override])
-    with pytest.raises(ValueError, match=match):
-        builders.check_choices(cfg, "cpu")
-    builders.check_choices(load_config("synthetic"), "cpu")
+    the schema reads them when it checks a value, so a bad name fails when the config loads."""
+    from hssn.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config("synthetic", [override])
+
+
+def test_docs_key_table_and_defaults_are_generated_from_the_schema():
+    """docs/engine.md's key table is :func:`key_table` (regenerate: python tools/config_docs.py); `hssn configs
+    --defaults` is YAML that loads back to the defaults, every key with its rule and help."""
+    from pathlib import Path
+
+    from hssn.engine.config import defaults_yaml, key_table, load_yaml
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "engine.md").read_text()
+    assert key_table() in doc, "docs/engine.md's config key table is stale: run python tools/config_docs.py"
+    assert load_yaml(defaults_yaml()) == DEFAULTS
+    assert defaults_yaml().count("#") >= sum(len(v) if isinstance(v, dict) else 1 for v in DEFAULTS.values())
+
+
+def test_a_config_is_immutable_and_round_trips(tmp_path):
+    import attrs
+
+    from hssn.engine.config import dump_config
+
+    cfg = load_config("synthetic", ["eval.scales=[0.5, 1.0]"])
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        cfg.train.iters = 3
+    path = tmp_path / "again.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert cfg.with_overrides(["train.iters=3"]).train.iters == 3 and cfg.train.iters == 1000
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("train: {iters: 5}\ntrain: {iters: 6}\n")
+    with pytest.raises(ValueError, match="duplicate key 'train'"):
+        load_config(path)
 
 
 @pytest.mark.parametrize("override,key", [

@@ -56,17 +56,16 @@ def test_coarse_schedule_keeps_the_scenes_its_table_was_measured_on():
     for i in (0, 7, 42):
         assert torch.equal(val[i]["image"], measured_on[i]["image"])
         assert torch.equal(val[i]["label"], measured_on[i]["label"])
-    assert cfg["optim"]["lr"] == 2.0e-3 and cfg["train"]["batch_size"] == 16
-    assert cfg["model"]["kwargs"]["head_channels"] == 64 and list(cfg["model"]["kwargs"]["aspp_rates"]) == [12, 24, 36]
+    assert cfg.optim.lr == 2.0e-3 and cfg.train.batch_size == 16
+    assert cfg.model.kwargs["head_channels"] == 64 and list(cfg.model.kwargs["aspp_rates"]) == [12, 24, 36]
 
 
 def test_loss_ablation_runs_on_the_demos_config_with_fewer_steps():
     from hssn.engine.config import load_config
 
     demo_cfg, short = load_config("synthetic"), load_config("synthetic", ablation.ABLATION_SCHEDULE)
-    assert short["train"]["iters"] == ablation.ABLATION_ITERS < demo_cfg["train"]["iters"]
-    short["train"]["iters"] = demo_cfg["train"]["iters"]
-    assert short == demo_cfg
+    assert short.train.iters == ablation.ABLATION_ITERS < demo_cfg.train.iters
+    assert short.with_overrides([f"train.iters={demo_cfg.train.iters}"]) == demo_cfg
 
 
 def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
@@ -74,19 +73,20 @@ def test_hierarchy_experiment_pins_its_variants_and_its_shift(tmp_path):
     shifted evaluation re-renders the same validation scenes (seed, count) with other noise, texture and shape
     scales and occlusion, and nothing else."""
     from hssn.engine.builders import build_dataset
-    from hssn.engine.config import apply_overrides, load_config
+    from hssn.engine.config import load_config
 
     cfgs = {k: load_config("synthetic", [*ablation.HIERARCHY_SCHEDULE, *v[1]]) for k, v in ablation.HIERARCHY_EXPERIMENT.items()}
-    assert (cfgs["hssn"]["loss"]["segmentation"], cfgs["hssn"]["loss"]["triplet"]) == ("ftm", "hierarchy")
-    assert (cfgs["flat"]["loss"]["segmentation"], cfgs["flat"]["loss"]["triplet"]) == ("cce", None)
-    assert (cfgs["bce"]["loss"]["segmentation"], cfgs["bce"]["loss"]["triplet"]) == ("bce", None)
-    assert [c["eval"]["parent_scores"] for c in cfgs.values()] == ["path", "sum", "path"]
-    assert all(c["eval"]["calibration"] and c["eval"]["temperature"] is None for c in cfgs.values())
-    assert all(c["train"]["iters"] == ablation.ABLATION_ITERS for c in cfgs.values())
+    assert (cfgs["hssn"].loss.segmentation, cfgs["hssn"].loss.triplet) == ("ftm", "hierarchy")
+    assert (cfgs["flat"].loss.segmentation, cfgs["flat"].loss.triplet) == ("cce", None)
+    assert (cfgs["bce"].loss.segmentation, cfgs["bce"].loss.triplet) == ("bce", None)
+    assert [c.eval.parent_scores for c in cfgs.values()] == ["path", "sum", "path"]
+    assert all(c.eval.calibration and c.eval.temperature is None for c in cfgs.values())
+    assert all(c.train.iters == ablation.ABLATION_ITERS for c in cfgs.values())
     base = cfgs["hssn"]
-    moved = apply_overrides(base, ablation.SHIFT)
-    assert {k: v for k, v in moved.items() if k != "data"} == {k: v for k, v in base.items() if k != "data"}
-    assert moved["data"]["train_kwargs"] == base["data"]["train_kwargs"]
+    moved = base.with_overrides(ablation.SHIFT)
+    assert {k: v for k, v in moved.to_dict().items() if k != "data"} == {
+        k: v for k, v in base.to_dict().items() if k != "data"}
+    assert moved.data.train_kwargs == base.data.train_kwargs
     a, b = build_dataset(base, "val"), build_dataset(moved, "val")
     assert len(a) == len(b) and a.seed == b.seed
     assert (b.noise, b.pattern_scale, b.shape_scale, b.overlap) != (a.noise, a.pattern_scale, a.shape_scale, a.overlap)

@@ -194,7 +194,7 @@ def test_torchrun_restarts_after_a_killed_worker_and_resumes(tmp_path):
     rows = read_log(out / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # the rows past the checkpoint were rewritten
     cfg = load_config("synthetic", [*TINY, "train.iters=6"])
-    assert rows[-1]["lr"] == pytest.approx(cfg["optim"]["lr"] * lr_schedule(cfg)(5), rel=1e-6)
+    assert rows[-1]["lr"] == pytest.approx(cfg.optim.lr * lr_schedule(cfg)(5), rel=1e-6)
 
 
 SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu")

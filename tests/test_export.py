@@ -101,7 +101,7 @@ def test_torch_export_program_matches_the_eager_graph(trained):
     with torch.no_grad():
         want = ExportedSegmenter(model, HIERARCHY)(x)[0]
     assert torch.equal(got, want)
-    assert read_metadata(path)["hssn.mean"] == json.dumps(cfg["model"]["mean"])
+    assert read_metadata(path)["hssn.mean"] == json.dumps(list(cfg.model.mean))
 
 
 def test_export_errors_are_one_line(trained, tmp_path, capsys):

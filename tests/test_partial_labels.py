@@ -365,7 +365,7 @@ def test_the_coarse_label_experiment_builds_its_datasets():
     for key, (_, overrides) in variants.items():
         cfg = load_config("synthetic", [*ablation.COARSE_SCHEDULE, *overrides])
         train, val = builders.build_dataset(cfg, "train"), builders.build_dataset(cfg, "val")
-        sizes[key] = (len(train), train.partial_labels, len(val), val.partial_labels, cfg["train"]["iters"])
+        sizes[key] = (len(train), train.partial_labels, len(val), val.partial_labels, cfg.train.iters)
     n, m = ablation.COARSE_FINE_SCENES, ablation.COARSE_EXTRA_SCENES
     long = ablation.COARSE_ITERS * (n + m) // n
     assert sizes == {"fine": (n, False, 100, False, ablation.COARSE_ITERS),

@@ -50,7 +50,7 @@ def main() -> None:
         t_onnx.append(time.perf_counter() - start)
         start = time.perf_counter()
         with torch.no_grad():
-            want = predict(fn, image[None], dataset.hierarchy, InferenceSettings(backend=cfg["loss"]["backend"])).leaf
+            want = predict(fn, image[None], dataset.hierarchy, InferenceSettings(backend=cfg.loss.backend)).leaf
         t_eager.append(time.perf_counter() - start)
         same += int((torch.from_numpy(got) == want[0]).sum())
         total += got.size

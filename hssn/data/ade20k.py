@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hssn import hierarchies
+from hssn.errors import UserError
 
 from .common import HierarchicalSegmentationDataset, Transform, id_lookup, pair_folders, require_dir
 from .palettes import leaf_palette
@@ -30,7 +31,7 @@ class ADE20KDataset(HierarchicalSegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transforms: Transform | None = None,
                  ignore_index: int = 255):
         if split not in SPLITS:
-            raise ValueError(f"ADE20K split must be one of {sorted(SPLITS)}, got {split!r}")
+            raise UserError(f"ADE20K split must be one of {sorted(SPLITS)}, got {split!r}")
         root = Path(root)
         if (root / FOLDER).is_dir():
             root = root / FOLDER

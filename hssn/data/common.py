@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -53,13 +54,13 @@ def read_image(path: Path) -> torch.Tensor:
             mode = img.mode
             arr = np.asarray(img) if mode in SIXTEEN_BIT_MODES + ("F",) else np.asarray(img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, not an image, broken header
-        raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
     if mode == "F":
-        raise ValueError(f"{path}: floating-point image (mode 'F'); expected 8-bit or 16-bit images")
+        raise UserError(f"{path}: floating-point image (mode 'F'); expected 8-bit or 16-bit images")
     if mode in SIXTEEN_BIT_MODES:
         grey = arr.astype(np.float32)
         if grey.size and (grey.min() < 0 or grey.max() > 65535):
-            raise ValueError(f"{path}: {mode!r} image with values outside [0, 65535]; expected 8-bit or 16-bit images")
+            raise UserError(f"{path}: {mode!r} image with values outside [0, 65535]; expected 8-bit or 16-bit images")
         return torch.from_numpy(grey / 65535.0).expand(3, *grey.shape).contiguous()
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -75,11 +76,11 @@ def read_label(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
-                raise ValueError(f"{path}: label image has mode {img.mode!r}; expected a single-channel "
+                raise UserError(f"{path}: label image has mode {img.mode!r}; expected a single-channel "
                                  "(greyscale or palette) PNG of class ids")
             arr = np.asarray(img)
     except (OSError, SyntaxError) as err:  # PIL: truncated, not an image, broken header
-        raise ValueError(f"{path}: unreadable label image ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: unreadable label image ({type(err).__name__}: {err})") from None
     return arr.astype(np.int64)
 
 
@@ -96,7 +97,7 @@ def id_lookup(mapping: Mapping[int, int], size: int = 256) -> np.ndarray:
     lut = np.full(size, INVALID, dtype=np.int64)
     for raw, out in mapping.items():
         if raw < 0:
-            raise ValueError(f"raw label value {raw} is negative")
+            raise UserError(f"raw label value {raw} is negative")
         lut[raw] = out
     return lut
 
@@ -113,7 +114,7 @@ def identity_lookup(ids: Iterable[int], ignore_index: int, raw_ignore: int | Non
     if raw_ignore is None:
         raw_ignore = ignore_index if ignore_index >= 0 else RAW_VOID_16BIT
     if raw_ignore in mapping:
-        raise ValueError(f"void value {raw_ignore} is also a class id")
+        raise UserError(f"void value {raw_ignore} is also a class id")
     mapping[int(raw_ignore)] = int(ignore_index)
     return id_lookup(mapping)
 
@@ -128,9 +129,9 @@ def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, inner: Container[int
     if bad.any():
         values = np.unique(raw[bad])
         if inner and all(int(v) in inner for v in values):
-            raise ValueError(f"{path}: label values {values[:10].tolist()} are inner nodes of the tree (coarse "
+            raise UserError(f"{path}: label values {values[:10].tolist()} are inner nodes of the tree (coarse "
                              "labels): set data.partial_labels=true to train on them")
-        raise ValueError(f"{path}: label values {values[:10].tolist()} are neither class ids of this "
+        raise UserError(f"{path}: label values {values[:10].tolist()} are neither class ids of this "
                          f"dataset nor the ignore value")
     return torch.from_numpy(mapped)
 
@@ -143,12 +144,12 @@ def pair_files(images: Mapping[str, Path], labels: Mapping[str, Path], image_dir
     no_image = sorted(set(labels) - set(images))
     if no_label:
         files = ", ".join(str(images[k]) for k in no_label[:5])
-        raise ValueError(f"{len(no_label)} image(s) without a label in {label_dir}: {files}")
+        raise UserError(f"{len(no_label)} image(s) without a label in {label_dir}: {files}")
     if no_image:
         files = ", ".join(str(labels[k]) for k in no_image[:5])
-        raise ValueError(f"{len(no_image)} label(s) without an image in {image_dir}: {files}")
+        raise UserError(f"{len(no_image)} label(s) without an image in {image_dir}: {files}")
     if not images:
-        raise ValueError(f"no images found in {image_dir}")
+        raise UserError(f"no images found in {image_dir}")
     return [(k, images[k], labels[k]) for k in sorted(images)]
 
 
@@ -175,7 +176,7 @@ def files_by_key(folder: Path, suffixes: Sequence[str], strip: str = "", recursi
         if strip and key.endswith(strip):
             key = key[: -len(strip)]
         if key in out:
-            raise ValueError(f"two files for sample {key!r}: {out[key]} and {p}")
+            raise UserError(f"two files for sample {key!r}: {out[key]} and {p}")
         out[key] = p
     return out
 
@@ -197,7 +198,7 @@ def path_inside(root: Path, relative: str, source: Path, lineno: int) -> Path:
     ``/../x``, an absolute path)."""
     joined = Path(os.path.normpath(root / relative.lstrip("/")))
     if os.path.isabs(relative.lstrip("/")) or not joined.is_relative_to(Path(os.path.normpath(root))):
-        raise ValueError(f"{source}, line {lineno}: path {relative!r} points outside the dataset root {root}")
+        raise UserError(f"{source}, line {lineno}: path {relative!r} points outside the dataset root {root}")
     return joined
 
 
@@ -222,16 +223,16 @@ class HierarchicalSegmentationDataset(Dataset):
             raise TypeError(f"hierarchy must be a ClassHierarchy, got {type(hierarchy).__name__}")
         leaves = set(hierarchy.leaves)
         if ignore_index in leaves:
-            raise ValueError(f"ignore_index {ignore_index} is a leaf id of the hierarchy")
+            raise UserError(f"ignore_index {ignore_index} is a leaf id of the hierarchy")
         mapped = {int(v) for v in np.unique(lut) if v != INVALID}
         labels = set(range(hierarchy.num_channels)) if partial_labels else leaves
         if not mapped <= labels | {ignore_index}:
-            raise ValueError(f"id table maps to {sorted(mapped - labels - {ignore_index})}, not "
+            raise UserError(f"id table maps to {sorted(mapped - labels - {ignore_index})}, not "
                              f"{'channels' if partial_labels else 'leaves'}")
         self.partial_labels = bool(partial_labels)
         palette = torch.as_tensor(palette, dtype=torch.uint8)
         if palette.shape != (hierarchy.num_leaves, 3):
-            raise ValueError(f"palette must be ({hierarchy.num_leaves}, 3), got {tuple(palette.shape)}")
+            raise UserError(f"palette must be ({hierarchy.num_leaves}, 3), got {tuple(palette.shape)}")
         if transforms is not None and not callable(transforms):
             raise TypeError("transforms must be callable on the item dict")
         self.samples = list(samples)
@@ -241,7 +242,7 @@ class HierarchicalSegmentationDataset(Dataset):
         self.flip_pairs = [(int(a), int(b)) for a, b in flip_pairs]
         for a, b in self.flip_pairs:
             if a not in leaves or b not in leaves:
-                raise ValueError(f"flip pair ({a}, {b}) is not two leaf ids")
+                raise UserError(f"flip pair ({a}, {b}) is not two leaf ids")
         self.class_names = [hierarchy.names[c] for c in hierarchy.leaves]
         self.transforms = transforms
         self._lut = lut
@@ -259,7 +260,7 @@ class HierarchicalSegmentationDataset(Dataset):
         image = read_image(image_path)
         label = map_label(read_label(label_path), self.lookup(label_path), label_path, self.inner_raw_ids)
         if tuple(image.shape[1:]) != tuple(label.shape):
-            raise ValueError(f"size mismatch: image {image_path} is {tuple(image.shape[1:])} (H, W) but "
+            raise UserError(f"size mismatch: image {image_path} is {tuple(image.shape[1:])} (H, W) but "
                              f"label {label_path} is {tuple(label.shape)}")
         return {"image": image, "label": label, "name": name}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hssn import hierarchies
+from hssn.errors import UserError
 
 from .common import (HierarchicalSegmentationDataset, Transform, files_by_key, identity_lookup, pair_files,
                      read_id_list)
@@ -56,7 +57,7 @@ def paired_samples(image_dir: Path, label_dir: Path, id_list: Path | None, image
         return pair_files(images, labels, image_dir, label_dir)
     ids = read_id_list(id_list)
     if not ids:
-        raise ValueError(f"split list {id_list} is empty")
+        raise UserError(f"split list {id_list} is empty")
     for i in ids:
         if i not in images:
             raise FileNotFoundError(f"image of id {i!r} listed in {id_list} not found in {image_dir}")
@@ -72,7 +73,7 @@ class LIPDataset(HierarchicalSegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transforms: Transform | None = None,
                  ignore_index: int = 255):
         if split not in ("train", "val"):
-            raise ValueError(f"LIP split must be 'train' or 'val', got {split!r}")
+            raise UserError(f"LIP split must be 'train' or 'val', got {split!r}")
         image_dir, label_dir, id_list = lip_folders(Path(root), split)
         self.id_list = id_list
         super().__init__(paired_samples(image_dir, label_dir, id_list), hierarchies.get("lip"),

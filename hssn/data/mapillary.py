@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from hssn.errors import UserError
 from hssn.hierarchies.mapillary import derive_from_config
 
 from .common import HierarchicalSegmentationDataset, Transform, id_lookup, pair_folders, require_dir
@@ -39,7 +40,7 @@ class MapillaryVistasDataset(HierarchicalSegmentationDataset):
                  ignore_index: int = 255, ignore_non_evaluated: bool = False, tree: str = "official"):
         root = Path(root)
         if split not in SPLITS:
-            raise ValueError(f"Mapillary split must be one of {sorted(SPLITS)}, got {split!r}")
+            raise UserError(f"Mapillary split must be one of {sorted(SPLITS)}, got {split!r}")
         hierarchy, labels = derive_from_config(root / CONFIG_NAME, tree)
         folder = root / SPLITS[split]
         image_dir = require_dir(folder / "images", "Mapillary image")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 MAPPING_DIR = Path(__file__).resolve().parent.parent / "hierarchies" / "mappings"
@@ -33,7 +34,7 @@ def _tree(ref: str, where: str) -> tuple[ClassHierarchy, dict]:
     try:
         return resolve_hierarchy(ref, Path("."))
     except FileNotFoundError:
-        raise ValueError(f"{where}: tree {ref!r} is neither a shipped tree ({', '.join(hierarchies.available())}) "
+        raise UserError(f"{where}: tree {ref!r} is neither a shipped tree ({', '.join(hierarchies.available())}) "
                          f"nor a tree file") from None
 
 
@@ -49,21 +50,21 @@ class LabelMapping:
         try:
             data = load_yaml(self.path.read_text())
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise UserError(f"{where}: {err}") from None
         if not isinstance(data, dict) or set(data) - {"source", "target", "map", "description"} or \
                 not {"source", "target", "map"} <= set(data):
-            raise ValueError(f"{where}: a label mapping is a mapping with keys source, target, map (and optionally "
+            raise UserError(f"{where}: a label mapping is a mapping with keys source, target, map (and optionally "
                              f"description), got {sorted(data) if isinstance(data, dict) else type(data).__name__}")
         if not isinstance(data["map"], dict) or not data["map"]:
-            raise ValueError(f"{where}: 'map' must be a non-empty mapping of source class -> target node or null")
+            raise UserError(f"{where}: 'map' must be a non-empty mapping of source class -> target node or null")
         self.source, _ = _tree(str(data["source"]), where)
         self.target, self.target_meta = _tree(str(data["target"]), where)
         self.pairs: dict[str, str | None] = {}
         for key, value in data["map"].items():
             if key not in self.source.names:
-                raise ValueError(f"{where}: source class {key!r} is not a node of the source tree {data['source']!r}")
+                raise UserError(f"{where}: source class {key!r} is not a node of the source tree {data['source']!r}")
             if value is not None and value not in self.target.names:
-                raise ValueError(f"{where}: {key!r} maps to {value!r}, not a node of the target tree "
+                raise UserError(f"{where}: {key!r} maps to {value!r}, not a node of the target tree "
                                  f"{data['target']!r}")
             self.pairs[str(key)] = value
 
@@ -76,7 +77,7 @@ class LabelMapping:
             return cls(shipped)
         if Path(text).is_file():
             return cls(text)
-        raise ValueError(f"label mapping {text!r} not found: not a file and not one of the shipped mappings "
+        raise UserError(f"label mapping {text!r} not found: not a file and not one of the shipped mappings "
                          f"({', '.join(available())})")
 
     def lookup(self, hierarchy: ClassHierarchy) -> torch.Tensor:
@@ -84,7 +85,7 @@ class LabelMapping:
         unmapped. The dataset's class names must be nodes of the mapping's source tree (a subset is fine)."""
         foreign = [n for n in hierarchy.names if n not in self.source.names]
         if foreign:
-            raise ValueError(f"{self.path}: the dataset's classes {foreign[:5]} are not in the mapping's source tree")
+            raise UserError(f"{self.path}: the dataset's classes {foreign[:5]} are not in the mapping's source tree")
         return torch.tensor([-1 if self.pairs.get(n) is None else self.target.names.index(self.pairs[n])
                              for n in hierarchy.names], dtype=torch.int64)
 
@@ -100,7 +101,7 @@ class MappedDataset(Dataset):
         self.hierarchy = mapping.target
         self.ignore_index = int(dataset.ignore_index)
         if 0 <= self.ignore_index < self.hierarchy.num_channels:
-            raise ValueError(f"{mapping.path}: ignore_index {self.ignore_index} is a channel of the target tree "
+            raise UserError(f"{mapping.path}: ignore_index {self.ignore_index} is a channel of the target tree "
                              f"({self.hierarchy.num_channels} channels)")
         lut = mapping.lookup(dataset.hierarchy)
         self.lut = torch.where(lut < 0, self.ignore_index, lut)

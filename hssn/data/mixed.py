@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 from torch.utils.data import ConcatDataset, Dataset
 
+from hssn.errors import UserError
+
 from .common import Transform
 
 
@@ -23,13 +25,13 @@ class MixedDataset(ConcatDataset):
         from .registry import accepts, build_dataset
 
         if not parts:
-            raise ValueError("MixedDataset needs at least one part")
+            raise UserError("MixedDataset needs at least one part")
         built = []
         for i, part in enumerate(parts):
             if isinstance(part, dict):
                 unknown = set(part) - {"name", "root", "kwargs"}
                 if "name" not in part or unknown:
-                    raise ValueError(f"mixed part {i} must be {{name, root, kwargs}}, got keys {sorted(part)}")
+                    raise UserError(f"mixed part {i} must be {{name, root, kwargs}}, got keys {sorted(part)}")
                 kwargs = dict(part.get("kwargs") or {})
                 if partial_labels and accepts(part["name"], "partial_labels"):
                     kwargs.setdefault("partial_labels", True)
@@ -38,10 +40,10 @@ class MixedDataset(ConcatDataset):
         first = built[0]
         for i, part in enumerate(built[1:], 1):
             if part.hierarchy != first.hierarchy:
-                raise ValueError(f"mixed part {i} ({type(part).__name__}) has another class tree than part 0 "
+                raise UserError(f"mixed part {i} ({type(part).__name__}) has another class tree than part 0 "
                                  f"({type(first).__name__}): the parts must share one tree")
             if part.ignore_index != first.ignore_index:
-                raise ValueError(f"mixed part {i} has ignore_index {part.ignore_index}, part 0 {first.ignore_index}")
+                raise UserError(f"mixed part {i} has ignore_index {part.ignore_index}, part 0 {first.ignore_index}")
         if transforms is not None and not callable(transforms):
             raise TypeError("transforms must be callable on the item dict")
         super().__init__(built)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from hssn.errors import UserError
 from hssn.hierarchies.files import voc_colormap  # noqa: F401  (re-exported: the dependency runs data -> hierarchies)
 from hssn_kernels import ClassHierarchy
 
@@ -25,7 +26,7 @@ def node_palette(hierarchy: ClassHierarchy, leaf_colors: torch.Tensor) -> torch.
     rounded mean of their descendant leaves."""
     leaf_colors = torch.as_tensor(leaf_colors)
     if leaf_colors.shape != (hierarchy.num_leaves, 3):
-        raise ValueError(f"leaf_colors must be ({hierarchy.num_leaves}, 3), got {tuple(leaf_colors.shape)}")
+        raise UserError(f"leaf_colors must be ({hierarchy.num_leaves}, 3), got {tuple(leaf_colors.shape)}")
     position = {c: i for i, c in enumerate(hierarchy.leaves)}
     out = torch.empty((hierarchy.num_channels, 3), dtype=torch.uint8)
     for c in range(hierarchy.num_channels):
@@ -40,7 +41,7 @@ def colorize(label: torch.Tensor, colors: torch.Tensor, ignore_index: int = 255,
     label = torch.as_tensor(label).long()
     valid = label != ignore_index
     if valid.any() and (label[valid].min() < 0 or label[valid].max() >= len(colors)):
-        raise ValueError(f"label ids outside [0, {len(colors) - 1}] and not ignore_index={ignore_index}")
+        raise UserError(f"label ids outside [0, {len(colors) - 1}] and not ignore_index={ignore_index}")
     out = torch.empty((*label.shape, 3), dtype=torch.uint8)
     out[:] = torch.tensor(ignore_color, dtype=torch.uint8)
     out[valid] = torch.as_tensor(colors, dtype=torch.uint8)[label[valid]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hssn import hierarchies
+from hssn.errors import UserError
 
 from .common import HierarchicalSegmentationDataset, Transform, identity_lookup, pair_folders, require_dir
 from .palettes import leaf_palette
@@ -29,7 +30,7 @@ class PascalPart108Dataset(HierarchicalSegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transforms: Transform | None = None,
                  ignore_index: int = 255):
         if split not in SPLITS:
-            raise ValueError(f"PASCAL-Part-108 split must be one of {SPLITS}, got {split!r}")
+            raise UserError(f"PASCAL-Part-108 split must be one of {SPLITS}, got {split!r}")
         root = Path(root)
         image_dir = require_dir(root / "img_dir" / split, "PASCAL-Part-108 image")
         label_dir = require_dir(root / "ann108_dir" / split, "PASCAL-Part-108 annotation")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hssn import hierarchies
+from hssn.errors import UserError
 
 from .common import (HierarchicalSegmentationDataset, Transform, identity_lookup, path_inside, read_numbered_lines,
                      require_dir)
@@ -67,7 +68,7 @@ def parse_line(root: Path, labels: Path, line: str, list_path: Path, lineno: int
     if len(fields) == 2:
         image, label = (path_inside(root, f, list_path, lineno) for f in fields)
         return image.stem, image, label if label.is_file() else labels / label.name
-    raise ValueError(f"{list_path}, line {lineno}: {line!r} must hold an id or 'image_path label_path'")
+    raise UserError(f"{list_path}, line {lineno}: {line!r} must hold an id or 'image_path label_path'")
 
 
 class PascalPersonPartDataset(HierarchicalSegmentationDataset):
@@ -81,7 +82,7 @@ class PascalPersonPartDataset(HierarchicalSegmentationDataset):
         self.list_path = split_list(root, split)
         lines = read_numbered_lines(self.list_path)
         if not lines:
-            raise ValueError(f"split list {self.list_path} is empty")
+            raise UserError(f"split list {self.list_path} is empty")
         samples = [parse_line(root, labels, line, self.list_path, n) for n, line in lines]
         for name, image, label in samples:
             for path, what in ((image, "image"), (label, "label")):

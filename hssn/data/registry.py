@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from hssn.errors import UserError
+
 from .common import Transform
 
 
@@ -55,14 +57,14 @@ def entry_for_class(cls_name: str) -> str | None:
 def register_dataset(name: str, module: str, cls: str, needs_root: bool = True) -> None:
     """Register ``module.cls`` under ``name`` (imported on first use); ValueError if the name is taken."""
     if name in _REGISTRY:
-        raise ValueError(f"dataset {name!r} is already registered")
+        raise UserError(f"dataset {name!r} is already registered")
     _REGISTRY[name] = DatasetEntry(module, cls, needs_root)
 
 
 def dataset_class(name: str) -> type:
     """The class registered under ``name``; ValueError listing the names when unknown."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available())}")
+        raise UserError(f"unknown dataset {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name].load()
 
 
@@ -76,7 +78,7 @@ def build_dataset(name: str, root: str | Path | None = None, split: str = "train
             kwargs["root"] = root
         return cls(split=split, transforms=transforms, **kwargs)
     if root is None:
-        raise ValueError(f"dataset {name!r} needs root= (the dataset folder; data.root in a config)")
+        raise UserError(f"dataset {name!r} needs root= (the dataset folder; data.root in a config)")
     if not Path(root).is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root} (data.root of dataset {name!r})")
     return cls(root, split=split, transforms=transforms, **kwargs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .common import Transform
@@ -194,31 +195,31 @@ class SyntheticDataset(Dataset):
                  gradient_contrast: float = 0.6, overlap: bool = True, coarse_fraction: float = 0.0,
                  coarse_level: int = 2):
         if split not in SPLITS:
-            raise ValueError(f"synthetic split must be one of {SPLITS}, got {split!r}")
+            raise UserError(f"synthetic split must be one of {SPLITS}, got {split!r}")
         hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
         if len(hw) != 2 or min(hw) < 16:
-            raise ValueError(f"size must be an int or (height, width) of at least 16 pixels, got {size!r}")
+            raise UserError(f"size must be an int or (height, width) of at least 16 pixels, got {size!r}")
         if not isinstance(length, int) or length <= 0:
-            raise ValueError(f"length must be a positive int, got {length!r}")
+            raise UserError(f"length must be a positive int, got {length!r}")
         if ignore_index in HIERARCHY.leaves:
-            raise ValueError(f"ignore_index {ignore_index} is a leaf id of the synthetic tree")
+            raise UserError(f"ignore_index {ignore_index} is a leaf id of the synthetic tree")
         if transforms is not None and not callable(transforms):
             raise TypeError("transforms must be callable on the item dict")
         self.split, self.size, self.length, self.seed = split, hw, length, int(seed)
         self.max_textures, self.max_shapes, self.noise = max_textures, max_shapes, noise
         if not (pattern_scale > 0 and shape_scale > 0):
-            raise ValueError(f"pattern_scale and shape_scale must be > 0, got {pattern_scale}, {shape_scale}")
+            raise UserError(f"pattern_scale and shape_scale must be > 0, got {pattern_scale}, {shape_scale}")
         self.pattern_scale, self.shape_scale = float(pattern_scale), float(shape_scale)
         if not 0 < gradient_contrast <= MAX_CONTRAST:
-            raise ValueError(f"gradient_contrast must be in (0, {MAX_CONTRAST}] (RGB distance), got {gradient_contrast!r}")
+            raise UserError(f"gradient_contrast must be in (0, {MAX_CONTRAST}] (RGB distance), got {gradient_contrast!r}")
         self.gradient_contrast = float(gradient_contrast)
         if not isinstance(overlap, bool):
             raise TypeError(f"overlap must be a bool, got {overlap!r}")
         self.overlap = overlap
         if not 0.0 <= coarse_fraction <= 1.0:
-            raise ValueError(f"coarse_fraction must be in [0, 1], got {coarse_fraction!r}")
+            raise UserError(f"coarse_fraction must be in [0, 1], got {coarse_fraction!r}")
         if coarse_level not in range(1, HIERARCHY.height):
-            raise ValueError(f"coarse_level must be an inner level in [1, {HIERARCHY.height - 1}], got {coarse_level!r}")
+            raise UserError(f"coarse_level must be an inner level in [1, {HIERARCHY.height - 1}], got {coarse_level!r}")
         self.coarse_fraction, self.coarse_level = float(coarse_fraction), int(coarse_level)
         self.partial_labels = self.coarse_fraction > 0
         self.scored_leaves = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .builders import build_model
@@ -114,7 +115,7 @@ def lock_output_dir(output_dir: str | Path):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise ValueError(f"output folder {folder} is in use by another training run (pid {holder}); wait for "
+        raise UserError(f"output folder {folder} is in use by another training run (pid {holder}); wait for "
                          "it to finish or pass another train.output_dir") from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
@@ -139,10 +140,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError / EOFError / pickle errors for a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200] if str(err) else 'empty or truncated'})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
+        raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
     return state
 
 
@@ -174,7 +175,7 @@ def load_model_weights(model: torch.nn.Module, checkpoint: dict, path: str | Pat
     the first missing, unexpected or differently shaped tensor (another model, head width or tree) instead of
     load_state_dict's listing. The checkpoint's input normalisation replaces the model's (the config's)."""
     if "model" in checkpoint and not isinstance(checkpoint["model"], dict):
-        raise ValueError(f"{path}: its 'model' entry is {type(checkpoint['model']).__name__}, not a state dict")
+        raise UserError(f"{path}: its 'model' entry is {type(checkpoint['model']).__name__}, not a state dict")
     weights = dict(model_weights(checkpoint))
     own = model.state_dict()
     for key in NORMALISATION_BUFFERS:  # checkpoints written before the normalisation moved into the model
@@ -184,14 +185,14 @@ def load_model_weights(model: torch.nn.Module, checkpoint: dict, path: str | Pat
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
         what = f"lacks {missing[0]!r}" if missing else f"has {unexpected[0]!r}, which this model lacks"
-        raise ValueError(f"{path}: not weights of this model ({model.__class__.__name__}): it {what} "
+        raise UserError(f"{path}: not weights of this model ({model.__class__.__name__}): it {what} "
                          f"({len(missing)} missing, {len(unexpected)} unexpected tensors); check model.name / "
                          "model.kwargs and the dataset's tree")
     for key, value in weights.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: weight {key!r} is a {type(value).__name__}, not a tensor")
+            raise UserError(f"{path}: weight {key!r} is a {type(value).__name__}, not a tensor")
         if value.shape != own[key].shape:
-            raise ValueError(f"{path}: weight {key!r} has shape {tuple(value.shape)}, this model's has "
+            raise UserError(f"{path}: weight {key!r} has shape {tuple(value.shape)}, this model's has "
                              f"{tuple(own[key].shape)} (another head width or class tree?)")
     model.load_state_dict(weights)
 
@@ -206,7 +207,7 @@ def checkpoint_meta(checkpoint: dict, path: str | Path = "checkpoint") -> dict |
         return {**meta, "hierarchy": ClassHierarchy.from_dict(meta["hierarchy"]),
                 "palette": torch.tensor(meta["palette"], dtype=torch.uint8)}
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise ValueError(f"{path}: broken meta (the tree / palette stored by hssn train): "
+        raise UserError(f"{path}: broken meta (the tree / palette stored by hssn train): "
                          f"{type(err).__name__}: {err}") from None
 
 

@@ -1,23 +1,33 @@
-"""torch.distributed helpers: process-group setup from torchrun's environment, rank queries, samplers."""
+"""The run context (device, AMP, backend, threads, this process's place in the job, built once per command
+from the config), torch.distributed setup from torchrun's environment, collectives, samplers."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from hssn.errors import UserError
+
 
 @dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job: ``rank`` of ``world_size``, its ``device``."""
+class RunContext:
+    """Where and how this process runs: ``rank`` of ``world_size`` on ``device``; ``amp`` = bf16 autocast
+    (``train.amp`` on CUDA); ``backend`` = ``loss.backend`` (checked against the device); ``progress`` = tqdm bars
+    (``train.progress``, main process only); ``threads`` = torch CPU threads. Built by :func:`start_run`."""
 
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
+    amp: bool = False
+    backend: str = "auto"
+    progress: bool = False
+    threads: int = 1
 
     @property
     def distributed(self) -> bool:
@@ -26,6 +36,14 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def show_progress(self) -> bool:
+        return self.progress and self.is_main
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when ``amp``, else nothing."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
 
 def choose_threads(environ=os.environ) -> tuple[int, str]:
@@ -36,9 +54,9 @@ def choose_threads(environ=os.environ) -> tuple[int, str]:
         try:
             n = int(environ["OMP_NUM_THREADS"])
         except ValueError:
-            raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {environ['OMP_NUM_THREADS']!r}") from None
+            raise UserError(f"OMP_NUM_THREADS must be a positive integer, got {environ['OMP_NUM_THREADS']!r}") from None
         if n < 1:
-            raise ValueError(f"OMP_NUM_THREADS must be a positive integer, got {n}")
+            raise UserError(f"OMP_NUM_THREADS must be a positive integer, got {n}")
         return n, "OMP_NUM_THREADS"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     procs = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
@@ -59,16 +77,31 @@ def set_threads(environ=os.environ) -> int:
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     """"cpu", "cuda" (RuntimeError without a GPU) or "auto" (CUDA when available)."""
     if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
+        raise UserError(f"device must be 'auto', 'cpu' or 'cuda', got {preference!r}")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available: use train.device=cpu or auto")
+        raise UserError("train.device=cuda but no CUDA device is available: use train.device=cpu or auto")
     if preference == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(preference: str = "auto") -> DistInfo:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPU, gloo on CPU.
+def start_run(cfg) -> RunContext:
+    """The :class:`RunContext` of a config (``train.device`` / ``amp`` / ``progress``, ``loss.backend``): joins
+    the process group torchrun describes (:func:`init_distributed`); a backend that cannot run on the device is a
+    :class:`UserError`."""
+    from hssn_kernels import backends
+
+    ctx = init_distributed(cfg.train.device)
+    why = backends.unavailable_reason(cfg.loss.backend, ctx.device) if cfg.loss.backend != "auto" else None
+    if why is not None:
+        raise UserError(f"loss.backend={cfg.loss.backend!r}: {why}")
+    return replace(ctx, amp=cfg.train.amp and ctx.device.type == "cuda", backend=cfg.loss.backend,
+                   progress=cfg.train.progress, threads=torch.get_num_threads())
+
+
+def init_distributed(preference: str = "auto") -> RunContext:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPU, gloo on CPU; the context's
+    place in the job and device (the other fields at their defaults: :func:`start_run` sets them).
 
     Without torchrun (or with one process) nothing is initialised. Calling it again reuses the group.
     """
@@ -86,7 +119,7 @@ def init_distributed(preference: str = "auto") -> DistInfo:
         # the round before (a killed worker's address) fails to connect, so each round gets its own key prefix
         store = dist.PrefixStore(f"hssn/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world)
-    return DistInfo(rank, world, local_rank, device)
+    return RunContext(rank, world, local_rank, device)
 
 
 def cleanup() -> None:

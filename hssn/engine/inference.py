@@ -20,7 +20,7 @@ import hssn_kernels as hk
 from hssn_kernels import ClassHierarchy
 from hssn_kernels.upsample import tree_violations
 
-from .config import CHOICES
+from .config import EVAL_MODES, PARENT_SCORES, Config
 from .metrics import level_classes
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
@@ -75,12 +75,6 @@ def slide_logits(fn: LogitsFn, images: torch.Tensor, crop_size: Sequence[int], s
     return (total / count)[..., :h, :w]
 
 
-PARENT_SCORES = CHOICES[("eval", "parent_scores")]
-"""How the levels are predicted: ``path``, path inference (Eq. 3) on the model's own node scores (the leaf
-decides every level); ``sum``, inferred parents: leaf probabilities summed up the tree, each level predicted by
-its own argmax over its classes (the flat baseline of "Flattening the Parent Bias", CVPR 2024)."""
-
-
 @dataclass(frozen=True)
 class InferenceSettings:
     """How logits become predictions: test-time augmentation (``scales``, ``flip`` with the left/right leaf
@@ -103,8 +97,8 @@ class InferenceSettings:
     probabilities: bool = False
 
     def __post_init__(self):
-        if self.mode not in ("whole", "slide"):
-            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.mode not in EVAL_MODES:
+            raise ValueError(f"mode must be one of {EVAL_MODES}, got {self.mode!r}")
         if not self.scales:
             raise ValueError("scales must not be empty")
         if self.parent_scores not in PARENT_SCORES:
@@ -114,17 +108,15 @@ class InferenceSettings:
             raise ValueError(f"temperature must be a positive finite number, got {self.temperature!r}")
 
     @classmethod
-    def from_config(cls, cfg: dict, flip_pairs: Sequence[Sequence[int]] = (), **changes) -> "InferenceSettings":
+    def from_config(cls, cfg: Config, flip_pairs: Sequence[Sequence[int]] = (), **changes) -> "InferenceSettings":
         """The settings of a full config (its ``eval`` section, ``loss.backend``; ``leaf_softmax`` when the model
         was trained with ``loss.segmentation=cce``; a numeric ``eval.temperature``), with ``changes`` applied."""
-        ev = cfg["eval"]
-        temperature = ev["temperature"]
-        values = dict(scales=tuple(float(s) for s in ev["scales"]), flip=bool(ev["flip"]),
-                      flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs), mode=ev["mode"],
-                      crop_size=tuple(int(v) for v in ev["crop_size"]), stride=tuple(int(v) for v in ev["stride"]),
-                      backend=cfg["loss"]["backend"], parent_scores=ev["parent_scores"],
-                      leaf_softmax=cfg["loss"]["segmentation"] == "cce",
-                      temperature=float(temperature) if isinstance(temperature, (int, float)) else 1.0)
+        ev = cfg.eval
+        values = dict(scales=tuple(float(s) for s in ev.scales), flip=ev.flip,
+                      flip_pairs=tuple((int(a), int(b)) for a, b in flip_pairs), mode=ev.mode,
+                      crop_size=ev.crop_size, stride=ev.stride, backend=cfg.loss.backend,
+                      parent_scores=ev.parent_scores, leaf_softmax=cfg.loss.segmentation == "cce",
+                      temperature=float(ev.temperature) if isinstance(ev.temperature, (int, float)) else 1.0)
         return cls(**{**values, **changes})
 
 

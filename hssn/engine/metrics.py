@@ -35,6 +35,7 @@ import math
 import torch
 import torch.distributed as dist
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 from hssn_kernels.upsample import tree_violations
 
@@ -295,12 +296,12 @@ class HierarchicalMetrics:
         valid = target != self.ignore_index
         num_c = self.hierarchy.num_channels
         if bool((valid & ((target < 0) | (target >= num_c))).any()):
-            raise ValueError(f"target holds ids outside [0, {num_c}) that are not ignore_index")
+            raise UserError(f"target holds ids outside [0, {num_c}) that are not ignore_index")
         safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
         gt_pos = self.leaf_pos[safe_target]
         inner = valid & (gt_pos < 0)
         if not self.partial_labels and bool(inner.any()):
-            raise ValueError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
+            raise UserError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
                              "partial_labels=True)")
         pred = leaf_pred.to(self.leaf_pos.device).long()
         if bool(((pred < 0) | (pred >= num_c)).any()):

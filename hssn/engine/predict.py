@@ -9,13 +9,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hssn.errors import UserError
+
 from . import builders, checkpoint as ckpt
-from .distributed import pick_device
+from .config import Config
+from .distributed import start_run
 from .inference import InferenceSettings, model_logits_fn, predict
 from .checkpoint import load_trained_model
 
 
-def label_meta(cfg: dict, checkpoint: dict | None = None, path: str | Path = "checkpoint") -> dict:
+def label_meta(cfg: Config, checkpoint: dict | None = None, path: str | Path = "checkpoint") -> dict:
     """``{"hierarchy", "palette" (L, 3) uint8, "flip_pairs", "ignore_index"}`` from the checkpoint's (read
     from ``path``) stored metadata, else from the shipped tree of ``data.name``, else from the val dataset."""
     meta = ckpt.checkpoint_meta(checkpoint, path) if checkpoint is not None else None
@@ -23,7 +26,7 @@ def label_meta(cfg: dict, checkpoint: dict | None = None, path: str | Path = "ch
         return meta
     from hssn import hierarchies
 
-    name = cfg["data"]["name"]
+    name = cfg.data.name
     if name in hierarchies.available():
         extra = hierarchies.metadata(name)
         return {"hierarchy": hierarchies.get(name), "palette": torch.tensor(extra["leaf_colors"], dtype=torch.uint8),
@@ -53,7 +56,7 @@ def output_stems(paths: Sequence[Path]) -> list[Path]:
     seen: dict[Path, Path] = {}
     for path, stem in zip(paths, stems):
         if stem in seen:
-            raise ValueError(f"images {seen[stem]} and {path} would write the same output files "
+            raise UserError(f"images {seen[stem]} and {path} would write the same output files "
                              f"({stem}_leaf.png ...); rename one or predict them separately")
         seen[stem] = path
     return stems
@@ -87,36 +90,32 @@ def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, hierarchy, p
     return written
 
 
-def predict_files(cfg: dict, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
+def predict_files(cfg: Config, checkpoint_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
                   ) -> list[Path]:
     """Segment each image file; writes ``{name}_leaf.png`` (leaf ids) and ``{name}_k{k}.png`` (colours) for
     k = 1 (leaves) .. D (coarsest), numbered as the metrics' mIoU^k, into ``out_dir``, ``name`` as
     :func:`output_stems` gives it (inputs from several folders keep their relative folders). Returns the paths."""
     from hssn.data.common import read_image
-    from hssn.data.transforms import Resize, resize_image
 
     paths, stems = image_outputs(images)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg["train"]["device"])
-    builders.check_choices(cfg, device)
+    ctx = start_run(cfg)
     checkpoint = ckpt.load_checkpoint(checkpoint_path)  # read once: labels' metadata and weights
     meta = label_meta(cfg, checkpoint, checkpoint_path)
     hierarchy = meta["hierarchy"]
-    model = load_trained_model(cfg, checkpoint, checkpoint_path, hierarchy, device)
-    amp = bool(cfg["train"]["amp"]) and device.type == "cuda"
-    fn = model_logits_fn(model, amp)
+    model = load_trained_model(cfg, checkpoint, checkpoint_path, hierarchy, ctx.device)
+    fn = model_logits_fn(model, ctx.amp)
     settings = InferenceSettings.from_config(cfg, meta["flip_pairs"])
-    eval_size = cfg["data"]["eval_size"]
-    fit = None if eval_size is None else Resize(tuple(int(v) for v in eval_size), keep_ratio=True)
+    transforms = builders.eval_transforms(cfg, meta["ignore_index"])
     written = []
     for path, stem in zip(paths, stems):
         image = read_image(path)
         size = tuple(image.shape[1:])
-        if fit is not None:  # the evaluator's resize (data.eval_size, keep ratio)
-            image = resize_image(image, fit.target_size(*size))
+        # the evaluator's preprocessing; the placeholder label (a broadcast zero) only carries the size
+        image = transforms({"image": image, "label": torch.zeros((), dtype=torch.int64).expand(size)})["image"]
         with torch.no_grad():
-            out = predict(fn, image[None].to(device), hierarchy, settings, size)
+            out = predict(fn, image[None].to(ctx.device), hierarchy, settings, size)
         levels = None if out.levels is None else [lv[0].cpu() for lv in out.levels]
         written += write_prediction(out.leaf[0].cpu(), out_dir, stem, hierarchy, meta["palette"],
                                     meta["ignore_index"], levels)

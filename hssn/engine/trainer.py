@@ -23,40 +23,42 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from hssn.errors import UserError
 from hssn_kernels import cosine_beta
 
 from . import builders, checkpoint as ckpt
-from .config import dump_config
-from .distributed import DistInfo, ResumableDistributedSampler, all_reduce_max, cleanup, gather_objects, init_distributed
+from .config import Config, dump_config
+from .distributed import (RunContext, ResumableDistributedSampler, all_reduce_max, cleanup, gather_objects,
+                          start_run)
 from .evaluator import evaluate
 from .logger import RunLogger
 from .metrics import format_report, to_json_ready
 
 
-def output_dir(cfg: dict) -> Path:
+def output_dir(cfg: Config) -> Path:
     """``train.output_dir`` with ``{name}`` filled in."""
-    return Path(str(cfg["train"]["output_dir"]).format(name=cfg["name"]))
+    return Path(cfg.train.output_dir.format(name=cfg.name))
 
 
-def micro_batch_size(cfg: dict, world_size: int) -> int:
-    """Images per process per micro-batch; ValueError when the global batch does not split evenly."""
-    t = cfg["train"]
-    parts = world_size * t["accumulate"]
-    if t["batch_size"] % parts:
-        raise ValueError(f"train.batch_size={t['batch_size']} must be a multiple of world_size x train.accumulate "
-                         f"= {world_size} x {t['accumulate']}")
-    return t["batch_size"] // parts
+def micro_batch_size(cfg: Config, world_size: int) -> int:
+    """Images per process per micro-batch; :class:`UserError` when the global batch does not split evenly."""
+    t = cfg.train
+    parts = world_size * t.accumulate
+    if t.batch_size % parts:
+        raise UserError(f"train.batch_size={t.batch_size} must be a multiple of world_size x train.accumulate "
+                        f"= {world_size} x {t.accumulate}")
+    return t.batch_size // parts
 
 
 class _Batches:
     """Endless micro-batches of one rank, epoch after epoch, with a resumable position."""
 
-    def __init__(self, dataset, cfg: dict, info: DistInfo, micro: int, epoch: int = 0, consumed: int = 0):
-        self.dataset, self.cfg, self.info, self.micro = dataset, cfg, info, micro
-        self.sampler = ResumableDistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
-                                                   seed=cfg["train"]["seed"])
+    def __init__(self, dataset, cfg: Config, ctx: RunContext, micro: int, epoch: int = 0, consumed: int = 0):
+        self.dataset, self.cfg, self.ctx, self.micro = dataset, cfg, ctx, micro
+        self.sampler = ResumableDistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True,
+                                                   seed=cfg.train.seed)
         if self.sampler.num_samples < micro:
-            raise ValueError(f"dataset of {len(dataset)} items is too small for {info.world_size} process(es) "
+            raise UserError(f"dataset of {len(dataset)} items is too small for {ctx.world_size} process(es) "
                              f"x micro-batch {micro}")
         self.epoch, self.consumed = epoch, consumed
         self._it = None
@@ -64,11 +66,11 @@ class _Batches:
     def _start_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start(self.consumed * self.micro)
-        workers = int(self.cfg["data"]["num_workers"])
-        seed = ((self.cfg["train"]["seed"] * 1009 + self.info.rank) * 100003 + self.epoch) * 1000003 + self.consumed
+        workers = self.cfg.data.num_workers
+        seed = ((self.cfg.train.seed * 1009 + self.ctx.rank) * 100003 + self.epoch) * 1000003 + self.consumed
         gen = torch.Generator().manual_seed(seed % 2**63)
         loader = DataLoader(self.dataset, batch_size=self.micro, sampler=self.sampler, num_workers=workers,
-                            drop_last=True, pin_memory=self.info.device.type == "cuda", generator=gen,
+                            drop_last=True, pin_memory=self.ctx.device.type == "cuda", generator=gen,
                             persistent_workers=False)
         self._it = iter(loader)
 
@@ -88,44 +90,42 @@ class _Batches:
 class Trainer:
     """Builds everything from a config and runs :meth:`fit`; see the module docstring."""
 
-    def __init__(self, cfg: dict, info: DistInfo | None = None):
+    def __init__(self, cfg: Config, ctx: RunContext | None = None):
         self.cfg = cfg
-        self.info = info or init_distributed(cfg["train"]["device"])
-        t = cfg["train"]
-        torch.manual_seed(t["seed"] + self.info.rank)
+        self.ctx = ctx or start_run(cfg)
+        t = cfg.train
+        torch.manual_seed(t.seed + self.ctx.rank)
         self.out_dir = output_dir(cfg)
-        self.micro = micro_batch_size(cfg, self.info.world_size)
+        self.micro = micro_batch_size(cfg, self.ctx.world_size)
         self.train_set = builders.build_dataset(cfg, "train")
         self.hierarchy = self.train_set.hierarchy
         self.ignore_index = self.train_set.ignore_index
-        self.device = self.info.device
-        self.amp = bool(t["amp"]) and self.device.type == "cuda"
-        builders.check_choices(cfg, self.device)
+        self.device = self.ctx.device
         model = builders.build_model(cfg, self.hierarchy).to(self.device)
-        if self.info.distributed and self.device.type == "cuda" and t["sync_bn"]:
+        if self.ctx.distributed and self.device.type == "cuda" and t.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.loss_fn = builders.build_loss(cfg, self.hierarchy, self.ignore_index)
         self.optimizer = builders.build_optimizer(cfg, model)
         self.step, epoch, consumed = 0, 0, 0
-        self._lock = ckpt.lock_output_dir(self.out_dir) if self.info.is_main else None  # held until close()
-        resume = ckpt.resolve_resume(t["resume"], self.out_dir)
-        if self.info.is_main:
+        self._lock = ckpt.lock_output_dir(self.out_dir) if self.ctx.is_main else None  # held until close()
+        resume = ckpt.resolve_resume(t.resume, self.out_dir)
+        if self.ctx.is_main:
             ckpt.remove_partial_saves(self.out_dir)
             if resume is None:
-                self._claim_output_dir(bool(t["overwrite"]))
+                self._claim_output_dir(t.overwrite)
         if resume is not None:
             epoch, consumed = self._restore(resume)
-            if self.info.is_main:
+            if self.ctx.is_main:
                 print(f"resumed from {resume} at step {self.step}", flush=True)
-        self.batches = _Batches(self.train_set, cfg, self.info, self.micro, epoch, consumed)
-        if self.info.distributed:
+        self.batches = _Batches(self.train_set, cfg, self.ctx, self.micro, epoch, consumed)
+        if self.ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(model, device_ids=ids,
-                                               find_unused_parameters=cfg["loss"]["triplet"] is None)
+                                               find_unused_parameters=cfg.loss.triplet is None)
         else:
             self.ddp = model
-        self.logger = RunLogger(self.out_dir, enabled=self.info.is_main)
+        self.logger = RunLogger(self.out_dir, enabled=self.ctx.is_main)
         self.logger.truncate_after(self.step)  # a resumed run rewrites the rows after its checkpoint
         self.last_report: dict | None = None
         self._first_bad: torch.Tensor | None = None  # see _watch / check_finite
@@ -137,9 +137,9 @@ class Trainer:
         if not old:
             return
         if not overwrite:
-            raise ValueError(f"output folder {self.out_dir} already holds checkpoints of an earlier run (newest: "
-                             f"{old[-1].name}): pass train.resume=auto to continue it, train.overwrite=true to "
-                             "start over, or another train.output_dir")
+            raise UserError(f"output folder {self.out_dir} already holds checkpoints of an earlier run (newest: "
+                            f"{old[-1].name}): pass train.resume=auto to continue it, train.overwrite=true to "
+                            "start over, or another train.output_dir")
         for path in old + [self.out_dir / name for name in ("train_log.csv", "eval_log.csv", "metrics.json")]:
             if path.is_file():
                 path.unlink()
@@ -153,32 +153,32 @@ class Trainer:
     def save(self) -> Path | None:
         """Write the checkpoint of the current step (main process; every rank must call it)."""
         rng = gather_objects(ckpt.rng_state())
-        if not self.info.is_main:
+        if not self.ctx.is_main:
             return None
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "step": self.step, "epoch": self.batches.epoch,
-                 "consumed": self.batches.consumed, "world_size": self.info.world_size, "rng": rng,
-                 "config": self.cfg, "meta": self._meta()}
+                 "consumed": self.batches.consumed, "world_size": self.ctx.world_size, "rng": rng,
+                 "config": self.cfg.to_dict(), "meta": self._meta()}
         return ckpt.save_checkpoint(ckpt.checkpoint_path(self.out_dir, self.step), state,
-                                    self.cfg["train"]["keep_checkpoints"])
+                                    self.cfg.train.keep_checkpoints)
 
     def _restore(self, path: Path) -> tuple[int, int]:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         lacking = [k for k in ("model", "optimizer", "step", "epoch", "rng") if k not in state]
         if lacking:
-            raise ValueError(f"{path}: not a training checkpoint (no {', '.join(lacking)}: an exported state dict?); "
+            raise UserError(f"{path}: not a training checkpoint (no {', '.join(lacking)}: an exported state dict?); "
                              "train.resume needs a checkpoint written by hssn train")
         saved = (state.get("config") or {}).get("optim", {}).get("name")
-        if saved is not None and saved != self.cfg["optim"]["name"]:
-            raise ValueError(f"{path}: trained with optim.name={saved}, this config has optim.name="
-                             f"{self.cfg['optim']['name']}; resume with the same optimizer, or start a new run")
+        if saved is not None and saved != self.cfg.optim.name:
+            raise UserError(f"{path}: trained with optim.name={saved}, this config has optim.name="
+                            f"{self.cfg.optim.name}; resume with the same optimizer, or start a new run")
         ckpt.load_model_weights(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         builders.set_lr(self.optimizer, self.cfg, self.step)  # this config's schedule, not the saved lr
         rng = state["rng"]
-        ckpt.set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
-        if state.get("world_size", 1) != self.info.world_size:
+        ckpt.set_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
+        if state.get("world_size", 1) != self.ctx.world_size:
             return int(state["epoch"]) + 1, 0  # the data order depends on the world size: start a new epoch
         return int(state["epoch"]), int(state["consumed"])
 
@@ -186,14 +186,14 @@ class Trainer:
     def _micro_step(self, batch: dict) -> dict[str, torch.Tensor]:
         images = batch["image"].to(self.device, non_blocking=True)
         target = batch["label"].to(self.device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with self.ctx.autocast():
             out = self.ddp(images)  # images in [0, 1]: the model normalises with its buffers (model.mean / std)
         emb = out.get("embeddings")
         parts = self.loss_fn(out["logits"], target, None if emb is None else emb.float(), step=self.step)
         aux = self.model.auxiliary_losses(out, target, self.loss_fn.segmentation_loss, self.ignore_index)
         total = parts["loss"] + sum(aux.values()) if aux else parts["loss"]
         terms = {"loss": total, "seg": parts["seg"], "triplet": parts["triplet"], **aux}
-        (total / self.cfg["train"]["accumulate"]).backward()
+        (total / self.cfg.train.accumulate).backward()
         return {k: v.detach().float() for k, v in terms.items()}
 
     def _watch(self, terms: dict[str, torch.Tensor]) -> None:
@@ -222,18 +222,18 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step; returns the mean loss terms and the learning rate used."""
-        t = self.cfg["train"]
+        t = self.cfg.train
         self.ddp.train()
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        for i in range(t["accumulate"]):
-            sync = i == t["accumulate"] - 1 or not self.info.distributed
+        for i in range(t.accumulate):
+            sync = i == t.accumulate - 1 or not self.ctx.distributed
             with nullcontext() if sync else self.ddp.no_sync():
                 terms = self._micro_step(self.batches.next())
                 self._watch(terms)
                 for k, v in terms.items():
-                    sums[k] += v / t["accumulate"]
-        if self.cfg["optim"]["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg["optim"]["grad_clip"]))
+                    sums[k] += v / t.accumulate
+        if self.cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.optim.grad_clip))
         lr = builders.set_lr(self.optimizer, self.cfg, self.step)  # this config's schedule at this step
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -246,11 +246,11 @@ class Trainer:
         if not hasattr(self, "val_set"):
             self.val_set = builders.build_dataset(self.cfg, "val")
             if self.val_set.hierarchy != self.hierarchy:
-                raise ValueError("the val data's class tree differs from the training data's (the model's): map its "
+                raise UserError("the val data's class tree differs from the training data's (the model's): map its "
                                  "classes onto the model's tree with eval.label_mapping")
-        report = evaluate(self.model, self.val_set, self.cfg, self.info, self.cfg["train"]["progress"], full_tta)
+        report = evaluate(self.model, self.val_set, self.cfg, self.ctx, full_tta)
         self.model.train()
-        if self.info.is_main:
+        if self.ctx.is_main:
             flat = {f"mIoU{lv['k']}": lv["miou"] for lv in report["levels"]}
             flat.update({f"ECE{lv['k']}": lv["ece"] for lv in report["levels"] if "ece" in lv})
             flat.update(pixel_acc=report["pixel_acc"], mistake_severity=report["mistake_severity"],
@@ -266,67 +266,67 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to ``train.iters``; returns ``{"step", "checkpoint", "report", "seconds", "images_per_s"}``."""
-        t = self.cfg["train"]
-        if self.info.is_main:
+        t = self.cfg.train
+        if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
             backbone = self.model.backbone
-            print(f"model {self.cfg['model']['name']}: backbone {backbone.name}, weights: {backbone.weights}",
+            print(f"model {self.cfg.model.name}: backbone {backbone.name}, weights: {backbone.weights}",
                   flush=True)
-        bar = tqdm(total=t["iters"], initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (t["progress"] and self.info.is_main))
-        if self.info.is_main and not t["progress"]:
-            print(f"training {self.cfg['name']} from step {self.step} to {t['iters']} on {self.device} "
-                  f"({self.info.world_size} process(es)) -> {self.out_dir}", flush=True)
+        bar = tqdm(total=t.iters, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not self.ctx.show_progress)
+        if self.ctx.is_main and not t.progress:
+            print(f"training {self.cfg.name} from step {self.step} to {t.iters} on {self.device} "
+                  f"({self.ctx.world_size} process(es)) -> {self.out_dir}", flush=True)
         window: dict = defaultdict(float)  # device tensors (loss terms) and floats (lr, beta), summed
         n_window, t_window = 0, time.perf_counter()
         start, start_step = time.perf_counter(), self.step
         path = None
-        while self.step < t["iters"]:
+        while self.step < t.iters:
             terms = self.train_step()
             for k, v in terms.items():
                 window[k] = window[k] + v
             n_window += 1
             bar.update(1)
-            if self.step % t["log_interval"] == 0 or self.step == t["iters"]:
+            if self.step % t.log_interval == 0 or self.step == t.iters:
                 self.check_finite()
                 elapsed = time.perf_counter() - t_window
                 row = {k: float(v) / n_window for k, v in window.items()}
-                row["images_per_s"] = n_window * t["batch_size"] / max(elapsed, 1e-9)
+                row["images_per_s"] = n_window * t.batch_size / max(elapsed, 1e-9)
                 self.logger.log("train", self.step, row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k not in ("beta",)}, refresh=False)
-                if bar.disable and self.info.is_main:  # no bar (train.progress=false): a log line instead
-                    print(f"step {self.step}/{t['iters']} " + " ".join(f"{k}={v:.4g}" for k, v in row.items()),
+                if bar.disable and self.ctx.is_main:  # no bar (train.progress=false): a log line instead
+                    print(f"step {self.step}/{t.iters} " + " ".join(f"{k}={v:.4g}" for k, v in row.items()),
                           flush=True)
                 window, n_window, t_window = defaultdict(float), 0, time.perf_counter()
-            if self.step % t["checkpoint_interval"] == 0 or self.step == t["iters"]:
+            if self.step % t.checkpoint_interval == 0 or self.step == t.iters:
                 path = self.save()
-            if t["eval_interval"] and self.step % t["eval_interval"] == 0 and self.step < t["iters"]:
+            if t.eval_interval and self.step % t.eval_interval == 0 and self.step < t.iters:
                 self.validate()
         bar.close()
         seconds = time.perf_counter() - start
-        if path is None and self.info.is_main:
+        if path is None and self.ctx.is_main:
             found = ckpt.list_checkpoints(self.out_dir)
             path = found[-1] if found else None
-        report = self.validate(full_tta=True) if t["eval_at_end"] else None
+        report = self.validate(full_tta=True) if t.eval_at_end else None
         self.last_report = report
-        if self.info.is_main and report is not None:
+        if self.ctx.is_main and report is not None:
             (self.out_dir / "metrics.json").write_text(json.dumps(to_json_ready(report), indent=1) + "\n")
         self.logger.close()
         self.close()
         done = self.step - start_step
         return {"step": self.step, "checkpoint": path, "report": report, "seconds": seconds,
-                "images_per_s": done * t["batch_size"] / seconds if seconds > 0 and done else math.nan}
+                "images_per_s": done * t.batch_size / seconds if seconds > 0 and done else math.nan}
 
 
-def train(cfg: dict) -> dict:
+def train(cfg: Config) -> dict:
     """Run a whole training job from ``cfg`` (joins / leaves torchrun's process group); see :class:`Trainer`."""
-    info = init_distributed(cfg["train"]["device"])
     trainer = None
     try:
-        trainer = Trainer(cfg, info)
+        ctx = start_run(cfg)
+        trainer = Trainer(cfg, ctx)
         result = trainer.fit()
-        if info.is_main and result["report"] is not None:
+        if ctx.is_main and result["report"] is not None:
             print(format_report(result["report"]))
         return result
     finally:

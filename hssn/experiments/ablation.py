@@ -19,11 +19,11 @@ import torch
 
 from hssn.engine import builders
 from hssn.engine.calibration import draw_reliability
-from hssn.engine.config import apply_overrides, load_config
-from hssn.engine.distributed import DistInfo, pick_device
+from hssn.engine.config import Config, load_config
 from hssn.engine.evaluator import evaluate
 from hssn.engine.metrics import to_json_ready
 from hssn.engine.trainer import Trainer
+from hssn.errors import UserError
 
 ABLATION = {
     "bce": ("BCE", ["loss.segmentation=bce", "loss.triplet=null"]),
@@ -43,15 +43,15 @@ which shows the fine scenes as often as the fine-only run does; the control trai
 that longer schedule (the extra steps spent on fine scenes again instead of coarse ones)."""
 
 
-def coarse_experiment(base: dict) -> dict[str, tuple[str, list[str]]]:
+def coarse_experiment(base: Config) -> dict[str, tuple[str, list[str]]]:
     """The experiment's variants as overrides of the synthetic config ``base`` (its scene settings)."""
-    scene = {k: v for k, v in base["data"]["kwargs"].items() if k != "seed"}
+    scene = {k: v for k, v in base.data.kwargs.items() if k != "seed"}
 
     def part(length, seed, **extra):
         kw = ", ".join(f"{k}: {v}" for k, v in {**scene, "length": length, "seed": seed, **extra}.items())
         return f"{{name: synthetic, kwargs: {{{kw}}}}}"
 
-    fine, val = part(COARSE_FINE_SCENES, 0), part(base["data"]["val_kwargs"].get("length", 100), 0)
+    fine, val = part(COARSE_FINE_SCENES, 0), part(base.data.val_kwargs.get("length", 100), 0)
     coarse = part(COARSE_EXTRA_SCENES, 1, coarse_fraction=1.0, coarse_level=COARSE_LEVEL)
     common = ["data.name=mixed", "data.train_kwargs={}", f"data.val_kwargs={{parts: [{val}]}}"]
     mixed = common + [f"data.kwargs={{parts: [{fine}, {coarse}]}}", "data.partial_labels=true"]
@@ -99,10 +99,10 @@ HIERARCHY_SCHEDULE = ABLATION_SCHEDULE + ["eval.calibration=true", "eval.tempera
 SCHEDULES = {"losses": ABLATION_SCHEDULE, "coarse": COARSE_SCHEDULE, "hierarchy": HIERARCHY_SCHEDULE}
 """``--ablation`` experiment -> the overrides of the synthetic config it runs on."""
 
-def train_variant(cfg: dict, info: DistInfo) -> tuple[Trainer, dict, float]:
+def train_variant(cfg: Config) -> tuple[Trainer, dict, float]:
     """(trainer, ``Trainer.fit`` result, seconds) of one run of ``cfg``."""
     start = time.perf_counter()
-    trainer = Trainer(cfg, info)
+    trainer = Trainer(cfg)
     result = trainer.fit()
     return trainer, result, time.perf_counter() - start
 
@@ -196,9 +196,8 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = DistInfo(0, 1, 0, pick_device("cpu"))
     if experiment not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {EXPERIMENTS}")
+        raise UserError(f"unknown experiment {experiment!r}; choose from {EXPERIMENTS}")
     schedule = SCHEDULES[experiment]
     table_of = {"losses": ABLATION, "hierarchy": HIERARCHY_EXPERIMENT}.get(experiment) or coarse_experiment(
         load_config("synthetic", [*schedule, *overrides]))
@@ -206,7 +205,7 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
     keys = list(variants or table_of)
     unknown = [k for k in keys if k not in table_of]
     if unknown:
-        raise ValueError(f"unknown ablation variants {unknown}; choose from {list(table_of)}")
+        raise UserError(f"unknown ablation variants {unknown}; choose from {list(table_of)}")
     results: dict[str, list[dict]] = {k: [] for k in keys}
     more = ["in-domain, T fitted", "shifted", "shifted, T from in-domain"] if experiment == "hierarchy" else []
     extra: dict[str, dict[str, list[dict]]] = {row: {k: [] for k in keys} for row in more}
@@ -215,20 +214,20 @@ def run_ablation(out_dir: str | Path = "runs/demo_ablation", overrides: Sequence
         cfg = load_config("synthetic", [*schedule, *overrides, *table_of[key][1], f"train.seed={seed}",
                                         f"train.output_dir={out / f'{key}_seed{seed}'}", f"name=ablation_{key}",
                                         "train.eval_at_end=true", "train.progress=false"])
-        trainer, result, sec = train_variant(cfg, info)
+        trainer, result, sec = train_variant(cfg)
         results[key].append(result["report"])
         lv = result["report"]["levels"]
         line = f"[{i}/{len(runs)}] {titles[key]}, seed {seed}: mIoU^1/2/3 = " + " / ".join(
             f"{100 * x['miou']:.2f}" for x in lv)
         if experiment == "hierarchy":
-            fitted = apply_overrides(cfg, FIT_TEMPERATURE)
-            t = evaluate(trainer.model, trainer.val_set, fitted, info)
-            moved = apply_overrides(cfg, SHIFT)
+            ctx = trainer.ctx
+            t = evaluate(trainer.model, trainer.val_set, cfg.with_overrides(FIT_TEMPERATURE), ctx)
+            moved = cfg.with_overrides(SHIFT)
             shifted = builders.build_dataset(moved, "val")
-            reports = {"in-domain, T fitted": t, "shifted": evaluate(trainer.model, shifted, moved, info),
+            reports = {"in-domain, T fitted": t, "shifted": evaluate(trainer.model, shifted, moved, ctx),
                        "shifted, T from in-domain": evaluate(
-                           trainer.model, shifted, apply_overrides(moved, [f"eval.temperature={t['temperature']!r}"]),
-                           info)}
+                           trainer.model, shifted, moved.with_overrides([f"eval.temperature={t['temperature']!r}"]),
+                           ctx)}
             for row, report in reports.items():
                 extra[row][key].append(report)
             line += ", shifted " + " / ".join(f"{100 * x['miou']:.2f}" for x in reports["shifted"]["levels"])

@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 
 from hssn.engine.config import load_config
-from hssn.engine.distributed import DistInfo, pick_device
 from hssn.engine.inference import InferenceSettings, model_logits_fn, predict
 from hssn.engine.metrics import format_report, majority_baseline, to_json_ready
 from hssn.engine.trainer import Trainer
@@ -139,15 +138,14 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides: Sequence[str] = (), c
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = DistInfo(0, 1, 0, pick_device("cpu"))
     reports, seconds, rates, chance, figure = {}, {}, {}, None, None
     for key in ["ftm_tt", "bce"] if compare_bce else ["ftm_tt"]:
         title, extra = VARIANTS[key]
         cfg = load_config("synthetic", [*overrides, *extra, f"train.output_dir={out / key}", f"name=demo_{key}",
                                         "train.eval_at_end=true"])
-        print(f"== {title}: {cfg['model']['name']}, {cfg['train']['iters']} steps x {cfg['train']['batch_size']} "
-              f"images of {cfg['data']['kwargs']['size']} px on {info.device}, {torch.get_num_threads()} threads")
-        trainer, result, seconds[key] = train_variant(cfg, info)
+        print(f"== {title}: {cfg.model.name}, {cfg.train.iters} steps x {cfg.train.batch_size} "
+              f"images of {cfg.data.kwargs['size']} px on {cfg.train.device}, {torch.get_num_threads()} threads")
+        trainer, result, seconds[key] = train_variant(cfg)
         report = result["report"]
         reports[key], rates[key] = report, result["images_per_s"]
         if chance is None:

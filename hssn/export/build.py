@@ -5,22 +5,25 @@ from pathlib import Path
 
 import torch
 
+from hssn.engine.config import Config
+from hssn.errors import UserError
+
 from .graph import ExportedSegmenter, export_model, metadata
 
 
-def export_checkpoint(cfg: dict, checkpoint_path: str | Path, fmt: str, out: str | Path,
+def export_checkpoint(cfg: Config, checkpoint_path: str | Path, fmt: str, out: str | Path,
                       size: tuple[int, int] | None = None, dynamic: bool = False, levels: bool = False) -> Path:
     """Export the config's model with the checkpoint's weights; ``size`` (H, W) the fixed input size
     (default: ``eval.crop_size``); ``dynamic``: any batch size. Returns the written path."""
     from hssn.engine import checkpoint as ckpt
     from hssn.engine.predict import label_meta
 
-    if cfg["eval"]["parent_scores"] != "path" or cfg["eval"]["temperature"] not in (None, 1, 1.0):
-        raise ValueError("hssn export builds path inference on the raw logits into the graph: eval.parent_scores must "
+    if cfg.eval.parent_scores != "path" or cfg.eval.temperature not in (None, 1, 1.0):
+        raise UserError("hssn export builds path inference on the raw logits into the graph: eval.parent_scores must "
                          "be path and eval.temperature null (inferred parents and temperatures: hssn eval / predict)")
-    size = tuple(int(v) for v in (size or cfg["eval"]["crop_size"]))
+    size = tuple(int(v) for v in (size or cfg.eval.crop_size))
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"--size must be two positive ints H W, got {size}")
+        raise UserError(f"--size must be two positive ints H W, got {size}")
     checkpoint = ckpt.load_checkpoint(checkpoint_path)
     meta = label_meta(cfg, checkpoint, checkpoint_path)
     model = ckpt.load_trained_model(cfg, checkpoint, checkpoint_path, meta["hierarchy"], torch.device("cpu"))

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 FORMATS = ("onnx", "torch")
@@ -70,7 +71,7 @@ def export_model(graph: ExportedSegmenter, fmt: str, out: str | Path, size: tupl
     size with ``dynamic``; the image size is always fixed: the networks' padding and
     pooling specialise on it, so one graph per input size); returns the path."""
     if fmt not in FORMATS:
-        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
+        raise UserError(f"export format must be one of {FORMATS}, got {fmt!r}")
     out = Path(out)
     if not out.parent.exists():
         raise FileNotFoundError(f"output folder {out.parent} does not exist")

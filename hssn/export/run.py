@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .graph import read_metadata
@@ -30,7 +31,7 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
 
     meta = read_metadata(model_path)
     if "hssn.hierarchy" not in meta:
-        raise ValueError(f"{model_path}: no hssn metadata (not written by hssn export)")
+        raise UserError(f"{model_path}: no hssn metadata (not written by hssn export)")
     hierarchy = ClassHierarchy.from_dict(json.loads(meta["hssn.hierarchy"]))
     palette = torch.tensor(json.loads(meta["hssn.palette"]), dtype=torch.uint8)
     ignore_index = int(meta["hssn.ignore_index"])
@@ -41,7 +42,7 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
     for path, stem in zip(paths, stems):
         image = read_image(path)
         if tuple(image.shape[1:]) != want:
-            raise ValueError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
+            raise UserError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
                              f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
         leaf = torch.from_numpy(session.run(["leaf"], {"image": image[None].numpy()})[0][0])
         written += write_prediction(leaf, Path(out_dir), stem, hierarchy, palette, ignore_index)

@@ -10,6 +10,7 @@ import copy
 import functools
 from pathlib import Path
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .files import format_tree_file, read_tree_file
@@ -28,7 +29,7 @@ def path(name: str) -> Path:
     """Path of the tree file of ``name``; ValueError listing the names when unknown."""
     file = DATA_DIR / f"{name}.json"
     if not file.is_file():
-        raise ValueError(f"unknown hierarchy {name!r}; available: {', '.join(available())}")
+        raise UserError(f"unknown hierarchy {name!r}; available: {', '.join(available())}")
     return file
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 _SCALAR_KEYS = ("dataset", "description", "rule")
@@ -28,7 +29,7 @@ def format_tree_file(hierarchy: ClassHierarchy, leaf_colors: Sequence[Sequence[i
     ``extra`` holds scalar keys (``dataset``, ``description``, ``rule``) and per-leaf lists.
     """
     if len(leaf_colors) != hierarchy.num_leaves:
-        raise ValueError(f"{len(leaf_colors)} leaf colours for {hierarchy.num_leaves} leaves")
+        raise UserError(f"{len(leaf_colors)} leaf colours for {hierarchy.num_leaves} leaves")
     lines = ["{"]
     for key in _SCALAR_KEYS:
         if key in extra:
@@ -39,7 +40,7 @@ def format_tree_file(hierarchy: ClassHierarchy, leaf_colors: Sequence[Sequence[i
     lines.append(' "leaf_colors": [\n' + colors + "\n ],")
     for key, values in extra.items():
         if len(values) != hierarchy.num_leaves:
-            raise ValueError(f"'{key}' has {len(values)} entries for {hierarchy.num_leaves} leaves")
+            raise UserError(f"'{key}' has {len(values)} entries for {hierarchy.num_leaves} leaves")
         lines.append(f' {json.dumps(key)}: {json.dumps(list(values))},')
     lines.append(f' "flip_pairs": {json.dumps([[int(a), int(b)] for a, b in flip_pairs])}')
     lines.append("}")
@@ -84,11 +85,11 @@ def _check_metadata(path: Path, hierarchy: ClassHierarchy, meta: Mapping) -> Non
     colors = meta["leaf_colors"]
     if not isinstance(colors, list) or len(colors) != hierarchy.num_leaves \
             or any(not isinstance(c, list) or len(c) != 3 for c in colors):
-        raise ValueError(f"{path}: 'leaf_colors' must hold one [r, g, b] per leaf ({hierarchy.num_leaves})")
+        raise UserError(f"{path}: 'leaf_colors' must hold one [r, g, b] per leaf ({hierarchy.num_leaves})")
     for i, c in enumerate(colors):
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c):
-            raise ValueError(f"{path}: 'leaf_colors' entry {i} is {c}; each of r, g, b must be an int in [0, 255]")
+            raise UserError(f"{path}: 'leaf_colors' entry {i} is {c}; each of r, g, b must be an int in [0, 255]")
     leaves = set(hierarchy.leaves)
     for pair in meta["flip_pairs"]:
         if len(pair) != 2 or not set(pair) <= leaves or pair[0] == pair[1]:
-            raise ValueError(f"{path}: flip pair {pair} must be two distinct leaf ids")
+            raise UserError(f"{path}: flip pair {pair} must be two distinct leaf ids")

@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .files import format_tree_file
@@ -47,20 +48,20 @@ def read_config_labels(config: str | Path | Mapping) -> list[dict]:
         config = json.loads(path.read_text())
     labels = config.get("labels")
     if not isinstance(labels, list) or not labels:
-        raise ValueError("Mapillary config has no 'labels' list")
+        raise UserError("Mapillary config has no 'labels' list")
     for i, lab in enumerate(labels):
         for key in ("name", "color"):
             if key not in lab:
-                raise ValueError(f"Mapillary label {i} has no '{key}'")
+                raise UserError(f"Mapillary label {i} has no '{key}'")
         if "id" in lab and int(lab["id"]) != i:
-            raise ValueError(f"Mapillary label {lab['name']!r} has id {lab['id']} at position {i}")
+            raise UserError(f"Mapillary label {lab['name']!r} has id {lab['id']} at position {i}")
     return [dict(lab) for lab in labels]
 
 
 def check_rule(rule: str) -> str:
     """``rule`` if it names one of :data:`RULES`, else ValueError listing them."""
     if rule not in RULES:
-        raise ValueError(f"Mapillary tree rule must be one of {sorted(RULES)}, got {rule!r}")
+        raise UserError(f"Mapillary tree rule must be one of {sorted(RULES)}, got {rule!r}")
     return rule
 
 
@@ -72,7 +73,7 @@ def derive_mapillary_hierarchy(names: Sequence[str], rule: str = "official") -> 
     for name in names:
         parts = name.split("--")
         if len(parts) < 2 or not all(parts):
-            raise ValueError(f"Mapillary label {name!r} needs at least two non-empty '--' segments")
+            raise UserError(f"Mapillary label {name!r} needs at least two non-empty '--' segments")
         if len(parts) >= 3:
             group = "--".join(parts[:2])
         else:
@@ -84,7 +85,7 @@ def derive_mapillary_hierarchy(names: Sequence[str], rule: str = "official") -> 
     index = {n: i for i, n in enumerate(all_names)}
     if len(index) != len(all_names):
         dup = next(n for n in all_names if all_names.count(n) > 1)
-        raise ValueError(f"Mapillary tree: name {dup!r} is both a label and a derived group")
+        raise UserError(f"Mapillary tree: name {dup!r} is both a label and a derived group")
     parents = [index[g] for g in leaf_parent] + [index[p] for p in level2.values()] + [-1] * len(level1)
     return ClassHierarchy.from_parents(parents, all_names)
 

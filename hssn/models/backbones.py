@@ -8,6 +8,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from hssn.errors import UserError
+
+
 # Extra timm kwargs a backbone family needs for segmentation, keyed by model-name prefix.
 # HRNet: ``feature_location=""`` gives the HRNetV2 branch outputs (e.g. 48/96/192/384 for W48)
 # instead of the classification network's "incre" features.
@@ -35,13 +38,13 @@ def _check_weights_file(path: Path) -> None:
     try:
         state = load_state_dict(str(path))
     except Exception as err:  # torch / safetensors raise many types for a file that is not weights
-        raise ValueError(f"model.pretrained {path}: not a weights file ({type(err).__name__}: "
+        raise UserError(f"model.pretrained {path}: not a weights file ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})") from None
     if not isinstance(state, dict) or not state:
-        raise ValueError(f"model.pretrained {path}: not a state dict (holds {type(state).__name__})")
+        raise UserError(f"model.pretrained {path}: not a state dict (holds {type(state).__name__})")
     bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
-        raise ValueError(f"model.pretrained {path}: not a state dict of tensors (entry {bad[0]!r} holds "
+        raise UserError(f"model.pretrained {path}: not a state dict of tensors (entry {bad[0]!r} holds "
                          f"{type(bad[1]).__name__})")
 
 
@@ -89,11 +92,11 @@ class TimmBackbone(nn.Module):
         if not isinstance(name, str) or not name:
             raise TypeError(f"backbone name must be a non-empty string, got {name!r}")
         if not timm.is_model(name):
-            raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+            raise UserError(f"unknown timm model {name!r} (see timm.list_models())")
         kwargs: dict[str, Any] = {**_family_kwargs(name), **timm_kwargs, **_pretrained_kwargs(pretrained)}
         if output_stride is not None:
             if output_stride not in (8, 16, 32):
-                raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+                raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride}")
             kwargs["output_stride"] = output_stride
         if img_size is not None:
             kwargs["img_size"] = img_size
@@ -110,7 +113,7 @@ class TimmBackbone(nn.Module):
         info = self.model.feature_info
         keep = [i for i, r in enumerate(info.reduction()) if r >= MIN_REDUCTION]
         if not keep:
-            raise ValueError(f"backbone {name!r} has no features at stride >= {MIN_REDUCTION}")
+            raise UserError(f"backbone {name!r} has no features at stride >= {MIN_REDUCTION}")
         self.name = name
         self.keep = keep
         self.channels: list[int] = [info.channels()[i] for i in keep]
@@ -144,11 +147,11 @@ class TimmBackbone(nn.Module):
         except TypeError as err:
             for key in ("output_stride", "img_size"):
                 if f"'{key}'" in str(err):
-                    raise ValueError(f"timm backbone {name!r} does not accept {key}") from None
+                    raise UserError(f"timm backbone {name!r} does not accept {key}") from None
             raise
         except AssertionError as err:  # e.g. HRNet asserts output_stride == 32
             given = {k: v for k, v in kwargs.items() if k not in ("pretrained", "pretrained_cfg_overlay")}
-            raise ValueError(f"timm backbone {name!r} rejected the arguments {given}: {err}") from None
+            raise UserError(f"timm backbone {name!r} rejected the arguments {given}: {err}") from None
 
     @property
     def size_divisor(self) -> int:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .backbones import TimmBackbone
@@ -62,13 +63,13 @@ class HSSNModel(nn.Module):
         if not isinstance(head, SegHead):
             raise TypeError(f"head must be a SegHead, got {type(head).__name__}")
         if head.num_channels != hierarchy.num_channels:
-            raise ValueError(
+            raise UserError(
                 f"head outputs {head.num_channels} channels but the hierarchy has {hierarchy.num_channels}"
             )
         if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+            raise UserError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if projection_from not in PROJECTION_SOURCES:
-            raise ValueError(f"projection_from must be one of {PROJECTION_SOURCES}, got {projection_from!r}")
+            raise UserError(f"projection_from must be one of {PROJECTION_SOURCES}, got {projection_from!r}")
         self.backbone = backbone
         self.head = head
         self.projection_from = projection_from
@@ -78,7 +79,7 @@ class HSSNModel(nn.Module):
         self.embed_dim = embed_dim
         mean, std = [float(v) for v in mean], [float(v) for v in std]
         if len(mean) != backbone.in_chans or len(std) != backbone.in_chans or min(std) <= 0:
-            raise ValueError(f"mean and std must hold {backbone.in_chans} values (std > 0), got {mean} / {std}")
+            raise UserError(f"mean and std must hold {backbone.in_chans} values (std > 0), got {mean} / {std}")
         mean_t, std_t = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
         # the input normalisation travels with the weights (a checkpoint holds it; every caller runs the same)
         self.register_buffer("pixel_mean", mean_t)

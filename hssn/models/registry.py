@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .backbones import TimmBackbone
@@ -71,11 +72,11 @@ def _resolve(name: str, backbone: str | None = None) -> tuple[str, str, dict[str
         return p.head, backbone or p.backbone, dict(p.kwargs)
     head, sep, timm_name = name.partition(":")
     if backbone is not None:
-        raise ValueError(f"backbone= swaps the backbone of a preset {sorted(PRESETS)}; for {name!r} name it in "
+        raise UserError(f"backbone= swaps the backbone of a preset {sorted(PRESETS)}; for {name!r} name it in "
                          f"the model name ('<head>:<timm backbone>')")
     if sep and head in HEADS and timm_name:
         return head, timm_name, {}
-    raise ValueError(
+    raise UserError(
         f"unknown model {name!r}: use a preset {sorted(PRESETS)} or '<head>:<timm backbone>' with head in "
         f"{sorted(HEADS)} (e.g. 'deeplabv3plus:resnet18')"
     )

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hssn.errors import UserError
 from hssn_kernels import ClassHierarchy
 
 from .hssn_model import HSSNModel
@@ -44,7 +45,7 @@ def summary(
     """
     if isinstance(name_or_model, str):
         if hierarchy is None:
-            raise ValueError("summary of a model name needs the hierarchy")
+            raise UserError("summary of a model name needs the hierarchy")
         model = build_model(name_or_model, hierarchy, pretrained=False, **build_kwargs)
         name = name_or_model
     elif isinstance(name_or_model, HSSNModel):
@@ -53,7 +54,7 @@ def summary(
         raise TypeError(f"expected a model name or an HSSNModel, got {type(name_or_model).__name__}")
     input_size = tuple(int(s) for s in input_size)
     if len(input_size) != 4 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (B, 3, H, W) of positive ints, got {input_size}")
+        raise UserError(f"input_size must be (B, 3, H, W) of positive ints, got {input_size}")
     sizes = {
         "params_total": _count(model),
         "params_backbone": _count(model.backbone),
@@ -63,7 +64,7 @@ def summary(
     try:
         flops = count_flops(model, input_size)
     except RuntimeError as err:  # a convolution's kernel larger than its input, and the like
-        raise ValueError(f"input size {input_size[2]}x{input_size[3]} is too small for {name} "
+        raise UserError(f"input size {input_size[2]}x{input_size[3]} is too small for {name} "
                          f"({str(err).splitlines()[0][:160]})") from None
     return {
         "name": name,
