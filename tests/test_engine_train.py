@@ -162,7 +162,7 @@ from hssn.engine import trainer
 step = trainer.Trainer.train_step
 def killing_step(self):
     out = step(self)
-    if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and self.info.rank == 1 and self.step == 3:
+    if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and self.ctx.rank == 1 and self.step == 3:
         os.kill(os.getpid(), signal.SIGKILL)  # a lost worker: no exception, no cleanup
     return out
 trainer.Trainer.train_step = killing_step
