@@ -49,13 +49,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from hssn.engine.config import load_config
-    from hssn.export.build import export_checkpoint
+    from hssn.export.build import ExportOptions, export_checkpoint
 
     if args.levels not in ("leaf", "all"):
         raise UserError(f"--levels must be leaf or all, got {args.levels!r}")
     cfg = load_config(args.config, args.overrides)
-    path = export_checkpoint(cfg, args.checkpoint, args.format, args.out, args.size, args.dynamic,
-                             args.levels == "all")
+    path = export_checkpoint(cfg, args.checkpoint, args.out, ExportOptions(
+        args.format, None if args.size is None else tuple(args.size), args.dynamic, args.levels == "all"))
     print(f"exported {args.format}: {path}")
     return 0
 

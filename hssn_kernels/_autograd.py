@@ -1,7 +1,8 @@
-"""The autograd formulas of the fused loss ops, each written once: :func:`register_fused_loss` for the native
-``hssn::ftm_forward``, the Triton ``hssn::triton_ftm_forward`` and the fused-upsampling ``hssn::upsampled_ftm``
-(the same schema up to their tables), :func:`register_triplet_loss` for ``hssn::triplet_forward`` and
-``hssn::triton_triplet_forward``; and :func:`triplet_loss`, the triplet backend function both backends share.
+"""What the fused loss ops of every backend share, each written once: their autograd (:func:`register_fused_loss`
+for the native ``hssn::ftm_forward``, the Triton ``hssn::triton_ftm_forward`` and the fused-upsampling
+``hssn::upsampled_ftm``, the same schema up to their tables; :func:`register_triplet_loss` for
+``hssn::triplet_forward`` and ``hssn::triton_triplet_forward``), their fake kernels (:func:`fake_fused_loss`,
+:func:`fake_triplet_loss`), and the backend functions built on them (:func:`fused_loss`, :func:`triplet_loss`).
 
 Schema of all three: ``(logits, target, *tables, gamma, ignore_index, reduction, compute_grad, partial) ->
 (loss, grad)`` (``tables``: tensors or settings that backward passes on unchanged; ``partial``: targets may be
@@ -55,6 +56,34 @@ def scaled_gradient(ctx, grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.T
         ctx.handed_out = True
         return grad
     return grad * grad_loss.to(grad.dtype)
+
+
+def fake_fused_loss(logits: torch.Tensor, pixel_shape: tuple[int, ...], reduction: int, compute_grad: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fake (shape-only) outputs of a fused loss op (schema above): the loss (``pixel_shape`` for reduction
+    none, else 0-d; :func:`loss_dtype`) and the gradient (logits-shaped when computed, else empty)."""
+    torch._check(reduction in (0, 1, 2), lambda: f"reduction index must be 0, 1 or 2, got {reduction}")
+    loss = logits.new_empty(tuple(pixel_shape) if reduction == 0 else (), dtype=loss_dtype(logits))
+    grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
+    return loss, grad
+
+
+def fake_triplet_loss(embeddings: torch.Tensor, compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fake outputs of a triplet loss op: the 0-d loss (:func:`loss_dtype`) and the embeddings-shaped
+    gradient when computed, else empty."""
+    grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
+    return embeddings.new_empty((), dtype=loss_dtype(embeddings)), grad
+
+
+def fused_loss(kernel: Callable, logits: torch.Tensor, target: torch.Tensor, hierarchy, gamma: float = 2.0,
+               ignore_index: int = 255, reduction: str = "mean", partial: bool = False) -> torch.Tensor:
+    """The ``focal_tree_min_loss`` backend function on a fused kernel ``kernel(logits, target, hierarchy, gamma,
+    ignore_index, reduction_index, compute_grad, partial) -> (loss, grad)``: the gradient computed in the forward
+    when autograd will ask for it (reduction sum / mean); the loss in the logits' dtype."""
+    red = _checks.REDUCTIONS.index(reduction)
+    compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
+    loss, _ = kernel(logits, target, hierarchy, float(gamma), int(ignore_index), red, compute_grad, bool(partial))
+    return loss.to(logits.dtype)
 
 
 def register_fused_loss(qualname: str, kernel_backward: Callable) -> None:

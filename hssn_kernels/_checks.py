@@ -1,8 +1,8 @@
 """Input validation shared by every backend: clear errors before any kernel runs.
 
-Each rule is one function here; one validator per op in :mod:`hssn_kernels.reference` (``loss_inputs``,
-``argmax_inputs``, ...) runs the rules of that op's public inputs, for the functional layer and the
-reference's public functions alike; the backends behind them trust it.
+Each rule is one function here, and one validator per op (``loss_inputs``, ``argmax_inputs``, ... at the end)
+runs the rules of that op's public inputs for :mod:`hssn_kernels.functional`; every backend behind it (the
+reference included) trusts it.
 """
 from __future__ import annotations
 
@@ -276,3 +276,70 @@ def check_embeddings(embeddings) -> None:
 def pixel_shape(x: torch.Tensor) -> tuple[int, ...]:
     """The per-pixel shape of an (N, C, ...) tensor: (N, ...) without the channel dim."""
     return (x.shape[0],) + tuple(x.shape[2:])
+
+
+# ----------------------------------------------------------------------------- one validator per op
+def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
+                partial_labels=False) -> torch.Tensor:
+    """Every rule of a segmentation loss's inputs (a focal loss also checks its ``gamma``); returns the target
+    the kernels read (:func:`widen_target`)."""
+    check_hierarchy(hierarchy)
+    check_scores(logits, hierarchy)
+    check_upsample(upsample, align_corners)
+    check_target(target, logits, upsample=upsample)
+    check_reduction(reduction)
+    check_ignore_index(ignore_index, hierarchy)
+    if validate:
+        check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
+    return widen_target(target, ignore_index)
+
+
+def argmax_inputs(logits, hierarchy, size=None, align_corners=False) -> tuple[int, int] | None:
+    """Every rule of path inference's inputs; returns ``size`` as (H, W) (or None)."""
+    check_hierarchy(hierarchy)
+    check_scores(logits, hierarchy)
+    if size is None:
+        return None
+    size = check_size(size)
+    check_upsample("bilinear", align_corners)
+    if logits.dim() != 4:
+        raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
+    return size
+
+
+def sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate=True,
+                    partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of triplet sampling's inputs; returns the labels sampling reads
+    (:func:`triplet_labels`), num_triplets and seed as ints."""
+    check_hierarchy(hierarchy)
+    check_target_dtype(target)
+    if target.device.type == "meta":
+        raise ValueError("meta tensors are not supported: sampling needs real labels")
+    check_ignore_index(ignore_index, hierarchy)
+    seed = check_seed(seed)
+    num_triplets = check_num_triplets(num_triplets)
+    check_choice(mode, TRIPLET_MODES, "mode")
+    return triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
+
+
+def triplet_inputs(embeddings, target, hierarchy, num_triplets, seed, ignore_index, distance, mode, validate=True,
+                   partial_labels=False) -> tuple[torch.Tensor, int, int]:
+    """Every rule of a triplet loss's inputs: the embeddings', then :func:`sampling_inputs` (whose result it
+    returns) on the labels."""
+    check_hierarchy(hierarchy)
+    check_embeddings(embeddings)
+    check_target(target, embeddings, name="embeddings")
+    check_choice(distance, DISTANCES, "distance")
+    return sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate, partial_labels)
+
+
+def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
+    """Every rule of :func:`project_to_level`'s inputs."""
+    check_hierarchy(hierarchy)
+    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
+        raise TypeError("leaf_map must be an integer tensor of channel ids")
+    level = check_int(level, "level")
+    check_int(ignore_index, "ignore_index")
+    if not 1 <= level <= hierarchy.height:
+        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
+    check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)

@@ -1,17 +1,11 @@
-"""The backend registry: which function runs each op on each backend, loaded lazily.
+"""The backend registry: which function runs each op on each backend (timm-style: the registry is the list).
 
-:data:`OPS` is the list: op -> {backend family: "module:function"}, the function taking the op's
-interface arguments (inputs already validated by :mod:`hssn_kernels.functional`):
-
-* ``focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial=False) -> Tensor``
-  (``partial``: targets may be inner nodes, README "Partial labels")
-* ``ftm_kernel(logits, target, hierarchy, gamma, ignore_index, reduction_index, compute_grad, partial)`` ->
-  (loss, grad) and ``ftm_kernel_backward(weights, logits, target, hierarchy, gamma, ignore_index, partial)``:
-  the raw fused kernels the band-by-band upsampling runs (:mod:`hssn_kernels.upsample`)
-* ``hierarchical_argmax(logits, hierarchy) -> Tensor`` (int64 leaf map)
-* ``sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode) -> (Tensor, Tensor)``
-* ``tree_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
-  hierarchy_margin, distance, seed, ignore_index, mode) -> Tensor``
+Each backend module marks its functions with :func:`register` (``@register("focal_tree_min_loss", "triton")``);
+:func:`preload` imports every public module of the package once, so :data:`OPS` holds every function of every
+family whose modules import (a module that cannot, e.g. without Triton, is recorded in :data:`IMPORT_ERRORS` and
+its family reports it). An op's interface is the signature of its reference function in
+:mod:`hssn_kernels.reference` (inputs already validated by :mod:`hssn_kernels.functional`); the fused
+losses' raw kernels ``ftm_kernel`` / ``ftm_kernel_backward`` are the interface of :mod:`hssn_kernels.upsample`.
 
 A backend is usable on a device when its :data:`FAMILIES` entry's ``unavailable_reason(device)`` is None
 (and, for "cpu" / "cuda", the device type matches); asking for an op it does not implement is a clear error.
@@ -22,6 +16,7 @@ import functools
 import importlib
 import json
 import math
+import pkgutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -37,33 +32,32 @@ FAMILIES: dict[str, str | None] = {
 BACKENDS: dict[str, str] = {"reference": "reference", "triton": "triton", "cuda": "native", "cpu": "native"}
 """Backend name (``backend=``) -> the family that implements it ("cpu" and "cuda" are the extension's)."""
 
-OPS: dict[str, dict[str, str]] = {
-    "focal_tree_min_loss": {"reference": "hssn_kernels.reference:_focal_tree_min_loss",
-                            "triton": "hssn_kernels.focal_tree_min:focal_tree_min_loss",
-                            "native": "hssn_kernels.native:focal_tree_min_loss"},
-    "ftm_kernel": {"triton": "hssn_kernels.focal_tree_min:ftm_kernel", "native": "hssn_kernels.native:ftm_kernel"},
-    "ftm_kernel_backward": {"triton": "hssn_kernels.focal_tree_min:ftm_kernel_backward",
-                            "native": "hssn_kernels.native:ftm_kernel_backward"},
-    "hierarchical_argmax": {"reference": "hssn_kernels.reference:_hierarchical_argmax",
-                            "triton": "hssn_kernels.path_argmax:hierarchical_argmax",
-                            "native": "hssn_kernels.native:hierarchical_argmax"},
-    "sample_triplets_padded": {"reference": "hssn_kernels.reference:_sample_triplets_padded",
-                               "triton": "hssn_kernels.tree_triplet:sample_triplets_padded",
-                               "native": "hssn_kernels.native:sample_triplets_padded"},
-    "tree_triplet_loss": {"reference": "hssn_kernels.reference:_triplet_loss",
-                          "triton": "hssn_kernels.tree_triplet:tree_triplet_loss",
-                          "native": "hssn_kernels.native:tree_triplet_loss"},
-}
-"""Op -> {family: "module:function"}: the one table a new op adds its row to."""
+OPS: dict[str, dict[str, Callable]] = {}
+"""Op -> {family: function}, filled by :func:`register` as :func:`preload` imports the backend modules."""
+IMPORT_ERRORS: dict[str, str] = {}
+"""Module -> why it failed to import (an optional dependency missing); filled by :func:`preload`."""
+
+
+def register(op: str, family: str) -> Callable[[Callable], Callable]:
+    """Decorator: the function implements ``op`` for ``family`` (a :data:`FAMILIES` key)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown backend family {family!r}; choose from {tuple(FAMILIES)}")
+
+    def add(fn: Callable) -> Callable:
+        OPS.setdefault(op, {})[family] = fn
+        return fn
+
+    return add
+
 
 # The candidates "auto" tries for CUDA tensors, per op; ``GPU_TABLE`` ranks them per dtype and channel count
 # (predicted or measured time), and this order breaks ties and ranks backends the table has no row for.
 AUTO_CUDA_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "focal_tree_min_loss": ("triton", "cuda", "reference"),
-    "hierarchical_argmax": ("triton", "cuda", "reference"),
     "sample_triplets_padded": ("cuda", "triton", "reference"),
     "tree_triplet_loss": ("cuda", "triton", "reference"),
 }
+AUTO_CUDA_DEFAULT: tuple[str, ...] = ("triton", "cuda", "reference")
+"""The order for an op :data:`AUTO_CUDA_PREFERENCE` does not list."""
 AUTO_CPU_PREFERENCE: tuple[str, ...] = ("cpu", "reference")
 CUDA_REJECTS: dict[str, tuple[str, ...]] = {"cuda": ("float64",)}
 """Input dtypes a backend refuses on CUDA tensors (the native CUDA kernels take fp32 / bf16 / fp16): "auto" passes
@@ -98,10 +92,16 @@ def table_time(op: str, backend: str, dtype: str, channels: int) -> dict | None:
     return min(rows, key=lambda r: abs(math.log(r["channels"] / channels)))
 
 
+def ranked_ops() -> list[str]:
+    """The ops with a reference (their spec) and at least one fast backend: the ones ``auto`` ranks."""
+    preload()
+    return [op for op, impls in OPS.items() if "reference" in impls and len(impls) > 1]
+
+
 def cuda_order(op: str, dtype: str | None = None, channels: int | None = None) -> tuple[str, ...]:
     """The order "auto" tries backends for ``op`` on CUDA tensors of ``dtype`` / ``channels``: fastest row of
     ``GPU_TABLE`` first, backends without a row after them in ``AUTO_CUDA_PREFERENCE`` order."""
-    order = AUTO_CUDA_PREFERENCE.get(op, ("reference",))
+    order = AUTO_CUDA_PREFERENCE.get(op, AUTO_CUDA_DEFAULT)
     if dtype is None or channels is None:
         return order
 
@@ -125,23 +125,40 @@ _LOADED: dict[str, tuple[SimpleNamespace | None, str | None]] = {}
 
 
 def _load(family: str) -> tuple[SimpleNamespace | None, str | None]:
-    """(namespace of the family's op functions and ``unavailable_reason``, None) or (None, why it failed to
-    import); imported once and cached."""
+    """(namespace of the family's op functions and ``unavailable_reason``, None) or (None, why its availability
+    check failed to import); built once after :func:`preload`."""
     hit = _LOADED.get(family)
     if hit is None:
+        preload()
         try:
             check = FAMILIES[family]
-            fns = {op: _import(impls[family]) for op, impls in OPS.items() if family in impls}
+            fns = {op: impls[family] for op, impls in OPS.items() if family in impls}
             fns["unavailable_reason"] = _import(check) if check else (lambda device: None)
             hit = SimpleNamespace(**fns), None
-        except Exception as err:  # an optional dependency or the extension may be missing
+        except Exception as err:  # the extension's loader or Triton's check may be missing
             hit = None, f"{type(err).__name__}: {err}"
         _LOADED[family] = hit
     return hit
 
 
+_PRELOADED: list[bool] = []
+
+
 def preload() -> None:
-    """Import every backend now, so later lookups are plain dict reads (``torch.compile``-safe)."""
+    """Import every public module of the package once (each registers its op functions), so later lookups are
+    plain dict reads (``torch.compile``-safe); a module that fails to import is recorded in :data:`IMPORT_ERRORS`."""
+    if _PRELOADED:
+        return
+    _PRELOADED.append(True)
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        name = f"{__package__}.{info.name}"
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # an optional dependency (Triton) missing or broken
+            IMPORT_ERRORS[name] = f"{type(err).__name__}: {err}"
     for family in FAMILIES:
         _load(family)
 
@@ -163,7 +180,8 @@ def unavailable_reason(name: str, device: torch.device, op: str | None = None) -
     if reason is not None:
         return f"backend {name!r} is unavailable on {device}: {reason}"
     if op is not None and not hasattr(impl, op):
-        return f"backend {name!r} does not implement {op}"
+        failed = "".join(f"; {m} failed to import ({e})" for m, e in IMPORT_ERRORS.items())
+        return f"backend {name!r} does not implement {op}{failed}"
     return None
 
 
@@ -200,7 +218,7 @@ def resolve_name(name: str, device: torch.device, op: str, dtype: torch.dtype | 
 
 def resolve(name: str, device: torch.device, op: str, dtype: torch.dtype | None = None,
             channels: int = 0) -> SimpleNamespace:
-    """The backend's op functions (attributes named as in :data:`OPS`) that run ``op`` for tensors on
+    """The backend's op functions (attributes named as the ops of :data:`OPS`) that run ``op`` for tensors on
     ``device`` (see :func:`resolve_name`)."""
     return _LOADED[BACKENDS[resolve_name(name, device, op, dtype, channels)]][0]
 

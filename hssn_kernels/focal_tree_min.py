@@ -23,13 +23,16 @@ vectorised path needs a contiguous pixel plane (``PLANE``), else pixels are addr
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from . import _checks
 from . import _triton_utils as _tu
-from ._autograd import loss_dtype, register_fused_loss, valid_count
+from ._autograd import fake_fused_loss, fused_loss, loss_dtype, register_fused_loss, valid_count
+from .backends import register
 from .hierarchy import ClassHierarchy
 
 
@@ -373,10 +376,7 @@ def ftm_forward(logits: torch.Tensor, target: torch.Tensor, perm: torch.Tensor, 
 
 @ftm_forward.register_fake
 def _(logits, target, perm, size, depth_pos, path_pos, gamma, ignore_index, reduction, compute_grad, partial=False):
-    shape = _checks.pixel_shape(logits) if reduction == 0 else ()
-    loss = logits.new_empty(shape, dtype=loss_dtype(logits))
-    grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
-    return loss, grad
+    return fake_fused_loss(logits, _checks.pixel_shape(logits), reduction, compute_grad)
 
 
 @torch.library.custom_op("hssn::triton_ftm_backward", mutates_args=())
@@ -397,6 +397,7 @@ def _(grad_loss, logits, target, perm, size, depth_pos, path_pos, gamma, ignore_
 register_fused_loss("hssn::triton_ftm_forward", ftm_backward)
 
 
+@register("ftm_kernel", "triton")
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
@@ -404,6 +405,7 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
                        int(reduction), bool(compute_grad), bool(partial))
 
 
+@register("ftm_kernel_backward", "triton")
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
                         gamma: float, ignore_index: int, partial: bool = False) -> torch.Tensor:
     """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
@@ -411,12 +413,5 @@ def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: tor
                         int(ignore_index), bool(partial))
 
 
-def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
-                        gamma: float = 2.0, ignore_index: int = 255, reduction: str = "mean",
-                        partial: bool = False) -> torch.Tensor:
-    """Focal tree-min loss with the Triton kernel; inputs validated upstream. Returns the logits' dtype."""
-    tables = ftm_tables(hierarchy, logits.device)
-    red = _checks.REDUCTIONS.index(reduction)
-    compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-    loss, _ = ftm_forward(logits, target, *tables, float(gamma), int(ignore_index), red, compute_grad, bool(partial))
-    return loss.to(logits.dtype)
+focal_tree_min_loss = register("focal_tree_min_loss", "triton")(functools.partial(fused_loss, ftm_kernel))
+"""Focal tree-min loss with the Triton kernel (:func:`hssn_kernels._autograd.fused_loss`)."""

@@ -9,11 +9,28 @@ as a fallback).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from . import _checks, backends
-from . import reference as _ref
+from . import _autograd, _checks, backends
 from . import upsample as _up
 from .hierarchy import ClassHierarchy
+
+__all__ = [
+    "focal_tree_min_loss", "tree_min_loss", "focal_bce_loss", "bce_loss", "leaf_cross_entropy", "released_hiera_loss",
+    "hierarchical_argmax", "project_to_level", "sample_triplets", "tree_triplet_loss", "vanilla_triplet_loss",
+]
+
+
+def _needs_upsampling(logits: torch.Tensor, target: torch.Tensor, upsample: str | None) -> bool:
+    return upsample is not None and tuple(logits.shape[-2:]) != tuple(target.shape[-2:])
+
+
+def _interpolated(logits: torch.Tensor, target: torch.Tensor, upsample: str | None, align_corners: bool) -> torch.Tensor:
+    """What ``upsample=`` means: ``F.interpolate(logits, target's (H, W), mode=upsample)`` (the reference computes
+    exactly this; the fast backends the same values band by band, :mod:`hssn_kernels.upsample`)."""
+    if not _needs_upsampling(logits, target, upsample):
+        return logits
+    return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=bool(align_corners))
 
 
 def focal_tree_min_loss(
@@ -40,8 +57,8 @@ def focal_tree_min_loss(
     gradient on the low-res logits), the reference computes that expression.
     """
     _checks.check_gamma(gamma)
-    target = _ref.loss_inputs(logits, target, hierarchy, ignore_index, reduction, False, upsample,
-                              align_corners, partial_labels)
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction, False, upsample,
+                                 align_corners, partial_labels)
     _checks.check_nan_policy(nan_policy)
     partial = bool(partial_labels)
     name = backends.resolve_name(backend, logits.device, "focal_tree_min_loss", logits.dtype,
@@ -52,17 +69,14 @@ def focal_tree_min_loss(
     if validate and not check_after:
         _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial)
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
-    if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
-        loss = impl.focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction, partial)
-    elif name == "reference":
-        loss = _ref._focal_tree_min_loss(logits, target, hierarchy, float(gamma), int(ignore_index), reduction,
-                                         partial, upsample, align_corners)
+    if name != "reference" and _needs_upsampling(logits, target, upsample):  # fused, band by band
+        def kernel(z, t, _, *args):
+            return _up.upsampled_ftm(z, t, list(hierarchy.parents), bool(align_corners), name, *args)
+
+        loss = _autograd.fused_loss(kernel, logits, target, hierarchy, gamma, ignore_index, reduction, partial)
     else:
-        red = _checks.REDUCTIONS.index(reduction)
-        compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-        loss, _ = _up.upsampled_ftm(logits, target, list(hierarchy.parents), bool(align_corners), name, float(gamma),
-                                    int(ignore_index), red, compute_grad, partial)
-        loss = loss.to(logits.dtype)
+        loss = impl.focal_tree_min_loss(_interpolated(logits, target, upsample, align_corners), target, hierarchy,
+                                        float(gamma), int(ignore_index), reduction, partial)
     if (check_after or nan_policy == "raise") and _checks.has_nan(loss):
         if check_after:
             _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial)
@@ -96,7 +110,7 @@ def hierarchical_argmax(
     map of :func:`hssn_kernels.upsample.tree_violations` of the upsampled logits. Extra results follow
     the leaf map in that order.
     """
-    size = _ref.argmax_inputs(logits, hierarchy, size, align_corners)
+    size = _checks.argmax_inputs(logits, hierarchy, size, align_corners)
     name = backends.resolve_name(backend, logits.device, "hierarchical_argmax", logits.dtype,
                                  hierarchy.num_channels)
     impl = backends.resolve(name, logits.device, "hierarchical_argmax")
@@ -118,7 +132,9 @@ def hierarchical_argmax(
 
 def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
     """Channel ids -> their ancestor at ``level`` (1 = coarsest; shallower nodes stay); ignore_index kept."""
-    return _ref.project_to_level(leaf_map, hierarchy, level, ignore_index)
+    _checks.level_inputs(leaf_map, hierarchy, level, ignore_index)
+    return backends.resolve("reference", leaf_map.device, "project_to_level").project_to_level(
+        leaf_map, hierarchy, int(level), int(ignore_index))
 
 
 def sample_triplets(
@@ -134,7 +150,7 @@ def sample_triplets(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anchor, positive, negative) flat pixel indices, identical on every backend for the same seed;
     ``partial_labels``: inner-node pixels are left out."""
-    target, num_triplets, seed = _ref.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
+    target, num_triplets, seed = _checks.sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
                                                          validate, partial_labels)
     impl = backends.resolve(backend, target.device, "sample_triplets_padded")
     table, count = impl.sample_triplets_padded(target, hierarchy, num_triplets, seed, int(ignore_index), mode)
@@ -159,14 +175,17 @@ def tree_triplet_loss(
     nan_policy: str = "raise",
     partial_labels: bool = False,
 ) -> torch.Tensor:
-    """Tree-triplet loss (Eq. 7-8); see :func:`hssn_kernels.reference.tree_triplet_loss`. ``partial_labels``:
-    pixels labelled at an inner node take part in no triplet (README "Partial labels").
+    """Tree-triplet loss (Eq. 7-8): mean of ``max(d(a,p) - d(a,n) + m, 0)`` over sampled triplets (0 if none).
+    ``partial_labels``: pixels labelled at an inner node take part in no triplet (README "Partial labels").
 
     embeddings (B, E, h, w) | (N, E) float; target (B, h, w) | (N,) leaf ids at the embedding resolution.
-    ``mode="vanilla"`` gives the hierarchy-agnostic triplet loss (same leaf = positive). A NaN in an
-    embedding a sampled triplet uses makes the loss NaN; ``nan_policy`` as for the segmentation loss.
+    ``d`` = cosine distance ``(1 - cos) / 2`` or the Euclidean distance ``|x - y|``;
+    ``m = margin_eps + margin_scale * (psi(y_a,y_n) - psi(y_a,y_p)) / (2 D)``, or ``margin_eps`` with
+    ``hierarchy_margin=False`` (the constant-margin ablation). ``mode="vanilla"`` gives the hierarchy-agnostic
+    triplet loss (same leaf = positive). A NaN in an embedding a sampled triplet uses makes the loss NaN;
+    ``nan_policy`` as for the segmentation loss. Triplets: :func:`sample_triplets`.
     """
-    target, num_triplets, seed = _ref.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
+    target, num_triplets, seed = _checks.triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
                                                         ignore_index, distance, mode, validate, partial_labels)
     _checks.check_nan_policy(nan_policy)
     margin_eps, margin_scale = _checks.check_margins(margin_eps, margin_scale)
@@ -187,19 +206,53 @@ def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin
                              partial_labels=partial_labels)
 
 
-def _reference_only(fn):
-    """An ablation loss with only the reference backend; ``upsample=`` computes the F.interpolate expression."""
-    def wrapper(logits, target, hierarchy, *args, backend="auto", **kwargs):
-        if backend not in ("auto", "reference"):
-            raise RuntimeError(f"{fn.__name__} has only the 'reference' backend, got backend={backend!r}")
-        return fn(logits, target, hierarchy, *args, **kwargs)
+def _reference_loss(op: str, logits, target, hierarchy, ignore_index, reduction, backend, validate, nan_policy,
+                    upsample, align_corners, partial_labels, **extra) -> torch.Tensor:
+    """An ablation loss (the reference backend only): its inputs validated, the backend's function, the NaN policy;
+    ``reduction`` None: the op returns a scalar mean and takes no reduction."""
+    target = _checks.loss_inputs(logits, target, hierarchy, ignore_index, reduction or "mean", validate, upsample,
+                                 align_corners, partial_labels)
+    if reduction is not None:
+        extra["reduction"] = reduction
+    _checks.check_nan_policy(nan_policy)
+    impl = backends.resolve(backend, logits.device, op, logits.dtype, hierarchy.num_channels)
+    loss = getattr(impl, op)(_interpolated(logits, target, upsample, align_corners), target, hierarchy,
+                             ignore_index=int(ignore_index), partial_labels=bool(partial_labels), **extra)
+    if nan_policy == "raise":
+        _checks.raise_on_nan(loss, op.replace("_", " "))
+    return loss
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+
+def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", backend="auto",
+                   validate=True, nan_policy="raise", upsample=None, align_corners=False, partial_labels=False):
+    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target), summed over nodes; partial labels: no
+    term for the strict descendants of the label. Reference backend only; arguments as
+    :func:`focal_tree_min_loss`."""
+    return _reference_loss("focal_bce_loss", logits, target, hierarchy, ignore_index, reduction, backend, validate,
+                           nan_policy, upsample, align_corners, partial_labels, gamma=_checks.check_gamma(gamma))
 
 
-bce_loss = _reference_only(_ref.bce_loss)
-focal_bce_loss = _reference_only(_ref.focal_bce_loss)
-leaf_cross_entropy = _reference_only(_ref.leaf_cross_entropy)
-released_hiera_loss = _reference_only(_ref.released_hiera_loss)
+def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", backend="auto", validate=True,
+             nan_policy="raise", upsample=None, align_corners=False, partial_labels=False):
+    """Binary cross-entropy over all nodes (Eq. 2): :func:`focal_bce_loss` with gamma = 0."""
+    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, backend, validate, nan_policy,
+                          upsample, align_corners, partial_labels)
+
+
+def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", backend="auto", validate=True,
+                       nan_policy="raise", upsample=None, align_corners=False, partial_labels=False):
+    """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline); partial labels: the
+    probability of the label's subtree. Reference backend only."""
+    return _reference_loss("leaf_cross_entropy", logits, target, hierarchy, ignore_index, reduction, backend,
+                           validate, nan_policy, upsample, align_corners, partial_labels)
+
+
+def released_hiera_loss(logits, target, hierarchy, ignore_index=255, backend="auto", validate=True,
+                        nan_policy="raise", upsample=None, align_corners=False, partial_labels=False, tm_weight=5.0,
+                        eps=1e-8, void_in_ce=False):
+    """The segmentation objective of the authors' released code (HieraSeg ``HieraTripletLossCityscape``) for any
+    tree, a scalar: see :func:`hssn_kernels.reference._released_hiera_loss` for the formula and ``void_in_ce``.
+    Reference backend only."""
+    return _reference_loss("released_hiera_loss", logits, target, hierarchy, ignore_index, None, backend,
+                           validate, nan_policy, upsample, align_corners, partial_labels, tm_weight=float(tm_weight),
+                           eps=float(eps), void_in_ce=bool(void_in_ce))

@@ -100,7 +100,8 @@ def report() -> str:
     table = backends.gpu_table()
     lines.append(f"  cuda tensors  ranked per op, dtype and channel count by {backends.GPU_TABLE.name} "
                  f"({table['source']} times on {table['gpu'] or 'no GPU'}; written by `{table['command']}`)")
-    for op, preference in backends.AUTO_CUDA_PREFERENCE.items():
+    for op in backends.ranked_ops():
+        preference = backends.cuda_order(op)
         keys = sorted({(r["dtype"], r["channels"]) for r in table["rows"] if r["op"] == op})
         if not keys:
             lines.append(f"  cuda tensors  {op}: {', '.join(preference)} (no table row: the fixed preference)")

@@ -16,17 +16,14 @@ SEGMENTATION_LOSSES = {
         z, t, h, gamma, ii, "mean", backend, **checks, **up),
     "tm": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_tree_min_loss(
         z, t, h, 0.0, ii, "mean", backend, **checks, **up),
-    "bce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.bce_loss(
-        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
-    "focal": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_bce_loss(
-        z, t, h, gamma, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
-    "cce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.leaf_cross_entropy(
-        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
-    "released": lambda z, t, h, gamma, ii, backend, up, checks: Fn.released_hiera_loss(
-        z, t, h, ii, validate=checks["validate"], partial_labels=checks["partial_labels"], **up),
+    "bce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.bce_loss(z, t, h, ii, "mean", **checks, **up),
+    "focal": lambda z, t, h, gamma, ii, backend, up, checks: Fn.focal_bce_loss(z, t, h, gamma, ii, "mean", **checks, **up),
+    "cce": lambda z, t, h, gamma, ii, backend, up, checks: Fn.leaf_cross_entropy(z, t, h, ii, "mean", **checks, **up),
+    "released": lambda z, t, h, gamma, ii, backend, up, checks: Fn.released_hiera_loss(z, t, h, ii, **checks, **up),
 }
 """Table 6 of the paper: focal tree-min, tree-min, BCE, focal BCE, leaf cross-entropy; and ``released``, the
-objective of the authors' released code (:func:`hssn_kernels.released_hiera_loss`; reference backend only).
+objective of the authors' released code (:func:`hssn_kernels.released_hiera_loss`). The ablation losses (all but
+ftm / tm) have only the reference backend: they run it whatever ``backend`` the tree-min and triplet losses use.
 ``up`` = ``{"upsample", "align_corners"}``, ``checks`` = ``{"validate", "nan_policy", "partial_labels"}``."""
 
 TRIPLET_VARIANTS = {

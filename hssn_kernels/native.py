@@ -8,10 +8,14 @@ Importing this module never fails: when the extension is missing or was built ag
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _checks
-from ._autograd import loss_dtype, register_fused_loss, register_triplet_loss, triplet_loss
+from ._autograd import (fake_fused_loss, fake_triplet_loss, fused_loss, loss_dtype, register_fused_loss,
+                        register_triplet_loss, triplet_loss)
+from .backends import register
 from .hierarchy import ClassHierarchy
 
 REBUILD = 'rebuild it with: pip install --no-build-isolation -e ".[test]"'
@@ -87,9 +91,7 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "ftm_forward")
     def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial=False):
-        loss = logits.new_empty(_checks.pixel_shape(logits) if reduction == 0 else (), dtype=loss_dtype(logits))
-        grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
-        return loss, grad
+        return fake_fused_loss(logits, _checks.pixel_shape(logits), reduction, compute_grad)
 
     @torch.library.register_fake(lib + "ftm_backward")
     def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index, partial=False):
@@ -106,8 +108,7 @@ def _register() -> None:
     @torch.library.register_fake(lib + "triplet_forward")
     def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps, margin_scale, height,
           hierarchy_margin, distance, compute_grad):
-        grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
-        return embeddings.new_empty((), dtype=loss_dtype(embeddings)), grad
+        return fake_triplet_loss(embeddings, compute_grad)
 
     register_fused_loss(lib + "ftm_forward", torch.ops.hssn.ftm_backward)
 
@@ -119,15 +120,7 @@ if _C is not None:
 
 
 # ----------------------------------------------------------------------------- backend interface
-def focal_tree_min_loss(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float = 2.0,
-                        ignore_index: int = 255, reduction: str = "mean", partial: bool = False) -> torch.Tensor:
-    """Focal tree-min loss with the native kernels (inputs validated upstream); the logits' dtype."""
-    red = _checks.REDUCTIONS.index(reduction)
-    compute_grad = torch.is_grad_enabled() and logits.requires_grad and red != 0
-    loss, _ = ftm_kernel(logits, target, hierarchy, gamma, ignore_index, red, compute_grad, partial)
-    return loss.to(logits.dtype)
-
-
+@register("ftm_kernel", "native")
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
@@ -136,6 +129,7 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
                                       int(ignore_index), int(reduction), bool(compute_grad), bool(partial))
 
 
+@register("ftm_kernel_backward", "native")
 def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy,
                         gamma: float, ignore_index: int, partial: bool = False) -> torch.Tensor:
     """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
@@ -144,21 +138,28 @@ def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: tor
                                        tabs.ancestors, float(gamma), int(ignore_index), bool(partial))
 
 
+focal_tree_min_loss = register("focal_tree_min_loss", "native")(functools.partial(fused_loss, ftm_kernel))
+"""Focal tree-min loss with the native kernels (:func:`hssn_kernels._autograd.fused_loss`)."""
+
+
+@register("hierarchical_argmax", "native")
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
     tabs = hierarchy.tables(logits.device)
     return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves)
 
 
+@register("sample_triplets_padded", "native")
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
                            ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
-    """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed."""
+    """Same triplets as :func:`hssn_kernels.reference._sample_triplets_padded` for the same seed."""
     tabs = hierarchy.tables(target.device)
     return torch.ops.hssn.sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
                                           int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
+@register("tree_triplet_loss", "native")
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
     """Tree-triplet loss on the native sampler and ``hssn::triplet_forward`` (``_autograd.triplet_loss``;
-    arguments as ``backends.OPS`` documents)."""
+    arguments as :func:`hssn_kernels.reference._triplet_loss`)."""
     return triplet_loss(sample_triplets_padded, torch.ops.hssn.triplet_forward, embeddings, target, hierarchy, *args)

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from . import _triton_utils as _tu
+from .backends import register
 from .focal_tree_min import _logit
 from .hierarchy import ClassHierarchy
 
@@ -106,6 +107,7 @@ def _(logits, perm, size, depth_pos, depth):
     return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.int64)
 
 
+@register("hierarchical_argmax", "triton")
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """Leaf map (int64, pixel-shaped)."""
     tabs = hierarchy.tables(logits.device)

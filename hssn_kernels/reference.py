@@ -1,5 +1,9 @@
 """Pure-PyTorch reference ops: the readable specification every fast backend is tested against.
 
+Each op's function here is private (``_focal_tree_min_loss``, ...) and registered as the ``"reference"`` backend:
+call it as ``hssn_kernels.focal_tree_min_loss(..., backend="reference")``, which validates the inputs first. Its
+signature is the op's backend interface (what every backend's function takes, inputs already validated).
+
 Shapes: logits ``(B, C, H, W)`` or ``(N, C)`` over all C tree nodes; targets ``(B, H, W)`` / ``(N,)``
 of *leaf channel ids* or ``ignore_index`` (with ``partial_labels=True``: any node's channel id). Half-precision inputs are computed in float32; float64 stays
 float64. Losses come back in the input's dtype.
@@ -12,7 +16,7 @@ Conventions (README "Conventions"):
   (over descendants) node, the lowest channel on ties.
 * NaN: a non-ignored pixel with a NaN logit has a NaN loss. Ignored pixels are never read.
 * Triplets are drawn with a counter-based 32-bit hash (:func:`hash32`), so every backend reproduces
-  the same triplets from the same seed (see :func:`sample_triplets`).
+  the same triplets from the same seed (see :func:`_sample_triplets_padded`).
 * Partial labels (``partial_labels=True``): a target may be any node ``t``. Nodes on the path root -> t
   get their positive term, nodes that are neither ancestors nor descendants of t their negative term,
   and the strict descendants of t (unknown) **no term** (and no gradient). For a leaf t this is the
@@ -27,30 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
+from .backends import register
 from .hierarchy import ClassHierarchy
 
-__all__ = [
-    "focal_tree_min_loss",
-    "tree_min_loss",
-    "bce_loss",
-    "focal_bce_loss",
-    "leaf_cross_entropy",
-    "hierarchical_argmax",
-    "project_to_level",
-    "sample_triplets",
-    "sample_triplets_padded",
-    "tree_triplet_loss",
-    "vanilla_triplet_loss",
-    "hash32",
-    "triplet_rand",
-    "COSINE_EPS",
-    "ATTEMPTS_PER_TRIPLET",
-    "loss_inputs",
-    "argmax_inputs",
-    "sampling_inputs",
-    "triplet_inputs",
-    "level_inputs",
-]
+__all__ = ["hash32", "triplet_rand", "COSINE_EPS", "ATTEMPTS_PER_TRIPLET"]
 
 COSINE_EPS = 1e-8
 """cos(x, y) = x.y / max(|x| |y|, COSINE_EPS)."""
@@ -58,73 +42,6 @@ ATTEMPTS_PER_TRIPLET = 16
 """Triplet sampling draws at most ``ATTEMPTS_PER_TRIPLET * num_triplets`` candidates."""
 
 _MASK32 = 0xFFFFFFFF
-
-
-# ----------------------------------------------------------------------------- input rules, one validator per op
-def loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample=None, align_corners=False,
-                partial_labels=False) -> torch.Tensor:
-    """Every rule of a segmentation loss's inputs (a focal loss also checks its ``gamma``); returns the target
-    the kernels read (:func:`hssn_kernels._checks.widen_target`)."""
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
-    _checks.check_upsample(upsample, align_corners)
-    _checks.check_target(target, logits, upsample=upsample)
-    _checks.check_reduction(reduction)
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    if validate:
-        _checks.check_labels(target, hierarchy, ignore_index, leaves_only=not partial_labels)
-    return _checks.widen_target(target, ignore_index)
-
-
-def argmax_inputs(logits, hierarchy, size=None, align_corners=False) -> tuple[int, int] | None:
-    """Every rule of path inference's inputs; returns ``size`` as (H, W) (or None)."""
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_scores(logits, hierarchy)
-    if size is None:
-        return None
-    size = _checks.check_size(size)
-    _checks.check_upsample("bilinear", align_corners)
-    if logits.dim() != 4:
-        raise ValueError(f"size= needs logits (B, C, h, w), got shape {tuple(logits.shape)}")
-    return size
-
-
-def sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate=True,
-                    partial_labels=False) -> tuple[torch.Tensor, int, int]:
-    """Every rule of triplet sampling's inputs; returns the labels sampling reads
-    (:func:`hssn_kernels._checks.triplet_labels`), num_triplets and seed as ints."""
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_target_dtype(target)
-    if target.device.type == "meta":
-        raise ValueError("meta tensors are not supported: sampling needs real labels")
-    _checks.check_ignore_index(ignore_index, hierarchy)
-    seed = _checks.check_seed(seed)
-    num_triplets = _checks.check_num_triplets(num_triplets)
-    _checks.check_choice(mode, _checks.TRIPLET_MODES, "mode")
-    return _checks.triplet_labels(target, hierarchy, ignore_index, validate, partial_labels), num_triplets, seed
-
-
-def triplet_inputs(embeddings, target, hierarchy, num_triplets, seed, ignore_index, distance, mode, validate=True,
-                   partial_labels=False) -> tuple[torch.Tensor, int, int]:
-    """Every rule of a triplet loss's inputs: the embeddings', then :func:`sampling_inputs` (whose result it
-    returns) on the labels."""
-    _checks.check_hierarchy(hierarchy)
-    _checks.check_embeddings(embeddings)
-    _checks.check_target(target, embeddings, name="embeddings")
-    _checks.check_choice(distance, _checks.DISTANCES, "distance")
-    return sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode, validate, partial_labels)
-
-
-def level_inputs(leaf_map, hierarchy, level, ignore_index) -> None:
-    """Every rule of :func:`project_to_level`'s inputs."""
-    _checks.check_hierarchy(hierarchy)
-    if not isinstance(leaf_map, torch.Tensor) or leaf_map.is_floating_point() or leaf_map.dtype == torch.bool:
-        raise TypeError("leaf_map must be an integer tensor of channel ids")
-    level = _checks.check_int(level, "level")
-    _checks.check_int(ignore_index, "ignore_index")
-    if not 1 <= level <= hierarchy.height:
-        raise ValueError(f"level {level} out of range [1, {hierarchy.height}]")
-    _checks.check_labels(leaf_map, hierarchy, ignore_index, leaves_only=False)
 
 
 # ----------------------------------------------------------------------------- layout helpers
@@ -194,13 +111,6 @@ def _known(t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     return ~below | (torch.arange(hierarchy.num_channels, device=t.device)[None, :] == t[:, None])
 
 
-def _upsampled(logits, target, upsample, align_corners):
-    """The loss's ``upsample=`` keyword: ``F.interpolate(logits, target's (H, W), mode=upsample)``, or logits."""
-    if upsample is None or tuple(logits.shape[-2:]) == tuple(target.shape[-2:]):
-        return logits
-    return F.interpolate(logits, size=tuple(target.shape[-2:]), mode=upsample, align_corners=bool(align_corners))
-
-
 def _prepare(logits, target, hierarchy, ignore_index, partial_labels=False):
     """(P, C) logits (zero at ignored pixels), (P,) channel per pixel, (P,) valid and (P,) bad-label masks."""
     t, valid = _valid_pixels(target, ignore_index)
@@ -224,10 +134,15 @@ def _masked(per_pixel: torch.Tensor, valid: torch.Tensor, bad: torch.Tensor) -> 
     return torch.where(bad, torch.full_like(per_pixel, float("nan")), per_pixel)
 
 
-def _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels=False, upsample=None,
-                         align_corners=False):
-    """The loss on inputs :func:`loss_inputs` has checked (the backend interface's signature)."""
-    logits = _upsampled(logits, target, upsample, align_corners)
+@register("focal_tree_min_loss", "reference")
+def _focal_tree_min_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean",
+                         partial_labels=False):
+    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids (any
+    node ids with ``partial_labels``: no term for the strict descendants of the label).
+
+    ``p_v = sigmoid(min_{A(v)} z)`` for nodes on the target's path, ``sigmoid(max_{Dsc(v)} z)`` elsewhere;
+    per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. Tree-min loss (Eq. 5) = gamma 0.
+    """
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     labels = _node_labels(t, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
@@ -239,60 +154,16 @@ def _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reducti
     return _reduce(per_pixel, valid, reduction, logits)
 
 
-def focal_tree_min_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    hierarchy: ClassHierarchy,
-    gamma: float = 2.0,
-    ignore_index: int = 255,
-    reduction: str = "mean",
-    validate: bool = True,
-    upsample: str | None = None,
-    align_corners: bool = False,
-    partial_labels: bool = False,
-) -> torch.Tensor:
-    """Focal tree-min loss (Eq. 6). logits (B, C, H, W) | (N, C); target (B, H, W) | (N,) leaf ids (any
-    node ids with ``partial_labels``: no term for the strict descendants of the label).
-
-    ``p_v = sigmoid(min_{A(v)} z)`` for nodes on the target's path, ``sigmoid(max_{Dsc(v)} z)`` elsewhere;
-    per pixel ``sum_v -l_v (1-p_v)^g log p_v - (1-l_v) p_v^g log(1-p_v)``. ``upsample="bilinear"``: the
-    loss of ``F.interpolate(logits, target's (H, W), mode="bilinear", align_corners=align_corners)``.
-    """
-    _checks.check_gamma(gamma)
-    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                         partial_labels)
-    return _focal_tree_min_loss(logits, target, hierarchy, gamma, ignore_index, reduction, partial_labels, upsample,
-                                align_corners)
-
-
-def tree_min_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-                  align_corners=False, partial_labels=False):
-    """Tree-min loss (Eq. 5): the focal tree-min loss with gamma = 0 (partial labels: the same rule)."""
-    return focal_tree_min_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample,
-                               align_corners, partial_labels)
-
-
-def focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", validate=True,
-                   upsample=None, align_corners=False, partial_labels=False):
-    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. Partial labels:
-    no term for the strict descendants of the label."""
-    _checks.check_gamma(gamma)
-    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                         partial_labels)
-    logits = _upsampled(logits, target, upsample, align_corners)
+@register("focal_bce_loss", "reference")
+def _focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, reduction="mean", partial_labels=False):
+    """Focal BCE over all nodes (no tree-min), labels l_v = v in A(target); sum over nodes. BCE (Eq. 2) = gamma 0.
+    Partial labels: no term for the strict descendants of the label."""
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     terms = _focal_terms(z, _node_labels(t, hierarchy), float(gamma))
     if partial_labels:
         terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
     per_pixel = _masked(terms.sum(1), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
-
-
-def bce_loss(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-             align_corners=False, partial_labels=False):
-    """Binary cross-entropy over all nodes (Eq. 2): focal BCE with gamma = 0."""
-    return focal_bce_loss(logits, target, hierarchy, 0.0, ignore_index, reduction, validate, upsample, align_corners,
-                          partial_labels)
 
 
 def _leaf_ce(z: torch.Tensor, t: torch.Tensor, hierarchy: ClassHierarchy, partial_labels: bool) -> torch.Tensor:
@@ -310,20 +181,18 @@ def _leaf_ce(z: torch.Tensor, t: torch.Tensor, hierarchy: ClassHierarchy, partia
     return torch.where(is_leaf, per_pixel, torch.logsumexp(leaf_z, dim=1) - subtree)
 
 
-def leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", validate=True, upsample=None,
-                       align_corners=False, partial_labels=False):
+@register("leaf_cross_entropy", "reference")
+def _leaf_cross_entropy(logits, target, hierarchy, ignore_index=255, reduction="mean", partial_labels=False):
     """Categorical cross-entropy over the leaf channels only (Eq. 1, the flat baseline); partial labels: the
     probability of the label's subtree."""
-    target = loss_inputs(logits, target, hierarchy, ignore_index, reduction, validate, upsample, align_corners,
-                                 partial_labels)
-    logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     per_pixel = _masked(_leaf_ce(z, t, hierarchy, partial_labels), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
 
-def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=True, upsample=None,
-                        align_corners=False, tm_weight=5.0, eps=1e-8, void_in_ce=False, partial_labels=False):
+@register("released_hiera_loss", "reference")
+def _released_hiera_loss(logits, target, hierarchy, ignore_index=255, partial_labels=False, tm_weight=5.0, eps=1e-8,
+                         void_in_ce=False):
     """The segmentation objective of the authors' released code (HieraSeg ``HieraTripletLossCityscape``), for
     any tree; a scalar (mean reduction only). With ``s = sigmoid(z)``, P valid pixels, N all pixels:
 
@@ -338,9 +207,6 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
     and the first level-1 node. Partial labels: no tree-min term for the label's strict descendants, the
     leaf cross-entropy of the label's subtree, the top-level cross-entropy of its level-1 ancestor.
     """
-    target = loss_inputs(logits, target, hierarchy, ignore_index, "mean", validate, upsample, align_corners,
-                                 partial_labels)
-    logits = _upsampled(logits, target, upsample, align_corners)
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     labels = _node_labels(t, hierarchy)
     min_idx, max_idx = _tree_extrema_indices(z.detach(), hierarchy)
@@ -370,22 +236,14 @@ def released_hiera_loss(logits, target, hierarchy, ignore_index=255, validate=Tr
 
 
 # ----------------------------------------------------------------------------- path inference
-def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy, size: tuple[int, int] | None = None,
-                        align_corners: bool = False) -> torch.Tensor:
+@register("hierarchical_argmax", "reference")
+def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """Path inference (Eq. 3): (B, H, W) | (N,) int64 leaf channel of the largest root-path score sum.
 
     ``S_leaf = sigmoid(z_level1) + sigmoid(z_level2) + ... + sigmoid(z_leaf)`` summed root first in
     float32 (float64 for float64 logits); the lowest leaf channel wins ties. A NaN logit scores 0, as
     ``-inf`` would (so an all-NaN pixel gets the lowest leaf channel).
-    ``size=(H, W)``: path inference on ``F.interpolate(logits, size, mode="bilinear", align_corners=...)``.
     """
-    size = argmax_inputs(logits, hierarchy, size, align_corners)
-    if size is not None:
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=bool(align_corners))
-    return _hierarchical_argmax(logits, hierarchy)
-
-
-def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     s = torch.nan_to_num(torch.sigmoid(_flatten(logits)), nan=0.0)
     tabs = hierarchy.tables(s.device)
     path = tabs.path[tabs.leaves.long()].long()  # (L, D) root first, -1 past the leaf
@@ -398,9 +256,9 @@ def _hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> tor
     return leaf.reshape(_checks.pixel_shape(logits))
 
 
-def project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
+@register("project_to_level", "reference")
+def _project_to_level(leaf_map: torch.Tensor, hierarchy: ClassHierarchy, level: int, ignore_index: int = 255) -> torch.Tensor:
     """Map channel ids to their ancestor at tree ``level`` (1 = coarsest); shallower nodes stay; ignore kept."""
-    level_inputs(leaf_map, hierarchy, level, ignore_index)
     t = leaf_map.long()
     ignored = t == ignore_index
     table = hierarchy.tables(t.device).level_map[level - 1]
@@ -435,14 +293,8 @@ def triplet_rand(seed: int, counter: torch.Tensor) -> torch.Tensor:
     return hash32((hash32(counter ^ key) + key) & _MASK32)
 
 
-def sample_triplets_padded(
-    target: torch.Tensor,
-    hierarchy: ClassHierarchy,
-    num_triplets: int = 200,
-    seed: int = 0,
-    ignore_index: int = 255,
-    mode: str = "tree",
-) -> tuple[torch.Tensor, torch.Tensor]:
+@register("sample_triplets_padded", "reference")
+def _sample_triplets_padded(target, hierarchy, num_triplets=200, seed=0, ignore_index=255, mode="tree"):
     """Triplets as a ``(num_triplets, 3)`` int64 table of flat pixel indices padded with -1, and their count.
 
     The algorithm every backend reproduces bit for bit:
@@ -458,12 +310,6 @@ def sample_triplets_padded(
     The labels are not checked (they are the backend interface's, checked upstream): a value that is no leaf
     rejects its attempt.
     """
-    _, num_triplets, seed = sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
-                                                    validate=False)
-    return _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
-
-
-def _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode):
     dev = target.device
     t = target.reshape(-1).long()
     valid_idx = torch.nonzero(t != ignore_index).squeeze(1)
@@ -499,21 +345,6 @@ def _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index,
     return out, torch.tensor(accepted.shape[0], dtype=torch.long, device=dev)
 
 
-def sample_triplets(target, hierarchy, num_triplets=200, seed=0, ignore_index=255, mode="tree", validate=True,
-                    partial_labels=False):
-    """(anchor, positive, negative) int64 flat pixel indices with psi(y_a, y_p) < psi(y_a, y_n).
-
-    Fewer than ``num_triplets`` (possibly none) when the batch does not hold enough valid triplets.
-    See :func:`sample_triplets_padded` for the exact algorithm. ``partial_labels``: inner-node pixels are
-    left out (:func:`hssn_kernels._checks.leaf_labels_only`).
-    """
-    target, num_triplets, seed = sampling_inputs(target, hierarchy, num_triplets, seed, ignore_index, mode,
-                                                         validate, partial_labels)
-    table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
-    table = table[: int(count)]
-    return table[:, 0], table[:, 1], table[:, 2]
-
-
 def _row_scale(x: torch.Tensor) -> torch.Tensor:
     """(N, 1) 1 / max |x| of each row of (N, E) ``x`` (1 where that is below the dtype's smallest normal), detached:
     distances are computed on rows scaled by it, which leaves their value and gradient unchanged and keeps the
@@ -540,9 +371,12 @@ def _distance(u: torch.Tensor, v: torch.Tensor, distance: str) -> torch.Tensor:
     return torch.linalg.vector_norm(u * s - v * s, dim=-1) / s[:, 0]
 
 
-def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin, distance,
-                  seed, ignore_index, mode):
-    """The triplet loss on labels as :func:`triplet_inputs` returns them (unchecked)."""
+@register("tree_triplet_loss", "reference")
+def _triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin_eps=0.1, margin_scale=0.5,
+                  hierarchy_margin=True, distance="cosine", seed=0, ignore_index=255, mode="tree"):
+    """Tree-triplet loss (Eq. 7-8) on labels as :func:`hssn_kernels._checks.triplet_inputs` returns them: mean of
+    ``max(d(a,p) - d(a,n) + m, 0)`` over the triplets of :func:`_sample_triplets_padded` (0 if none); see
+    :func:`hssn_kernels.tree_triplet_loss`."""
     table, count = _sample_triplets_padded(target, hierarchy, num_triplets, seed, ignore_index, mode)
     table = table[: int(count)]
     e = _flatten(embeddings)
@@ -558,45 +392,3 @@ def _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margi
         margin = margin + float(margin_scale) * gap.to(e.dtype) / (2 * hierarchy.height)
     hinge = torch.relu(_distance(ea, ep, distance) - _distance(ea, en, distance) + margin)
     return hinge.mean().to(embeddings.dtype)
-
-
-def tree_triplet_loss(
-    embeddings: torch.Tensor,
-    target: torch.Tensor,
-    hierarchy: ClassHierarchy,
-    num_triplets: int = 200,
-    margin_eps: float = 0.1,
-    margin_scale: float = 0.5,
-    hierarchy_margin: bool = True,
-    distance: str = "cosine",
-    seed: int = 0,
-    ignore_index: int = 255,
-    validate: bool = True,
-    partial_labels: bool = False,
-) -> torch.Tensor:
-    """Tree-triplet loss (Eq. 7-8): mean of ``max(d(a,p) - d(a,n) + m, 0)`` over sampled triplets (0 if none).
-    ``partial_labels``: pixels labelled at an inner node take part in no triplet.
-
-    embeddings (B, E, h, w) | (N, E); target (B, h, w) | (N,) leaf ids at the embedding resolution.
-    ``d`` = cosine distance ``(1 - cos) / 2`` or the Euclidean distance ``|x - y|``;
-    ``m = margin_eps + margin_scale * (psi(y_a,y_n) - psi(y_a,y_p)) / (2 D)``, or ``margin_eps`` with
-    ``hierarchy_margin=False`` (the constant-margin ablation).
-    """
-    return _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale,
-                                 hierarchy_margin, distance, seed, ignore_index, "tree", validate, partial_labels)
-
-
-def vanilla_triplet_loss(embeddings, target, hierarchy, num_triplets=200, margin=0.1, distance="cosine",
-                         seed=0, ignore_index=255, validate=True, partial_labels=False):
-    """Hierarchy-agnostic triplet loss: positive = same leaf, negative = another leaf, constant margin."""
-    return _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin, 0.0, False, distance, seed,
-                                 ignore_index, "vanilla", validate, partial_labels)
-
-
-def _checked_triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
-                          distance, seed, ignore_index, mode, validate, partial_labels):
-    target, num_triplets, seed = triplet_inputs(embeddings, target, hierarchy, num_triplets, seed,
-                                                        ignore_index, distance, mode, validate, partial_labels)
-    margin_eps, margin_scale = _checks.check_margins(margin_eps, margin_scale)
-    return _triplet_loss(embeddings, target, hierarchy, num_triplets, margin_eps, margin_scale, hierarchy_margin,
-                         distance, seed, ignore_index, mode)

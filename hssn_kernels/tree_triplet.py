@@ -20,7 +20,8 @@ import triton.language as tl
 
 from . import _triton_utils as _tu
 from . import _checks
-from ._autograd import register_triplet_loss, triplet_loss
+from ._autograd import fake_triplet_loss, register_triplet_loss, triplet_loss
+from .backends import register
 from .hierarchy import ClassHierarchy
 from .reference import ATTEMPTS_PER_TRIPLET, COSINE_EPS
 
@@ -348,24 +349,25 @@ def triplet_forward(embeddings: torch.Tensor, target: torch.Tensor, triplets: to
 @triplet_forward.register_fake
 def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps, margin_scale, height,
       hierarchy_margin, distance, compute_grad):
-    grad = embeddings.new_empty(embeddings.shape) if compute_grad else embeddings.new_empty(0)
-    return embeddings.new_empty((), dtype=torch.float32), grad
+    return fake_triplet_loss(embeddings, compute_grad)
 
 
 register_triplet_loss("hssn::triton_triplet_forward", triplet_forward)
 
 
 # ----------------------------------------------------------------------------- backend entry points
+@register("sample_triplets_padded", "triton")
 def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_triplets: int = 200, seed: int = 0,
                            ignore_index: int = 255, mode: str = "tree") -> tuple[torch.Tensor, torch.Tensor]:
-    """Same triplets as :func:`hssn_kernels.reference.sample_triplets_padded` for the same seed (inputs checked
+    """Same triplets as :func:`hssn_kernels.reference._sample_triplets_padded` for the same seed (inputs checked
     upstream)."""
     tabs = hierarchy.tables(target.device)
     return sample_triplets(target, tabs.leaf_index, tabs.tree_distance, int(num_triplets), int(seed),
                            int(ignore_index), _checks.TRIPLET_MODES.index(mode))
 
 
+@register("tree_triplet_loss", "triton")
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
     """Tree-triplet loss on the Triton sampler and ``hssn::triton_triplet_forward`` (``_autograd.triplet_loss``;
-    arguments as ``backends.OPS`` documents)."""
+    arguments as :func:`hssn_kernels.reference._triplet_loss`)."""
     return triplet_loss(sample_triplets_padded, triplet_forward, embeddings, target, hierarchy, *args)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import backends
-from ._autograd import loss_dtype, register_fused_loss, valid_count
+from ._autograd import fake_fused_loss, register_fused_loss, valid_count
 from .hierarchy import ClassHierarchy
 
 INDEX_ADD_DEVICES = ("cpu",)
@@ -253,10 +253,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, parents: list[int]
 def _(logits, target, parents, align_corners, backend, gamma, ignore_index, reduction, compute_grad, partial=False):
     torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "upsampled_ftm takes (B, C, h, w) and (B, H, W)")
     torch._check(logits.shape[0] == target.shape[0], lambda: "logits and target batch sizes differ")
-    dtype = loss_dtype(logits)
-    loss = logits.new_empty(tuple(target.shape) if reduction == 0 else (), dtype=dtype)
-    grad = logits.new_empty(logits.shape) if compute_grad and reduction != 0 else logits.new_empty(0)
-    return loss, grad
+    return fake_fused_loss(logits, tuple(target.shape), reduction, compute_grad)
 
 
 @torch.library.custom_op("hssn::upsampled_ftm_backward", mutates_args=())

@@ -100,7 +100,7 @@ def test_class_wise_ece_averages_over_the_levels_classes():
     leaf_p = out.probs[0][leaves].permute(1, 2, 0).reshape(-1, len(leaves))
     draw = torch.multinomial(leaf_p, 1, generator=gen)[:, 0]
     target = torch.tensor(leaves)[draw].view(1, 40, 50)
-    m = HierarchicalMetrics(tree, per_level=True, calibration=True)
+    m = HierarchicalMetrics(tree, counts=("per_level", "calibration"))
     m.update(out.leaf, target, violations=out.violations, levels=out.levels, probs=out.probs)
     rep = m.compute()
     for lv in rep["levels"]:
@@ -122,7 +122,7 @@ def test_per_level_counting_equals_the_leaf_matrix_when_levels_are_the_leafs_anc
     levels = [tree.leaf_to_level(lvl)[pred] for lvl in range(1, tree.height + 1)]
     by_leaf = HierarchicalMetrics(tree, partial_labels=True)
     by_leaf.update(pred, target)
-    per_level = HierarchicalMetrics(tree, partial_labels=True, per_level=True)
+    per_level = HierarchicalMetrics(tree, partial_labels=True, counts=("per_level",))
     per_level.update(pred, target, levels=levels)
     a, b = by_leaf.compute(), per_level.compute()
     for x, y in zip(a["levels"], b["levels"]):
@@ -140,7 +140,7 @@ def test_non_path_rate_counts_pixels_whose_levels_disagree():
     leaf = torch.tensor([[[a1, a2, b1, b2]]])
     top = torch.tensor([[[A, B, B, A]]])  # pixels 1 and 3 leave the path
     target = torch.tensor([[[a1, a1, b1, 255]]])
-    m = HierarchicalMetrics(tree, per_level=True)
+    m = HierarchicalMetrics(tree, counts=("per_level",))
     m.update(leaf, target, levels=[top, leaf])
     rep = m.compute()
     assert rep["non_path_rate"] == pytest.approx(1 / 3)  # the ignored pixel is not counted

@@ -11,7 +11,7 @@ import torch
 
 import hssn_kernels as hk
 from hssn_kernels import native
-from hssn_kernels import reference as R
+import oracle as R
 from trees import random_tree
 
 pytestmark = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,
@@ -92,8 +92,8 @@ def test_backward_hands_over_the_gradient_once():
 ISA_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     import hssn_kernels as hk
-    from hssn_kernels import reference as R
     sys.path.insert(0, sys.argv[1])
+    import oracle as R
     from trees import random_tree
     out = {"isa": torch.ops.hssn.cpu_isa(), "errors": [], "argmax_equal": True}
     for seed in range(4):

@@ -125,18 +125,18 @@ BAD_CALLS = {
 
 
 @pytest.mark.parametrize("name", list(BAD_CALLS))
-def test_reference_functions_raise_the_functional_layers_errors(name):
-    """One validator per op: the reference's public functions (thin checked wrappers) and the functional
-    layer raise the same error for the same bad input."""
+def test_every_backend_raises_the_validators_error(name):
+    """One validator per op (``_checks.<op>_inputs``): every backend, the reference included, raises the same
+    error for the same bad input, before any kernel runs."""
     x, t = _inputs()
     op, make = BAD_CALLS[name]
     args, kwargs = make(x, t, torch.randn(2, 8, 3, 4))
-    errors = []
-    for fn in (getattr(hk, op), getattr(hk.reference, op)):
+    errors = set()
+    for backend in ALL if op != LEVEL else ["reference"]:
         with pytest.raises((TypeError, ValueError)) as info:
-            fn(*args, **kwargs)
-        errors.append((type(info.value), str(info.value)))
-    assert errors[0] == errors[1]
+            getattr(hk, op)(*args, **kwargs, **({} if op == LEVEL else {"backend": backend}))
+        errors.add((type(info.value), str(info.value)))
+    assert len(errors) == 1, errors
 
 
 @pytest.mark.parametrize("seed", [1.5, "3", True])

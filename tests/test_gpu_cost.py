@@ -105,14 +105,14 @@ def test_auto_ranks_cuda_backends_by_the_table(monkeypatch):
     assert order("focal_tree_min_loss", "bfloat16", 150)[:2] == ("cuda", "triton")
     assert order("focal_tree_min_loss", "float16", 177)[:2] == ("cuda", "triton")  # nearest C, 16-bit class
     assert order("focal_tree_min_loss", "bfloat16", 19)[:2] == ("triton", "cuda")
-    assert order("focal_tree_min_loss", "float32", 150) == hk.backends.AUTO_CUDA_PREFERENCE["focal_tree_min_loss"]
+    assert order("focal_tree_min_loss", "float32", 150) == hk.backends.AUTO_CUDA_DEFAULT
     assert order("tree_triplet_loss", "float32", 150) == hk.backends.AUTO_CUDA_PREFERENCE["tree_triplet_loss"]
 
 
 def test_auto_passes_over_backends_that_refuse_the_dtype():
     """fp64 CUDA tensors never go to the native CUDA kernels (fp32 / bf16 / fp16 only); other dtypes keep them."""
     order = hk.backends.auto_order
-    for op in hk.backends.AUTO_CUDA_PREFERENCE:
+    for op in hk.backends.ranked_ops():
         assert "cuda" not in order(op, "cuda", "float64", 26) and order(op, "cuda", "float64", 26)[-1] == "reference"
     assert order("tree_triplet_loss", "cuda", "float32", 256)[0] == "cuda"
     assert order("focal_tree_min_loss", "cpu", "float64", 26) == hk.backends.AUTO_CPU_PREFERENCE

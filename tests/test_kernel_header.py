@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hssn_kernels import reference as ref
+import oracle as ref
 from trees import cityscapes_like, random_tree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ pytest.importorskip("timm")
 pytest.importorskip("scipy")
 
 from hssn_kernels import ClassHierarchy  # noqa: E402
-from hssn_kernels.reference import focal_tree_min_loss  # noqa: E402
+from oracle import focal_tree_min_loss  # noqa: E402
 from hssn.models import (  # noqa: E402
     HSSNModel,
     MaskLossWeights,

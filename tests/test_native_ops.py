@@ -12,7 +12,7 @@ import torch
 
 import hssn_kernels as hk
 from hssn_kernels import native
-from hssn_kernels import reference as R
+import oracle as R
 from trees import REL_TOL, TREES, cityscapes_like, random_tree, wide_tree
 
 pytestmark = pytest.mark.skipif(native.unavailable_reason(torch.device("cpu")) is not None,

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import hssn_kernels as hk
-from hssn_kernels import reference as ref
+import oracle as ref
 from hssn_kernels.path_argmax import hierarchical_argmax
 from trees import DEVICE, TREES, cityscapes_like, random_tree
 

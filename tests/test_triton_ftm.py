@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import hssn_kernels as hk
-from hssn_kernels import reference as ref
+import oracle as ref
 from hssn_kernels.focal_tree_min import ftm_forward, ftm_tables, focal_tree_min_loss
 from trees import DEVICE, TOL, TREES, chain_tree, cityscapes_like, random_targets, random_tree, wide_tree
 

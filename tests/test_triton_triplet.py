@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hssn_kernels as hk
-from hssn_kernels import reference as ref
+import oracle as ref
 from hssn_kernels import tree_triplet as tt
 from trees import DEVICE, TOL, TREES, cityscapes_like, random_targets, random_tree, wide_tree
 

@@ -28,7 +28,7 @@ def main() -> None:
     from hssn.engine.config import load_config
     from hssn.engine.inference import InferenceSettings, model_logits_fn, predict
     from hssn.engine.checkpoint import load_trained_model
-    from hssn.export.build import export_checkpoint
+    from hssn.export.build import ExportOptions, export_checkpoint
 
     cfg = load_config(args.config, args.overrides)
     dataset = builders.build_dataset(cfg, "val")
@@ -37,7 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         start = time.perf_counter()
-        export_checkpoint(cfg, args.checkpoint, "onnx", path, size)
+        export_checkpoint(cfg, args.checkpoint, path, ExportOptions(size=size))
         export_s = time.perf_counter() - start
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = load_trained_model(cfg, ckpt.load_checkpoint(args.checkpoint), args.checkpoint, dataset.hierarchy,

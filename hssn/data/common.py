@@ -77,7 +77,7 @@ def read_label(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
                 raise UserError(f"{path}: label image has mode {img.mode!r}; expected a single-channel "
-                                 "(greyscale or palette) PNG of class ids")
+                                "(greyscale or palette) PNG of class ids")
             arr = np.asarray(img)
     except (OSError, SyntaxError) as err:  # PIL: truncated, not an image, broken header
         raise UserError(f"{path}: unreadable label image ({type(err).__name__}: {err})") from None
@@ -130,9 +130,9 @@ def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, inner: Container[int
         values = np.unique(raw[bad])
         if inner and all(int(v) in inner for v in values):
             raise UserError(f"{path}: label values {values[:10].tolist()} are inner nodes of the tree (coarse "
-                             "labels): set data.partial_labels=true to train on them")
+                            "labels): set data.partial_labels=true to train on them")
         raise UserError(f"{path}: label values {values[:10].tolist()} are neither class ids of this "
-                         f"dataset nor the ignore value")
+                        f"dataset nor the ignore value")
     return torch.from_numpy(mapped)
 
 
@@ -228,7 +228,7 @@ class HierarchicalSegmentationDataset(Dataset):
         labels = set(range(hierarchy.num_channels)) if partial_labels else leaves
         if not mapped <= labels | {ignore_index}:
             raise UserError(f"id table maps to {sorted(mapped - labels - {ignore_index})}, not "
-                             f"{'channels' if partial_labels else 'leaves'}")
+                            f"{'channels' if partial_labels else 'leaves'}")
         self.partial_labels = bool(partial_labels)
         palette = torch.as_tensor(palette, dtype=torch.uint8)
         if palette.shape != (hierarchy.num_leaves, 3):
@@ -261,7 +261,7 @@ class HierarchicalSegmentationDataset(Dataset):
         label = map_label(read_label(label_path), self.lookup(label_path), label_path, self.inner_raw_ids)
         if tuple(image.shape[1:]) != tuple(label.shape):
             raise UserError(f"size mismatch: image {image_path} is {tuple(image.shape[1:])} (H, W) but "
-                             f"label {label_path} is {tuple(label.shape)}")
+                            f"label {label_path} is {tuple(label.shape)}")
         return {"image": image, "label": label, "name": name}
 
     def __getitem__(self, index: int) -> dict:

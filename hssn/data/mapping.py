@@ -35,7 +35,7 @@ def _tree(ref: str, where: str) -> tuple[ClassHierarchy, dict]:
         return resolve_hierarchy(ref, Path("."))
     except FileNotFoundError:
         raise UserError(f"{where}: tree {ref!r} is neither a shipped tree ({', '.join(hierarchies.available())}) "
-                         f"nor a tree file") from None
+                        f"nor a tree file") from None
 
 
 class LabelMapping:
@@ -54,7 +54,7 @@ class LabelMapping:
         if not isinstance(data, dict) or set(data) - {"source", "target", "map", "description"} or \
                 not {"source", "target", "map"} <= set(data):
             raise UserError(f"{where}: a label mapping is a mapping with keys source, target, map (and optionally "
-                             f"description), got {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+                            f"description), got {sorted(data) if isinstance(data, dict) else type(data).__name__}")
         if not isinstance(data["map"], dict) or not data["map"]:
             raise UserError(f"{where}: 'map' must be a non-empty mapping of source class -> target node or null")
         self.source, _ = _tree(str(data["source"]), where)
@@ -65,7 +65,7 @@ class LabelMapping:
                 raise UserError(f"{where}: source class {key!r} is not a node of the source tree {data['source']!r}")
             if value is not None and value not in self.target.names:
                 raise UserError(f"{where}: {key!r} maps to {value!r}, not a node of the target tree "
-                                 f"{data['target']!r}")
+                                f"{data['target']!r}")
             self.pairs[str(key)] = value
 
     @classmethod
@@ -78,7 +78,7 @@ class LabelMapping:
         if Path(text).is_file():
             return cls(text)
         raise UserError(f"label mapping {text!r} not found: not a file and not one of the shipped mappings "
-                         f"({', '.join(available())})")
+                        f"({', '.join(available())})")
 
     def lookup(self, hierarchy: ClassHierarchy) -> torch.Tensor:
         """(C_dataset,) int64: each channel of the dataset's tree ``hierarchy`` -> its target node, -1 when
@@ -102,7 +102,7 @@ class MappedDataset(Dataset):
         self.ignore_index = int(dataset.ignore_index)
         if 0 <= self.ignore_index < self.hierarchy.num_channels:
             raise UserError(f"{mapping.path}: ignore_index {self.ignore_index} is a channel of the target tree "
-                             f"({self.hierarchy.num_channels} channels)")
+                            f"({self.hierarchy.num_channels} channels)")
         lut = mapping.lookup(dataset.hierarchy)
         self.lut = torch.where(lut < 0, self.ignore_index, lut)
         targets = set(lut[lut >= 0].tolist())

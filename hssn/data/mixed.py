@@ -41,7 +41,7 @@ class MixedDataset(ConcatDataset):
         for i, part in enumerate(built[1:], 1):
             if part.hierarchy != first.hierarchy:
                 raise UserError(f"mixed part {i} ({type(part).__name__}) has another class tree than part 0 "
-                                 f"({type(first).__name__}): the parts must share one tree")
+                                f"({type(first).__name__}): the parts must share one tree")
             if part.ignore_index != first.ignore_index:
                 raise UserError(f"mixed part {i} has ignore_index {part.ignore_index}, part 0 {first.ignore_index}")
         if transforms is not None and not callable(transforms):

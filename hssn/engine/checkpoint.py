@@ -116,7 +116,7 @@ def lock_output_dir(output_dir: str | Path):
         holder = handle.read().strip() or "unknown"
         handle.close()
         raise UserError(f"output folder {folder} is in use by another training run (pid {holder}); wait for "
-                         "it to finish or pass another train.output_dir") from None
+                        "it to finish or pass another train.output_dir") from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()
@@ -141,7 +141,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError / EOFError / pickle errors for a bad file
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200] if str(err) else 'empty or truncated'})") from None
+                        f"{str(err).splitlines()[0][:200] if str(err) else 'empty or truncated'})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint (holds a {type(state).__name__}, expected a dict)")
     return state
@@ -186,14 +186,14 @@ def load_model_weights(model: torch.nn.Module, checkpoint: dict, path: str | Pat
     if missing or unexpected:
         what = f"lacks {missing[0]!r}" if missing else f"has {unexpected[0]!r}, which this model lacks"
         raise UserError(f"{path}: not weights of this model ({model.__class__.__name__}): it {what} "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors); check model.name / "
-                         "model.kwargs and the dataset's tree")
+                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors); check model.name / "
+                        "model.kwargs and the dataset's tree")
     for key, value in weights.items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"{path}: weight {key!r} is a {type(value).__name__}, not a tensor")
         if value.shape != own[key].shape:
             raise UserError(f"{path}: weight {key!r} has shape {tuple(value.shape)}, this model's has "
-                             f"{tuple(own[key].shape)} (another head width or class tree?)")
+                            f"{tuple(own[key].shape)} (another head width or class tree?)")
     model.load_state_dict(weights)
 
 
@@ -208,7 +208,7 @@ def checkpoint_meta(checkpoint: dict, path: str | Path = "checkpoint") -> dict |
                 "palette": torch.tensor(meta["palette"], dtype=torch.uint8)}
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise UserError(f"{path}: broken meta (the tree / palette stored by hssn train): "
-                         f"{type(err).__name__}: {err}") from None
+                        f"{type(err).__name__}: {err}") from None
 
 
 def load_trained_model(cfg: dict, checkpoint: dict, checkpoint_path: str | Path, hierarchy,

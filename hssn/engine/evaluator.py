@@ -61,7 +61,8 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, cfg: Config, ctx: RunCont
     scored = getattr(dataset, "scored_leaves", None) if ev.scored_classes == "dataset" else None
     metrics = HierarchicalMetrics(hierarchy, dataset.ignore_index, ctx.device, scored_leaves=scored,
                                   partial_labels=getattr(dataset, "partial_labels", False),
-                                  per_level=settings.parent_scores == "sum", calibration=settings.probabilities)
+                                  counts=[c for c, on in (("per_level", settings.parent_scores == "sum"),
+                                                          ("calibration", settings.probabilities)) if on])
     with torch.no_grad():
         for batch in tqdm(loader, desc="eval", disable=not ctx.show_progress, leave=False):
             images = batch["image"].to(ctx.device, non_blocking=True)

@@ -9,6 +9,7 @@ leaf pair (``flip_pairs``) are exchanged, so "left arm" scores computed on the m
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -185,14 +186,16 @@ def tta_scores(fn: LogitsFn, images: torch.Tensor, settings: InferenceSettings =
     return total.div_(passes)
 
 
+@functools.lru_cache(maxsize=16)
+def _level_channels(hierarchy: ClassHierarchy, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The channels of each tree level's classes (:func:`level_classes`) on ``device``, built once per tree."""
+    return tuple(torch.tensor(level_classes(hierarchy, tl)[0], device=device) for tl in range(1, hierarchy.height + 1))
+
+
 def level_argmax(probs: torch.Tensor, hierarchy: ClassHierarchy) -> list[torch.Tensor]:
     """[(B, H, W) int64 channel ids at tree level 1, ..., D]: each level's own argmax over its classes (the
     nodes at that level and the shallower leaves) of the (B, C, H, W) node probabilities; lowest id on ties."""
-    out = []
-    for tree_level in range(1, hierarchy.height + 1):
-        classes = torch.tensor(level_classes(hierarchy, tree_level)[0], device=probs.device)
-        out.append(classes[probs.index_select(1, classes).argmax(1)])
-    return out
+    return [classes[probs.index_select(1, classes).argmax(1)] for classes in _level_channels(hierarchy, probs.device)]
 
 
 def predict(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy,
@@ -215,11 +218,11 @@ def predict(fn: LogitsFn, images: torch.Tensor, hierarchy: ClassHierarchy,
     probs = tta_scores(fn, images, s, out_size, lambda z: node_probabilities(z, hierarchy, s, inplace=True))
     if s.parent_scores == "path":
         leaf, _ = path_inference(probs, hierarchy, s.backend)
-        levels = None
-    else:
+        levels, violations = None, tree_violations(probs, hierarchy, threshold=0.5)
+    else:  # a parent's summed probability is at least its child's: no violation is possible
         levels = level_argmax(probs, hierarchy)
         leaf = levels[-1]  # the finest level's classes are all the leaves
-    violations = tree_violations(probs, hierarchy, threshold=0.5)
+        violations = torch.zeros_like(leaf, dtype=torch.bool)
     return Prediction(leaf, levels, violations, probs if s.probabilities else None)
 
 

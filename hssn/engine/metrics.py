@@ -12,7 +12,7 @@ matrix is accumulated, on the device, with ``torch.bincount``.
 * Violation rate = share of labelled pixels whose raw scores break the hierarchy before path
   inference: some node ``v`` with a parent ``p`` has ``s_v > 0.5`` while ``s_p <= 0.5``.
 
-Levels predicted each by its own argmax (inferred parents, ``per_level=True``): every level's (K, K) matrix
+Levels predicted each by its own argmax (inferred parents, ``counts=("per_level",)``): every level's (K, K) matrix
 is counted from that level's predictions, and the non-path rate is the share of labelled pixels whose
 per-level predictions are not one root-to-leaf path. Calibration (ECE, class-wise ECE, reliability bins per
 level) is counted from the node probabilities: :mod:`hssn.engine.calibration`.
@@ -31,6 +31,7 @@ only (a group without scored leaves is not a class).
 from __future__ import annotations
 
 import math
+from typing import Collection
 
 import torch
 import torch.distributed as dist
@@ -51,19 +52,24 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+               checked: bool = False) -> None:
         """Count pixels: ``pred`` and ``target`` int tensors of the same shape with ids in [0, K);
-        ``valid`` (bool, same shape) selects the pixels to count (default: all)."""
+        ``valid`` (bool, same shape) selects the pixels to count (default: all). ``checked``: the caller has
+        checked the selected ids are in range, so no host sync (else one, for the range check)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} shapes differ")
-        if valid is not None:
-            pred, target = pred[valid], target[valid]
         k = self.num_classes
-        for name, ids in (("pred", pred), ("target", target)):
-            if ids.numel() and bool(((ids < 0) | (ids >= k)).any()):  # else bincount shifts rows silently
-                raise ValueError(f"{name} holds ids outside [0, {k})")
-        idx = target.reshape(-1).long() * k + pred.reshape(-1).long()
-        self.matrix += torch.bincount(idx.to(self.matrix.device), minlength=k * k).view(k, k)
+        pred, target = pred.long(), target.long()
+        keep = torch.ones_like(pred, dtype=torch.bool) if valid is None else valid
+        if not checked:  # else bincount shifts rows silently
+            out = [keep & ((ids < 0) | (ids >= k)) for ids in (pred, target)]
+            flags = torch.stack([o.any() for o in out]).tolist()
+            for name, bad in zip(("pred", "target"), flags):
+                if bad:
+                    raise ValueError(f"{name} holds ids outside [0, {k})")
+        idx = torch.where(keep, target * k + pred, k * k).reshape(-1).to(self.matrix.device)
+        self.matrix += torch.bincount(idx, minlength=k * k + 1)[: k * k].view(k, k)
 
     def all_reduce(self) -> None:
         """Sum the matrices of all processes (no-op outside torch.distributed)."""
@@ -245,6 +251,10 @@ class LevelTables:
                                                                                  self.gt_class))
 
 
+COUNTS = ("per_level", "calibration")
+"""What :class:`HierarchicalMetrics` may count beyond the leaf confusion matrix (its ``counts``)."""
+
+
 class HierarchicalMetrics:
     """Accumulates the leaf confusion matrix, the violation counts and, on request, per-level counts;
     :meth:`compute` gives the report.
@@ -253,21 +263,21 @@ class HierarchicalMetrics:
     levels, probs)``: leaf channel ids, ``ignore_index`` pixels of the target skipped; ``scores`` = the sigmoid
     scores path inference used, or ``violations`` = their ``hssn_kernels.upsample.tree_violations``, already
     computed; ``levels`` = [(B, H, W) predicted channel ids at tree level 1, ..., D] when each level was
-    predicted by its own argmax (needs ``per_level=True``; None: the leaf's ancestors); ``probs`` (B, C, H, W)
-    node probabilities for the calibration counts (needs ``calibration=True``).
+    predicted by its own argmax (needs ``"per_level"`` counted; None: the leaf's ancestors); ``probs`` (B, C, H, W)
+    node probabilities for the calibration counts (needs ``"calibration"`` counted).
     ``scored_leaves``: L bools in ``hierarchy.leaves`` order (None = all): the classes the report scores;
     violations are counted on pixels of scored classes (and on every inner-labelled pixel).
     ``partial_labels``: targets may be inner nodes (module docstring); otherwise they are an error.
-    ``per_level``: every level's confusion matrix is counted from its own predictions (``levels``) instead of
+    ``counts`` (a subset of :data:`COUNTS`) adds what the predictions carry beyond the leaf map:
+    ``"per_level"``: every level's confusion matrix is counted from its own predictions (``levels``) instead of
     being summed from the leaf matrix; the report adds ``non_path_rate``, the share of counted pixels whose
-    per-level predictions are not one root-to-leaf path. ``calibration``: each level of the report adds
+    per-level predictions are not one root-to-leaf path. ``"calibration"``: each level of the report adds
     ``ece``, ``classwise_ece`` and ``reliability`` (:mod:`hssn.engine.calibration`), from the probability of the
     predicted node (pixels labelled at that level).
     """
 
     def __init__(self, hierarchy: ClassHierarchy, ignore_index: int = 255, device: torch.device | str = "cpu",
-                 scored_leaves=None, partial_labels: bool = False, per_level: bool = False,
-                 calibration: bool = False):
+                 scored_leaves=None, partial_labels: bool = False, counts: Collection[str] = ()):
         self.hierarchy, self.ignore_index = hierarchy, int(ignore_index)
         self.partial_labels = bool(partial_labels)
         self.inner = (torch.zeros((hierarchy.num_channels, hierarchy.num_leaves), dtype=torch.int64, device=device)
@@ -280,7 +290,10 @@ class HierarchicalMetrics:
         self.confusion = ConfusionMatrix(hierarchy.num_leaves, device)
         self.leaf_pos = _leaf_positions(hierarchy).to(device)
         self.counts = torch.zeros(4, dtype=torch.int64, device=device)  # violating, counted; off-path, counted
-        self.per_level, self.calibration = bool(per_level), bool(calibration)
+        unknown = set(counts) - set(COUNTS)
+        if unknown:
+            raise ValueError(f"counts must be a subset of {COUNTS}, got {sorted(unknown)}")
+        self.per_level, self.calibration = "per_level" in counts, "calibration" in counts
         self.tables = ([LevelTables(hierarchy, tl, positions, device) for tl in range(1, hierarchy.height + 1)]
                        if self.per_level or self.calibration else [])
         self.level_matrices = ([ConfusionMatrix(len(t.classes), device) for t in self.tables]
@@ -295,25 +308,30 @@ class HierarchicalMetrics:
         target = target.to(self.leaf_pos.device)
         valid = target != self.ignore_index
         num_c = self.hierarchy.num_channels
-        if bool((valid & ((target < 0) | (target >= num_c))).any()):
-            raise UserError(f"target holds ids outside [0, {num_c}) that are not ignore_index")
-        safe_target = torch.where(valid, target, torch.zeros_like(target)).long()
+        target_out = valid & ((target < 0) | (target >= num_c))
+        safe_target = torch.where(valid & ~target_out, target, torch.zeros_like(target)).long()
         gt_pos = self.leaf_pos[safe_target]
         inner = valid & (gt_pos < 0)
-        if not self.partial_labels and bool(inner.any()):
-            raise UserError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
-                             "partial_labels=True)")
         pred = leaf_pred.to(self.leaf_pos.device).long()
-        if bool(((pred < 0) | (pred >= num_c)).any()):
+        pred_out = (pred < 0) | (pred >= num_c)
+        pred_pos = self.leaf_pos[pred.clamp(0, num_c - 1)]
+        # every rule of the inputs in one host sync
+        flags = torch.stack([target_out.any(), inner.any() & (not self.partial_labels), pred_out.any(),
+                             (pred_pos < 0).any()]).tolist()
+        if flags[0]:
+            raise UserError(f"target holds ids outside [0, {num_c}) that are not ignore_index")
+        if flags[1]:
+            raise UserError("target holds ids that are neither leaves nor ignore_index (inner-node labels need "
+                            "partial_labels=True)")
+        if flags[2]:
             raise ValueError(f"leaf_pred holds ids outside [0, {num_c})")
-        pred_pos = self.leaf_pos[pred]
-        if bool((pred_pos < 0).any()):  # an inner node has no leaf position (-1): it would count as another class
+        if flags[3]:  # an inner node has no leaf position (-1): it would count as another class
             raise ValueError("leaf_pred holds inner-node ids: predictions must be leaf channel ids "
                              "(hssn_kernels.hierarchical_argmax returns them)")
-        self.confusion.update(pred_pos, gt_pos, valid & ~inner)
+        self.confusion.update(pred_pos, gt_pos, valid & ~inner, checked=True)
         if self.partial_labels:
-            idx = safe_target[inner] * self.hierarchy.num_leaves + pred_pos[inner]
-            self.inner += torch.bincount(idx, minlength=self.inner.numel()).view_as(self.inner)
+            idx = torch.where(inner, safe_target * self.hierarchy.num_leaves + pred_pos, self.inner.numel())
+            self.inner += torch.bincount(idx.reshape(-1), minlength=self.inner.numel() + 1)[:-1].view_as(self.inner)
         if scores is not None:
             violations = tree_violations(scores, self.hierarchy, 0.5)  # scores are probabilities
         counted = valid & (self.scored[gt_pos.clamp(min=0)] | inner)
@@ -321,15 +339,15 @@ class HierarchicalMetrics:
             bad = violations.to(valid.device)
             self.counts[:2] += torch.stack([(bad & counted).sum(), counted.sum()])
         if levels is not None and not self.per_level:
-            raise ValueError("levels (one argmax per level) need per_level=True")
+            raise ValueError("levels (one argmax per level) need counts with 'per_level'")
         if probs is not None and not self.calibration:
-            raise ValueError("probs need calibration=True")
+            raise ValueError("probs need counts with 'calibration'")
         if not self.tables:
             return
         if self.per_level and levels is None:
-            raise ValueError("per_level=True needs levels: the predicted channel ids at every tree level")
+            raise ValueError("counting 'per_level' needs levels: the predicted channel ids at every tree level")
         if self.calibration and probs is None:
-            raise ValueError("calibration=True needs probs: the (B, C, H, W) node probabilities")
+            raise ValueError("counting 'calibration' needs probs: the (B, C, H, W) node probabilities")
         if levels is None:
             levels = [t.to_level[pred] for t in self.tables]
         else:
@@ -347,7 +365,7 @@ class HierarchicalMetrics:
             gt = torch.where(valid, t.gt_class[safe_target], -1)
             pc = t.pred_class[lv]
             if self.per_level:
-                self.level_matrices[i].update(pc, gt.clamp(min=0), (gt >= 0) & (pc >= 0))
+                self.level_matrices[i].update(pc, gt.clamp(min=0), (gt >= 0) & (pc >= 0), checked=True)
             if self.calibration:
                 self._count_calibration(i, probs, lv, pc, gt)
 

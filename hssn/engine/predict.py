@@ -57,7 +57,7 @@ def output_stems(paths: Sequence[Path]) -> list[Path]:
     for path, stem in zip(paths, stems):
         if stem in seen:
             raise UserError(f"images {seen[stem]} and {path} would write the same output files "
-                             f"({stem}_leaf.png ...); rename one or predict them separately")
+                            f"({stem}_leaf.png ...); rename one or predict them separately")
         seen[stem] = path
     return stems
 
@@ -71,12 +71,15 @@ def image_outputs(images: Sequence[str | Path]) -> tuple[list[Path], list[Path]]
     return paths, output_stems(paths)
 
 
-def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, hierarchy, palette: torch.Tensor,
-                     ignore_index: int, levels: list[torch.Tensor] | None = None) -> list[Path]:
+def write_prediction(leaf: torch.Tensor, out_dir: Path, stem: Path, meta: dict,
+                     levels: list[torch.Tensor] | None = None) -> list[Path]:
     """Write one image's (H, W) leaf map: ``{stem}_leaf.png`` and ``{stem}_k{k}.png`` per level (k as in
-    mIoU^k: k = 1 leaves ... D coarsest) under ``out_dir``, the level maps coloured from ``levels`` ((H, W)
-    channel ids per tree level, inferred parents) or else from the leaf's ancestors. Returns the paths."""
+    mIoU^k: k = 1 leaves ... D coarsest) under ``out_dir``, coloured with ``meta``'s tree, palette and ignore
+    index (:func:`label_meta`), the level maps from ``levels`` ((H, W) channel ids per tree level, inferred
+    parents) or else from the leaf's ancestors. Returns the paths."""
     from hssn.data.palettes import colorize_level
+
+    hierarchy, palette, ignore_index = meta["hierarchy"], meta["palette"], meta["ignore_index"]
 
     (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{stem}_leaf.png"
@@ -117,6 +120,5 @@ def predict_files(cfg: Config, checkpoint_path: str | Path, images: Sequence[str
         with torch.no_grad():
             out = predict(fn, image[None].to(ctx.device), hierarchy, settings, size)
         levels = None if out.levels is None else [lv[0].cpu() for lv in out.levels]
-        written += write_prediction(out.leaf[0].cpu(), out_dir, stem, hierarchy, meta["palette"],
-                                    meta["ignore_index"], levels)
+        written += write_prediction(out.leaf[0].cpu(), out_dir, stem, meta, levels)
     return written

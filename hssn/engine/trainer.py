@@ -59,7 +59,7 @@ class _Batches:
                                                    seed=cfg.train.seed)
         if self.sampler.num_samples < micro:
             raise UserError(f"dataset of {len(dataset)} items is too small for {ctx.world_size} process(es) "
-                             f"x micro-batch {micro}")
+                            f"x micro-batch {micro}")
         self.epoch, self.consumed = epoch, consumed
         self._it = None
 
@@ -167,7 +167,7 @@ class Trainer:
         lacking = [k for k in ("model", "optimizer", "step", "epoch", "rng") if k not in state]
         if lacking:
             raise UserError(f"{path}: not a training checkpoint (no {', '.join(lacking)}: an exported state dict?); "
-                             "train.resume needs a checkpoint written by hssn train")
+                            "train.resume needs a checkpoint written by hssn train")
         saved = (state.get("config") or {}).get("optim", {}).get("name")
         if saved is not None and saved != self.cfg.optim.name:
             raise UserError(f"{path}: trained with optim.name={saved}, this config has optim.name="
@@ -247,7 +247,7 @@ class Trainer:
             self.val_set = builders.build_dataset(self.cfg, "val")
             if self.val_set.hierarchy != self.hierarchy:
                 raise UserError("the val data's class tree differs from the training data's (the model's): map its "
-                                 "classes onto the model's tree with eval.label_mapping")
+                                "classes onto the model's tree with eval.label_mapping")
         report = evaluate(self.model, self.val_set, self.cfg, self.ctx, full_tta)
         self.model.train()
         if self.ctx.is_main:

@@ -43,9 +43,10 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
         image = read_image(path)
         if tuple(image.shape[1:]) != want:
             raise UserError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
-                             f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
+                            f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
         leaf = torch.from_numpy(session.run(["leaf"], {"image": image[None].numpy()})[0][0])
-        written += write_prediction(leaf, Path(out_dir), stem, hierarchy, palette, ignore_index)
+        written += write_prediction(leaf, Path(out_dir), stem,
+                                    {"hierarchy": hierarchy, "palette": palette, "ignore_index": ignore_index})
     return written
 
 

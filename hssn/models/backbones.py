@@ -39,13 +39,13 @@ def _check_weights_file(path: Path) -> None:
         state = load_state_dict(str(path))
     except Exception as err:  # torch / safetensors raise many types for a file that is not weights
         raise UserError(f"model.pretrained {path}: not a weights file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})") from None
+                        f"{str(err).splitlines()[0][:160] if str(err) else 'unreadable'})") from None
     if not isinstance(state, dict) or not state:
         raise UserError(f"model.pretrained {path}: not a state dict (holds {type(state).__name__})")
     bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise UserError(f"model.pretrained {path}: not a state dict of tensors (entry {bad[0]!r} holds "
-                         f"{type(bad[1]).__name__})")
+                        f"{type(bad[1]).__name__})")
 
 
 def _pretrained_kwargs(pretrained: bool | str | os.PathLike) -> dict[str, Any]:

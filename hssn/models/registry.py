@@ -73,7 +73,7 @@ def _resolve(name: str, backbone: str | None = None) -> tuple[str, str, dict[str
     head, sep, timm_name = name.partition(":")
     if backbone is not None:
         raise UserError(f"backbone= swaps the backbone of a preset {sorted(PRESETS)}; for {name!r} name it in "
-                         f"the model name ('<head>:<timm backbone>')")
+                        f"the model name ('<head>:<timm backbone>')")
     if sep and head in HEADS and timm_name:
         return head, timm_name, {}
     raise UserError(

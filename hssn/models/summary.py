@@ -65,7 +65,7 @@ def summary(
         flops = count_flops(model, input_size)
     except RuntimeError as err:  # a convolution's kernel larger than its input, and the like
         raise UserError(f"input size {input_size[2]}x{input_size[3]} is too small for {name} "
-                         f"({str(err).splitlines()[0][:160]})") from None
+                        f"({str(err).splitlines()[0][:160]})") from None
     return {
         "name": name,
         "num_channels": model.hierarchy.num_channels,
