@@ -118,6 +118,7 @@ setup(
         f"torch>={_oldest('torch')}",
         "numpy>=1.24",
         "pyyaml>=6.0",
+        "attrs>=22.2",
         "tqdm>=4.60",
     ],
     extras_require={
