@@ -175,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", help="onnx (default) or torch (a torch.export .pt2 file)")
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: eval.crop_size)")
-    p.add_argument("--dynamic", action="store_true", help="any batch size (the image size stays fixed)")
+    dynamic = p.add_mutually_exclusive_group()
+    dynamic.add_argument("--dynamic", dest="dynamic", action="store_const", const="size",
+                         help="any batch size and any H, W in multiples of the network's coarsest stride (32 for the "
+                              "presets; at least 2 of them): --size is then the example, such a multiple")
+    dynamic.add_argument("--dynamic-batch", dest="dynamic", action="store_const", const="batch",
+                         help="any batch size, the image size fixed (the Swin presets: their windows are built for "
+                              "one size)")
     p.add_argument("--levels", default="leaf", help="leaf (default): the leaf map; all: also one map per level")
 
     p = add("models", _cmd_models, "parameter counts and FLOPs of the model presets")

@@ -142,17 +142,21 @@ def _load(family: str) -> tuple[SimpleNamespace | None, str | None]:
 
 
 _PRELOADED: list[bool] = []
+TOOLS = ("info",)
+"""Modules that are command-line tools (``python -m hssn_kernels.info``), not backends: :func:`preload` skips
+them (running one with ``-m`` must find it not imported yet)."""
 
 
 def preload() -> None:
-    """Import every public module of the package once (each registers its op functions), so later lookups are
-    plain dict reads (``torch.compile``-safe); a module that fails to import is recorded in :data:`IMPORT_ERRORS`."""
+    """Import every public module of the package but the :data:`TOOLS` once (each registers its op functions), so
+    later lookups are plain dict reads (``torch.compile``-safe); a module that fails to import is recorded in
+    :data:`IMPORT_ERRORS`."""
     if _PRELOADED:
         return
     _PRELOADED.append(True)
     package = importlib.import_module(__package__)
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name in TOOLS:
             continue
         name = f"{__package__}.{info.name}"
         try:

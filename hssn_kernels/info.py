@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -121,7 +122,7 @@ def report() -> str:
 
 
 def main() -> None:
-    print(report())
+    sys.stdout.write(report() + "\n")  # one write: `python -m hssn_kernels.info | head` reads it whole
 
 
 if __name__ == "__main__":

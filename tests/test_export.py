@@ -17,7 +17,7 @@ TINY = ["model.name=deeplabv3plus:resnet10t", "model.kwargs={head_channels: 16, 
         "data.kwargs={size: 32}", "data.train_kwargs={length: 16}", "data.val_kwargs={length: 3}",
         "train.batch_size=4", "train.iters=4", "train.progress=false", "loss.num_triplets=20", "train.device=cpu",
         "train.eval_at_end=false"]
-H, W = 40, 56
+H, W = 64, 96  # multiples of the network's coarsest stride (32): a --dynamic graph takes them
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,41 @@ def test_onnx_equals_predict_and_carries_its_metadata(trained, capsys):
                  "--size", str(H), str(W)]) == 0
     assert run_main([str(fixed), images[0], "--out", str(root / "fixed")]) == 0
     assert (_leaf(root / "fixed" / "img0_leaf.png") == _leaf(root / "onnx" / "img0_leaf.png")).all()
-    # a wrong-size image is a one-line error naming both sizes
+    # a wrong-size image is a one-line error: the fixed graph names both sizes, the dynamic one its multiple
     Image.fromarray(np.zeros((H + 1, W, 3), np.uint8)).save(root / "odd.png")
-    assert run_main([str(model), str(root / "odd.png"), "--out", str(root / "o2")]) == 2
+    assert run_main([str(fixed), str(root / "odd.png"), "--out", str(root / "o2")]) == 2
     assert f"exported for ({H}, {W})" in capsys.readouterr().err
+    assert run_main([str(model), str(root / "odd.png"), "--out", str(root / "o2")]) == 2
+    assert "multiples of 32, at least 64" in capsys.readouterr().err
+
+
+def test_a_dynamic_graph_takes_every_multiple_of_its_stride(trained):
+    """--dynamic: any batch and any H, W in multiples of the backbone's coarsest stride; onnxruntime gives the
+    eager graph's leaf maps at sizes and batches other than the example's."""
+    import onnxruntime as ort
+
+    from hssn.data.synthetic import HIERARCHY
+    from hssn.engine import checkpoint as ckpt
+    from hssn.engine.config import load_config
+    from hssn.export import read_metadata
+    from hssn.export.graph import ExportedSegmenter
+
+    root, checkpoint, _ = trained
+    path = root / "dyn.onnx"
+    assert main(["export", "synthetic", *TINY, "--checkpoint", str(checkpoint), "--out", str(path), "--dynamic",
+                 "--size", "64", "64"]) == 0
+    assert read_metadata(path)["hssn.size_multiple"] == "32"
+    model = ckpt.load_trained_model(load_config("synthetic", TINY), ckpt.load_checkpoint(checkpoint), checkpoint,
+                                    HIERARCHY, torch.device("cpu"))
+    graph = ExportedSegmenter(model, HIERARCHY)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    for batch, h, w in [(1, 64, 64), (2, 96, 160), (1, 224, 64), (3, 128, 96)]:
+        x = torch.rand(batch, 3, h, w, generator=gen)
+        with torch.no_grad():
+            want = graph(x)[0].numpy()
+        got = session.run(["leaf"], {"image": x.numpy()})[0]
+        assert got.shape == (batch, h, w) and (got == want).mean() >= 0.999, (batch, h, w, (got == want).mean())
 
 
 def test_torch_export_program_matches_the_eager_graph(trained):
@@ -89,8 +120,8 @@ def test_torch_export_program_matches_the_eager_graph(trained):
     assert main(["export", "synthetic", *TINY, "--checkpoint", str(checkpoint), "--out", str(path), "--format",
                  "torch", "--size", str(H), str(W), "--dynamic"]) == 0
     program = torch.export.load(str(path))
-    x = torch.rand(3, 3, H, W)
-    got = program.module()(x)[0]
+    x, y = torch.rand(3, 3, H, W), torch.rand(1, 3, 2 * H, W)  # the example's size and another
+    got, got_y = program.module()(x)[0], program.module()(y)[0]
     from hssn.data.synthetic import HIERARCHY
     from hssn.engine import checkpoint as ckpt
     from hssn.engine.config import load_config
@@ -99,8 +130,8 @@ def test_torch_export_program_matches_the_eager_graph(trained):
     cfg = load_config("synthetic", TINY)
     model = load_trained_model(cfg, ckpt.load_checkpoint(checkpoint), checkpoint, HIERARCHY, torch.device("cpu"))
     with torch.no_grad():
-        want = ExportedSegmenter(model, HIERARCHY)(x)[0]
-    assert torch.equal(got, want)
+        want, want_y = ExportedSegmenter(model, HIERARCHY)(x)[0], ExportedSegmenter(model, HIERARCHY)(y)[0]
+    assert torch.equal(got, want) and torch.equal(got_y, want_y)
     assert read_metadata(path)["hssn.mean"] == json.dumps(list(cfg.model.mean))
 
 
@@ -117,6 +148,7 @@ def test_export_errors_are_one_line(trained, tmp_path, capsys):
     one_line([*base, *opts, "--out", str(tmp_path / "m.x"), "--format", "tflite"], "format", "tflite")
     one_line([*base, *opts, "--out", str(tmp_path / "nowhere" / "m.onnx")], "nowhere", "does not exist")
     one_line([*base, *opts, "--out", str(tmp_path / "m.onnx"), "--levels", "some"], "--levels")
+    one_line([*base, *opts, "--out", str(tmp_path / "m.onnx"), "--dynamic"], "multiples of 32", "--size 64 64")
     other = "model.kwargs={head_channels: 8, aux_head: false, embed_dim: 16}"  # another head width
     one_line([*base, other, *opts, "--out", str(tmp_path / "m.onnx")], "step_0000004.pt", "shape")
 
@@ -133,8 +165,24 @@ def test_the_other_architectures_export_to_the_same_maps(name, tmp_path):
 
     torch.manual_seed(0)
     graph = ExportedSegmenter(build_model(name, HIERARCHY, pretrained=False, mean=[0.5] * 3, std=[0.25] * 3), HIERARCHY)
-    path = export_model(graph, "onnx", tmp_path / "m.onnx", (64, 64), True, {})
-    x = torch.rand(2, 3, 64, 64)
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["leaf"], {"image": x.numpy()})[0]
-    with torch.no_grad():
-        assert np.array_equal(got, graph(x)[0].numpy())
+    path = export_model(graph, "onnx", tmp_path / "m.onnx", (64, 64), "size", {})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(2, 3, 64, 64), (1, 3, 96, 160)]:  # the example's size, and another batch and size
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            assert np.array_equal(session.run(["leaf"], {"image": x.numpy()})[0], graph(x)[0].numpy())
+
+
+def test_a_fixed_size_backbone_refuses_a_dynamic_image_size(tmp_path):
+    """Swin is built for one image size (its attention windows and position tables): --dynamic (size) is a clear
+    error pointing to --dynamic-batch, before any tracing."""
+    from hssn.data.synthetic import HIERARCHY
+    from hssn.errors import UserError
+    from hssn.export.graph import ExportedSegmenter, export_model
+    from hssn.models import build_model
+
+    model = build_model("maskformer:swin_tiny_patch4_window7_224", HIERARCHY, pretrained=False, img_size=(224, 224),
+                        head_channels=16, embed_dim=16)
+    assert model.backbone.fixed_size == (224, 224)
+    with pytest.raises(UserError, match="built for 224 x 224 images.*--dynamic-batch"):
+        export_model(ExportedSegmenter(model, HIERARCHY), "onnx", tmp_path / "m.onnx", (224, 224), "size", {})

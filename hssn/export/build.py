@@ -14,12 +14,13 @@ from .graph import ExportedSegmenter, export_model, metadata
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """``format``: onnx | torch; ``size`` (H, W) the fixed input size (None: ``eval.crop_size``); ``dynamic``: any
-    batch size; ``levels``: also one map per tree level."""
+    """``format``: onnx | torch; ``size`` (H, W) the input size, or the example of a dynamic size (None:
+    ``eval.crop_size``); ``dynamic``: None, "batch" or "size" (:func:`hssn.export.graph.export_model`);
+    ``levels``: also one map per tree level."""
 
     format: str = "onnx"
     size: tuple[int, int] | None = None
-    dynamic: bool = False
+    dynamic: str | None = None
     levels: bool = False
 
 

@@ -2,8 +2,9 @@
 
     python -m hssn.export.run model.onnx IMAGE ... --out DIR
 
-Images must have the size the file was exported at (``hssn export --size H W``); 8- or 16-bit images are
-read as ``hssn predict`` reads them (``read_image``).
+Images must have the size the file was exported at (``hssn export --size H W``), or for a file exported with
+``--dynamic`` any size in multiples of its ``hssn.size_multiple``; 8- or 16-bit images are read as
+``hssn predict`` reads them (``read_image``).
 """
 from __future__ import annotations
 
@@ -36,18 +37,28 @@ def run_onnx(model_path: str | Path, images: Sequence[str | Path], out_dir: str 
     palette = torch.tensor(json.loads(meta["hssn.palette"]), dtype=torch.uint8)
     ignore_index = int(meta["hssn.ignore_index"])
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    want = tuple(session.get_inputs()[0].shape[2:])
+    want = tuple(session.get_inputs()[0].shape[2:])  # ints, or names of symbolic sizes (--dynamic)
     paths, stems = image_outputs(images)
     written = []
     for path, stem in zip(paths, stems):
         image = read_image(path)
-        if tuple(image.shape[1:]) != want:
-            raise UserError(f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path} was exported for "
-                            f"{want}: export one with hssn export --size {image.shape[1]} {image.shape[2]}")
+        _check_size(tuple(image.shape[1:]), want, meta, f"{path}: image is {tuple(image.shape[1:])} (H, W); {model_path}")
         leaf = torch.from_numpy(session.run(["leaf"], {"image": image[None].numpy()})[0][0])
         written += write_prediction(leaf, Path(out_dir), stem,
                                     {"hierarchy": hierarchy, "palette": palette, "ignore_index": ignore_index})
     return written
+
+
+def _check_size(size: tuple[int, int], want: tuple, meta: dict[str, str], what: str) -> None:
+    """:class:`UserError` unless the graph takes an image of ``size``: the exported size, or for a dynamic graph a
+    multiple of its size multiple (at least its minimum count of them)."""
+    if all(isinstance(v, int) for v in want):
+        if size != want:
+            raise UserError(f"{what} was exported for {want}: export one with hssn export --size {size[0]} {size[1]}")
+        return
+    step, blocks = int(meta["hssn.size_multiple"]), int(meta["hssn.min_blocks"])
+    if any(v % step or v < blocks * step for v in size):
+        raise UserError(f"{what} takes sizes in multiples of {step}, at least {blocks * step}: pad or resize the image")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,6 +154,14 @@ class TimmBackbone(nn.Module):
             raise UserError(f"timm backbone {name!r} rejected the arguments {given}: {err}") from None
 
     @property
+    def fixed_size(self) -> tuple[int, int] | None:
+        """The input size a fixed-size model (Swin, ViT: windows and position tables built for ``img_size``) was
+        built for, else None (any size that is a multiple of :attr:`size_divisor`)."""
+        embed = getattr(self.model, "patch_embed", None)
+        size = getattr(embed, "img_size", None)
+        return None if size is None else (int(size[0]), int(size[1]))
+
+    @property
     def size_divisor(self) -> int:
         """Inputs are padded to a multiple of this (the coarsest feature stride)."""
         return max(self.reductions)
