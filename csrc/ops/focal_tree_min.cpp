@@ -81,6 +81,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
     tile_sums = at::empty({(num_p + kCpuTile - 1) / kCpuTile}, logits.options().dtype(at::kDouble));
   }
   grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
+  if (want_grad) advise_huge_pages(grad.data_ptr(), grad.nbytes());
 
   int64_t count = 0;
   dispatch_target(target.scalar_type(), [&](auto tag) {
