@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 
 def _inputs(args, cfg):
-    """(model in eval mode, hierarchy, images, checkpoint path or None)."""
+    """(model in eval mode, hierarchy, images): the checkpoint's model and val images, or with --random-weights
+    the untrained model and seeded random images."""
     from hssn import hierarchies
     from hssn.engine import builders, checkpoint as ckpt
 
