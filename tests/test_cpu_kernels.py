@@ -70,6 +70,34 @@ def test_channels_last_and_strided_views():
         assert torch.equal(hk.hierarchical_argmax(view, h, backend="cpu"), hk.hierarchical_argmax(xb.detach(), h))
 
 
+
+@pytest.mark.parametrize("cut", ["rows", "columns", "batch"])
+def test_padded_views_take_runs_only_where_contiguous(cut):
+    """A tile is read as one run only where its pixels are back to back: views padded after each image
+    (rows cut), after each row (columns cut) or between images (every other image) give the contiguous
+    call's loss, per-pixel losses, gradient under per-pixel weights, and path argmax, bit for bit."""
+    h = random_tree(13, max_channels=30)
+    g = torch.Generator().manual_seed(2)
+    big = torch.randn(4, h.num_channels, 10, 70, generator=g) * 3
+    tb = torch.tensor(h.leaves)[torch.randint(h.num_leaves, (4, 10, 70), generator=g)]
+    tb[torch.rand(tb.shape, generator=g) < 0.1] = 255
+    pick = {"rows": (slice(0, 2), slice(0, 9), slice(None)), "columns": (slice(0, 2), slice(None), slice(0, 67)),
+            "batch": (slice(None, None, 2), slice(None), slice(None))}[cut]
+    x, t = big[pick[0], :, pick[1], pick[2]], tb[pick]
+    assert not x.is_contiguous() and not t.is_contiguous()
+    w = torch.rand(t.shape, generator=g)
+    for xv, tv in ((x, t), (x.contiguous(), t.contiguous())):
+        xa = xv.detach().requires_grad_(True)
+        per_pixel = hk.focal_tree_min_loss(xa, tv, h, reduction="none", backend="cpu")
+        grad, = torch.autograd.grad((per_pixel * w).sum(), xa)
+        mean = hk.focal_tree_min_loss(xa, tv, h, backend="cpu")
+        out = (per_pixel, grad, mean, torch.autograd.grad(mean, xa)[0], hk.hierarchical_argmax(xv, h, backend="cpu"))
+        if xv is x:
+            strided = out
+    for a, b in zip(strided, out):
+        assert torch.equal(a, b)
+    assert torch.equal(out[4], R.hierarchical_argmax(x.contiguous(), h))
+
 def test_backward_hands_over_the_gradient_once():
     """The first backward takes the saved gradient without a copy; a retained graph's later backward gets its
     own tensor, a scaled loss the scaled gradient; changing the handed-over tensor in place before another

@@ -25,12 +25,19 @@ namespace HSSN_ISA {
 
 constexpr int kTile = static_cast<int>(kCpuTile);
 
-// Offsets of pixels p0 .. p0 + n - 1 under layout l: one division per tile, then a row / image carry.
-inline void tile_offsets(const PixelLayout& l, int64_t p0, int64_t n, int64_t* off) {
+// Offsets of pixels p0 .. p0 + n - 1 under layout l. Returns whether they are one contiguous run (a full
+// tile at unit pixel stride, within a row or across rows / images laid out back to back): then only off[0]
+// is written. Else every off[i] (one division per tile, then a row / image carry), past n off[0] (readable).
+inline bool tile_offsets(const PixelLayout& l, int64_t p0, int64_t n, int64_t* off) {
   const int64_t hw = l.h * l.w;
   int64_t b = p0 / hw;
-  int64_t y = (p0 - b * hw) / l.w;
-  int64_t x = p0 - b * hw - y * l.w;
+  const int64_t r = p0 - b * hw;
+  int64_t y = r / l.w;
+  int64_t x = r - y * l.w;
+  off[0] = b * l.sb + y * l.sh + x * l.sw;
+  const bool in_row = x + kTile <= l.w;
+  const bool rows_run = l.sh == l.w && (r + kTile <= hw || l.sb == hw);
+  if (n == kTile && l.sw == 1 && (in_row || rows_run)) return true;
   for (int64_t i = 0; i < n; ++i) {
     off[i] = b * l.sb + y * l.sh + x * l.sw;
     if (++x == l.w) {
@@ -38,14 +45,8 @@ inline void tile_offsets(const PixelLayout& l, int64_t p0, int64_t n, int64_t* o
       if (++y == l.h) { y = 0; ++b; }
     }
   }
-  for (int64_t i = n; i < kTile; ++i) off[i] = off[0];  // a readable element past the end
-}
-
-// Whether a full tile's offsets are consecutive (one contiguous run per channel).
-inline bool unit_stride(const int64_t* off, int64_t n) {
-  bool ok = n == kTile;
-  for (int i = 1; i < kTile; ++i) ok &= off[i] == off[0] + i;
-  return ok;
+  for (int64_t i = n; i < kTile; ++i) off[i] = off[0];
+  return false;
 }
 
 // Prefetch (kWrite: for writing) the kTile elements from p on: the next tile's run of a channel, which the
@@ -92,21 +93,23 @@ void ftm_bottom_up(T* v, int32_t* w, int num_c, const int32_t* parent, const int
 }
 
 // The tree as the tile passes read it: parent and bottom-up order, and per channel its DFS interval
-// [pos, pos + size) (on the label's path <=> the label's position lies in it; size 1: a leaf) and its
-// depth (0 = a root).
+// [pos, pos + size) (on the label's path <=> the label's position lies in it; size 1: a leaf), its depth
+// (0 = a root) and, as a label, pos | path length << 16 (0 where it cannot be one: an inner node without
+// partial labels).
 struct TileTree {
   int num_c, depth;  // channels; rows of the path tables (the deepest path's length)
   const int32_t *parent, *bottom_up;
-  std::vector<int32_t> pos, size, level;
+  std::vector<int32_t> pos, size, level, as_label;
 
   TileTree(const FtmLaunch& L) : num_c(L.num_c), depth(L.depth), parent(L.parent), bottom_up(L.bottom_up),
-                                 pos(L.num_c), size(L.num_c), level(L.num_c) {
+                                 pos(L.num_c), size(L.num_c), level(L.num_c), as_label(L.num_c) {
     std::vector<int32_t> dfs(6 * static_cast<size_t>(num_c));
     dfs_tables(parent, bottom_up, num_c, dfs.data());
     for (int c = 0; c < num_c; ++c) {
       pos[c] = dfs[3 * num_c + c];
       size[c] = dfs[num_c + pos[c]];
       level[c] = dfs[2 * num_c + pos[c]];
+      as_label[c] = (L.partial || size[c] == 1) ? pos[c] | (level[c] + 1) << 16 : 0;
     }
   }
 };
@@ -225,22 +228,33 @@ void ftm_tiles(const FtmLaunch& L) {
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
-      tile_offsets(L.zl, p0, n, zoff);
-      tile_offsets(L.tl, p0, n, toff);
-      bool any = false;
-      for (int i = 0; i < kTile; ++i) {  // 0. labels (scalar: once per pixel)
-        const int64_t yi = i < n ? static_cast<int64_t>(t[toff[i]]) : L.ignore_index;
-        const bool ok = yi >= 0 && yi < num_c && (L.partial || tr.size[yi] == 1);
+      const bool zdense = tile_offsets(L.zl, p0, n, zoff);
+      alignas(64) int64_t yv[kTile];  // 0. labels (ignore_index past n)
+      if (tile_offsets(L.tl, p0, n, toff)) {
+        const tgt_t* tt = t + toff[0];
+#pragma omp simd
+        for (int i = 0; i < kTile; ++i) yv[i] = static_cast<int64_t>(tt[i]);
+      } else {
+        for (int i = 0; i < kTile; ++i) yv[i] = i < n ? static_cast<int64_t>(t[toff[i]]) : L.ignore_index;
+      }
+      int32_t any = 0;
+      for (int i = 0; i < kTile; ++i) {  // scalar (a table load per pixel), no branch
+        const int64_t yi = yv[i];
+        const bool in = static_cast<uint64_t>(yi) < static_cast<uint64_t>(num_c);
+        const int32_t info = tr.as_label[in ? yi : 0] & -static_cast<int32_t>(in);
+        const bool ok = info != 0;
         label[i] = ok ? static_cast<int32_t>(yi) : -1;
-        lpos[i] = ok ? tr.pos[yi] : -1;
-        len[i] = ok ? tr.level[yi] + 1 : 0;
-        bad_label[i] = i < n && yi != L.ignore_index && !ok;
+        lpos[i] = ok ? (info & 0xffff) : -1;
+        len[i] = info >> 16;
+        bad_label[i] = (i < n) & (yi != L.ignore_index) & !ok;
         any |= ok;
+      }
+#pragma omp simd
+      for (int i = 0; i < kTile; ++i) {
         loss[i] = acc_t(0);
         nan[i] = 0;
       }
       if (any) {
-        const bool dense = unit_stride(zoff, n);
         // 1. the logits into v (0 where ignored), winners w = c; on the label's path, the logit and the
         // channel into row level(c) of pm and pw
         for (int c = 0; c < num_c; ++c) {
@@ -250,7 +264,7 @@ void ftm_tiles(const FtmLaunch& L) {
           const uint32_t size = static_cast<uint32_t>(tr.size[c]);
           acc_t* pm_d = pm + tr.level[c] * kTile;
           int32_t* pw_d = pw + tr.level[c] * kTile;
-          load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) {
+          load_channel<acc_t>(z, zoff, zdense, c * L.zsc, [&](int i, acc_t x) {
             x = label[i] >= 0 ? x : acc_t(0);
             vc[i] = x;
             wc[i] = c;
@@ -277,16 +291,16 @@ void ftm_tiles(const FtmLaunch& L) {
       if (L.tile_sums) L.tile_sums[tile] = tile_sum;
       if (!g) continue;
       if (L.grad_loss) {
-        tile_offsets(L.gll, p0, n, toff);
-        for (int i = 0; i < kTile; ++i) scale[i] = label[i] >= 0 ? static_cast<acc_t>(L.grad_loss[toff[i]]) : acc_t(0);
+        const bool wdense = tile_offsets(L.gll, p0, n, toff);
+        for (int i = 0; i < kTile; ++i)
+          scale[i] = label[i] >= 0 ? static_cast<acc_t>(L.grad_loss[wdense ? toff[0] + i : toff[i]]) : acc_t(0);
       } else {
         const acc_t s = static_cast<acc_t>(L.grad_scale);
 #pragma omp simd
         for (int i = 0; i < kTile; ++i) scale[i] = label[i] >= 0 ? s : acc_t(0);
       }
       // 4. the gradient: each channel's own chain (w = c) plus the positive terms whose running min it is
-      tile_offsets(L.gl, p0, n, goff);
-      const bool dense = unit_stride(goff, n);
+      const bool dense = tile_offsets(L.gl, p0, n, goff);
       for (int c = 0; c < num_c; ++c) {
         acc_t* vc = v + c * kTile;
         const int32_t* wc = w + c * kTile;
@@ -337,8 +351,7 @@ void path_tiles(const PathLaunch& L) {
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
-      tile_offsets(L.zl, p0, n, zoff);
-      const bool dense = unit_stride(zoff, n);
+      const bool dense = tile_offsets(L.zl, p0, n, zoff);
       for (int c = 0; c < num_c; ++c) {
         acc_t* vc = v + c * kTile;
         load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) { vc[i] = vsigmoid_or_0(x); });
