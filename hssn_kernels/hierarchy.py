@@ -45,10 +45,11 @@ class HierarchyTables:
     level_map   (D, C)   int64; ``level_map[l-1, c]`` = ancestor of c at level l, or c if c is shallower.
     is_ancestor (C, C)   bool; ``is_ancestor[y, v]`` = v in A(y) (the per-node labels of target y).
     tree_distance (L, L) int32 leaf-to-leaf tree distance.
-    dfs_perm    (C,)     channel at DFS pre-order position j (roots and children in channel order), so
-                         ``Dsc(v)`` is the position range ``[j, j + dfs_size[j])`` (the Triton loss's layout).
-    dfs_size    (C,)     |Dsc| of the channel at position j.
-    dfs_depth   (C,)     depth of the channel at position j (0 = a root; its level - 1).
+    dfs         (4, C)   the DFS pre-order tables (roots and children in channel order), rows also named:
+                         ``dfs_perm`` the channel at position j, so ``Dsc(v)`` is the position range
+                         ``[j, j + dfs_size[j])``; ``dfs_size`` |Dsc| of the channel at position j;
+                         ``dfs_depth`` its depth (0 = a root; its level - 1); ``dfs_pos`` the position of
+                         channel c. The native ops take the whole table, the Triton kernels its rows.
     dfs_path    (C, D+1) root-first path of channel c in positions, -1 past c, then 1 for a leaf, 0 otherwise.
     """
 
@@ -65,10 +66,13 @@ class HierarchyTables:
     level_map: torch.Tensor
     is_ancestor: torch.Tensor
     tree_distance: torch.Tensor
-    dfs_perm: torch.Tensor
-    dfs_size: torch.Tensor
-    dfs_depth: torch.Tensor
+    dfs: torch.Tensor
     dfs_path: torch.Tensor
+
+    dfs_perm = property(lambda self: self.dfs[0])
+    dfs_size = property(lambda self: self.dfs[1])
+    dfs_depth = property(lambda self: self.dfs[2])
+    dfs_pos = property(lambda self: self.dfs[3])
 
 
 def _path_distance(path: torch.Tensor, level: torch.Tensor, rows, cols) -> torch.Tensor:
@@ -382,9 +386,8 @@ class ClassHierarchy:
             level_map=level_map,
             is_ancestor=is_anc,
             tree_distance=dist,
-            dfs_perm=torch.tensor(order, **i32),
-            dfs_size=torch.tensor([len(self.descendants(c)) for c in order], **i32),
-            dfs_depth=torch.tensor([self._levels[c] - 1 for c in order], **i32),
+            dfs=torch.tensor([order, [len(self.descendants(c)) for c in order], [self._levels[c] - 1 for c in order],
+                              [pos[c] for c in range(num)]], **i32),
             dfs_path=torch.tensor(dfs_path, **i32),
         )
 

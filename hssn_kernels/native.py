@@ -90,15 +90,15 @@ def _register() -> None:
     lib = "hssn::"
 
     @torch.library.register_fake(lib + "ftm_forward")
-    def _(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial=False):
+    def _(logits, target, parent, bottom_up, ancestors, dfs, gamma, ignore_index, reduction, compute_grad, partial=False):
         return fake_fused_loss(logits, _checks.pixel_shape(logits), reduction, compute_grad)
 
     @torch.library.register_fake(lib + "ftm_backward")
-    def _(grad_loss, logits, target, parent, bottom_up, ancestors, gamma, ignore_index, partial=False):
+    def _(grad_loss, logits, target, parent, bottom_up, ancestors, dfs, gamma, ignore_index, partial=False):
         return logits.new_empty(logits.shape)
 
     @torch.library.register_fake(lib + "path_argmax")
-    def _(logits, parent, bottom_up, leaves):
+    def _(logits, parent, bottom_up, leaves, dfs):
         return logits.new_empty(_checks.pixel_shape(logits), dtype=torch.int64)
 
     @torch.library.register_fake(lib + "sample_triplets")
@@ -125,8 +125,9 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, float(gamma),
-                                      int(ignore_index), int(reduction), bool(compute_grad), bool(partial))
+    return torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs,
+                                      float(gamma), int(ignore_index), int(reduction), bool(compute_grad),
+                                      bool(partial))
 
 
 @register("ftm_kernel_backward", "native")
@@ -135,7 +136,7 @@ def ftm_kernel_backward(weights: torch.Tensor, logits: torch.Tensor, target: tor
     """The raw backward kernel: d (sum of weights * per-pixel loss) / d logits; weights pixel-shaped."""
     tabs = hierarchy.tables(logits.device)
     return torch.ops.hssn.ftm_backward(weights.to(loss_dtype(logits)), logits, target, tabs.parent, tabs.bottom_up,
-                                       tabs.ancestors, float(gamma), int(ignore_index), bool(partial))
+                                       tabs.ancestors, tabs.dfs, float(gamma), int(ignore_index), bool(partial))
 
 
 focal_tree_min_loss = register("focal_tree_min_loss", "native")(functools.partial(fused_loss, ftm_kernel))
@@ -146,7 +147,7 @@ focal_tree_min_loss = register("focal_tree_min_loss", "native")(functools.partia
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves)
+    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.dfs)
 
 
 @register("sample_triplets_padded", "native")

@@ -1,6 +1,7 @@
-"""``csrc/kernels/common.h: dfs_tables, ftm_walk, path_walk`` (the per-pixel walks the CUDA kernels run)
-compiled as plain C++ on the host and checked against the reference: loss and gradient, leaf and inner-node
-targets, NaN logits, path inference; the DFS tables against the tree (ranges = descendants, depths)."""
+"""``csrc/kernels/common.h: ftm_walk, path_walk`` (the per-pixel walks the CUDA kernels run, over the
+hierarchy's DFS tables) compiled as plain C++ on the host and checked against the reference: loss and
+gradient, leaf and inner-node targets, NaN logits, path inference; the DFS tables against the tree (ranges =
+descendants, depths, positions)."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,22 +18,16 @@ HARNESS = r"""
 #include <vector>
 #include "kernels/common.h"
 
-// stdin: C D P gamma partial, then parent[C], bottom_up[C], ancestors[C*D], then per pixel: target, z[C].
+// stdin: C D P gamma partial, then ancestors[C*D], dfs[4*C] (HierarchyTables.dfs), then per pixel: target, z[C].
 // stdout per pixel: loss, then the C gradient values.
 int main() {
   int C, D, P, partial;
   double gamma;
   if (std::scanf("%d %d %d %lf %d", &C, &D, &P, &gamma, &partial) != 5) return 1;
-  std::vector<int32_t> parent(C), bottom_up(C), anc(C * D);
-  for (auto& x : parent) std::scanf("%d", &x);
-  for (auto& x : bottom_up) std::scanf("%d", &x);
+  std::vector<int32_t> anc(C * D), dfs(4 * C);
   for (auto& x : anc) std::scanf("%d", &x);
-  std::vector<int32_t> dfs(6 * C);
-  hssn::dfs_tables(parent.data(), bottom_up.data(), C, dfs.data());
+  for (auto& x : dfs) std::scanf("%d", &x);
   const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
-  std::printf("dfs");
-  for (int i = 0; i < 4 * C; ++i) std::printf(" %d", dfs[i]);
-  std::printf("\n");
   std::vector<double> z(C), g(C);
   for (int p = 0; p < P; ++p) {
     int t;
@@ -66,14 +61,11 @@ def harness(tmp_path_factory):
 def run(harness, h, z, t, gamma, partial):
     tabs = h.tables("cpu")
     lines = [f"{h.num_channels} {tabs.ancestors.shape[1]} {len(t)} {gamma!r} {int(partial)}",
-             " ".join(map(str, tabs.parent.tolist())), " ".join(map(str, tabs.bottom_up.tolist())),
-             " ".join(map(str, tabs.ancestors.reshape(-1).tolist()))]
+             " ".join(map(str, tabs.ancestors.reshape(-1).tolist())), " ".join(map(str, tabs.dfs.reshape(-1).tolist()))]
     lines += [f"{int(t[i])} " + " ".join(repr(float(x)) for x in z[i]) for i in range(len(t))]
     proc = subprocess.run([str(harness)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-    out = proc.stdout.splitlines()
-    dfs = torch.tensor([int(x) for x in out[0].split()[1:]]).reshape(4, -1)
-    rows = torch.tensor([[float(x) for x in line.split()] for line in out[1:]], dtype=torch.float64)
-    return rows[:, 0], rows[:, 1:-1], dfs, rows[:, -1].long()
+    rows = torch.tensor([[float(x) for x in line.split()] for line in proc.stdout.splitlines()], dtype=torch.float64)
+    return rows[:, 0], rows[:, 1:-1], rows[:, -1].long()
 
 
 @pytest.mark.parametrize("tree, partial", [("cityscapes", False), ("random", False), ("random", True)])
@@ -85,9 +77,9 @@ def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (24,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
-    loss, grad, dfs, leaf = run(harness, h, z, t, gamma, partial)
+    loss, grad, leaf = run(harness, h, z, t, gamma, partial)
     assert torch.equal(leaf, ref.hierarchical_argmax(z, h))  # path_walk (NaN scores 0 in both)
-    perm, size, depth, pos = dfs
+    perm, size, depth, pos = h.tables("cpu").dfs.long()
     assert sorted(perm.tolist()) == list(range(h.num_channels)) and torch.equal(perm[pos], torch.arange(h.num_channels))
     for j, c in enumerate(perm.tolist()):  # Dsc(c) is the position range [j, j + size)
         assert sorted(perm[j:j + size[j]].tolist()) == sorted(h.descendants(c))

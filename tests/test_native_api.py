@@ -19,7 +19,7 @@ def inputs(h, shape=(2, 5, 6)):
 
 def tables(h):
     tabs = h.tables("cpu")
-    return tabs.parent, tabs.bottom_up, tabs.ancestors
+    return tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs
 
 
 def test_opcheck_all_ops():
@@ -30,7 +30,8 @@ def test_opcheck_all_ops():
         torch.library.opcheck(torch.ops.hssn.ftm_forward.default,
                               (x.requires_grad_(True), t, *tables(h), 2.0, 255, red, red != 0))
     torch.library.opcheck(torch.ops.hssn.ftm_backward.default, (torch.rand(t.shape), x.detach(), t, *tables(h), 2.0, 255))
-    torch.library.opcheck(torch.ops.hssn.path_argmax.default, (x.detach(), tabs.parent, tabs.bottom_up, tabs.leaves))
+    torch.library.opcheck(torch.ops.hssn.path_argmax.default,
+                          (x.detach(), tabs.parent, tabs.bottom_up, tabs.leaves, tabs.dfs))
     torch.library.opcheck(torch.ops.hssn.sample_triplets.default, (t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0))
     trip, count = torch.ops.hssn.sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0)
     e = torch.randn(2, 8, 5, 6, requires_grad=True)
@@ -65,23 +66,27 @@ def test_torch_compile_fullgraph():
 def test_errors_from_native_code():
     h = cityscapes_like()
     x, t = inputs(h)
-    p, b, a = tables(h)
+    p, b, a, d = tables(h)
     bad = t.clone()
     bad[1, 2, 3] = 20  # an inner node, not a leaf: that pixel's loss is NaN (labels are validated upstream)
-    assert torch.isnan(torch.ops.hssn.ftm_forward(x, bad, p, b, a, 2.0, 255, 2, False)[0])
+    assert torch.isnan(torch.ops.hssn.ftm_forward(x, bad, p, b, a, d, 2.0, 255, 2, False)[0])
     bad[1, 2, 3] = 300  # out of range: the same, and no table is read at it
-    per_pixel = torch.ops.hssn.ftm_forward(x, bad, p, b, a, 2.0, 255, 0, False)[0]
+    per_pixel = torch.ops.hssn.ftm_forward(x, bad, p, b, a, d, 2.0, 255, 0, False)[0]
     assert torch.isnan(per_pixel[1, 2, 3]) and torch.isnan(per_pixel).sum() == 1
     with pytest.raises(RuntimeError, match="target must be int64, int32 or uint8"):
-        torch.ops.hssn.ftm_forward(x, t.float(), p, b, a, 2.0, 255, 2, False)
+        torch.ops.hssn.ftm_forward(x, t.float(), p, b, a, d, 2.0, 255, 2, False)
     with pytest.raises(RuntimeError, match="logits must be a floating-point tensor"):
-        torch.ops.hssn.ftm_forward(t[:, None].expand(-1, h.num_channels, -1, -1), t, p, b, a, 2.0, 255, 2, False)
+        torch.ops.hssn.ftm_forward(t[:, None].expand(-1, h.num_channels, -1, -1), t, p, b, a, d, 2.0, 255, 2, False)
     with pytest.raises(RuntimeError, match="table parent must be Int"):
-        torch.ops.hssn.ftm_forward(x, t, p.long(), b, a, 2.0, 255, 2, False)
+        torch.ops.hssn.ftm_forward(x, t, p.long(), b, a, d, 2.0, 255, 2, False)
     with pytest.raises(RuntimeError, match="does not match logits shape"):
-        torch.ops.hssn.ftm_forward(x, t[:, :-1], p, b, a, 2.0, 255, 2, False)
+        torch.ops.hssn.ftm_forward(x, t[:, :-1], p, b, a, d, 2.0, 255, 2, False)
     with pytest.raises(RuntimeError, match="reduction must be 0"):
-        torch.ops.hssn.ftm_forward(x, t, p, b, a, 2.0, 255, 5, False)
+        torch.ops.hssn.ftm_forward(x, t, p, b, a, d, 2.0, 255, 5, False)
+    with pytest.raises(RuntimeError, match=r"table dfs has shape \[3, 26\], expected size 4 in dim 0"):
+        torch.ops.hssn.ftm_forward(x, t, p, b, a, d[:3], 2.0, 255, 2, False)
+    with pytest.raises(RuntimeError, match="table dfs must be Int"):
+        torch.ops.hssn.path_argmax(x, p, b, h.tables("cpu").leaves, d.long())
     tabs = h.tables("cpu")
     bad_pixel = 1 * t[0].numel() + 2 * t.shape[2] + 3  # flat index of bad[1, 2, 3]
     trip, count = torch.ops.hssn.sample_triplets(bad, tabs.leaf_index, tabs.tree_distance, 50, 0, 255, 0)

@@ -191,7 +191,7 @@ def test_ftm_deterministic(device):
 
 def _ftm_tables(h, device="cpu"):
     tabs = h.tables(device)
-    return tabs.parent, tabs.bottom_up, tabs.ancestors
+    return tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs
 
 
 @pytest.mark.parametrize("tree", list(TREES))

@@ -247,7 +247,7 @@ def test_opcheck_with_the_partial_flag():
     z = torch.randn(2, TREE.num_channels, 3, 3, requires_grad=True)
     t = random_node_targets(TREE, (2, 3, 3), torch.Generator().manual_seed(6))
     torch.library.opcheck(torch.ops.hssn.ftm_forward,
-                          (z, t, tabs.parent, tabs.bottom_up, tabs.ancestors, 2.0, 255, 2, True, True))
+                          (z, t, tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs, 2.0, 255, 2, True, True))
 
 
 # ----------------------------------------------------------------------------- triplets

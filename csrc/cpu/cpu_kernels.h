@@ -34,6 +34,7 @@ struct FtmLaunch {
   int64_t num_p;
   int num_c, depth;
   const int32_t *parent, *bottom_up;
+  const int32_t* dfs;  // (4, C): HierarchyTables.dfs (perm, size and depth by position, position by channel)
   bool partial;  // labels may be any node (strict descendants of the label get no term)
   double gamma;
   int64_t ignore_index;

@@ -103,8 +103,7 @@ struct TileTree {
 
   TileTree(const FtmLaunch& L) : num_c(L.num_c), depth(L.depth), parent(L.parent), bottom_up(L.bottom_up),
                                  pos(L.num_c), size(L.num_c), level(L.num_c), as_label(L.num_c) {
-    std::vector<int32_t> dfs(6 * static_cast<size_t>(num_c));
-    dfs_tables(parent, bottom_up, num_c, dfs.data());
+    const int32_t* dfs = L.dfs;
     for (int c = 0; c < num_c; ++c) {
       pos[c] = dfs[3 * num_c + c];
       size[c] = dfs[num_c + pos[c]];

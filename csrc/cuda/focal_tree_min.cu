@@ -1,5 +1,5 @@
-// CUDA kernels of hssn::ftm_forward / hssn::ftm_backward. dfs_tables_kernel (one thread) writes the tree's
-// DFS pre-order tables once per launch; ftm_kernel runs one pixel per thread (consecutive threads read
+// CUDA kernel of hssn::ftm_forward / hssn::ftm_backward, over the hierarchy's cached DFS pre-order tables
+// (HierarchyTables.dfs). ftm_kernel runs one pixel per thread (consecutive threads read
 // consecutive pixels of each channel row: coalesced) through kernels/common.h: ftm_walk, which keeps only a
 // per-depth stack per thread: no shared-memory tile, so occupancy is set by registers alone at any C. The
 // gradient is written once per element (the path's entries twice, by the same thread, in order); the loss
@@ -10,10 +10,6 @@
 namespace hssn {
 namespace cuda {
 namespace {
-
-__global__ void dfs_tables_kernel(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* out) {
-  if (blockIdx.x == 0 && threadIdx.x == 0) dfs_tables(parent, bottom_up, num_c, out);
-}
 
 template <class scalar_t, class tgt_t>
 __global__ void __launch_bounds__(kPixelThreads) ftm_kernel(FtmParams p) {
@@ -70,15 +66,8 @@ int pixel_blocks(int64_t num_p) {
   return static_cast<int>(tiles < kMaxBlocks ? (tiles > 0 ? tiles : 1) : kMaxBlocks);
 }
 
-cudaError_t launch_dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* dfs,
-                              cudaStream_t stream) {
-  dfs_tables_kernel<<<1, 1, 0, stream>>>(parent, bottom_up, num_c, dfs);
-  return cudaGetLastError();
-}
-
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream) {
-  cudaError_t err = launch_dfs_tables(p.parent, p.bottom_up, p.num_c, p.dfs, stream);
-  if (err != cudaSuccess) return err;
+  cudaError_t err = cudaSuccess;
   dispatch_dtype(p.dtype, [&](auto st) {
     using scalar_t = decltype(st);
     dispatch_target(p.ttype, [&](auto tt) {

@@ -22,29 +22,25 @@ struct FtmParams {
   const int64_t* count;                         // valid pixels: the gradient is divided by it (mean) or null
   float* loss_pix;                              // per-pixel loss (reduction none) or null
   float* partial;                               // per-block loss sums (one per block) or null
-  const int32_t *parent, *bottom_up, *ancestors;
+  const int32_t* ancestors;                     // (C, depth): A(c), self first, -1 padded
+  const int32_t* dfs;                           // (4, C): HierarchyTables.dfs (perm, size, depth, pos)
   int num_c, depth;
   int64_t num_p;
   float gamma;
   int64_t ignore_index;
   bool partial_labels;                          // labels may be inner nodes (no term for their descendants)
-  int32_t* dfs;                                 // 6 * num_c ints: the DFS tables (kernels/common.h: dfs_tables)
 };
 
 constexpr int kPixelThreads = 256;              // threads (= pixels) per block of the per-pixel walk kernels
 int pixel_blocks(int64_t num_p);                // their grid (fixed beyond kMaxBlocks: reproducible sums)
-// The DFS tables (kernels/common.h: dfs_tables) into dfs[6 * num_c], one thread, on `stream`.
-cudaError_t launch_dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* dfs,
-                              cudaStream_t stream);
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream);
 
 struct PathParams {
   const void* z; PixelLayout zl; int64_t zsc; Dtype dtype;
-  const int32_t *parent, *bottom_up;
+  const int32_t* dfs;                           // (4, C): HierarchyTables.dfs (perm, size, depth, pos)
   int64_t* leaf_map;                            // (P,)
   int num_c;
   int64_t num_p;
-  int32_t* dfs;                                 // 6 * num_c ints: the DFS tables
 };
 cudaError_t launch_path_argmax(const PathParams& p, int blocks, cudaStream_t stream);
 

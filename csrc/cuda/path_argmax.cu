@@ -1,6 +1,6 @@
 // CUDA kernel of hssn::path_argmax: one pixel per thread (consecutive threads read consecutive pixels of
-// each channel row: coalesced) through kernels/common.h: path_walk over the DFS tables that
-// launch_dfs_tables writes first; no shared-memory tile, so occupancy is set by registers at any C.
+// each channel row: coalesced) through kernels/common.h: path_walk over the hierarchy's cached DFS tables
+// (HierarchyTables.dfs); no shared-memory tile, so occupancy is set by registers at any C.
 #include "dtypes.cuh"
 
 namespace hssn {
@@ -23,8 +23,7 @@ __global__ void __launch_bounds__(kPixelThreads) path_argmax_kernel(PathParams p
 }  // namespace
 
 cudaError_t launch_path_argmax(const PathParams& p, int blocks, cudaStream_t stream) {
-  cudaError_t err = launch_dfs_tables(p.parent, p.bottom_up, p.num_c, p.dfs, stream);
-  if (err != cudaSuccess) return err;
+  cudaError_t err = cudaSuccess;
   dispatch_dtype(p.dtype, [&](auto st) {
     using scalar_t = decltype(st);
     path_argmax_kernel<scalar_t><<<blocks, kPixelThreads, 0, stream>>>(p);

@@ -1,6 +1,7 @@
 // Torch-free building blocks of the CPU (.cpp) and CUDA (.cu) kernels: layouts, the focal terms, the
-// triplet RNG, dfs_tables and the per-pixel walks the CUDA kernels run (ftm_walk, path_walk); the CPU
-// kernels run their own [C][tile] passes (cpu/tile_kernels.h).
+// triplet RNG and the per-pixel walks the CUDA kernels run (ftm_walk, path_walk) over the hierarchy's DFS
+// pre-order tables (HierarchyTables.dfs, rows perm / size / depth / pos: Dsc(v) is the position range
+// [pos[v], pos[v] + size[pos[v]])); the CPU kernels run their own [C][tile] passes (cpu/tile_kernels.h).
 // tests/test_kernel_header.py compiles the walks as plain C++ and checks them against the reference.
 // Everything here is exactly the semantics of hssn_kernels/reference.py (ties go to the lowest channel;
 // math in float32, float64 for float64).
@@ -71,34 +72,8 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   return out;
 }
 
-// DFS pre-order tables of a forest from parent[] and bottom_up[] (children before parents), written to
-// out[6 * C]: perm[j] (channel at position j), size[j] (|Dsc| of it), depth[j] (0 = a root), pos[c] (position
-// of channel c), then two work arrays. Dsc(v) is the position range [pos[v], pos[v] + size). O(C), one thread.
-HSSN_HD void dfs_tables(const int32_t* parent, const int32_t* bottom_up, int num_c, int32_t* out) {
-  int32_t *perm = out, *size = out + num_c, *depth = out + 2 * num_c, *pos = out + 3 * num_c;
-  int32_t *csize = out + 4 * num_c, *next = out + 5 * num_c;
-  for (int c = 0; c < num_c; ++c) csize[c] = 1;
-  for (int i = 0; i < num_c; ++i) {
-    const int c = bottom_up[i];
-    if (parent[c] >= 0) csize[parent[c]] += csize[c];
-  }
-  int root_next = 0;
-  for (int i = num_c - 1; i >= 0; --i) {  // parents before children
-    const int c = bottom_up[i];
-    const int p = parent[c];
-    const int j = p < 0 ? root_next : next[p];
-    if (p < 0) root_next += csize[c];
-    else next[p] += csize[c];
-    next[c] = j + 1;
-    pos[c] = j;
-    perm[j] = c;
-    size[j] = csize[c];
-    depth[j] = p < 0 ? 0 : depth[pos[p]] + 1;
-  }
-}
-
 // Focal tree-min loss of one pixel, the walk of hssn_kernels/focal_tree_min.py (pixels along the lanes when
-// a thread runs one pixel): channels visited once in DFS pre-order (tables of dfs_tables); M_v of an inner
+// a thread runs one pixel): channels visited once in DFS pre-order (the DFS tables); M_v of an inner
 // node by a scan of its subtree; the negative terms' gradient carried top-down through a per-depth stack of
 // the open ancestors (winner channel, owed sum), so each channel's gradient is final when it is visited and
 // handed to store(c, d loss / d z_c) once; then the path's positive terms (running min root first, lowest
@@ -158,7 +133,7 @@ HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const in
 }
 
 // Path inference (Eq. 3) for one pixel, the walk of hssn_kernels/path_argmax.py: channels in DFS pre-order
-// (dfs_tables), S_v = S_parent + sigmoid(z_v) with the open ancestors' sums in a per-depth stack (summed root
+// (the DFS tables), S_v = S_parent + sigmoid(z_v) with the open ancestors' sums in a per-depth stack (summed root
 // first, the reference's order); a NaN logit scores 0 (as -inf); returns the leaf with the largest sum, the
 // lowest leaf channel on ties. kDepth >= the tree's height.
 template <class T, int kDepth, class ZAt>

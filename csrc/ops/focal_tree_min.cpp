@@ -22,14 +22,15 @@
 namespace hssn {
 namespace {
 
-// The focal tree-min tables: parent (C,), bottom_up (C,), ancestors (C, D) int32.
+// The focal tree-min tables: parent (C,), bottom_up (C,), ancestors (C, D), dfs (4, C) int32.
 int check_ftm_tables(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                     const at::Tensor& ancestors, const char* op) {
+                     const at::Tensor& ancestors, const at::Tensor& dfs, const char* op) {
   const int64_t c = logits.size(1);
   TORCH_CHECK(c >= 1 && c <= kMaxChannels, op, ": logits have ", c, " channels; supported: 1 to ", kMaxChannels);
   check_table(parent, logits, op, "parent", {c});
   check_table(bottom_up, logits, op, "bottom_up", {c});
   check_table(ancestors, logits, op, "ancestors", {c, -1});
+  check_table(dfs, logits, op, "dfs", {4, c});
   TORCH_CHECK(ancestors.size(1) >= 1 && ancestors.size(1) <= kMaxDepth, op, ": ancestors table depth ",
               ancestors.size(1), " outside [1, ", kMaxDepth, "]");
   return static_cast<int>(ancestors.size(1));
@@ -51,11 +52,11 @@ void check_grad_loss(const at::Tensor& grad_loss, const at::Tensor& logits, cons
 
 // hssn::ftm_forward / ftm_backward: returns the tree depth (the ancestors table's width).
 int check_ftm_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& parent,
-                   const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma, int64_t reduction,
-                   const at::Tensor* grad_loss, const char* op) {
+                   const at::Tensor& bottom_up, const at::Tensor& ancestors, const at::Tensor& dfs, double gamma,
+                   int64_t reduction, const at::Tensor* grad_loss, const char* op) {
   check_scores(logits, op, "logits");
   check_target(target, logits, op, "logits");
-  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, op);
+  const int depth = check_ftm_tables(logits, parent, bottom_up, ancestors, dfs, op);
   check_reduction(reduction, op);
   TORCH_CHECK(gamma >= 0 && std::isfinite(gamma), op, ": gamma must be a finite number >= 0, got ", gamma);
   if (grad_loss) check_grad_loss(*grad_loss, logits, op);
@@ -64,10 +65,12 @@ int check_ftm_args(const at::Tensor& logits, const at::Tensor& target, const at:
 
 // Shared driver of the forward (grad_loss undefined) and the backward (grad_loss defined, reduction none).
 std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& parent,
-                                           const at::Tensor& bottom_up, const at::Tensor& ancestors, double gamma,
-                                           int64_t ignore_index, int64_t reduction, bool compute_grad,
-                                           bool partial, const at::Tensor* grad_loss, const char* op) {
-  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, gamma, reduction, grad_loss, op);
+                                           const at::Tensor& bottom_up, const at::Tensor& ancestors,
+                                           const at::Tensor& dfs, double gamma, int64_t ignore_index,
+                                           int64_t reduction, bool compute_grad, bool partial,
+                                           const at::Tensor* grad_loss, const char* op) {
+  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, dfs, gamma, reduction, grad_loss,
+                                   op);
   TORCH_CHECK(logits.device().is_cpu(), op, ": the CPU kernel got ", logits.device(), " tensors");
 
   const int num_c = static_cast<int>(logits.size(1));
@@ -98,6 +101,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
   l.tile_sums = reduction != 0 ? tile_sums.data_ptr<double>() : nullptr;
   l.num_p = num_p; l.num_c = num_c; l.depth = depth;
   l.parent = parent.data_ptr<int32_t>(); l.bottom_up = bottom_up.data_ptr<int32_t>();
+  l.dfs = dfs.data_ptr<int32_t>();
   l.partial = partial; l.gamma = gamma; l.ignore_index = ignore_index;
   l.grad_scale = reduction == 2 ? 1.0 / static_cast<double>(std::max<int64_t>(count, 1)) : 1.0;
   if (grad_loss) { l.grad_loss = grad_loss64.data_ptr<double>(); l.gll = pixel_layout(grad_loss64, false); }
@@ -119,10 +123,11 @@ std::tuple<at::Tensor, at::Tensor> ftm_cpu(const at::Tensor& logits, const at::T
 #ifdef HSSN_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::Tensor& target,
                                             const at::Tensor& parent, const at::Tensor& bottom_up,
-                                            const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                            int64_t reduction, bool compute_grad, bool partial_labels,
-                                            const at::Tensor* grad_loss, const char* op) {
-  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, gamma, reduction, grad_loss, op);
+                                            const at::Tensor& ancestors, const at::Tensor& dfs, double gamma,
+                                            int64_t ignore_index, int64_t reduction, bool compute_grad,
+                                            bool partial_labels, const at::Tensor* grad_loss, const char* op) {
+  const int depth = check_ftm_args(logits, target, parent, bottom_up, ancestors, dfs, gamma, reduction, grad_loss,
+                                   op);
   check_on_cuda(logits, op);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int num_c = static_cast<int>(logits.size(1));
@@ -135,7 +140,6 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
                                              : at::Tensor();
   at::Tensor partial = red != 0 ? at::zeros({blocks}, logits.options().dtype(at::kFloat)) : at::Tensor();
   at::Tensor grad = want_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
-  at::Tensor dfs = at::empty({6 * num_c}, logits.options().dtype(at::kInt));
   cuda::FtmParams p{};
   p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
   p.dtype = cuda_dtype(logits, op, "logits");
@@ -147,12 +151,11 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   p.count = (!grad_loss && reduction == 2) ? count.data_ptr<int64_t>() : nullptr;
   p.loss_pix = loss.defined() ? loss.data_ptr<float>() : nullptr;
   p.partial = partial.defined() ? partial.data_ptr<float>() : nullptr;
-  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>();
   p.ancestors = ancestors.data_ptr<int32_t>();
+  p.dfs = dfs.data_ptr<int32_t>();
   p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
   p.ignore_index = ignore_index;
   p.partial_labels = partial_labels;
-  p.dfs = dfs.data_ptr<int32_t>();
   if (num_p > 0) check_cuda(cuda::launch_ftm(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
   if (red != 0) {
     loss = partial.sum();
@@ -166,33 +169,36 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
 // The two ops on a driver (ftm_cpu or ftm_cuda): the forward (no grad_loss) and the backward (grad_loss,
 // reduction none, the gradient only).
 using FtmDriver = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                         const at::Tensor&, const at::Tensor&, double, int64_t, int64_t,
-                                                         bool, bool, const at::Tensor*, const char*);
+                                                         const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                         double, int64_t, int64_t, bool, bool, const at::Tensor*,
+                                                         const char*);
 
 template <FtmDriver driver>
 std::tuple<at::Tensor, at::Tensor> ftm_forward(const at::Tensor& logits, const at::Tensor& target,
                                                const at::Tensor& parent, const at::Tensor& bottom_up,
-                                               const at::Tensor& ancestors, double gamma, int64_t ignore_index,
-                                               int64_t reduction, bool compute_grad, bool partial) {
-  return driver(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, reduction, compute_grad, partial,
-                nullptr, "hssn::ftm_forward");
+                                               const at::Tensor& ancestors, const at::Tensor& dfs, double gamma,
+                                               int64_t ignore_index, int64_t reduction, bool compute_grad,
+                                               bool partial) {
+  return driver(logits, target, parent, bottom_up, ancestors, dfs, gamma, ignore_index, reduction, compute_grad,
+                partial, nullptr, "hssn::ftm_forward");
 }
 
 template <FtmDriver driver>
 at::Tensor ftm_backward(const at::Tensor& grad_loss, const at::Tensor& logits, const at::Tensor& target,
                         const at::Tensor& parent, const at::Tensor& bottom_up, const at::Tensor& ancestors,
-                        double gamma, int64_t ignore_index, bool partial) {
-  return std::get<1>(driver(logits, target, parent, bottom_up, ancestors, gamma, ignore_index, 0, true, partial,
+                        const at::Tensor& dfs, double gamma, int64_t ignore_index, bool partial) {
+  return std::get<1>(driver(logits, target, parent, bottom_up, ancestors, dfs, gamma, ignore_index, 0, true, partial,
                             &grad_loss, "hssn::ftm_backward"));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hssn, m) {
-  m.def("ftm_forward(Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, Tensor ancestors, float gamma, "
-        "int ignore_index, int reduction, bool compute_grad, bool partial=False) -> (Tensor loss, Tensor grad)");
+  m.def("ftm_forward(Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, Tensor ancestors, Tensor dfs, "
+        "float gamma, int ignore_index, int reduction, bool compute_grad, bool partial=False) -> (Tensor loss, "
+        "Tensor grad)");
   m.def("ftm_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor parent, Tensor bottom_up, "
-        "Tensor ancestors, float gamma, int ignore_index, bool partial=False) -> Tensor");
+        "Tensor ancestors, Tensor dfs, float gamma, int ignore_index, bool partial=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {

@@ -12,7 +12,7 @@ namespace {
 
 // hssn::path_argmax.
 void check_path_argmax_args(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                            const at::Tensor& leaves, const char* op) {
+                            const at::Tensor& leaves, const at::Tensor& dfs, const char* op) {
   check_scores(logits, op, "logits");
   const int64_t num_c = logits.size(1);
   TORCH_CHECK(num_c >= 1 && num_c <= kMaxChannels, op, ": logits have ", num_c, " channels; supported: 1 to ",
@@ -21,12 +21,13 @@ void check_path_argmax_args(const at::Tensor& logits, const at::Tensor& parent, 
   check_table(bottom_up, logits, op, "bottom_up", {num_c});
   check_table(leaves, logits, op, "leaves", {-1});
   TORCH_CHECK(leaves.numel() >= 1 && leaves.numel() <= num_c, op, ": bad leaves table of ", leaves.numel(), " entries");
+  check_table(dfs, logits, op, "dfs", {4, num_c});
 }
 
 at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                           const at::Tensor& leaves) {
+                           const at::Tensor& leaves, const at::Tensor& dfs) {
   const char* op = "hssn::path_argmax";
-  check_path_argmax_args(logits, parent, bottom_up, leaves, op);
+  check_path_argmax_args(logits, parent, bottom_up, leaves, dfs, op);
   const int64_t num_c = logits.size(1);
   TORCH_CHECK(logits.device().is_cpu(), op, ": the CPU kernel got ", logits.device(), " tensors");
   const int64_t num_p = logits.numel() / num_c;
@@ -44,19 +45,17 @@ at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent, c
 
 #ifdef HSSN_WITH_CUDA
 at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                            const at::Tensor& leaves) {
+                            const at::Tensor& leaves, const at::Tensor& dfs) {
   const char* op = "hssn::path_argmax";
-  check_path_argmax_args(logits, parent, bottom_up, leaves, op);
+  check_path_argmax_args(logits, parent, bottom_up, leaves, dfs, op);
   check_on_cuda(logits, op);
   const int64_t num_c = logits.size(1);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t num_p = logits.numel() / num_c;
   at::Tensor leaf_map = at::empty(pixel_shape(logits), logits.options().dtype(at::kLong));
-  at::Tensor dfs = at::empty({6 * num_c}, logits.options().dtype(at::kInt));
   cuda::PathParams p{};
   p.z = logits.data_ptr(); p.zl = pixel_layout(logits, true); p.zsc = logits.stride(1);
   p.dtype = cuda_dtype(logits, op, "logits");
-  p.parent = parent.data_ptr<int32_t>(); p.bottom_up = bottom_up.data_ptr<int32_t>();
   p.leaf_map = leaf_map.data_ptr<int64_t>();
   p.num_c = static_cast<int>(num_c);
   p.num_p = num_p;
@@ -69,7 +68,7 @@ at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hssn, m) {
-  m.def("path_argmax(Tensor logits, Tensor parent, Tensor bottom_up, Tensor leaves) -> Tensor leaf_map");
+  m.def("path_argmax(Tensor logits, Tensor parent, Tensor bottom_up, Tensor leaves, Tensor dfs) -> Tensor leaf_map");
 }
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {
