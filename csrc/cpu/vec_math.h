@@ -33,14 +33,15 @@ inline float vexp_nonpos(float x) {
   return tiny ? 0.0f : r2;
 }
 
-// log(x) for a positive normal x (NaN propagates).
+// log(x) for a positive normal x (Cephes' range reduction and polynomial; a NaN x gives a finite value: the
+// kernels flag NaN logits themselves). x = (1 + m) 2^e with 1 + m in [sqrt(1/2), sqrt(2)) by integer
+// arithmetic on the bits, offset by those of sqrt(1/2): no select, which GCC if-converted by computing the
+// polynomial for both of Cephes' cases (m < sqrt(1/2) or not) and blending the two results.
 inline float vlog_pos(float x) {
-  const int32_t b = float_to_bits(x);
-  float e = static_cast<float>(((b >> 23) & 0xff) - 126);
-  float m = bits_to_float((b & 0x007fffff) | 0x3f000000);  // x = m * 2^e, m in [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e -= small ? 1.0f : 0.0f;
-  m = m * (small ? 2.0f : 1.0f) - 1.0f;
+  constexpr int32_t kSqrtHalf = 0x3f3504f3;  // bits of sqrt(1/2) in float32
+  const int32_t b = float_to_bits(x) - kSqrtHalf;
+  const float e = static_cast<float>(b >> 23);
+  const float m = bits_to_float((b & 0x007fffff) + kSqrtHalf) - 1.0f;
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;
