@@ -98,7 +98,7 @@ def _register() -> None:
         return logits.new_empty(logits.shape)
 
     @torch.library.register_fake(lib + "path_argmax")
-    def _(logits, parent, bottom_up, leaves, dfs):
+    def _(logits, dfs):
         return logits.new_empty(_checks.pixel_shape(logits), dtype=torch.int64)
 
     @torch.library.register_fake(lib + "sample_triplets")
@@ -147,7 +147,7 @@ focal_tree_min_loss = register("focal_tree_min_loss", "native")(functools.partia
 def hierarchical_argmax(logits: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     """(B, H, W) | (N,) int64 leaf map (path inference, Eq. 3)."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.path_argmax(logits, tabs.parent, tabs.bottom_up, tabs.leaves, tabs.dfs)
+    return torch.ops.hssn.path_argmax(logits, tabs.dfs)
 
 
 @register("sample_triplets_padded", "native")

@@ -30,8 +30,7 @@ def test_opcheck_all_ops():
         torch.library.opcheck(torch.ops.hssn.ftm_forward.default,
                               (x.requires_grad_(True), t, *tables(h), 2.0, 255, red, red != 0))
     torch.library.opcheck(torch.ops.hssn.ftm_backward.default, (torch.rand(t.shape), x.detach(), t, *tables(h), 2.0, 255))
-    torch.library.opcheck(torch.ops.hssn.path_argmax.default,
-                          (x.detach(), tabs.parent, tabs.bottom_up, tabs.leaves, tabs.dfs))
+    torch.library.opcheck(torch.ops.hssn.path_argmax.default, (x.detach(), tabs.dfs))
     torch.library.opcheck(torch.ops.hssn.sample_triplets.default, (t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0))
     trip, count = torch.ops.hssn.sample_triplets(t, tabs.leaf_index, tabs.tree_distance, 20, 1, 255, 0)
     e = torch.randn(2, 8, 5, 6, requires_grad=True)
@@ -86,7 +85,7 @@ def test_errors_from_native_code():
     with pytest.raises(RuntimeError, match=r"table dfs has shape \[3, 26\], expected size 4 in dim 0"):
         torch.ops.hssn.ftm_forward(x, t, p, b, a, d[:3], 2.0, 255, 2, False)
     with pytest.raises(RuntimeError, match="table dfs must be Int"):
-        torch.ops.hssn.path_argmax(x, p, b, h.tables("cpu").leaves, d.long())
+        torch.ops.hssn.path_argmax(x, d.long())
     tabs = h.tables("cpu")
     bad_pixel = 1 * t[0].numel() + 2 * t.shape[2] + 3  # flat index of bad[1, 2, 3]
     trip, count = torch.ops.hssn.sample_triplets(bad, tabs.leaf_index, tabs.tree_distance, 50, 0, 255, 0)

@@ -49,8 +49,8 @@ struct PathLaunch {
   const void* z; PixelLayout zl; int64_t zsc;
   int64_t* out;  // leaf id per pixel, contiguous
   int64_t num_p;
-  int num_c, num_leaves;
-  const int32_t *parent, *bottom_up, *leaves;
+  int num_c;
+  const int32_t* dfs;  // (4, C): HierarchyTables.dfs (perm, size and depth by position, position by channel)
 };
 
 struct CpuKernels {

@@ -333,13 +333,26 @@ void ftm(const FtmLaunch& L) {
 }
 
 // ------------------------------------------------------------------------------------------ path argmax
-// Path inference (Eq. 3) per tile: sigmoid scores, root-path sums top-down (parent's sum + own score, root
-// first as the reference sums), then the leaf with the largest sum (the leaves table's order decides ties:
-// ascending channels, so the lowest channel wins).
+// Path inference (Eq. 3) per tile: sigmoid scores (channels in ascending order: each channel's run streams
+// in the order of the planes), root-path sums in DFS pre-order (parent's sum + own score, root first as the
+// reference sums), then the leaf with the largest sum (leaves in ascending channel order, so the lowest
+// channel wins ties).
 template <class scalar_t, class acc_t>
 void path_tiles(const PathLaunch& L) {
   const auto* z = static_cast<const scalar_t*>(L.z);
   const int num_c = L.num_c;
+  const int32_t *perm = L.dfs, *size = L.dfs + num_c, *node_depth = L.dfs + 2 * num_c, *pos = L.dfs + 3 * num_c;
+  std::vector<int32_t> leaves, sum_to, sum_from;  // leaves ascending; the sums pass: row sum_to += row sum_from
+  int32_t open[kMaxDepth];                          // the channel open at each depth of the DFS walk
+  for (int j = 0; j < num_c; ++j) {
+    open[node_depth[j]] = perm[j];
+    if (node_depth[j] > 0) {
+      sum_to.push_back(perm[j]);
+      sum_from.push_back(open[node_depth[j] - 1]);
+    }
+  }
+  for (int c = 0; c < num_c; ++c)
+    if (size[pos[c]] == 1) leaves.push_back(c);
   const int64_t tiles = (L.num_p + kTile - 1) / kTile;
   at::parallel_for(0, tiles, 16, [&](int64_t tb, int64_t te) {
     std::vector<acc_t> v_buf(static_cast<size_t>(num_c) * kTile);
@@ -355,19 +368,16 @@ void path_tiles(const PathLaunch& L) {
         acc_t* vc = v + c * kTile;
         load_channel<acc_t>(z, zoff, dense, c * L.zsc, [&](int i, acc_t x) { vc[i] = vsigmoid_or_0(x); });
       }
-      for (int k = num_c - 1; k >= 0; --k) {  // parents before children
-        const int c = L.bottom_up[k];
-        const int p = L.parent[c];
-        if (p < 0) continue;
-        acc_t* vc = v + c * kTile;
-        const acc_t* vp = v + p * kTile;
+      for (size_t k = 0; k < sum_to.size(); ++k) {
+        acc_t* vc = v + sum_to[k] * kTile;
+        const acc_t* vp = v + sum_from[k] * kTile;
 #pragma omp simd
         for (int i = 0; i < kTile; ++i) vc[i] = vp[i] + vc[i];
       }
-      const int32_t first = L.leaves[0];
+      const int32_t first = leaves[0];
       for (int i = 0; i < kTile; ++i) { best_v[i] = v[first * kTile + i]; best[i] = first; }
-      for (int j = 1; j < L.num_leaves; ++j) {
-        const int32_t c = L.leaves[j];
+      for (size_t r = 1; r < leaves.size(); ++r) {
+        const int32_t c = leaves[r];
         const acc_t* vc = v + c * kTile;
 #pragma omp simd
         for (int i = 0; i < kTile; ++i) {

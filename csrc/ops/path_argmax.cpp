@@ -11,23 +11,17 @@ namespace hssn {
 namespace {
 
 // hssn::path_argmax.
-void check_path_argmax_args(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                            const at::Tensor& leaves, const at::Tensor& dfs, const char* op) {
+void check_path_argmax_args(const at::Tensor& logits, const at::Tensor& dfs, const char* op) {
   check_scores(logits, op, "logits");
   const int64_t num_c = logits.size(1);
   TORCH_CHECK(num_c >= 1 && num_c <= kMaxChannels, op, ": logits have ", num_c, " channels; supported: 1 to ",
               kMaxChannels);
-  check_table(parent, logits, op, "parent", {num_c});
-  check_table(bottom_up, logits, op, "bottom_up", {num_c});
-  check_table(leaves, logits, op, "leaves", {-1});
-  TORCH_CHECK(leaves.numel() >= 1 && leaves.numel() <= num_c, op, ": bad leaves table of ", leaves.numel(), " entries");
   check_table(dfs, logits, op, "dfs", {4, num_c});
 }
 
-at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                           const at::Tensor& leaves, const at::Tensor& dfs) {
+at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& dfs) {
   const char* op = "hssn::path_argmax";
-  check_path_argmax_args(logits, parent, bottom_up, leaves, dfs, op);
+  check_path_argmax_args(logits, dfs, op);
   const int64_t num_c = logits.size(1);
   TORCH_CHECK(logits.device().is_cpu(), op, ": the CPU kernel got ", logits.device(), " tensors");
   const int64_t num_p = logits.numel() / num_c;
@@ -36,18 +30,16 @@ at::Tensor path_argmax_cpu(const at::Tensor& logits, const at::Tensor& parent, c
   l.dtype = logits.scalar_type();
   l.z = logits.data_ptr(); l.zl = pixel_layout(logits, true); l.zsc = logits.stride(1);
   l.out = leaf_map.data_ptr<int64_t>();
-  l.num_p = num_p; l.num_c = static_cast<int>(num_c); l.num_leaves = static_cast<int>(leaves.numel());
-  l.parent = parent.data_ptr<int32_t>(); l.bottom_up = bottom_up.data_ptr<int32_t>();
-  l.leaves = leaves.data_ptr<int32_t>();
+  l.num_p = num_p; l.num_c = static_cast<int>(num_c);
+  l.dfs = dfs.data_ptr<int32_t>();
   if (num_p > 0) cpu_kernels().path_argmax(l);
   return leaf_map;
 }
 
 #ifdef HSSN_WITH_CUDA
-at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, const at::Tensor& bottom_up,
-                            const at::Tensor& leaves, const at::Tensor& dfs) {
+at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& dfs) {
   const char* op = "hssn::path_argmax";
-  check_path_argmax_args(logits, parent, bottom_up, leaves, dfs, op);
+  check_path_argmax_args(logits, dfs, op);
   check_on_cuda(logits, op);
   const int64_t num_c = logits.size(1);
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -68,7 +60,7 @@ at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& parent, 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hssn, m) {
-  m.def("path_argmax(Tensor logits, Tensor parent, Tensor bottom_up, Tensor leaves, Tensor dfs) -> Tensor leaf_map");
+  m.def("path_argmax(Tensor logits, Tensor dfs) -> Tensor leaf_map");
 }
 
 TORCH_LIBRARY_IMPL(hssn, CPU, m) {
