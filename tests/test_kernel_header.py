@@ -1,7 +1,8 @@
 """``csrc/kernels/common.h: ftm_walk, path_walk`` (the per-pixel walks the CUDA kernels run, over the
-hierarchy's DFS tables) compiled as plain C++ on the host and checked against the reference: loss and
-gradient, leaf and inner-node targets, NaN logits, path inference; the DFS tables against the tree (ranges =
-descendants, depths, positions)."""
+hierarchy's DFS tables) compiled as plain C++ on the host, in float64 and in float32 (the CUDA kernels' type:
+its log1p series / log2 branch; on the host with libm's exp and log2 where the GPU runs their MUFU
+approximations), and checked against the reference: loss and gradient, leaf and inner-node targets, NaN
+logits, path inference; the DFS tables against the tree (ranges = descendants, depths, positions)."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +20,8 @@ HARNESS = r"""
 #include "kernels/common.h"
 
 // stdin: C D P gamma partial, then ancestors[C*D], dfs[4*C] (HierarchyTables.dfs), then per pixel: target, z[C].
-// stdout per pixel: loss, then the C gradient values.
+// stdout per pixel: loss, then the C gradient values. T: the walks' type (-DHSSN_T=float|double).
+using T = HSSN_T;
 int main() {
   int C, D, P, partial;
   double gamma;
@@ -28,34 +30,42 @@ int main() {
   for (auto& x : anc) std::scanf("%d", &x);
   for (auto& x : dfs) std::scanf("%d", &x);
   const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
-  std::vector<double> z(C), g(C);
+  std::vector<T> z(C), g(C);
   for (int p = 0; p < P; ++p) {
     int t;
     std::scanf("%d", &t);
-    for (int c = 0; c < C; ++c) { std::scanf("%lf", &z[c]); g[c] = -7.0; }  // poisoned: every entry is stored
+    for (int c = 0; c < C; ++c) {  // poisoned: every entry is stored
+      double zc;
+      std::scanf("%lf", &zc);
+      z[c] = static_cast<T>(zc);
+      g[c] = T(-7);
+    }
     auto z_at = [&](int c) { return z[c]; };
-    auto store = [&](int c, double v) { g[c] = v; };
-    const double loss = hssn::ftm_walk<double, hssn::kMaxDepth>(C, perm, size, depth, pos[t], anc.data() + t * D, D,
-                                                               partial != 0, z_at, store, gamma, true);
-    std::printf("%.17g", loss);
-    for (int c = 0; c < C; ++c) std::printf(" %.17g", g[c]);
-    std::printf(" %d\n", hssn::path_walk<double, hssn::kMaxDepth>(C, perm, size, depth, z_at));
+    auto store = [&](int c, T v) { g[c] = v; };
+    const T loss = hssn::ftm_walk<T, hssn::kMaxDepth>(C, perm, size, depth, pos[t], anc.data() + t * D, D,
+                                                      partial != 0, z_at, store, static_cast<T>(gamma), true);
+    std::printf("%.17g", static_cast<double>(loss));
+    for (int c = 0; c < C; ++c) std::printf(" %.17g", static_cast<double>(g[c]));
+    std::printf(" %d\n", hssn::path_walk<T, hssn::kMaxDepth>(C, perm, size, depth, z_at));
   }
   return 0;
 }
 """
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
+TOL = {"double": 1e-12, "float": 2e-5}  # float: the series / log2 log1p (< 2^-17 relative) and fp32 sums
+
+
+@pytest.fixture(scope="module", params=list(TOL))
+def harness(request, tmp_path_factory):
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip("no C++ compiler")
     out = tmp_path_factory.mktemp("ftm_walk")
     (out / "harness.cpp").write_text(HARNESS)
-    subprocess.run([cxx, "-O1", "-std=c++17", f"-I{REPO / 'csrc'}", str(out / "harness.cpp"), "-o",
-                    str(out / "harness")], check=True, capture_output=True, text=True)
-    return out / "harness"
+    subprocess.run([cxx, "-O1", "-std=c++17", f"-DHSSN_T={request.param}", f"-I{REPO / 'csrc'}",
+                    str(out / "harness.cpp"), "-o", str(out / "harness")], check=True, capture_output=True, text=True)
+    return out / "harness", TOL[request.param]
 
 
 def run(harness, h, z, t, gamma, partial):
@@ -77,8 +87,11 @@ def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (24,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
-    loss, grad, leaf = run(harness, h, z, t, gamma, partial)
-    assert torch.equal(leaf, ref.hierarchical_argmax(z, h))  # path_walk (NaN scores 0 in both)
+    binary, tol = harness
+    if tol > 1e-12:
+        z = z.float().double()  # what the float32 walk reads
+    loss, grad, leaf = run(binary, h, z, t, gamma, partial)
+    assert torch.equal(leaf, ref.hierarchical_argmax(z.to(torch.float32 if tol > 1e-12 else torch.float64), h))
     perm, size, depth, pos = h.tables("cpu").dfs.long()
     assert sorted(perm.tolist()) == list(range(h.num_channels)) and torch.equal(perm[pos], torch.arange(h.num_channels))
     for j, c in enumerate(perm.tolist()):  # Dsc(c) is the position range [j, j + size)
@@ -89,7 +102,7 @@ def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     x = z.clone().requires_grad_()
     want = ref.focal_tree_min_loss(x, t, h, gamma, reduction="none", partial_labels=partial)
     want.sum().backward()
-    torch.testing.assert_close(loss, want.detach(), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grad, x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, want.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, x.grad, rtol=tol, atol=tol)
     if partial:
         assert any(not h.is_leaf(int(c)) for c in t), "the case must hold inner-node targets"

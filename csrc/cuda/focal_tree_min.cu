@@ -27,8 +27,9 @@ __global__ void __launch_bounds__(kPixelThreads) ftm_kernel(FtmParams p) {
     const bool in = pix < p.num_p;
     int y = -1;
     bool bad = false;
+    const PixelPos q = p.zl.pos(in ? pix : 0);  // one decomposition for every layout (same pixel shape)
     if (in) {
-      const int64_t yy = static_cast<int64_t>(t[p.tl.offset(pix)]);
+      const int64_t yy = static_cast<int64_t>(t[p.tl.at(q)]);
       if (yy != p.ignore_index) {
         const bool leaf = yy >= 0 && yy < num_c && size[pos[yy]] == 1;
         if (yy >= 0 && yy < num_c && (leaf || p.partial_labels)) y = static_cast<int>(yy);
@@ -36,12 +37,12 @@ __global__ void __launch_bounds__(kPixelThreads) ftm_kernel(FtmParams p) {
       }
     }
     float loss = 0.f;
-    const int64_t go = (g && in) ? p.gl.offset(pix) : 0;
+    const int64_t go = (g && in) ? p.gl.at(q) : 0;
     if (y >= 0) {
       float scale = 1.f;
-      if (p.grad_loss) scale = p.grad_loss[p.gll.offset(pix)];
+      if (p.grad_loss) scale = p.grad_loss[p.gll.at(q)];
       else if (p.count) scale = 1.f / static_cast<float>(*p.count > 1 ? *p.count : 1);
-      const int64_t zo = p.zl.offset(pix);
+      const int64_t zo = p.zl.at(q);
       auto z_at = [&](int c) { return to_float(z[zo + c * p.zsc]); };
       auto store = [&](int c, float v) { g[go + c * p.gsc] = from_float<scalar_t>(v * scale); };
       loss = ftm_walk<float, kMaxDepth>(num_c, perm, size, node_depth, pos[y], p.ancestors + y * p.depth, p.depth,

@@ -20,21 +20,49 @@ namespace hssn {
 
 constexpr int kMaxDepth = 16;  // hierarchy.MAX_DEPTH: the deepest tree every kernel takes
 
-// Pixel p of a (B, [C,] H, W) or (N, [C]) tensor: p = (b * H + h) * W + w; offset = b*sb + h*sh + w*sw.
+// Pixel p = (b * H + y) * W + x of a (B, [C,] H, W) or (N, [C]) tensor.
+struct PixelPos {
+  int64_t b, y, x;
+};
+
+// Its offset under strides: b*sb + y*sh + x*sw.
 struct PixelLayout {
   int64_t h = 1, w = 1;
   int64_t sb = 0, sh = 0, sw = 0;
-  HSSN_HD int64_t offset(int64_t p) const {
-    const int64_t hw = h * w;
-    const int64_t b = p / hw;
-    const int64_t r = p - b * hw;
-    const int64_t y = r / w;
-    return b * sb + y * sh + (r - y * w) * sw;
+  HSSN_HD int64_t at(const PixelPos& q) const { return q.b * sb + q.y * sh + q.x * sw; }
+  HSSN_HD PixelPos pos(int64_t p) const {  // 32-bit divisions below 2^31 pixels (a GPU emulates 64-bit ones)
+    if (p < (int64_t{1} << 31) && h * w < (int64_t{1} << 31)) {
+      const uint32_t hw = static_cast<uint32_t>(h * w), w32 = static_cast<uint32_t>(w), p32 = static_cast<uint32_t>(p);
+      const uint32_t b = p32 / hw, r = p32 - b * hw, y = r / w32;
+      return {b, y, r - y * w32};
+    }
+    const int64_t b = p / (h * w), r = p - b * (h * w), y = r / w;
+    return {b, y, r - y * w};
   }
+  HSSN_HD int64_t offset(int64_t p) const { return at(pos(p)); }
 };
 
-template <class T> HSSN_HD T fexp(T x) { if constexpr (sizeof(T) == 4) return expf(x); else return exp(x); }
-template <class T> HSSN_HD T flog(T x) { if constexpr (sizeof(T) == 4) return logf(x); else return log(x); }
+// exp, log and x / y for the CUDA walks: in float32 on the GPU the hardware approximations the Triton
+// kernels use (MUFU ex2 / lg2 / rcp: _triton_utils.fast_exp, fast_log2, fast_div); elsewhere (float64, the
+// host) the libm functions and exact division.
+template <class T> HSSN_HD T fexp(T x) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == 4) return __expf(x);
+#endif
+  if constexpr (sizeof(T) == 4) return expf(x); else return exp(x);
+}
+template <class T> HSSN_HD T flog2(T x) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == 4) return __log2f(x);
+#endif
+  if constexpr (sizeof(T) == 4) return log2f(x); else return log2(x);
+}
+template <class T> HSSN_HD T fdiv(T x, T y) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == 4) return __fdividef(x, y);
+#endif
+  return x / y;
+}
 template <class T> HSSN_HD T fabs_(T x) { return x < T(0) ? -x : x; }
 
 // The focal weight x^gamma from log x (gamma 0 and 2 take exact shortcuts).
@@ -48,13 +76,20 @@ template <class T> struct Term { T loss; T dz; };
 
 // -l (1-p)^g log p  (positive = true) or  -(1-l) p^g log(1-p)  (positive = false) at p = sigmoid(z),
 // and its derivative with respect to z.
+// log1p(e) of e = exp(-|z|) as the Triton kernels compute it: in float32 a 4-term series below e = 1/64
+// (relative error < 2^-26) and log2(1 + e) ln 2 above (one MUFU op on the GPU, relative error < 2^-17); in
+// float64 log(u) with the rounding error of u = 1 + e restored to first order (u - 1 is exact).
 template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T e = fexp(-fabs_(z));
   const T u = T(1) + e;
-  const T inv = T(1) / u;
-  // log1p(e) = log(u) + log(1 + (e - (u - 1)) / u): u - 1 is exact, the rounding error of u is
-  // restored to first order (log1p itself is several times slower).
-  const T log1p_e = flog(u) + (e - (u - T(1))) * inv;
+  const T inv = fdiv(T(1), u);  // u in [1, 2]
+  T log1p_e;
+  if constexpr (sizeof(T) == 4) {
+    log1p_e = e < T(0.015625) ? e * (T(1) - e * (T(0.5) - e * (T(0.3333333333) - e * T(0.25))))
+                              : flog2(u) * T(0.6931471805599453);
+  } else {
+    log1p_e = log(u) + (e - (u - T(1))) * inv;
+  }
   const T p = z >= T(0) ? inv : e * inv;
   const T q = z >= T(0) ? e * inv : inv;
   const T log_p = (z < T(0) ? z : T(0)) - log1p_e;
@@ -88,6 +123,7 @@ HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const in
   const unsigned below_n = partial ? static_cast<unsigned>(size[y_pos] - 1) : 0u;
   T loss = T(0);
   bool nan = false;
+#pragma unroll 1  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], sz = size[j], d = node_depth[j];
     T m = z_at(c);
@@ -141,10 +177,11 @@ HSSN_HD int path_walk(int num_c, const int32_t* perm, const int32_t* size, const
   T st[kDepth];  // run-time indexed: local memory on a GPU (L1)
   T best = -INFINITY;
   int best_c = 0x7fffffff;
+#pragma unroll 1  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], d = node_depth[j];
     const T x = z_at(c);
-    const T s = x != x ? T(0) : T(1) / (T(1) + fexp(-x));
+    const T s = x != x ? T(0) : fdiv(T(1), T(1) + fexp(-x));
     const T score = (d > 0 ? st[d - 1] : T(0)) + s;
     if (size[j] > 1) {
       st[d] = score;
