@@ -20,7 +20,8 @@ HARNESS = r"""
 #include "kernels/common.h"
 
 // stdin: C D P gamma partial, then ancestors[C*D], dfs[4*C] (HierarchyTables.dfs), then per pixel: target, z[C].
-// stdout per pixel: loss, then the C gradient values. T: the walks' type (-DHSSN_T=float|double).
+// stdout per pixel: loss, the C gradient values, path_walk's leaf for the pixel alone; then one line with the
+// leaves path_walk gives 4 pixels at a time (the CUDA kernel's kArgmaxPixels). T: -DHSSN_T=float|double.
 using T = HSSN_T;
 int main() {
   int C, D, P, partial;
@@ -30,8 +31,9 @@ int main() {
   for (auto& x : anc) std::scanf("%d", &x);
   for (auto& x : dfs) std::scanf("%d", &x);
   const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
-  std::vector<T> z(C), g(C);
+  std::vector<T> zs(static_cast<size_t>(P) * C), g(C);
   for (int p = 0; p < P; ++p) {
+    T* z = zs.data() + static_cast<size_t>(p) * C;
     int t;
     std::scanf("%d", &t);
     for (int c = 0; c < C; ++c) {  // poisoned: every entry is stored
@@ -46,8 +48,17 @@ int main() {
                                                       partial != 0, z_at, store, static_cast<T>(gamma), true);
     std::printf("%.17g", static_cast<double>(loss));
     for (int c = 0; c < C; ++c) std::printf(" %.17g", static_cast<double>(g[c]));
-    std::printf(" %d\n", hssn::path_walk<T, hssn::kMaxDepth>(C, perm, size, depth, z_at));
+    int leaf;
+    hssn::path_walk<T, hssn::kMaxDepth, 1>(C, perm, size, depth, [&](int c, int) { return z[c]; }, &leaf);
+    std::printf(" %d\n", leaf);
   }
+  for (int p0 = 0; p0 < P; p0 += 4) {  // pixels past P repeat pixel p0
+    int leaf[4];
+    auto z4 = [&](int c, int k) { return zs[static_cast<size_t>(p0 + k < P ? p0 + k : p0) * C + c]; };
+    hssn::path_walk<T, hssn::kMaxDepth, 4>(C, perm, size, depth, z4, leaf);
+    for (int k = 0; k < 4 && p0 + k < P; ++k) std::printf("%s%d", p0 + k ? " " : "", leaf[k]);
+  }
+  std::printf("\n");
   return 0;
 }
 """
@@ -74,7 +85,9 @@ def run(harness, h, z, t, gamma, partial):
              " ".join(map(str, tabs.ancestors.reshape(-1).tolist())), " ".join(map(str, tabs.dfs.reshape(-1).tolist()))]
     lines += [f"{int(t[i])} " + " ".join(repr(float(x)) for x in z[i]) for i in range(len(t))]
     proc = subprocess.run([str(harness)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-    rows = torch.tensor([[float(x) for x in line.split()] for line in proc.stdout.splitlines()], dtype=torch.float64)
+    *lines, four = proc.stdout.splitlines()
+    rows = torch.tensor([[float(x) for x in line.split()] for line in lines], dtype=torch.float64)
+    assert torch.equal(torch.tensor([int(x) for x in four.split()]), rows[:, -1].long())  # 4 pixels per call
     return rows[:, 0], rows[:, 1:-1], rows[:, -1].long()
 
 
@@ -83,9 +96,9 @@ def run(harness, h, z, t, gamma, partial):
 def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     h = cityscapes_like() if tree == "cityscapes" else random_tree(9, max_depth=4, max_channels=30)
     gen = torch.Generator().manual_seed(int(gamma * 10) + partial)
-    z = torch.randn(24, h.num_channels, generator=gen, dtype=torch.float64) * 3
+    z = torch.randn(23, h.num_channels, generator=gen, dtype=torch.float64) * 3  # 23: a last group of 3
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
-    t = torch.tensor(nodes)[torch.randint(len(nodes), (24,), generator=gen)]
+    t = torch.tensor(nodes)[torch.randint(len(nodes), (23,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
     binary, tol = harness
     if tol > 1e-12:

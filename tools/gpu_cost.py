@@ -298,6 +298,20 @@ def predict(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int
                 shared, warps, block_p, "/".join(f"{lp.depth}:{lp.row_loads}x{lp.trips:g}" for lp in loops))
 
 
+GOAL_X_FLOOR = 1.5
+"""The goal for every GPU kernel (issue 24): predicted time within this factor of its memory floor."""
+
+
+def _why(x_floor: float, limiter: str, per_logit: dict[str, float], budget: dict[str, float]) -> str:
+    """Why a row misses GOAL_X_FLOOR: its limiter's count per logit (per thread) against what the goal allows
+    at this dtype's bytes; empty when it meets the goal."""
+    if x_floor <= GOAL_X_FLOOR:
+        return ""
+    what = {"issue": "instructions", "MUFU": "MUFU ops", "shared": "shared-memory instructions"}[limiter]
+    return (f"{limiter}-bound: {per_logit[limiter]:.3g} {what} per logit per thread; {GOAL_X_FLOOR}x the DRAM floor "
+            f"allows {budget[limiter]:.3g}")
+
+
 def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[int, int, int], c: Counts,
          regs: int, shared: int, warps: int, block_p: int, loops: str, dram: float | None = None) -> dict:
     """The table row of a kernel from its per-thread counts ``c`` (one program of ``block_p`` pixels on
@@ -317,6 +331,12 @@ def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[
     t_smem = pixels * c.shared / warp_px / (gpu.sms * gpu.clock_hz)
     bound = max(t_dram, t_issue, t_mufu, t_smem)
     limiter = {t_dram: "DRAM", t_issue: "issue", t_mufu: "MUFU", t_smem: "shared"}[bound]
+    # per logit and thread (a thread runs per_thread_px pixels x C logits), and what the goal's time allows
+    rate = {"issue": 32 * gpu.sms * gpu.schedulers_per_sm * gpu.clock_hz,  # thread-logits per second
+            "MUFU": gpu.sms * gpu.mufu_per_sm_clk * gpu.clock_hz, "shared": 32 * gpu.sms * gpu.clock_hz}
+    per_logit = {"issue": c.instrs / (per_thread_px * channels), "MUFU": c.mufu / (per_thread_px * channels),
+                 "shared": c.shared / (per_thread_px * channels)}
+    budget = {k: GOAL_X_FLOOR * t_dram * v / (pixels * channels) for k, v in rate.items()}
     row_bytes = warp_px * elem  # one outstanding row load per warp in the channel walk
     t_latency = pixels * channels * elem / (gpu.sms * warps_sm * row_bytes / gpu.dram_latency_s)
     return {
@@ -329,6 +349,7 @@ def _row(gpu: Gpu, kernel: str, label: str, dtype: str, tree: str, image: tuple[
         "loops": loops,
         "t_dram_ms": t_dram * 1e3, "t_issue_ms": t_issue * 1e3, "t_mufu_ms": t_mufu * 1e3, "t_smem_ms": t_smem * 1e3,
         "predicted_ms": bound * 1e3, "limiter": limiter, "x_floor": bound / t_dram, "t_latency_ms": t_latency * 1e3,
+        "why_above_goal": _why(bound / t_dram, limiter, per_logit, budget),
     }
 
 
@@ -352,10 +373,12 @@ def markdown(gpu: Gpu, rows: list[dict]) -> str:
             f"{gpu.sms} SMs, {gpu.clock_hz / 1e9:.2f} GHz, {gpu.dram_bytes_per_s / 1e12:.2f} TB/s. Per pixel: "
             "warp instructions, shuffles, MUFU ops (per thread-pixel), L1 bytes requested (SASS), DRAM bytes "
             "(compulsory). Predicted = max(DRAM, issue, MUFU, shared) bound; x floor = predicted / DRAM time. "
-            "Latency = the Little's-law time with one row load in flight per warp (not in the bound).\n\n")
+            "Latency = the Little's-law time with one row load in flight per warp (not in the bound). "
+            f"why_above_goal: for a row above {GOAL_X_FLOOR}x, its limiter's count per logit per thread against "
+            f"what {GOAL_X_FLOOR}x the DRAM time allows at its dtype's bytes.\n\n")
     cols = ("kernel", "dtype", "shape", "regs", "warps_per_sm", "warp_instr_per_px", "shfl_per_px", "mufu_per_px",
             "l1_bytes_per_px", "dram_bytes_per_px", "row_access", "t_dram_ms", "predicted_ms", "limiter", "x_floor",
-            "t_latency_ms")
+            "t_latency_ms", "why_above_goal")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols]
@@ -480,7 +503,10 @@ def upsample_markdown(rows: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- CUDA kernels (coarser)
 EXTENSION = Path(__file__).resolve().parents[1] / "hssn_kernels" / "_C.abi3.so"
-CUDA_THREADS = 256  # csrc/cuda/launch.h kPixelThreads
+_LAUNCH_H = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "launch.h").read_text()
+CUDA_THREADS, ARGMAX_PIXELS = (int(re.search(rf"constexpr int {name} = (\d+);", _LAUNCH_H).group(1))
+                               for name in ("kPixelThreads", "kArgmaxPixels"))
+"""Threads per block of the native walk kernels, and pixels per thread of the argmax's (the loss: 1)."""
 _CUDA_NAMES = {("ftm fwd+grad (mean)", "bf16"): "ftm_kernelI13__nv_bfloat16lE", ("ftm fwd+grad (mean)", "fp32"):
                "ftm_kernelIflE", ("path_argmax", "bf16"): "path_argmax_kernelI13__nv_bfloat16E",
                ("path_argmax", "fp32"): "path_argmax_kernelIfE"}
@@ -506,11 +532,12 @@ def cuda_kernels(so: Path = EXTENSION) -> dict[str, tuple[str, dict]]:
 
 def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
                  kernels: dict | None = None) -> dict:
-    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread): the walk is the deepest
+    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread; the argmax ARGMAX_PIXELS,
+    sharing one walk): the walk is the deepest
     row-loading loop that holds other row-loading loops (the argmax: its deepest, then largest, row-loading
     loop), ``C`` trips per pixel; row-loading loops nested in it are the subtree scans (``rows / U`` trips,
     ``U`` its row loads per trip; a row load is an LDG of the logits' width, in fp32 counted with its perm
-    entry); the loop around the walk is the grid-stride pixel loop (once per pixel); other loops in it run
+    entry); the loop around the walk is the grid-stride pixel loop (once per thread's pixels); other loops in it run
     ``depth`` times (the path); the rest once. Conditional code is counted at every trip (an upper bound,
     looser than the Triton rows: a thread's branches diverge per pixel)."""
     kernels = kernels if kernels is not None else cuda_kernels()
@@ -549,7 +576,8 @@ def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height
         else:
             lp.trips = 1
     return _row(gpu, f"cuda {label}", label, dtype, tree, (batch, height, width), count(instrs, loops),
-                usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32, CUDA_THREADS,
+                usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32,
+                CUDA_THREADS * (ARGMAX_PIXELS if label == "path_argmax" else 1),
                 "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops))
 
 

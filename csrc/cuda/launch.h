@@ -31,7 +31,8 @@ struct FtmParams {
   bool partial_labels;                          // labels may be inner nodes (no term for their descendants)
 };
 
-constexpr int kPixelThreads = 256;              // threads (= pixels) per block of the per-pixel walk kernels
+constexpr int kPixelThreads = 256;              // threads per block of the per-pixel walk kernels
+constexpr int kArgmaxPixels = 8;                // pixels per thread of path_argmax_kernel (the loss: 1)
 int pixel_blocks(int64_t num_p);                // their grid (fixed beyond kMaxBlocks: reproducible sums)
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream);
 

@@ -1,6 +1,7 @@
-// CUDA kernel of hssn::path_argmax: one pixel per thread (consecutive threads read consecutive pixels of
-// each channel row: coalesced) through kernels/common.h: path_walk over the hierarchy's cached DFS tables
-// (HierarchyTables.dfs); no shared-memory tile, so occupancy is set by registers at any C.
+// CUDA kernel of hssn::path_argmax: kArgmaxPixels pixels per thread, kPixelThreads apart (consecutive threads
+// read consecutive pixels of each channel row: coalesced), through kernels/common.h: path_walk over the
+// hierarchy's cached DFS tables (HierarchyTables.dfs), whose table loads, loop control and stack indexing
+// the thread's pixels share; no shared-memory tile, so occupancy is set by registers at any C.
 #include "dtypes.cuh"
 
 namespace hssn {
@@ -12,11 +13,25 @@ __global__ void __launch_bounds__(kPixelThreads) path_argmax_kernel(PathParams p
   const int num_c = p.num_c;
   const int32_t *perm = p.dfs, *size = p.dfs + num_c, *node_depth = p.dfs + 2 * num_c;
   const scalar_t* z = static_cast<const scalar_t*>(p.z);
-  for (int64_t pix = static_cast<int64_t>(blockIdx.x) * kPixelThreads + threadIdx.x; pix < p.num_p;
-       pix += static_cast<int64_t>(gridDim.x) * kPixelThreads) {
-    const int64_t zo = p.zl.offset(pix);
-    auto z_at = [&](int c) { return to_float(z[zo + c * p.zsc]); };
-    p.leaf_map[pix] = path_walk<float, kMaxDepth>(num_c, perm, size, node_depth, z_at);
+  constexpr int64_t kSpan = static_cast<int64_t>(kArgmaxPixels) * kPixelThreads;  // pixels per block and step
+  for (int64_t base = static_cast<int64_t>(blockIdx.x) * kSpan; base < p.num_p;
+       base += static_cast<int64_t>(gridDim.x) * kSpan) {
+    // pixel k of this thread: base + k * kPixelThreads + threadIdx.x (coalesced); one past the end reads
+    // pixel 0 (no branch per load) and is not stored
+    int64_t zo[kArgmaxPixels];
+#pragma unroll
+    for (int k = 0; k < kArgmaxPixels; ++k) {
+      const int64_t pix = base + k * kPixelThreads + threadIdx.x;
+      zo[k] = p.zl.offset(pix < p.num_p ? pix : 0);
+    }
+    auto z_at = [&](int c, int k) { return to_float(z[zo[k] + c * p.zsc]); };
+    int leaf[kArgmaxPixels];
+    path_walk<float, kMaxDepth, kArgmaxPixels>(num_c, perm, size, node_depth, z_at, leaf);
+#pragma unroll
+    for (int k = 0; k < kArgmaxPixels; ++k) {
+      const int64_t pix = base + k * kPixelThreads + threadIdx.x;
+      if (pix < p.num_p) p.leaf_map[pix] = leaf[k];
+    }
   }
 }
 

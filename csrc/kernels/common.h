@@ -42,24 +42,29 @@ struct PixelLayout {
   HSSN_HD int64_t offset(int64_t p) const { return at(pos(p)); }
 };
 
-// exp, log and x / y for the CUDA walks: in float32 on the GPU the hardware approximations the Triton
-// kernels use (MUFU ex2 / lg2 / rcp: _triton_utils.fast_exp, fast_log2, fast_div); elsewhere (float64, the
-// host) the libm functions and exact division.
+// exp, log2 and x / y for the CUDA walks: in float32 on the GPU the PTX approximations the Triton kernels
+// run (_triton_utils.fast_exp, fast_log2, fast_div: ex2 / lg2 / rcp .approx.ftz, one MUFU op each; results
+// below 2^-126 flush to 0); elsewhere (float64, the host) the libm functions and exact division.
+#ifdef __CUDA_ARCH__
+__device__ __forceinline__ float ptx_ex2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ float ptx_lg2(float x) { float y; asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+__device__ __forceinline__ float ptx_rcp(float x) { float y; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+#endif
 template <class T> HSSN_HD T fexp(T x) {
 #ifdef __CUDA_ARCH__
-  if constexpr (sizeof(T) == 4) return __expf(x);
+  if constexpr (sizeof(T) == 4) return ptx_ex2(x * 1.44269504088896341f);
 #endif
   if constexpr (sizeof(T) == 4) return expf(x); else return exp(x);
 }
 template <class T> HSSN_HD T flog2(T x) {
 #ifdef __CUDA_ARCH__
-  if constexpr (sizeof(T) == 4) return __log2f(x);
+  if constexpr (sizeof(T) == 4) return ptx_lg2(x);
 #endif
   if constexpr (sizeof(T) == 4) return log2f(x); else return log2(x);
 }
 template <class T> HSSN_HD T fdiv(T x, T y) {
 #ifdef __CUDA_ARCH__
-  if constexpr (sizeof(T) == 4) return __fdividef(x, y);
+  if constexpr (sizeof(T) == 4) return x * ptx_rcp(y);
 #endif
   return x / y;
 }
@@ -168,29 +173,45 @@ HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const in
   return nan ? static_cast<T>(NAN) : loss;
 }
 
-// Path inference (Eq. 3) for one pixel, the walk of hssn_kernels/path_argmax.py: channels in DFS pre-order
-// (the DFS tables), S_v = S_parent + sigmoid(z_v) with the open ancestors' sums in a per-depth stack (summed root
-// first, the reference's order); a NaN logit scores 0 (as -inf); returns the leaf with the largest sum, the
-// lowest leaf channel on ties. kDepth >= the tree's height.
-template <class T, int kDepth, class ZAt>
-HSSN_HD int path_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth, ZAt z_at) {
-  T st[kDepth];  // run-time indexed: local memory on a GPU (L1)
-  T best = -INFINITY;
-  int best_c = 0x7fffffff;
+// Path inference (Eq. 3) for kPix pixels, the walk of hssn_kernels/path_argmax.py: channels in DFS pre-order
+// (the DFS tables, read once for all kPix pixels), S_v = S_parent + sigmoid(z_v) with the open ancestors' sums
+// in a per-depth stack (summed root first, the reference's order); a NaN logit scores 0 (as -inf); writes
+// each pixel's leaf with the largest sum, the lowest leaf channel on ties, to leaf[k]. z_at(c, k): pixel k's
+// logit of channel c. kDepth >= the tree's height.
+template <class T, int kDepth, int kPix, class ZAt>
+HSSN_HD void path_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth, ZAt z_at,
+                       int* leaf) {
+  T st[kDepth + 1][kPix];  // row d + 1: the open node at depth d; row 0 zeros (a root's parent). Run-time
+                           // indexed: local memory on a GPU (L1); no branch on the depth, so no copy of the math
+  T best[kPix];
+#pragma unroll
+  for (int k = 0; k < kPix; ++k) {
+    st[0][k] = T(0);
+    best[k] = -INFINITY;
+    leaf[k] = 0x7fffffff;
+  }
 #pragma unroll 1  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], d = node_depth[j];
-    const T x = z_at(c);
-    const T s = x != x ? T(0) : fdiv(T(1), T(1) + fexp(-x));
-    const T score = (d > 0 ? st[d - 1] : T(0)) + s;
+    T score[kPix];  // every pixel's sum first, then one branch for all (no copy of the math per branch)
+#pragma unroll
+    for (int k = 0; k < kPix; ++k) {
+      const T x = z_at(c, k);
+      const T s = x != x ? T(0) : fdiv(T(1), T(1) + fexp(-x));
+      score[k] = st[d][k] + s;
+    }
     if (size[j] > 1) {
-      st[d] = score;
-    } else if (score > best || (score == best && c < best_c)) {
-      best = score;
-      best_c = c;
+#pragma unroll
+      for (int k = 0; k < kPix; ++k) st[d + 1][k] = score[k];
+    } else {
+#pragma unroll
+      for (int k = 0; k < kPix; ++k) {
+        const bool take = score[k] > best[k] || (score[k] == best[k] && c < leaf[k]);
+        best[k] = take ? score[k] : best[k];
+        leaf[k] = take ? c : leaf[k];
+      }
     }
   }
-  return best_c;
 }
 
 // ---------------------------------------------------------------------------- triplet RNG

@@ -52,7 +52,8 @@ at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& dfs) {
   p.num_c = static_cast<int>(num_c);
   p.num_p = num_p;
   p.dfs = dfs.data_ptr<int32_t>();
-  if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, cuda::pixel_blocks(num_p), c10::cuda::getCurrentCUDAStream()), op);
+  const int blocks = cuda::pixel_blocks((num_p + cuda::kArgmaxPixels - 1) / cuda::kArgmaxPixels);
+  if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
   return leaf_map;
 }
 #endif  // HSSN_WITH_CUDA
