@@ -21,7 +21,7 @@ HARNESS = r"""
 
 // stdin: C D P gamma partial, then ancestors[C*D], dfs[4*C] (HierarchyTables.dfs), then per pixel: target, z[C].
 // stdout per pixel: loss, the C gradient values, path_walk's leaf for the pixel alone; then one line with the
-// leaves path_walk gives 4 pixels at a time (the CUDA kernel's kArgmaxPixels). T: -DHSSN_T=float|double.
+// leaves path_walk gives 8 pixels at a time (the CUDA kernel's kArgmaxPixels). T: -DHSSN_T=float|double.
 using T = HSSN_T;
 int main() {
   int C, D, P, partial;
@@ -52,11 +52,11 @@ int main() {
     hssn::path_walk<T, hssn::kMaxDepth, 1>(C, perm, size, depth, [&](int c, int) { return z[c]; }, &leaf);
     std::printf(" %d\n", leaf);
   }
-  for (int p0 = 0; p0 < P; p0 += 4) {  // pixels past P repeat pixel p0
-    int leaf[4];
+  for (int p0 = 0; p0 < P; p0 += 8) {  // pixels past P repeat pixel p0
+    int leaf[8];
     auto z4 = [&](int c, int k) { return zs[static_cast<size_t>(p0 + k < P ? p0 + k : p0) * C + c]; };
-    hssn::path_walk<T, hssn::kMaxDepth, 4>(C, perm, size, depth, z4, leaf);
-    for (int k = 0; k < 4 && p0 + k < P; ++k) std::printf("%s%d", p0 + k ? " " : "", leaf[k]);
+    hssn::path_walk<T, hssn::kMaxDepth, 8>(C, perm, size, depth, z4, leaf);
+    for (int k = 0; k < 8 && p0 + k < P; ++k) std::printf("%s%d", p0 + k ? " " : "", leaf[k]);
   }
   std::printf("\n");
   return 0;
@@ -87,7 +87,7 @@ def run(harness, h, z, t, gamma, partial):
     proc = subprocess.run([str(harness)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
     *lines, four = proc.stdout.splitlines()
     rows = torch.tensor([[float(x) for x in line.split()] for line in lines], dtype=torch.float64)
-    assert torch.equal(torch.tensor([int(x) for x in four.split()]), rows[:, -1].long())  # 4 pixels per call
+    assert torch.equal(torch.tensor([int(x) for x in four.split()]), rows[:, -1].long())  # 8 pixels per call
     return rows[:, 0], rows[:, 1:-1], rows[:, -1].long()
 
 
@@ -96,7 +96,7 @@ def run(harness, h, z, t, gamma, partial):
 def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     h = cityscapes_like() if tree == "cityscapes" else random_tree(9, max_depth=4, max_channels=30)
     gen = torch.Generator().manual_seed(int(gamma * 10) + partial)
-    z = torch.randn(23, h.num_channels, generator=gen, dtype=torch.float64) * 3  # 23: a last group of 3
+    z = torch.randn(23, h.num_channels, generator=gen, dtype=torch.float64) * 3  # 23: a last group of 7
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (23,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN
