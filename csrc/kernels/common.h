@@ -12,8 +12,10 @@
 
 #ifdef __CUDACC__
 #define HSSN_HD __host__ __device__ __forceinline__
+#define HSSN_CUDA_PRAGMA(x) _Pragma(#x)  // a loop pragma nvcc reads (host compilers would warn on it)
 #else
 #define HSSN_HD inline
+#define HSSN_CUDA_PRAGMA(x)
 #endif
 
 namespace hssn {
@@ -128,7 +130,7 @@ HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const in
   const unsigned below_n = partial ? static_cast<unsigned>(size[y_pos] - 1) : 0u;
   T loss = T(0);
   bool nan = false;
-#pragma unroll 1  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
+HSSN_CUDA_PRAGMA(unroll 1)  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], sz = size[j], d = node_depth[j];
     T m = z_at(c);
@@ -184,27 +186,27 @@ HSSN_HD void path_walk(int num_c, const int32_t* perm, const int32_t* size, cons
   T st[kDepth + 1][kPix];  // row d + 1: the open node at depth d; row 0 zeros (a root's parent). Run-time
                            // indexed: local memory on a GPU (L1); no branch on the depth, so no copy of the math
   T best[kPix];
-#pragma unroll
+HSSN_CUDA_PRAGMA(unroll)
   for (int k = 0; k < kPix; ++k) {
     st[0][k] = T(0);
     best[k] = -INFINITY;
     leaf[k] = 0x7fffffff;
   }
-#pragma unroll 1  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
+HSSN_CUDA_PRAGMA(unroll 1)  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], d = node_depth[j];
     T score[kPix];  // every pixel's sum first, then one branch for all (no copy of the math per branch)
-#pragma unroll
+HSSN_CUDA_PRAGMA(unroll)
     for (int k = 0; k < kPix; ++k) {
       const T x = z_at(c, k);
       const T s = x != x ? T(0) : fdiv(T(1), T(1) + fexp(-x));
       score[k] = st[d][k] + s;
     }
     if (size[j] > 1) {
-#pragma unroll
+HSSN_CUDA_PRAGMA(unroll)
       for (int k = 0; k < kPix; ++k) st[d + 1][k] = score[k];
     } else {
-#pragma unroll
+HSSN_CUDA_PRAGMA(unroll)
       for (int k = 0; k < kPix; ++k) {
         const bool take = score[k] > best[k] || (score[k] == best[k] && c < leaf[k]);
         best[k] = take ? score[k] : best[k];
