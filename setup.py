@@ -28,7 +28,9 @@ STACKS = json.loads((ROOT / "hssn_kernels" / "tested_stacks.json").read_text())[
 
 
 def _oldest(package: str) -> str:
-    """The oldest version of ``package`` among the stacks CI tests (the lower bound we claim)."""
+    """The oldest version of ``package`` among the stacks CI tests (the lower bound we claim). Plain
+    numeric versions there; the package itself compares versions with ``packaging``, which this build
+    script cannot assume is installed yet."""
     return min((s[package] for s in STACKS), key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
@@ -120,6 +122,7 @@ setup(
         "pyyaml>=6.0",
         "attrs>=22.2",
         "tqdm>=4.60",
+        "packaging>=21",
     ],
     extras_require={
         "triton": [f"triton>={_oldest('triton')}"],

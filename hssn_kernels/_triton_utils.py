@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from packaging.version import Version
 import torch
 import triton
 import triton.language as tl
@@ -103,11 +104,6 @@ INTERPRETER_MIN = (3, 7)
 """The oldest Triton whose CPU interpreter runs these kernels (3.6's cannot loop over a runtime argument)."""
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """(3, 6) from "3.6.0" / "3.6.0+git1234"."""
-    return tuple(int(p) for p in version.split("+")[0].split(".")[:2])
-
-
 def unavailable_reason(device: torch.device) -> str | None:
     """None when the Triton kernels can run on ``device``, else why not (CUDA tensors whenever ``triton``
     imports; CPU tensors only under Triton's interpreter, ``TRITON_INTERPRET=1`` set before ``triton`` is
@@ -118,7 +114,7 @@ def unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cpu":
         if os.environ.get("TRITON_INTERPRET") != "1":
             return "Triton runs CPU tensors only under its interpreter: set TRITON_INTERPRET=1 before importing triton"
-        if _version_tuple(triton.__version__) < INTERPRETER_MIN:
+        if Version(triton.__version__).release[:2] < INTERPRETER_MIN:
             return (f"Triton {triton.__version__}'s interpreter cannot run a loop over a kernel argument "
                     f"(`for j in range(C)`: its __index__ calls int() on a 1-element array, which recent numpy "
                     f"releases reject); Triton >= {'.'.join(map(str, INTERPRETER_MIN))} fixes it. CUDA tensors are unaffected")

@@ -14,6 +14,7 @@ import platform
 import sys
 from pathlib import Path
 
+from packaging.version import Version
 import torch
 
 from . import backends, native
@@ -29,15 +30,10 @@ def _version(dist: str) -> str:
 STACKS_FILE = Path(__file__).with_name("tested_stacks.json")
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """(2, 11, 0) from "2.11.0+cu130"; (3, 12) from "3.12"."""
-    return tuple(int(p) for p in version.split("+")[0].split(".") if p.isdigit())
-
-
 def tested_range() -> dict[str, tuple[str, str]]:
     """{package: (oldest, newest)} over the stacks CI tests, for python, torch, torchvision and triton."""
     stacks = json.loads(STACKS_FILE.read_text())["stacks"]
-    return {k: (min((s[k] for s in stacks), key=_release), max((s[k] for s in stacks), key=_release))
+    return {k: (min((s[k] for s in stacks), key=Version), max((s[k] for s in stacks), key=Version))
             for k in ("python", "torch", "torchvision", "triton")}
 
 
@@ -50,8 +46,8 @@ def untested() -> list[str]:
     for name, (lo, hi) in tested_range().items():
         if here[name] == "not installed":
             continue
-        v = _release(here[name])[:len(_release(lo))]
-        if not _release(lo) <= v <= _release(hi):
+        v = Version(here[name]).release[:len(Version(lo).release)]
+        if not Version(lo).release <= v <= Version(hi).release:
             out.append(f"{name} {here[name]} is outside the tested range {lo} .. {hi}")
     return out
 
