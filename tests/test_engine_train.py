@@ -4,6 +4,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,20 +88,63 @@ def test_non_finite_loss_stops_training(tmp_path):
         tr.fit()
 
 
+def run_torchrun(commands: list[list[str]], out: Path, timeout: float = 240) -> list[tuple[int, str]]:
+    """Run torchrun commands (one per node) to the end: ``[(returncode, stdout + stderr)]`` per command.
+
+    Output goes to files (no pipe left undrained can block a rank). Past ``timeout`` seconds for all of
+    them the test fails with every process's Python stacks (faulthandler: SIGABRT to the agents and
+    workers, found by their ``train.output_dir``), then they are killed."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    pattern = f"train.output_dir={out}"
+    logs = [out.parent / f"{out.name}.node{i}.log" for i in range(len(commands))]
+    procs = []
+    try:
+        for cmd, log in zip(commands, logs):
+            with log.open("w") as f:
+                procs.append(subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, text=True))
+        deadline = time.monotonic() + timeout
+        hung = False
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                hung = True
+                break
+        if hung:
+            subprocess.run(["pkill", "-ABRT", "-f", pattern], check=False)
+            time.sleep(5)
+            stacks = "\n".join(f"--- node {i} ---\n{log.read_text()[-6000:]}" for i, log in enumerate(logs))
+            pytest.fail(f"torchrun did not finish in {timeout:.0f} s; the processes' stacks:\n{stacks}")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["pkill", "-9", "-f", pattern], check=False)  # workers left behind
+    return [(proc.returncode, log.read_text()) for proc, log in zip(procs, logs)]
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def test_a_hung_job_fails_with_its_stacks(tmp_path):
+    """The helper's timeout path: a process that never ends fails the test with its Python stack."""
+    out = tmp_path / "ddp"
+    hang = [sys.executable, "-c", "import time\ndef stuck():\n    time.sleep(120)\nstuck()", f"train.output_dir={out}"]
+    with pytest.raises(pytest.fail.Exception, match=r"did not finish in 2 s(.|\n)*in stuck"):
+        run_torchrun([hang], out, timeout=2)
+
+
 def test_torchrun_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "hssn",
-           "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=3", "data.num_workers=0"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    [(rc, text)] = run_torchrun([[*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "hssn", "train", "synthetic",
+                                  *TINY, f"train.output_dir={out}", "train.iters=3", "data.num_workers=0"]], out)
+    assert rc == 0, text[-3000:]
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000003.pt"]
     state = ckpt.load_checkpoint(out / "checkpoints" / "step_0000003.pt")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     rows = read_log(out / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3]  # rank 0 logs once per step
-    assert "mIoU^1" in proc.stdout  # the final evaluation (sharded, reduced) is printed once
-    assert proc.stdout.count("mIoU^1") == 1
+    assert text.count("mIoU^1") == 1  # the final evaluation (sharded, reduced) is printed once
 
 
 def _free_port() -> int:
@@ -115,44 +159,27 @@ def test_torchrun_two_nodes_on_one_machine(tmp_path):
     """--nnodes=2 with node 0 as the master on localhost (static rendezvous: --node_rank, --master_addr/port):
     two agents (one process each) train as one job."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1",
-           f"--master_port={port}"]
+    cmd = [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
     train = ["-m", "hssn", "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=3",
              "train.eval_at_end=false", "data.num_workers=0"]
-    nodes = [subprocess.Popen([*cmd, f"--node_rank={rank}", *train], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for rank in range(2)]
-    try:
-        texts = [node.communicate(timeout=240)[0] for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
-        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)  # workers left behind
-    assert all(node.returncode == 0 for node in nodes), [t[-2000:] for t in texts]
+    results = run_torchrun([[*cmd, f"--node_rank={rank}", *train] for rank in range(2)], out)
+    assert all(rc == 0 for rc, _ in results), [text[-2000:] for _, text in results]
     state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))
     assert state["world_size"] == 2
-    assert "2 process(es)" in "".join(texts)
+    assert "2 process(es)" in "".join(text for _, text in results)
 
 
 def test_torchrun_two_nodes_with_c10d_rendezvous_on_one_machine(tmp_path):
     """--nnodes=2 with the c10d rendezvous on localhost (no node rank, no master: the agents meet at the
     endpoint): two agents of one process each train as one job."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=hssn-test-{port}", "-m", "hssn", "train", "synthetic", *TINY,
-           f"train.output_dir={out}", "train.iters=3", "train.eval_at_end=false", "data.num_workers=0"]
-    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
-    try:
-        texts = [node.communicate(timeout=240)[0] for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
-        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)
-    assert all(node.returncode == 0 for node in nodes), [t[-2000:] for t in texts]
+    cmd = [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+           f"--rdzv-id=hssn-test-{port}", "-m", "hssn", "train", "synthetic", *TINY, f"train.output_dir={out}",
+           "train.iters=3", "train.eval_at_end=false", "data.num_workers=0"]
+    results = run_torchrun([cmd, cmd], out)
+    assert all(rc == 0 for rc, _ in results), [text[-2000:] for _, text in results]
     assert ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))["world_size"] == 2
 
 
@@ -178,16 +205,11 @@ def test_torchrun_restarts_after_a_killed_worker_and_resumes(tmp_path):
     out = tmp_path / "ddp"
     script = tmp_path / "killed_worker.py"
     script.write_text(KILLED_WORKER)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
-           str(script), "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=6",
-           "train.checkpoint_interval=2", "train.resume=auto", "train.eval_at_end=false", "data.num_workers=0"]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    finally:
-        subprocess.run(["pkill", "-9", "-f", f"train.output_dir={out}"], check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, text[-3000:]
+    [(rc, text)] = run_torchrun([[*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=1", str(script),
+                                  "train", "synthetic", *TINY, f"train.output_dir={out}", "train.iters=6",
+                                  "train.checkpoint_interval=2", "train.resume=auto", "train.eval_at_end=false",
+                                  "data.num_workers=0"]], out)
+    assert rc == 0, text[-3000:]
     assert "resumed from" in text and "step_0000002.pt at step 2" in text
     state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 6))
     assert state["step"] == 6 and state["world_size"] == 2

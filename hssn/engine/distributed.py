@@ -122,9 +122,14 @@ def init_distributed(preference: str = "auto") -> RunContext:
     return RunContext(rank, world, local_rank, device)
 
 
-def cleanup() -> None:
-    """Leave the process group if one was joined."""
+def cleanup(finished: bool) -> None:
+    """Leave the process group if one was joined. ``finished``: this rank's command ended normally, so every
+    rank first meets at a barrier (none shuts its connections while a peer still completes the last
+    collective, a documented cause of gloo / NCCL teardown hangs); after an error at once (a barrier would
+    wait for ranks that may never arrive)."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -133,6 +133,7 @@ def run_eval(cfg: Config, checkpoint_path: str | Path, out: str | Path | None = 
     """Evaluate ``checkpoint_path`` on the config's val split (torchrun-aware); prints the table and writes
     the metrics JSON to ``out`` (default :func:`default_metrics_path`) and, with ``eval.calibration``, the
     reliability diagram beside it (``.reliability.png``). Returns the report."""
+    finished = False
     try:
         ctx = start_run(cfg)
         dataset = builders.build_dataset(cfg, "val")
@@ -150,6 +151,7 @@ def run_eval(cfg: Config, checkpoint_path: str | Path, out: str | Path | None = 
                 draw_reliability(report, figure, f"{cfg.name}: {Path(checkpoint_path).name}, "
                                                  f"{report['parent_scores']} levels, T = {report['temperature']:.3g}")
                 print(f"reliability diagram: {figure}")
+        finished = True
         return report
     finally:
-        cleanup()
+        cleanup(finished)

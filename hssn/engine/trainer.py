@@ -321,15 +321,16 @@ class Trainer:
 
 def train(cfg: Config) -> dict:
     """Run a whole training job from ``cfg`` (joins / leaves torchrun's process group); see :class:`Trainer`."""
-    trainer = None
+    trainer, finished = None, False
     try:
         ctx = start_run(cfg)
         trainer = Trainer(cfg, ctx)
         result = trainer.fit()
         if ctx.is_main and result["report"] is not None:
             print(format_report(result["report"]))
+        finished = True
         return result
     finally:
         if trainer is not None:
             trainer.close()
-        cleanup()
+        cleanup(finished)
