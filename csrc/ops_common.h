@@ -37,6 +37,13 @@ inline PixelLayout pixel_layout(const at::Tensor& x, bool channel_dim) {
   return l;
 }
 
+// Whether every element offset of x (its largest: sum of (size - 1) * stride) fits in 31 bits.
+inline bool offsets_fit_int32(const at::Tensor& x) {
+  int64_t span = 0;
+  for (int64_t i = 0; i < x.dim(); ++i) span += (x.size(i) - 1) * x.stride(i);
+  return span < (int64_t{1} << 31);
+}
+
 inline std::vector<int64_t> pixel_shape(const at::Tensor& x) {
   std::vector<int64_t> s{x.size(0)};
   for (int64_t i = 2; i < x.dim(); ++i) s.push_back(x.size(i));

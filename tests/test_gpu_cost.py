@@ -26,7 +26,7 @@ rows = [g.predict(gpu, k, d, "cityscapes", 2, 512, 1024) for k in g.KERNELS for 
 rows += [g.predict(gpu, "ftm fwd+grad (mean)", "bf16", "channels-150", 8, 512, 1024)]
 ks = g.cuda_kernels() if g.EXTENSION.exists() else {}
 cuda = []
-if any("path_argmax_kernelIfE" in k for k in ks):
+if any(g._CUDA_NAMES[("path_argmax", "fp32")] in k for k in ks):
     cuda = [g.predict_cuda(gpu, k, d, "cityscapes", 2, 512, 1024, ks) for k in g.OPS for d in ("bf16", "fp32")]
 print(json.dumps([rows, cuda, g.triton.__version__, g.nvcc_release()]))
 """
@@ -78,10 +78,9 @@ def test_cuda_rows_reproduce_and_show_the_walk_occupancy(cuda_rows, probe):
         old = committed[(row["kernel"], row["dtype"], row["shape"])]
         for key in ("regs", "warps_per_sm", "warp_instr_per_px", "predicted_ms"):
             assert row[key] == pytest.approx(old[key], rel=1e-9), (row["kernel"], key)
-        # no shared-memory tile: registers alone set the occupancy (the loss, one pixel per thread: at least half;
-        # the argmax, 8 pixels per thread: lower), and enough loads stay in flight that the Little's-law time
-        # is below the predicted bound
-        assert row["occupancy"] >= (0.5 if "ftm" in row["kernel"] else 0.3), row
+        # no shared-memory tile: registers alone set the occupancy (several pixels per thread: at least 0.3),
+        # and enough loads stay in flight that the Little's-law time is below the predicted bound
+        assert row["occupancy"] >= 0.3, row
         assert row["t_latency_ms"] < row["predicted_ms"], row
         assert row["shfl_per_px"] == 0
 

@@ -20,9 +20,31 @@ HARNESS = r"""
 #include "kernels/common.h"
 
 // stdin: C D P gamma partial, then ancestors[C*D], dfs[4*C] (HierarchyTables.dfs), then per pixel: target, z[C].
-// stdout per pixel: loss, the C gradient values, path_walk's leaf for the pixel alone; then one line with the
-// leaves path_walk gives 8 pixels at a time (the CUDA kernel's kArgmaxPixels). T: -DHSSN_T=float|double.
+// stdout per pixel: loss, the C gradient values, path_walk's leaf for the pixel alone (ftm_walk one pixel per
+// call); then one line with the loss and gradient ftm_walk gives 4 pixels at a time (the CUDA kernel's
+// kFtmPixels; pixels past P have no target) and one with the leaves path_walk gives 8 at a time
+// (kArgmaxPixels). T: -DHSSN_T=float|double.
 using T = HSSN_T;
+template <int kPix>
+void walk(int C, int D, const std::vector<int32_t>& anc, const std::vector<int32_t>& dfs, const std::vector<T>& zs,
+          const std::vector<int>& ts, int p0, double gamma, bool partial, T* loss, T* g) {
+  const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
+  const int P = static_cast<int>(ts.size());
+  int y_pos[kPix];
+  const int32_t* rows[kPix];
+  for (int k = 0; k < kPix; ++k) {
+    const bool in = p0 + k < P;
+    y_pos[k] = in ? pos[ts[p0 + k]] : -1;
+    rows[k] = anc.data() + (in ? ts[p0 + k] : 0) * D;
+  }
+  auto z_at = [&](int c, int k) { return zs[static_cast<size_t>(p0 + k < P ? p0 + k : p0) * C + c]; };
+  auto store = [&](int c, int k, T v) { g[k * C + c] = v; };
+  const T gm = static_cast<T>(gamma);
+  if (gamma == 2.0) hssn::ftm_walk<T, hssn::kMaxDepth, kPix, 2>(C, perm, size, depth, y_pos, rows, D, partial, z_at, store, gm, true, loss);
+  else if (gamma == 0.0) hssn::ftm_walk<T, hssn::kMaxDepth, kPix, 0>(C, perm, size, depth, y_pos, rows, D, partial, z_at, store, gm, true, loss);
+  else hssn::ftm_walk<T, hssn::kMaxDepth, kPix, 1>(C, perm, size, depth, y_pos, rows, D, partial, z_at, store, gm, true, loss);
+}
+
 int main() {
   int C, D, P, partial;
   double gamma;
@@ -30,32 +52,41 @@ int main() {
   std::vector<int32_t> anc(C * D), dfs(4 * C);
   for (auto& x : anc) std::scanf("%d", &x);
   for (auto& x : dfs) std::scanf("%d", &x);
-  const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C, *pos = perm + 3 * C;
-  std::vector<T> zs(static_cast<size_t>(P) * C), g(C);
+  const int32_t *perm = dfs.data(), *size = perm + C, *depth = perm + 2 * C;
+  std::vector<T> zs(static_cast<size_t>(P) * C), g(4 * C);
+  std::vector<int> ts(P);
   for (int p = 0; p < P; ++p) {
-    T* z = zs.data() + static_cast<size_t>(p) * C;
-    int t;
-    std::scanf("%d", &t);
-    for (int c = 0; c < C; ++c) {  // poisoned: every entry is stored
+    std::scanf("%d", &ts[p]);
+    for (int c = 0; c < C; ++c) {
       double zc;
       std::scanf("%lf", &zc);
-      z[c] = static_cast<T>(zc);
-      g[c] = T(-7);
+      zs[static_cast<size_t>(p) * C + c] = static_cast<T>(zc);
     }
-    auto z_at = [&](int c) { return z[c]; };
-    auto store = [&](int c, T v) { g[c] = v; };
-    const T loss = hssn::ftm_walk<T, hssn::kMaxDepth>(C, perm, size, depth, pos[t], anc.data() + t * D, D,
-                                                      partial != 0, z_at, store, static_cast<T>(gamma), true);
-    std::printf("%.17g", static_cast<double>(loss));
+  }
+  T loss[4];
+  for (int p = 0; p < P; ++p) {
+    for (int c = 0; c < C; ++c) g[c] = T(-7);  // poisoned: every entry is stored
+    walk<1>(C, D, anc, dfs, zs, ts, p, gamma, partial != 0, loss, g.data());
+    std::printf("%.17g", static_cast<double>(loss[0]));
     for (int c = 0; c < C; ++c) std::printf(" %.17g", static_cast<double>(g[c]));
     int leaf;
+    const T* z = zs.data() + static_cast<size_t>(p) * C;
     hssn::path_walk<T, hssn::kMaxDepth, 1>(C, perm, size, depth, [&](int c, int) { return z[c]; }, &leaf);
     std::printf(" %d\n", leaf);
   }
+  for (int p0 = 0; p0 < P; p0 += 4) {
+    for (auto& x : g) x = T(-7);
+    walk<4>(C, D, anc, dfs, zs, ts, p0, gamma, partial != 0, loss, g.data());
+    for (int k = 0; k < 4 && p0 + k < P; ++k) {
+      std::printf("%s%.17g", p0 + k ? " " : "", static_cast<double>(loss[k]));
+      for (int c = 0; c < C; ++c) std::printf(" %.17g", static_cast<double>(g[k * C + c]));
+    }
+  }
+  std::printf("\n");
   for (int p0 = 0; p0 < P; p0 += 8) {  // pixels past P repeat pixel p0
     int leaf[8];
-    auto z4 = [&](int c, int k) { return zs[static_cast<size_t>(p0 + k < P ? p0 + k : p0) * C + c]; };
-    hssn::path_walk<T, hssn::kMaxDepth, 8>(C, perm, size, depth, z4, leaf);
+    auto z8 = [&](int c, int k) { return zs[static_cast<size_t>(p0 + k < P ? p0 + k : p0) * C + c]; };
+    hssn::path_walk<T, hssn::kMaxDepth, 8>(C, perm, size, depth, z8, leaf);
     for (int k = 0; k < 8 && p0 + k < P; ++k) std::printf("%s%d", p0 + k ? " " : "", leaf[k]);
   }
   std::printf("\n");
@@ -85,9 +116,11 @@ def run(harness, h, z, t, gamma, partial):
              " ".join(map(str, tabs.ancestors.reshape(-1).tolist())), " ".join(map(str, tabs.dfs.reshape(-1).tolist()))]
     lines += [f"{int(t[i])} " + " ".join(repr(float(x)) for x in z[i]) for i in range(len(t))]
     proc = subprocess.run([str(harness)], input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-    *lines, four = proc.stdout.splitlines()
+    *lines, four, eight = proc.stdout.splitlines()
     rows = torch.tensor([[float(x) for x in line.split()] for line in lines], dtype=torch.float64)
-    assert torch.equal(torch.tensor([int(x) for x in four.split()]), rows[:, -1].long())  # 8 pixels per call
+    grouped = torch.tensor([float(x) for x in four.split()], dtype=torch.float64).view(len(t), -1)
+    torch.testing.assert_close(grouped, rows[:, :-1], rtol=0, atol=0, equal_nan=True)  # 4 pixels per call
+    assert torch.equal(torch.tensor([int(x) for x in eight.split()]), rows[:, -1].long())  # 8 pixels per call
     return rows[:, 0], rows[:, 1:-1], rows[:, -1].long()
 
 
@@ -96,7 +129,7 @@ def run(harness, h, z, t, gamma, partial):
 def test_ftm_walk_matches_the_reference(harness, tree, partial, gamma):
     h = cityscapes_like() if tree == "cityscapes" else random_tree(9, max_depth=4, max_channels=30)
     gen = torch.Generator().manual_seed(int(gamma * 10) + partial)
-    z = torch.randn(23, h.num_channels, generator=gen, dtype=torch.float64) * 3  # 23: a last group of 7
+    z = torch.randn(23, h.num_channels, generator=gen, dtype=torch.float64) * 3  # 23: last groups of 3 and 7
     nodes = list(range(h.num_channels)) if partial else list(h.leaves)
     t = torch.tensor(nodes)[torch.randint(len(nodes), (23,), generator=gen)]
     z[3, 1] = float("nan")  # a NaN logit: that pixel's loss is NaN

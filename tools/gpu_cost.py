@@ -504,12 +504,13 @@ def upsample_markdown(rows: list[dict]) -> str:
 # ----------------------------------------------------------------------------- CUDA kernels (coarser)
 EXTENSION = Path(__file__).resolve().parents[1] / "hssn_kernels" / "_C.abi3.so"
 _LAUNCH_H = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "launch.h").read_text()
-CUDA_THREADS, ARGMAX_PIXELS = (int(re.search(rf"constexpr int {name} = (\d+);", _LAUNCH_H).group(1))
-                               for name in ("kPixelThreads", "kArgmaxPixels"))
-"""Threads per block of the native walk kernels, and pixels per thread of the argmax's (the loss: 1)."""
-_CUDA_NAMES = {("ftm fwd+grad (mean)", "bf16"): "ftm_kernelI13__nv_bfloat16lE", ("ftm fwd+grad (mean)", "fp32"):
-               "ftm_kernelIflE", ("path_argmax", "bf16"): "path_argmax_kernelI13__nv_bfloat16E",
-               ("path_argmax", "fp32"): "path_argmax_kernelIfE"}
+CUDA_THREADS, FTM_PIXELS, ARGMAX_PIXELS = (int(re.search(rf"constexpr int {name} = (\d+);", _LAUNCH_H).group(1))
+                                           for name in ("kPixelThreads", "kFtmPixels", "kArgmaxPixels"))
+"""Threads per block of the native walk kernels, and pixels per thread of the loss's and the argmax's."""
+_CUDA_NAMES = {("ftm fwd+grad (mean)", "bf16"): "ftm_kernelI13__nv_bfloat16Li2EiEE", ("ftm fwd+grad (mean)", "fp32"):
+               "ftm_kernelIfLi2EiEE", ("path_argmax", "bf16"): "path_argmax_kernelI13__nv_bfloat16iE",
+               ("path_argmax", "fp32"): "path_argmax_kernelIfiE"}
+"""The modelled instantiations: gamma 2, 32-bit offsets (every case of CASES spans fewer than 2^31 elements)."""
 
 
 def cuda_kernels(so: Path = EXTENSION) -> dict[str, tuple[str, dict]]:
@@ -532,22 +533,25 @@ def cuda_kernels(so: Path = EXTENSION) -> dict[str, tuple[str, dict]]:
 
 def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height: int, width: int,
                  kernels: dict | None = None) -> dict:
-    """A coarser row for the native CUDA kernel of ``label`` (one pixel per thread; the argmax ARGMAX_PIXELS,
-    sharing one walk): the walk is the deepest
-    row-loading loop that holds other row-loading loops (the argmax: its deepest, then largest, row-loading
-    loop), ``C`` trips per pixel; row-loading loops nested in it are the subtree scans (``rows / U`` trips,
-    ``U`` its row loads per trip; a row load is an LDG of the logits' width, in fp32 counted with its perm
-    entry); the loop around the walk is the grid-stride pixel loop (once per thread's pixels); other loops in it run
-    ``depth`` times (the path); the rest once. Conditional code is counted at every trip (an upper bound,
-    looser than the Triton rows: a thread's branches diverge per pixel)."""
+    """A coarser row for the native CUDA kernel of ``label`` (FTM_PIXELS pixels per thread for the loss,
+    ARGMAX_PIXELS for the argmax, sharing one walk): the walk is the deepest row-loading loop that holds other
+    row-loading loops (the argmax: its deepest, then largest, row-loading loop), ``C`` trips; row-loading
+    loops nested in it are the subtree scans (``rows / U`` trips, ``U`` the rows one trip reads: its row loads
+    over the thread's pixels, in fp32 one more 4-byte load per row, its perm entry); the code the walk's
+    first branch past every scan skips at leaves (the scans' set-up and unrolled remainder) runs once per
+    inner node, all of it (an upper bound; the tree is the same for every lane, so a warp takes that branch
+    as one); the loop around the walk is the grid-stride pixel loop (once per thread's pixels); other loops
+    in it run ``depth`` times (each pixel's path); the rest once. Other conditional code is counted at every
+    trip (an upper bound, looser than the Triton rows: a thread's branches diverge per pixel)."""
     kernels = kernels if kernels is not None else cuda_kernels()
     h = get_tree(tree)
     channels, elem = h.num_channels, DTYPES[dtype]
-    scans = sum(_scan_rows(h))
+    scan_rows = _scan_rows(h)
+    pixels = ARGMAX_PIXELS if label == "path_argmax" else FTM_PIXELS
 
     key = next(k for k in kernels if _CUDA_NAMES[(label, dtype)] in k)
     (instrs, loops), usage = parse(kernels[key][0]), kernels[key][1]
-    per_row = 1 if elem == 2 else 2  # fp32: a scan trip's 4-byte loads are its rows and their perm entries
+    row_unit = pixels + (elem == 4)  # the LDGs of the logits' width one scan row takes
     count_row_loads(instrs, loops, elem)
     direct = [lp.row_loads for lp in loops]
 
@@ -564,20 +568,29 @@ def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height
         walk = max(loaders, key=lambda k: (loops[k].depth, loops[k].hi - loops[k].lo))
     else:
         raise ValueError(f"no row-loading loop in {label} {dtype}")
+    scans = [k for k in loaders if inside(walk, k)]
     for k, lp in enumerate(loops):
         if k == walk:
             lp.trips = channels
-        elif k in loaders and inside(walk, k):
-            lp.trips = scans / max(direct[k] // per_row, 1)
+        elif k in scans:
+            lp.trips = sum(scan_rows) / max(direct[k] // row_unit, 1)
         elif inside(k, walk):
-            lp.trips = 1  # the grid-stride pixel loop: per pixel
+            lp.trips = 1  # the grid-stride pixel loop: per thread's pixels
         elif any(inside(o, k) and inside(o, walk) for o in range(len(loops))):
-            lp.trips = h.height  # a loop beside the walk inside the pixel loop: the path
+            lp.trips = h.height  # a loop beside the walk inside the pixel loop: a pixel's path
         else:
             lp.trips = 1
+    if scans:  # the scans' set-up / remainder code: once per inner node
+        first, last = min(loops[k].lo for k in scans), max(loops[k].hi for k in scans)
+        skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
+        if skip is None:
+            raise ValueError(f"no branch skips the subtree scans at leaves in {label} {dtype}")
+        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=loops[walk].depth + 1, trips=len(scan_rows)))
+        for ins in instrs:
+            if ins.loop == walk and skip.addr < ins.addr < skip.target:
+                ins.loop = len(loops) - 1
     return _row(gpu, f"cuda {label}", label, dtype, tree, (batch, height, width), count(instrs, loops),
-                usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32,
-                CUDA_THREADS * (ARGMAX_PIXELS if label == "path_argmax" else 1),
+                usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32, CUDA_THREADS * pixels,
                 "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops))
 
 

@@ -36,6 +36,16 @@ void dispatch_target(TargetType t, F&& f) {
   }
 }
 
+// Element i of a target of type t as int64 (a uniform switch: for kernels that read one label per pixel, in
+// place of an instantiation per target type).
+__device__ __forceinline__ int64_t load_target(const void* t, TargetType type, int64_t i) {
+  switch (type) {
+    case TargetType::kLong: return static_cast<const int64_t*>(t)[i];
+    case TargetType::kInt: return static_cast<const int32_t*>(t)[i];
+    default: return static_cast<const uint8_t*>(t)[i];
+  }
+}
+
 // Deterministic block sum (fixed tree over a power-of-two block; buf holds blockDim.x floats).
 __device__ __forceinline__ float block_sum(float x, float* buf) {
   const int tid = threadIdx.x;

@@ -29,11 +29,13 @@ struct FtmParams {
   float gamma;
   int64_t ignore_index;
   bool partial_labels;                          // labels may be inner nodes (no term for their descendants)
+  bool offsets32;                               // every logits and gradient offset is below 2^31
 };
 
 constexpr int kPixelThreads = 256;              // threads per block of the per-pixel walk kernels
-constexpr int kArgmaxPixels = 8;                // pixels per thread of path_argmax_kernel (the loss: 1)
-int pixel_blocks(int64_t num_p);                // their grid (fixed beyond kMaxBlocks: reproducible sums)
+constexpr int kFtmPixels = 4;                   // pixels per thread of ftm_kernel
+constexpr int kArgmaxPixels = 8;                // pixels per thread of path_argmax_kernel
+int pixel_blocks(int64_t num_p, int pixels_per_thread);  // their grid (fixed beyond kMaxBlocks: reproducible sums)
 cudaError_t launch_ftm(const FtmParams& p, int blocks, cudaStream_t stream);
 
 struct PathParams {
@@ -42,6 +44,7 @@ struct PathParams {
   int64_t* leaf_map;                            // (P,)
   int num_c;
   int64_t num_p;
+  bool offsets32;                               // every logits offset is below 2^31
 };
 cudaError_t launch_path_argmax(const PathParams& p, int blocks, cudaStream_t stream);
 

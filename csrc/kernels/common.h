@@ -72,12 +72,14 @@ template <class T> HSSN_HD T fdiv(T x, T y) {
 }
 template <class T> HSSN_HD T fabs_(T x) { return x < T(0) ? -x : x; }
 
-// The focal weight x^gamma from log x (gamma 0 and 2 take exact shortcuts).
-template <class T> HSSN_HD T focal_pow(T x, T log_x, T gamma) {
-  if (gamma == T(2)) return x * x;
-  if (gamma == T(0)) return T(1);
-  return fexp(gamma * log_x);
+// The focal weight x^gamma from log x: kGamma 2 and 0 are exact shortcuts, kGamma 1 means any other gamma
+// (ftm_gamma_kind picks it at launch, so no kernel branches on gamma).
+template <int kGamma, class T> HSSN_HD T focal_pow(T x, T log_x, T gamma) {
+  if constexpr (kGamma == 2) return x * x;
+  else if constexpr (kGamma == 0) return T(1);
+  else return fexp(gamma * log_x);
 }
+inline int ftm_gamma_kind(double gamma) { return gamma == 2.0 ? 2 : gamma == 0.0 ? 0 : 1; }
 
 template <class T> struct Term { T loss; T dz; };
 
@@ -86,7 +88,7 @@ template <class T> struct Term { T loss; T dz; };
 // log1p(e) of e = exp(-|z|) as the Triton kernels compute it: in float32 a 4-term series below e = 1/64
 // (relative error < 2^-26) and log2(1 + e) ln 2 above (one MUFU op on the GPU, relative error < 2^-17); in
 // float64 log(u) with the rounding error of u = 1 + e restored to first order (u - 1 is exact).
-template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
+template <int kGamma, class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T e = fexp(-fabs_(z));
   const T u = T(1) + e;
   const T inv = fdiv(T(1), u);  // u in [1, 2]
@@ -103,76 +105,110 @@ template <class T> HSSN_HD Term<T> focal_term(T z, bool positive, T gamma) {
   const T log_q = (z > T(0) ? -z : T(0)) - log1p_e;  // not log_p - z: finite limits at z = -inf / +inf
   Term<T> out;
   if (positive) {
-    const T wq = focal_pow(q, log_q, gamma);
+    const T wq = focal_pow<kGamma>(q, log_q, gamma);
     out.loss = -wq * log_p;
     out.dz = wq * (gamma * p * log_p - q);
   } else {
-    const T wp = focal_pow(p, log_p, gamma);
+    const T wp = focal_pow<kGamma>(p, log_p, gamma);
     out.loss = -wp * log_q;
     out.dz = wp * (p - gamma * q * log_q);
   }
   return out;
 }
 
-// Focal tree-min loss of one pixel, the walk of hssn_kernels/focal_tree_min.py (pixels along the lanes when
-// a thread runs one pixel): channels visited once in DFS pre-order (the DFS tables); M_v of an inner
-// node by a scan of its subtree; the negative terms' gradient carried top-down through a per-depth stack of
-// the open ancestors (winner channel, owed sum), so each channel's gradient is final when it is visited and
-// handed to store(c, d loss / d z_c) once; then the path's positive terms (running min root first, lowest
-// channel on ties) stored over the path channels. y_pos = the target's position; anc_row = A(target), self
-// first, -1 padded, `depth` entries; partial: the target may be an inner node (no term below it). A NaN
-// logit gives a NaN loss. kDepth >= the tree's height. Returns the pixel's loss.
-template <class T, int kDepth, class ZAt, class Store>
-HSSN_HD T ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth, int y_pos,
-                   const int32_t* anc_row, int depth, bool partial, ZAt z_at, Store store, T gamma, bool grad) {
-  int st_w[kDepth];  // run-time indexed: local memory on a GPU (L1), registers would need unrolled selects
-  T st_o[kDepth];
-  const unsigned below_n = partial ? static_cast<unsigned>(size[y_pos] - 1) : 0u;
-  T loss = T(0);
-  bool nan = false;
+// Focal tree-min loss of kPix pixels, the walk of hssn_kernels/focal_tree_min.py (one pixel per lane when a
+// thread runs them): channels visited once in DFS pre-order (the DFS tables, read once for all kPix pixels);
+// M_v of an inner node by a scan of its subtree; the negative terms' gradient carried top-down through a
+// per-depth stack of the open ancestors (winner channel, owed sum), so each channel's gradient is final when
+// it is visited and handed to store(c, k, d loss_k / d z_c) once per pixel k; then each pixel's positive terms
+// (running min root first, lowest channel on ties) stored over its path channels. z_at(c, k): pixel k's logit
+// of channel c. y_pos[k] = pixel k's target position, -1 for a pixel without terms (its loss and stored
+// gradient are not meaningful: the caller masks them); anc[k] = A(target), self first, -1 padded, `depth`
+// entries; partial: a target may be an inner node (no term below it). A NaN logit gives a NaN loss.
+// kGamma: focal_pow's. kDepth >= the tree's height. Writes each pixel's loss to loss[k].
+template <class T, int kDepth, int kPix, int kGamma, class ZAt, class Store>
+HSSN_HD void ftm_walk(int num_c, const int32_t* perm, const int32_t* size, const int32_t* node_depth,
+                      const int* y_pos, const int32_t* const* anc, int depth, bool partial, ZAt z_at, Store store,
+                      T gamma, bool grad, T* loss) {
+  // row d + 1: the open node at depth d (winner, owed); row 0 a winner no channel has (a root's parent).
+  // Run-time indexed: local memory on a GPU (L1); no branch on the depth, so no copy of the math
+  int st_w[kDepth + 1][kPix];
+  T st_o[kDepth + 1][kPix];
+  unsigned below_n[kPix];
+  bool nan[kPix];
+HSSN_CUDA_PRAGMA(unroll)
+  for (int k = 0; k < kPix; ++k) {
+    st_w[0][k] = -1;
+    st_o[0][k] = T(0);
+    below_n[k] = (partial && y_pos[k] >= 0) ? static_cast<unsigned>(size[y_pos[k]] - 1) : 0u;
+    loss[k] = T(0);
+    nan[k] = false;
+  }
 HSSN_CUDA_PRAGMA(unroll 1)  // one channel per trip: tools/gpu_cost.py counts the walk's trips as channels
   for (int j = 0; j < num_c; ++j) {
     const int c = perm[j], sz = size[j], d = node_depth[j];
-    T m = z_at(c);
-    int win = c;
-    nan |= m != m;
-    if (m != m) { m = -INFINITY; win = 0x7fffffff; }
-    for (int k = j + 1; k < j + sz; ++k) {  // an inner node: the rest of its subtree
-      const int ck = perm[k];
-      const T zk = z_at(ck);
-      if (zk > m || (zk == m && ck < win)) { m = zk; win = ck; }
+    T m[kPix];
+    int win[kPix];
+HSSN_CUDA_PRAGMA(unroll)
+    for (int k = 0; k < kPix; ++k) {
+      const T x = z_at(c, k);
+      nan[k] |= x != x;
+      m[k] = x != x ? T(-INFINITY) : x;
+      win[k] = x != x ? 0x7fffffff : c;
     }
-    const bool on_path = static_cast<unsigned>(y_pos - j) < static_cast<unsigned>(sz);  // c is the target or above
-    const bool below = static_cast<unsigned>(j - y_pos - 1) < below_n;
-    T owed = T(0);
-    const bool neg = !on_path && !below;
-    if (neg) {
-      const Term<T> t = focal_term(m, false, gamma);
-      loss += t.loss;
-      owed = t.dz + ((d > 0 && st_w[d - 1] == win) ? st_o[d - 1] : T(0));
+    for (int i = j + 1; i < j + sz; ++i) {  // an inner node: the rest of its subtree (NaN never wins)
+      const int ci = perm[i];
+HSSN_CUDA_PRAGMA(unroll)
+      for (int k = 0; k < kPix; ++k) {
+        const T zi = z_at(ci, k);
+        const bool take = zi > m[k] || (zi == m[k] && ci < win[k]);
+        m[k] = take ? zi : m[k];
+        win[k] = take ? ci : win[k];
+      }
+    }
+    T owed[kPix];
+    bool neg[kPix];
+HSSN_CUDA_PRAGMA(unroll)
+    for (int k = 0; k < kPix; ++k) {  // every pixel's term, then one branch for all (no copy of the math)
+      const bool on_path = static_cast<unsigned>(y_pos[k] - j) < static_cast<unsigned>(sz);  // target or above
+      const bool below = static_cast<unsigned>(j - y_pos[k] - 1) < below_n[k];
+      neg[k] = !on_path && !below;
+      const Term<T> t = focal_term<kGamma>(m[k], false, gamma);
+      loss[k] += neg[k] ? t.loss : T(0);
+      owed[k] = neg[k] ? t.dz + (st_w[d][k] == win[k] ? st_o[d][k] : T(0)) : T(0);
     }
     if (sz > 1) {  // an inner node opens the slot of its depth
-      st_w[d] = neg ? win : -1;
-      st_o[d] = owed;
+HSSN_CUDA_PRAGMA(unroll)
+      for (int k = 0; k < kPix; ++k) {
+        st_w[d + 1][k] = neg[k] ? win[k] : -1;
+        st_o[d + 1][k] = owed[k];
+      }
     }
-    if (grad) store(c, win == c ? owed : T(0));
+    if (grad) {
+HSSN_CUDA_PRAGMA(unroll)
+      for (int k = 0; k < kPix; ++k) store(c, k, win[k] == c ? owed[k] : T(0));
+    }
   }
-  int len = 0;
-  while (len < depth && anc_row[len] >= 0) ++len;
-  T run_v = T(0), g_at[kDepth];
-  int run_i = -1, run_k = 0;
-  for (int k = len - 1; k >= 0; --k) {  // root first
-    const int a = anc_row[k];
-    const T za = z_at(a);
-    if (run_i < 0 || za < run_v || (za == run_v && a < run_i)) { run_v = za; run_i = a; run_k = k; }
-    const Term<T> t = focal_term(run_v, true, gamma);
-    loss += t.loss;
-    g_at[k] = T(0);
-    g_at[run_k] += t.dz;  // run_k >= k: filled in
+HSSN_CUDA_PRAGMA(unroll)
+  for (int k = 0; k < kPix; ++k) {  // the path, pixel by pixel (over the walk's 0 on its channels)
+    const int32_t* row = anc[k];
+    int len = 0;
+    while (y_pos[k] >= 0 && len < depth && row[len] >= 0) ++len;
+    T run_v = T(0), g_at[kDepth];
+    int run_i = -1, run_k = 0;
+    for (int i = len - 1; i >= 0; --i) {  // root first
+      const int a = row[i];
+      const T za = z_at(a, k);
+      if (run_i < 0 || za < run_v || (za == run_v && a < run_i)) { run_v = za; run_i = a; run_k = i; }
+      const Term<T> t = focal_term<kGamma>(run_v, true, gamma);
+      loss[k] += t.loss;
+      g_at[i] = T(0);
+      g_at[run_k] += t.dz;  // run_k >= i: filled in
+    }
+    if (grad)
+      for (int i = 0; i < len; ++i) store(row[i], k, g_at[i]);
+    if (nan[k]) loss[k] = static_cast<T>(NAN);
   }
-  if (grad)
-    for (int k = 0; k < len; ++k) store(anc_row[k], g_at[k]);  // over the walk's 0
-  return nan ? static_cast<T>(NAN) : loss;
 }
 
 // Path inference (Eq. 3) for kPix pixels, the walk of hssn_kernels/path_argmax.py: channels in DFS pre-order

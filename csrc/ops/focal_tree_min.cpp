@@ -134,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   const int64_t num_p = logits.numel() / num_c;
   const bool want_grad = grad_loss != nullptr || (compute_grad && reduction != 0);
   const int64_t red = grad_loss ? 0 : reduction;
-  const int blocks = cuda::pixel_blocks(num_p);
+  const int blocks = cuda::pixel_blocks(num_p, cuda::kFtmPixels);
   at::Tensor count = at::ne(target, ignore_index).sum(at::kLong);
   at::Tensor loss = (red == 0 && !grad_loss) ? at::empty(pixel_shape(logits), logits.options().dtype(at::kFloat))
                                              : at::Tensor();
@@ -156,6 +156,7 @@ std::tuple<at::Tensor, at::Tensor> ftm_cuda(const at::Tensor& logits, const at::
   p.num_c = num_c; p.depth = depth; p.num_p = num_p; p.gamma = static_cast<float>(gamma);
   p.ignore_index = ignore_index;
   p.partial_labels = partial_labels;
+  p.offsets32 = offsets_fit_int32(logits) && offsets_fit_int32(grad);
   if (num_p > 0) check_cuda(cuda::launch_ftm(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
   if (red != 0) {
     loss = partial.sum();

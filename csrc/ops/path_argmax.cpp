@@ -52,7 +52,8 @@ at::Tensor path_argmax_cuda(const at::Tensor& logits, const at::Tensor& dfs) {
   p.num_c = static_cast<int>(num_c);
   p.num_p = num_p;
   p.dfs = dfs.data_ptr<int32_t>();
-  const int blocks = cuda::pixel_blocks((num_p + cuda::kArgmaxPixels - 1) / cuda::kArgmaxPixels);
+  p.offsets32 = offsets_fit_int32(logits);
+  const int blocks = cuda::pixel_blocks(num_p, cuda::kArgmaxPixels);
   if (num_p > 0) check_cuda(cuda::launch_path_argmax(p, blocks, c10::cuda::getCurrentCUDAStream()), op);
   return leaf_map;
 }
