@@ -21,8 +21,8 @@ measurement. Method (docs/benchmarks.md, "GPU cost model"):
    floor (the DRAM term). A separate latency column (Little's law: bytes in flight per SM from the
    occupancy and one outstanding row load per warp, against an assumed 600 ns DRAM latency) says when the
    kernel would rather be latency-bound; it is not part of the lower bound.
-6. The native CUDA loss and argmax (``predict_cuda``, from the built extension's sm_90 code; one pixel
-   per thread, 256 per block) get the same columns from a coarser loop model (its docstring).
+6. The native CUDA loss and argmax (``predict_cuda``, from the built extension's sm_90 code; several
+   pixels per thread, 256 threads per block) get the same columns from a coarser loop model (its docstring).
 7. The fused-upsampling loss (``upsample_table``: its loss and fold kernels, per output pixel) beside the
    same-resolution loss on upsampled logits and ``F.interpolate`` + that loss + the interpolate backward.
 
