@@ -13,18 +13,22 @@ bands per call); these kernels take the whole (B, C, h, w) -> (H, W) resize in o
   ``pixels_per_thread``; the clamped first column at ``align_corners=False`` takes a second chunk). Per
   chunk and channel a thread loads its anchor's four taps (L1/L2 re-reads of the low-res logits only),
   interpolates them at its pixels, runs the focal tree-min walk of :mod:`hssn_kernels.focal_tree_min` (the
-  same jit helpers) and reduces its pixels' gradient onto the anchor in registers: four partial sums per
-  anchor and channel (tap 00, 01, 10, 11), stored by the first chunk and added to by the later ones, all
-  by the same thread. No float atomics, no shuffles.
-* **Fold** (``_fold_kernel``): low-res cell (i, j) sums, in a fixed order, the partial sums of the anchors
-  whose taps land on it ((i, j) tap 00, (i, j - 1) tap 01, (i - 1, j) tap 10, ...; clamped taps at the
-  last row / column land on the anchor itself), and writes the gradient in the logits' dtype.
+  same jit helpers) and reduces its pixels' gradient onto the anchor in registers, then adds it where the
+  row taps land: per low-res value two partial sums (``part[b, c, row, col, dc]``, one per column tap dc;
+  at the clamped last row both row taps land on the anchor's own row). Two launches: the even anchor rows
+  first (they store every row: each row is some even anchor's upper or lower row), then the odd ones, which
+  add to what is stored (no two anchors of one launch share a row); an anchor's later chunks add too, in
+  the same thread. No float atomics, no shuffles.
+* **Fold** (``_fold_kernel``): low-res cell (i, j) sums, in a fixed order, its column's tap-0 sum, the
+  column before's tap-1 sum and, at the last column, its own tap-1 sum (the clamped tap), and writes the
+  gradient in the logits' dtype.
 * **Path inference** (``_upsampled_argmax_kernel``): per output pixel, the four taps gathered per channel,
   the path scores of :mod:`hssn_kernels.path_argmax`'s walk, and the hierarchy-violation flag (a node
   above 0 under a parent at or below 0) from a per-depth stack, in the same pass.
 
-Memory above the inputs: the low-res gradient and the partial sums (4 x B x C x h x w in fp32, fp64 for fp64
-logits), the per-program loss partials, the taps (O(H + W)). Deterministic: every sum has a fixed order.
+Memory above the inputs: the low-res gradient, the partial sums (2 x B x C x h x w in fp32: 2x the gradient
+for fp32 logits, 4x for bf16 / fp16; fp64 for fp64 logits), the per-program loss partials, the taps
+(O(H + W)). Deterministic: every sum has a fixed order (the launches run in order).
 Math in fp32 (fp64 for fp64 logits), as the band loop; the same result up to rounding.
 """
 from __future__ import annotations
@@ -107,7 +111,7 @@ def _plan(logits: torch.Tensor, size: tuple[int, int], align_corners: bool, kx: 
 
 
 # ----------------------------------------------------------------------------- kernels
-@triton.jit
+@triton.jit(do_not_specialize=["parity"])  # one compilation for both launches
 def _upsampled_ftm_kernel(
     z_ptr, t_ptr, gout_ptr, loss_ptr, part_ptr, count_ptr,
     perm_ptr, size_ptr, depth_ptr, path_ptr,
@@ -116,13 +120,13 @@ def _upsampled_ftm_kernel(
     s_zb, s_zc, s_zh, s_zw,
     s_tb, s_th, s_tw,
     s_ob, s_oh, s_ow,
-    part_k,
+    parity,
     gamma, ignore_index,
     DEPTH: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr, BJ: tl.constexpr, KX: tl.constexpr,
     GAMMA2: tl.constexpr, REDUCTION: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
     GRAD_PER_PIXEL: tl.constexpr, FP64: tl.constexpr, PARTIAL: tl.constexpr,
 ):
-    a = tl.program_id(0)  # the anchor row
+    a = 2 * tl.program_id(0) + parity  # the anchor row: this launch takes the rows of one parity
     jb = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     kx = tl.arange(0, KX)[None, :, None]  # [1, KX, 1]: the pixel of the anchor's chunk (in the thread)
@@ -142,13 +146,16 @@ def _upsampled_ftm_kernel(
         zero = tl.zeros([1, KX, BJ], dtype=tl.float32)
     lv = tl.arange(0, D_PAD)[:, None, None]
     sv = tl.arange(0, S_PAD)[:, None, None]
-    sink = part_ptr + (b * C * h + a) * w + jj  # + k * part_k + c * h * w
+    sink = part_ptr + 2 * ((b * C * h + a) * w + jj)  # part[b, c, row, col, dc]: + dc + 2 c h w (+ 2 w: next row)
+    down = tl.where(a < h - 1, 2 * w, 0)
     total = tl.sum(tl.sum(zero, axis=2), axis=1)  # [1]: this program's loss sum
     n_cx = tl.load(col_chunks_ptr + jb)
     for ry in range(0, tl.maximum(ny, 1)):  # the anchor row's output rows (a row of zeros when it has none)
         yy = y0 + ry
         h1 = tl.load(lam_y_ptr + yy, mask=ry < ny, other=0.0).to(zero.dtype)
         h0 = 1.0 - h1
+        fh0 = tl.where(down == 0, h0 + h1, h0)  # the fold's row weights: at the clamped last row both row
+        fh1 = tl.where(down == 0, 0.0, h1)  # taps land on the anchor's own row
         for cx in range(0, n_cx):
             ci = cx * KX + kx
             pmask = jmask & (ry < ny) & (ci < nx)
@@ -170,7 +177,7 @@ def _upsampled_ftm_kernel(
                     scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
             neg_loss, nan_seen = _walk(base, o01, o10, o01 + o10, w0, w1, h0, h1, s_zc, jmask, valid, y_pos,
                                        below_n, zero, gp, lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
-                                       sink, part_k, h * w, jmask, ry + cx,
+                                       sink, 1, 2 * h * w, down, fh0, fh1, jmask, ry + cx + parity,
                                        GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, True)
             if COMPUTE_LOSS:
                 loss = tl.where(valid, neg_loss + pos_loss, 0.0)
@@ -182,30 +189,22 @@ def _upsampled_ftm_kernel(
                     total += tl.sum(tl.sum(loss, axis=2), axis=1)
     if COMPUTE_LOSS:
         if REDUCTION != 0:
-            prog = (b * tl.num_programs(1) + jb) * tl.num_programs(0) + a
+            prog = (b * tl.num_programs(1) + jb) * h + a
             tl.store(loss_ptr + prog + tl.arange(0, 1), total.to(loss_ptr.dtype.element_ty))
 
 
 @triton.jit
-def _fold_kernel(part_ptr, grad_ptr, n, h, w, part_k, BLOCK: tl.constexpr):
-    """grad (B, C, h, w) contiguous: each cell's sum of the partial sums whose tap lands on it, in a fixed order.
-
-    Anchor (a, j)'s tap (dr, dc) (partial ``k = 2 dr + dc``) lands on (a + dr, j + dc), clamped to the last
-    row / column: cell (r, c) takes, per axis, the anchor itself with tap 0, the previous anchor with tap 1
-    (r >= 1), and the anchor itself with tap 1 at the last row (clamped)."""
+def _fold_kernel(part_ptr, grad_ptr, n, w, BLOCK: tl.constexpr):
+    """grad (B, C, h, w) contiguous: each cell's sum of the partial sums whose column tap lands on it, in a fixed
+    order: its own column's tap-0 sum, then the tap-1 sum of the column before (c >= 1), then its own tap-1
+    sum at the last column (the clamped tap lands on the anchor itself). The row taps were added where they
+    land by the loss kernel (``part[b, c, row, col, dc]``)."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
     c = i % w
-    r = (i // w) % h
-    plane = i - r * w - c  # the (b, c) plane's first cell
-    acc = tl.zeros([BLOCK], dtype=part_ptr.dtype.element_ty)
-    for ro in tl.static_range(3):  # 0: (r, tap 0), 1: (r - 1, tap 1), 2: (r, tap 1) at the last row
-        r_ok = (r >= ro % 2) & ((r - (h - 1)) * (ro // 2) == 0)
-        for co in tl.static_range(3):
-            c_ok = (c >= co % 2) & ((c - (w - 1)) * (co // 2) == 0)
-            k = 2 * ((ro + 1) // 2) + (co + 1) // 2
-            src = plane + (r - ro % 2) * w + c - co % 2
-            acc += tl.load(part_ptr + k * part_k + src, mask=mask & r_ok & c_ok, other=0.0)
+    acc = tl.load(part_ptr + 2 * i, mask=mask, other=0.0)
+    acc += tl.load(part_ptr + 2 * i - 1, mask=mask & (c >= 1), other=0.0)
+    acc += tl.load(part_ptr + 2 * i + 1, mask=mask & (c == w - 1), other=0.0)
     tl.store(grad_ptr + i, acc.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
@@ -247,7 +246,8 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
     """(loss, low-res gradient or None) of the focal tree-min loss of the upsampled logits (B, C, h, w) against
     target (B, H, W); reduction 0 none ((B, H, W) map), 1 sum, 2 mean (() loss; the gradient already divided by
     the valid count); ``weights`` (B, H, W): the per-pixel weights of a per-pixel loss's backward (then only
-    the gradient). Two launches (loss + partial sums, fold) and a few aten calls, whatever H and W."""
+    the gradient). Three launches (the loss and partial sums of the even anchor rows, of the odd ones, the fold)
+    and a few aten calls, whatever H and W."""
     nb, nc, h, w = logits.shape
     H, W = (int(s) for s in target.shape[-2:])
     perm, size, depth_pos, path = ftm_tables(hierarchy, logits.device)
@@ -258,30 +258,32 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
     per_pixel = weights is not None
     want_grad = compute_grad and (reduction != 0 or per_pixel)
     compute_loss = not per_pixel
-    grid = (h, plan.blocks, nb)
     count = valid_count(target, ignore_index) if reduction == 2 else None
     if reduction == 0 and compute_loss:
         loss = _tu.empty((nb, H, W), dtype=ltype, device=dev)
     else:
         loss = _tu.empty(max(h * plan.blocks * nb, 1), dtype=ltype, device=dev)
-    part = _tu.empty((4, nb, nc, h, w), dtype=ltype, device=dev) if want_grad else loss
+    part = _tu.empty((nb, nc, h, w, 2), dtype=ltype, device=dev) if want_grad else loss
     gout = weights if per_pixel else loss
     s_o = (gout.stride(0), gout.stride(1), gout.stride(2)) if per_pixel else (0, 0, 0)
     if nb * h * w > 0 and H * W > 0:
-        with _tu.launch_guard(logits):
-            _upsampled_ftm_kernel[grid](
-                logits, target, gout, loss, part, count if count is not None else loss,
-                perm, size, depth_pos, path,
-                plan.y_start, plan.y_count, plan.x_start, plan.x_count, plan.col_chunks, plan.lam_y, plan.lam_x,
-                nc, h, w, H, W,
-                *logits.stride(), *target.stride(), *s_o,
-                nb * nc * h * w,
-                float(gamma), int(ignore_index),
-                DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
-                BJ=plan.bj, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
-                COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=want_grad, GRAD_PER_PIXEL=per_pixel,
-                FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **loss_config(depth),
-            )
+        for parity in (0, 1):  # even anchor rows write every row their taps land on, odd ones add to them
+            if h - parity <= 0:
+                continue
+            with _tu.launch_guard(logits):
+                _upsampled_ftm_kernel[((h - parity + 1) // 2, plan.blocks, nb)](
+                    logits, target, gout, loss, part, count if count is not None else loss,
+                    perm, size, depth_pos, path,
+                    plan.y_start, plan.y_count, plan.x_start, plan.x_count, plan.col_chunks, plan.lam_y, plan.lam_x,
+                    nc, h, w, H, W,
+                    *logits.stride(), *target.stride(), *s_o,
+                    parity,
+                    float(gamma), int(ignore_index),
+                    DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
+                    BJ=plan.bj, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
+                    COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=want_grad, GRAD_PER_PIXEL=per_pixel,
+                    FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **loss_config(depth),
+                )
     elif reduction != 0 or not compute_loss:
         loss.zero_()
         if want_grad:
@@ -292,7 +294,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
         n = grad.numel()
         if n:
             with _tu.launch_guard(logits):
-                _fold_kernel[(triton.cdiv(n, FOLD_BLOCK),)](part, grad, n, h, w, n, BLOCK=FOLD_BLOCK, num_warps=4)
+                _fold_kernel[(triton.cdiv(n, FOLD_BLOCK),)](part, grad, n, w, BLOCK=FOLD_BLOCK, num_warps=4)
     if compute_loss and reduction != 0:
         loss = loss.sum()
         if reduction == 2:

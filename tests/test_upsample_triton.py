@@ -159,9 +159,11 @@ def test_launch_and_aten_counts_do_not_grow_with_the_image(monkeypatch):
     assert counts[0] == counts[1] and counts[0][0] <= 4 and counts[0][1] <= 30, counts
 
 
-def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch):
-    """Bytes the fused path allocates: the low-res gradient, 4 fp32 partial sums per low-res value and one
-    loss partial per program; nothing of the output size."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch, dtype):
+    """Bytes the fused path allocates: the low-res gradient, 2 fp32 partial sums per low-res value (4x the
+    gradient's bytes for 16-bit logits, 2x for fp32) and one loss partial per program; nothing of the output
+    size."""
     sizes = []
 
     def tracked(*shape, dtype=None, device=None):
@@ -171,11 +173,13 @@ def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch):
 
     monkeypatch.setattr(_triton_utils, "empty", tracked)
     tree = random_tree(7, max_depth=3, max_channels=8)
-    x = torch.randn(1, tree.num_channels, 4, 6, requires_grad=True)
+    x = torch.randn(1, tree.num_channels, 4, 6).to(dtype).requires_grad_()
     t = random_targets(tree, (1, 16, 24))
     _fused(tree)(x, t).backward()
-    cells = x.numel()
-    assert sum(sizes) <= cells * 4 + 4 * cells * 4 + 4 * 4 * 6  # grad + partial sums + loss partials
+    grad, programs = x.numel() * x.element_size(), 4  # programs: 4 anchor rows x 1 column block x 1 image
+    assert x.grad.dtype == dtype and grad in sizes
+    assert sum(sizes) - grad - 4 * programs <= 4 * grad
+    assert sum(sizes) == grad + 2 * x.numel() * 4 + 4 * programs
 
 
 def test_compile_fullgraph(on_device):

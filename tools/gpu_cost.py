@@ -401,8 +401,10 @@ def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, 
     Loss kernel loops (per thread, from the outside): the anchor row's output rows (``R`` = H / h trips), the
     column chunks (``X`` per program, averaged from the launch plan), the channel walk (``C`` per chunk) and
     the subtree scans (their rows / ``U`` per chunk, ``U`` = a scan trip's tap loads / 4); trips are totals per
-    thread, as in :func:`assign_trips`. DRAM: the low-res logits once, the int64 target, the four fp32
-    partial sums per low-res value written; the fold reads them and writes the low-res gradient."""
+    thread, as in :func:`assign_trips` (the two parity launches of the loss kernel together make one pass).
+    DRAM: the low-res logits once, the int64 target, the two fp32 partial sums per low-res value written by
+    the even anchor rows' launch and read and written back by the odd rows'; the fold reads them and writes
+    the low-res gradient."""
     from hssn_kernels import upsample_triton as upt
 
     compiled = {} if compiled is None else compiled
@@ -429,10 +431,10 @@ def predict_upsampled(gpu: Gpu, dtype: str, tree: str, batch: int, height: int, 
     c = count(instrs, loops)
     block_px = height * width / (lh * plan.blocks)
     low = channels * elem / UPSAMPLE_RATIO ** 2
-    partials = 16 * channels / UPSAMPLE_RATIO ** 2
+    partials = 8 * channels / UPSAMPLE_RATIO ** 2  # two fp32 values per low-res value, once
     loss_row = _row(gpu, "triton upsampled ftm fwd+grad (mean)", "upsampled", dtype, tree, (batch, height, width), c,
                     regs, shared, warps, int(block_px), "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops),
-                    dram=low + 8 + partials)
+                    dram=low + 8 + 3 * partials)
     ftext, fregs, fshared, fwarps, fcx = compile_kernel("upsampled fold", dtype, h, (batch, height, width), compiled)
     finstrs, floops = parse(ftext)
     if floops:

@@ -97,7 +97,7 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
                                  "x_start_ptr", "x_count_ptr", "col_chunks_ptr", "i0_y_ptr", "i0_x_ptr")}
     types = {"z_ptr": f"*{logits_dtype}", "t_ptr": "*i64", "gout_ptr": "*fp32", "loss_ptr": "*fp32",
              "part_ptr": "*fp32", "count_ptr": "*i64", "lam_y_ptr": "*fp32", "lam_x_ptr": "*fp32", "gamma": "fp32",
-             "grad_ptr": f"*{logits_dtype}", "leaf_ptr": "*i64", "viol_ptr": "*i8", "n": "i64", "part_k": "i64",
+             "grad_ptr": f"*{logits_dtype}", "leaf_ptr": "*i64", "viol_ptr": "*i8", "n": "i64",
              **ptr32}
     values = dict(C=channels, h=h, w=w, H=nh, W=nw, s_zb=channels * h * w, s_zc=h * w, s_zh=w, s_zw=1,
                   s_tb=nh * nw, s_th=nw, s_tw=1, s_ob=nh * nw, s_oh=nw, s_ow=1, ignore_index=255)
@@ -111,7 +111,7 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
                       *specialise(upt._upsampled_ftm_kernel, types, cx, values), opts))
     cx = dict(BLOCK=upt.FOLD_BLOCK)
     specs.append((f"upsampled fold {logits_dtype}", upt._fold_kernel,
-                  *specialise(upt._fold_kernel, types, cx, dict(h=h, w=w)), {"num_warps": 4}))
+                  *specialise(upt._fold_kernel, types, cx, dict(w=w)), {"num_warps": 4}))
     block_p, options = _tu.pixel_config(nh * nw, depth, _tu.UPSAMPLED_MAX_REGISTERS)
     cx = dict(S_PAD=triton.next_power_of_2(max(depth - 1, 1)), BLOCK_P=block_p, FP64=False, VIOL=True)
     specs.append((f"upsampled argmax+violations C={channels} {logits_dtype}", upt._upsampled_argmax_kernel,
