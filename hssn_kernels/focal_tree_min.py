@@ -151,7 +151,7 @@ def _path_terms(base, o01, o10, o11, w0, w1, h0, h1, s_zc, valid, y, zero, lv, p
 
 @triton.jit
 def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_n, zero, gp, lv, sv, scale,
-          perm_ptr, size_ptr, depth_ptr, C, gamma, sink, sink_k, sink_c, sink_down, fh0, fh1, sink_mask, later,
+          perm_ptr, size_ptr, depth_ptr, C, gamma, sink, sink_k, sink_c, sink_down, sink_mask, later,
           GAMMA2: tl.constexpr, COMPUTE_LOSS: tl.constexpr, COMPUTE_GRAD: tl.constexpr, FP64: tl.constexpr,
           PARTIAL: tl.constexpr, UPS: tl.constexpr):
     """The channels once in DFS pre-order: ``M_v`` (max over ``Dsc(v)``, lowest channel on ties; a leaf's is
@@ -161,10 +161,10 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
     term never lands on a path node). Each channel's gradient is written once: at the pixels (``sink + c *
     sink_c``) when it is visited, except at the pixels' path nodes (written after the walk from ``gp``, which
     is then unused here), or with ``UPS`` (path nodes included) folded onto the tile's low-res anchors: the
-    column-tap partial sums (dc = 0, 1 at ``+ dc * sink_k``) at the rows the taps land on, weighted by the
-    row weights ``fh0`` / ``fh1``: the anchor's row (``sink + c * sink_c``) and the next (``+ sink_down``; 0
-    at the clamped last row, whose fh0 holds both row weights and fh1 is 0); added to the stored ones when
-    ``later`` > 0 (the anchor's later chunks, same thread, or a later launch). Returns (negative loss, NaN-propagating max of the logits)."""
+    column-tap partial sums (dc = 0, 1 at ``+ dc * sink_k``) at the rows the taps land on: the anchor's row
+    (``sink + c * sink_c``) and the next (``+ sink_down``; 0 at the clamped last row, where the lower taps
+    are added to what the upper ones just stored); added to the stored ones when ``later`` > 0 (the
+    anchor's later chunks, same thread, or a later launch). Returns (negative loss, NaN-propagating max of the logits)."""
     big = tl.zeros_like(y_pos) + 2147483647
     st_w = tl.zeros_like(zero * sv).to(tl.int32) - 1  # the open inner ancestors' winner (-1: nothing carried)
     st_o = zero * sv  # and the sum they owe it
@@ -210,20 +210,18 @@ def _walk(base, o01, o10, o11, w0, w1, h0, h1, s_zc, pmask, valid, y_pos, below_
                 cell = sink + c.to(tl.int64) * sink_c
                 s0 = tl.sum(g * w0, axis=1, keep_dims=True)
                 s1 = tl.sum(g * w1, axis=1, keep_dims=True)
-                p00 = fh0 * s0
-                p01 = fh0 * s1
-                p10 = fh1 * s0
-                p11 = fh1 * s1
-                down_mask = sink_mask & (sink_down != 0)
+                p00 = h0 * s0
+                p01 = h0 * s1
                 if later > 0:
                     p00 += tl.load(cell, mask=sink_mask, other=0.0)
                     p01 += tl.load(cell + sink_k, mask=sink_mask, other=0.0)
-                    p10 += tl.load(cell + sink_down, mask=down_mask, other=0.0)
-                    p11 += tl.load(cell + sink_k + sink_down, mask=down_mask, other=0.0)
                 tl.store(cell, p00.to(sink.dtype.element_ty), mask=sink_mask)
                 tl.store(cell + sink_k, p01.to(sink.dtype.element_ty), mask=sink_mask)
-                tl.store(cell + sink_down, p10.to(sink.dtype.element_ty), mask=down_mask)
-                tl.store(cell + sink_k + sink_down, p11.to(sink.dtype.element_ty), mask=down_mask)
+                reread = sink_mask & ((later > 0) | (sink_down == 0))  # at the clamped row: what was just stored
+                p10 = h1 * s0 + tl.load(cell + sink_down, mask=reread, other=0.0)
+                p11 = h1 * s1 + tl.load(cell + sink_k + sink_down, mask=reread, other=0.0)
+                tl.store(cell + sink_down, p10.to(sink.dtype.element_ty), mask=sink_mask)
+                tl.store(cell + sink_k + sink_down, p11.to(sink.dtype.element_ty), mask=sink_mask)
             else:  # path nodes are written after the walk (no address is written twice)
                 tl.store(sink + c.to(tl.int64) * sink_c, g.to(sink.dtype.element_ty),
                          mask=sink_mask & ((valid & on_path) == 0))
@@ -280,7 +278,7 @@ def _ftm_kernel(
             scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
     grow = grad_ptr + b * s_gb + qg
     neg_loss, nan_seen = _walk(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, pmask, valid, y_pos, below_n, zero, zero,
-                               lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma, grow, 0, s_gc, 0, zero, zero, pmask, 0,
+                               lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma, grow, 0, s_gc, 0, pmask, 0,
                                GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, False)
     # the path after the walk (nothing of it held through the walk): its terms, and its nodes' gradient
     pos_loss, gp = _path_terms(zrow, 0, 0, 0, zero, zero, zero, zero, s_zc, valid, y, zero, lv, perm_ptr, path_ptr,

@@ -48,11 +48,13 @@ from .path_argmax import _argmax_walk
 from .upsample import _taps
 
 
-def loss_config(depth: int) -> dict:
-    """Launch options of the loss kernel: ``LOSS_WARPS`` warps, at most 192 registers (255 for trees deeper than
-    8): a thread's anchor taps, weights and partial sums need more than the same-resolution kernel's 128 to stay
-    spill-free (tools/triton_resources.py at heights 3, 6, 16)."""
-    return {"num_warps": LOSS_WARPS, "maxnreg": 192 if depth <= 8 else _tu.DEEP_MAX_REGISTERS}
+def loss_config(depth: int, per_pixel: bool = False) -> dict:
+    """Launch options of the loss kernel: ``LOSS_WARPS`` warps, at most 192 registers (10 one-warp programs
+    per SM): a thread's anchor taps, weights and partial sums need more than the same-resolution kernel's 128
+    to stay spill-free; 255 for trees deeper than 8 and for the backward of ``reduction="none"``
+    (``per_pixel``: each pixel's incoming weight held through the walk too; not the training path), checked
+    by tools/triton_resources.py at heights 3, 6, 16."""
+    return {"num_warps": LOSS_WARPS, "maxnreg": 192 if depth <= 8 and not per_pixel else _tu.DEEP_MAX_REGISTERS}
 
 
 LOSS_WARPS = 1
@@ -154,8 +156,6 @@ def _upsampled_ftm_kernel(
         yy = y0 + ry
         h1 = tl.load(lam_y_ptr + yy, mask=ry < ny, other=0.0).to(zero.dtype)
         h0 = 1.0 - h1
-        fh0 = tl.where(down == 0, h0 + h1, h0)  # the fold's row weights: at the clamped last row both row
-        fh1 = tl.where(down == 0, 0.0, h1)  # taps land on the anchor's own row
         for cx in range(0, n_cx):
             ci = cx * KX + kx
             pmask = jmask & (ry < ny) & (ci < nx)
@@ -177,7 +177,7 @@ def _upsampled_ftm_kernel(
                     scale = zero + 1.0 / tl.maximum(tl.load(count_ptr).to(zero.dtype), 1.0)
             neg_loss, nan_seen = _walk(base, o01, o10, o01 + o10, w0, w1, h0, h1, s_zc, jmask, valid, y_pos,
                                        below_n, zero, gp, lv, sv, scale, perm_ptr, size_ptr, depth_ptr, C, gamma,
-                                       sink, 1, 2 * h * w, down, fh0, fh1, jmask, ry + cx + parity,
+                                       sink, 1, 2 * h * w, down, jmask, ry + cx + parity,
                                        GAMMA2, COMPUTE_LOSS, COMPUTE_GRAD, FP64, PARTIAL, True)
             if COMPUTE_LOSS:
                 loss = tl.where(valid, neg_loss + pos_loss, 0.0)
@@ -282,7 +282,7 @@ def upsampled_ftm(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHi
                     DEPTH=depth, D_PAD=triton.next_power_of_2(depth), S_PAD=triton.next_power_of_2(max(depth - 1, 1)),
                     BJ=plan.bj, KX=plan.kx, GAMMA2=gamma == 2.0, REDUCTION=reduction,
                     COMPUTE_LOSS=compute_loss, COMPUTE_GRAD=want_grad, GRAD_PER_PIXEL=per_pixel,
-                    FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **loss_config(depth),
+                    FP64=logits.dtype == torch.float64, PARTIAL=bool(partial), **loss_config(depth, per_pixel),
                 )
     elif reduction != 0 or not compute_loss:
         loss.zero_()

@@ -91,7 +91,6 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
     """The fused-upsampling kernels (hssn_kernels.upsample_triton) at 1/4 of ``image``'s resolution."""
     nb, nh, nw = image
     h, w = nh // 4, nw // 4
-    opts = upt.loss_config(depth)
     plan = upt._Plan(h, w, nh, nw, False, False, "cpu", upt.columns_per_thread(nw, w, depth))
     ptr32 = {n: "*i32" for n in ("perm_ptr", "size_ptr", "depth_ptr", "path_ptr", "y_start_ptr", "y_count_ptr",
                                  "x_start_ptr", "x_count_ptr", "col_chunks_ptr", "i0_y_ptr", "i0_x_ptr")}
@@ -108,7 +107,7 @@ def upsampled_specs(channels: int, depth: int, logits_dtype: str, image: tuple[i
                   BJ=plan.bj, KX=plan.kx, GAMMA2=True, REDUCTION=red, COMPUTE_LOSS=loss,
                   COMPUTE_GRAD=grad, GRAD_PER_PIXEL=per_pixel, FP64=False, PARTIAL=False)
         specs.append((f"{label} C={channels} {logits_dtype}", upt._upsampled_ftm_kernel,
-                      *specialise(upt._upsampled_ftm_kernel, types, cx, values), opts))
+                      *specialise(upt._upsampled_ftm_kernel, types, cx, values), upt.loss_config(depth, per_pixel)))
     cx = dict(BLOCK=upt.FOLD_BLOCK)
     specs.append((f"upsampled fold {logits_dtype}", upt._fold_kernel,
                   *specialise(upt._fold_kernel, types, cx, dict(w=w)), {"num_warps": 4}))
