@@ -182,6 +182,35 @@ def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch, dtype):
     assert sum(sizes) == grad + 2 * x.numel() * 4 + 4 * programs
 
 
+def test_scratch_at_the_mapillary_shape_is_4x_the_bf16_gradient(monkeypatch):
+    """The same accounting at 2 x 177 x 128x256 -> 512x1024 bf16 (the launches stubbed: the allocations are the
+    host's): 23.2 MB of gradient, 92.8 MB of partial sums (4x), 8 KB of loss partials."""
+    sizes = []
+
+    def tracked(*shape, dtype=None, device=None):
+        out = torch.empty(*shape, dtype=dtype, device=device)
+        sizes.append(out.numel() * out.element_size())
+        return out
+
+    class Stub:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr(_triton_utils, "empty", tracked)
+    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", Stub())
+    monkeypatch.setattr(upsample_triton, "_fold_kernel", Stub())
+    from hssn import hierarchies
+
+    tree = hierarchies.get("mapillary_v2")
+    assert tree.num_channels == 177
+    x = torch.zeros(2, 177, 128, 256, dtype=torch.bfloat16, requires_grad=True)
+    t = torch.zeros(2, 512, 1024, dtype=torch.uint8)
+    hk.focal_tree_min_loss(x, t, tree, backend="triton", upsample="bilinear", validate=False,
+                           nan_policy="propagate").backward()
+    grad, programs = x.numel() * 2, 2 * 128 * 8  # 128 anchor rows x 8 column blocks x 2 images
+    assert sum(sizes) == grad + 4 * grad + 4 * programs
+
+
 def test_compile_fullgraph(on_device):
     tree = random_tree(9, max_depth=3, max_channels=8)
     x = torch.randn(1, tree.num_channels, 3, 4)
