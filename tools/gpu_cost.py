@@ -167,6 +167,21 @@ def count_row_loads(instrs: list[Instr], loops: list[Loop], row_bytes: int) -> N
             loops[ins.loop].row_loads += 1
 
 
+def split_scan_setup(instrs: list[Instr], loops: list[Loop], walk: int, scans: list[Loop], depth: int, trips: float,
+                     what: str) -> None:
+    """Move the subtree scans' set-up / unrolled remainder (the code the walk's first branch past every scan
+    loop skips at leaves) out of the walk into a region of its own, appended to ``loops`` with ``depth`` and
+    ``trips``; ``what`` names the kernel in the error raised when no such branch exists."""
+    first, last = min(lp.lo for lp in scans), max(lp.hi for lp in scans)
+    skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
+    if skip is None:
+        raise ValueError(f"no branch skips the subtree scans at leaves{what}")
+    loops.append(Loop(skip.addr + 1, skip.target - 1, depth=depth, trips=trips))
+    for ins in instrs:
+        if ins.loop == walk and skip.addr < ins.addr < skip.target:
+            ins.loop = len(loops) - 1
+
+
 def assign_trips(instrs: list[Instr], loops: list[Loop], row_bytes: int, channels: int, scans: list[int]) -> None:
     """Trip counts per thread of every loop of freshly parsed SASS. Depth 1 = the channel walk: ``channels``
     trips. Depth 2 = the subtree scans, ``scans`` = rows scanned per inner node: ptxas unrolls a scan into
@@ -181,21 +196,12 @@ def assign_trips(instrs: list[Instr], loops: list[Loop], row_bytes: int, channel
         raise ValueError(f"unexpected loop structure {[(lp.depth, hex(lp.lo), hex(lp.hi)) for lp in loops]}")
     walk = loops.index(by_depth[1][0])
     inner = by_depth.get(2, [])
-    if inner:  # the scans' set-up / remainder code: what the walk's first branch past every scan loop skips
-        first, last = min(lp.lo for lp in inner), max(lp.hi for lp in inner)
-        skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
-        if skip is None:
-            raise ValueError("no branch skips the subtree scans at leaves")
-        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=1))
-        for ins in instrs:
-            if ins.loop == walk and skip.addr < ins.addr < skip.target:
-                ins.loop = len(loops) - 1
+    if inner:  # run once per inner node (its straight-line rows counted as if all ran)
+        split_scan_setup(instrs, loops, walk, inner, depth=1, trips=len(scans), what="")
     count_row_loads(instrs, loops, row_bytes)
     if loops[walk].row_loads != 1:
         raise ValueError(f"the channel walk has {loops[walk].row_loads} row loads per trip, expected 1")
     loops[walk].trips = channels
-    if inner:
-        loops[-1].trips = len(scans)  # once per inner node (its straight-line rows counted as if all ran)
     inner = sorted(inner, key=lambda lp: -lp.row_loads)
     if any(lp.row_loads == 0 for lp in inner):
         raise ValueError(f"a nested loop without row loads {[(lp.depth, lp.row_loads) for lp in loops]}")
@@ -583,14 +589,8 @@ def predict_cuda(gpu: Gpu, label: str, dtype: str, tree: str, batch: int, height
         else:
             lp.trips = 1
     if scans:  # the scans' set-up / remainder code: once per inner node
-        first, last = min(loops[k].lo for k in scans), max(loops[k].hi for k in scans)
-        skip = next((i for i in instrs if i.loop == walk and i.addr < first and i.target > last), None)
-        if skip is None:
-            raise ValueError(f"no branch skips the subtree scans at leaves in {label} {dtype}")
-        loops.append(Loop(skip.addr + 1, skip.target - 1, depth=loops[walk].depth + 1, trips=len(scan_rows)))
-        for ins in instrs:
-            if ins.loop == walk and skip.addr < ins.addr < skip.target:
-                ins.loop = len(loops) - 1
+        split_scan_setup(instrs, loops, walk, [loops[k] for k in scans], depth=loops[walk].depth + 1,
+                         trips=len(scan_rows), what=f" in {label} {dtype}")
     return _row(gpu, f"cuda {label}", label, dtype, tree, (batch, height, width), count(instrs, loops),
                 usage.get("REG", 255), usage.get("SHARED", 0), CUDA_THREADS // 32, CUDA_THREADS * pixels,
                 "/".join(f"{lp.depth}:{lp.trips:g}" for lp in loops))
