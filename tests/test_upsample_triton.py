@@ -126,21 +126,36 @@ def _top_level_aten_ops(prof) -> list[str]:
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="counts the host side with the kernels stubbed out")
+class _Stub:
+    """A Triton kernel whose launches are only recorded (by name, in ``launches``): the host side alone."""
+
+    def __init__(self, name: str, launches: list):
+        self.name, self.launches = name, launches
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launches.append(self.name)
+
+
+def _count_allocations(monkeypatch) -> list[int]:
+    """The bytes of every buffer the fused path allocates (``_triton_utils.empty``), appended as it runs."""
+    sizes = []
+
+    def tracked(*shape, dtype=None, device=None):
+        out = torch.empty(*shape, dtype=dtype, device=device)
+        sizes.append(out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(_triton_utils, "empty", tracked)
+    return sizes
+
+
 def test_launch_and_aten_counts_do_not_grow_with_the_image(monkeypatch):
     """At most 4 kernel launches and 30 aten calls per forward + backward of a training step (its shape's plan
     cached by the first call), the same at 128x256 -> 512x1024 and 256x512 -> 1024x2048 (the launches stubbed:
     the host side at the real shapes)."""
     launches = []
-
-    class Stub:
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: launches.append(self.name)
-
-    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", Stub("loss"))
-    monkeypatch.setattr(upsample_triton, "_fold_kernel", Stub("fold"))
+    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", _Stub("loss", launches))
+    monkeypatch.setattr(upsample_triton, "_fold_kernel", _Stub("fold", launches))
     tree = cityscapes_like()
     counts = []
     for h, w in ((128, 256), (256, 512)):
@@ -164,14 +179,7 @@ def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch, dtype):
     """Bytes the fused path allocates: the low-res gradient, 2 fp32 partial sums per low-res value (4x the
     gradient's bytes for 16-bit logits, 2x for fp32) and one loss partial per program; nothing of the output
     size."""
-    sizes = []
-
-    def tracked(*shape, dtype=None, device=None):
-        out = torch.empty(*shape, dtype=dtype, device=device)
-        sizes.append(out.numel() * out.element_size())
-        return out
-
-    monkeypatch.setattr(_triton_utils, "empty", tracked)
+    sizes = _count_allocations(monkeypatch)
     tree = random_tree(7, max_depth=3, max_channels=8)
     x = torch.randn(1, tree.num_channels, 4, 6).to(dtype).requires_grad_()
     t = random_targets(tree, (1, 16, 24))
@@ -185,20 +193,9 @@ def test_scratch_is_bounded_by_the_low_res_gradient(monkeypatch, dtype):
 def test_scratch_at_the_mapillary_shape_is_4x_the_bf16_gradient(monkeypatch):
     """The same accounting at 2 x 177 x 128x256 -> 512x1024 bf16 (the launches stubbed: the allocations are the
     host's): 23.2 MB of gradient, 92.8 MB of partial sums (4x), 8 KB of loss partials."""
-    sizes = []
-
-    def tracked(*shape, dtype=None, device=None):
-        out = torch.empty(*shape, dtype=dtype, device=device)
-        sizes.append(out.numel() * out.element_size())
-        return out
-
-    class Stub:
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: None
-
-    monkeypatch.setattr(_triton_utils, "empty", tracked)
-    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", Stub())
-    monkeypatch.setattr(upsample_triton, "_fold_kernel", Stub())
+    sizes = _count_allocations(monkeypatch)
+    monkeypatch.setattr(upsample_triton, "_upsampled_ftm_kernel", _Stub("loss", []))
+    monkeypatch.setattr(upsample_triton, "_fold_kernel", _Stub("fold", []))
     from hssn import hierarchies
 
     tree = hierarchies.get("mapillary_v2")
