@@ -13,9 +13,11 @@
 
 // GCC if-converts (and so vectorises) the tile loops only when float operations may be speculated: the
 // kernels are compiled as with -fno-trapping-math (no code here reads floating-point exception flags);
-// and without unroll-and-jam, which fuses two rows' loops over the pixels into one it then leaves scalar.
+// without unroll-and-jam, which fuses two rows' loops over the pixels into one it then leaves scalar; and
+// without turning the tiles' zero / copy loops into memset / memcpy calls (`rep stos` / `rep movs`, whose
+// start-up costs more than the few vector stores of a 64-pixel row).
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math", "no-loop-unroll-and-jam")
+#pragma GCC optimize("no-trapping-math", "no-loop-unroll-and-jam", "no-tree-loop-distribute-patterns")
 #endif
 
 #include "vec_math.h"
@@ -228,17 +230,13 @@ void ftm_tiles(const FtmLaunch& L) {
       const int64_t p0 = tile * kTile;
       const int64_t n = std::min<int64_t>(kTile, L.num_p - p0);
       const bool zdense = tile_offsets(L.zl, p0, n, zoff);
-      alignas(64) int64_t yv[kTile];  // 0. labels (ignore_index past n)
-      if (tile_offsets(L.tl, p0, n, toff)) {
-        const tgt_t* tt = t + toff[0];
-#pragma omp simd
-        for (int i = 0; i < kTile; ++i) yv[i] = static_cast<int64_t>(tt[i]);
-      } else {
-        for (int i = 0; i < kTile; ++i) yv[i] = i < n ? static_cast<int64_t>(t[toff[i]]) : L.ignore_index;
-      }
+      // 0. labels (ignore_index past n): read in place when the tile's targets are one run
+      const bool tdense = tile_offsets(L.tl, p0, n, toff);
+      const tgt_t* tt = t + toff[0];
       int32_t any = 0;
-      for (int i = 0; i < kTile; ++i) {  // scalar (a table load per pixel), no branch
-        const int64_t yi = yv[i];
+      for (int i = 0; i < kTile; ++i) {  // scalar (a table load per pixel), no branch but the uniform tdense
+        const int64_t yi = tdense ? static_cast<int64_t>(tt[i]) : i < n ? static_cast<int64_t>(t[toff[i]])
+                                                                          : L.ignore_index;
         const bool in = static_cast<uint64_t>(yi) < static_cast<uint64_t>(num_c);
         const int32_t info = tr.as_label[in ? yi : 0] & -static_cast<int32_t>(in);
         const bool ok = info != 0;
@@ -269,8 +267,8 @@ void ftm_tiles(const FtmLaunch& L) {
             wc[i] = c;
             nan[i] |= static_cast<int32_t>(x != x);
             const bool on = static_cast<uint32_t>(lpos[i] - pos) < size;
-            pm_d[i] = on ? x : pm_d[i];
-            pw_d[i] = on ? c : pw_d[i];
+            pm_d[i] = blend(on, x, pm_d[i]);  // not ?: (a masked store behind a branch per vector)
+            pw_d[i] = blend(on, c, pw_d[i]);
           });
         }
         ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
