@@ -395,14 +395,14 @@ def _(grad_loss, logits, target, perm, size, depth_pos, path_pos, gamma, ignore_
     return logits.new_empty(logits.shape)
 
 
-register_fused_loss("hssn::triton_ftm_forward", ftm_backward)
+_ftm_forward = register_fused_loss("hssn::triton_ftm_forward", ftm_backward)
 
 
 @register("ftm_kernel", "triton")
 def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, gamma: float, ignore_index: int,
                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
-    return ftm_forward(logits, target, *ftm_tables(hierarchy, logits.device), float(gamma), int(ignore_index),
+    return _ftm_forward(logits, target, *ftm_tables(hierarchy, logits.device), float(gamma), int(ignore_index),
                        int(reduction), bool(compute_grad), bool(partial))
 
 

@@ -71,7 +71,7 @@ def focal_tree_min_loss(
     impl = backends.resolve(name, logits.device, "focal_tree_min_loss")
     if name != "reference" and _needs_upsampling(logits, target, upsample):  # fused, band by band
         def kernel(z, t, _, *args):
-            return _up.upsampled_ftm(z, t, list(hierarchy.parents), bool(align_corners), name, *args)
+            return _up.upsampled_ftm_autograd(z, t, list(hierarchy.parents), bool(align_corners), name, *args)
 
         loss = _autograd.fused_loss(kernel, logits, target, hierarchy, gamma, ignore_index, reduction, partial)
     else:

@@ -86,7 +86,8 @@ def _runs_on(arch: str, major: int, minor: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- fake kernels and autograd
-def _register() -> None:
+def _register() -> tuple:
+    """Fakes and autograd of the ops; returns the eager entries of ftm_forward and triplet_forward."""
     lib = "hssn::"
 
     @torch.library.register_fake(lib + "ftm_forward")
@@ -110,13 +111,11 @@ def _register() -> None:
           hierarchy_margin, distance, compute_grad):
         return fake_triplet_loss(embeddings, compute_grad)
 
-    register_fused_loss(lib + "ftm_forward", torch.ops.hssn.ftm_backward)
+    return (register_fused_loss(lib + "ftm_forward", torch.ops.hssn.ftm_backward),
+            register_triplet_loss(lib + "triplet_forward", torch.ops.hssn.triplet_forward))
 
-    register_triplet_loss(lib + "triplet_forward", torch.ops.hssn.triplet_forward)
 
-
-if _C is not None:
-    _register()
+_ftm_forward, _triplet_forward = _register() if _C is not None else (None, None)
 
 
 # ----------------------------------------------------------------------------- backend interface
@@ -125,7 +124,7 @@ def ftm_kernel(logits: torch.Tensor, target: torch.Tensor, hierarchy: ClassHiera
                reduction: int, compute_grad: bool, partial: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw forward kernel (no autograd): (loss, d loss / d logits or empty); reduction 0 none, 1 sum, 2 mean."""
     tabs = hierarchy.tables(logits.device)
-    return torch.ops.hssn.ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs,
+    return _ftm_forward(logits, target, tabs.parent, tabs.bottom_up, tabs.ancestors, tabs.dfs,
                                       float(gamma), int(ignore_index), int(reduction), bool(compute_grad),
                                       bool(partial))
 
@@ -163,4 +162,4 @@ def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
     """Tree-triplet loss on the native sampler and ``hssn::triplet_forward`` (``_autograd.triplet_loss``;
     arguments as :func:`hssn_kernels.reference._triplet_loss`)."""
-    return triplet_loss(sample_triplets_padded, torch.ops.hssn.triplet_forward, embeddings, target, hierarchy, *args)
+    return triplet_loss(sample_triplets_padded, _triplet_forward, embeddings, target, hierarchy, *args)

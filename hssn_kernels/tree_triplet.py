@@ -352,7 +352,7 @@ def _(embeddings, target, triplets, count, leaf_index, tree_distance, margin_eps
     return fake_triplet_loss(embeddings, compute_grad)
 
 
-register_triplet_loss("hssn::triton_triplet_forward", triplet_forward)
+_triplet_forward = register_triplet_loss("hssn::triton_triplet_forward", triplet_forward)
 
 
 # ----------------------------------------------------------------------------- backend entry points
@@ -370,4 +370,4 @@ def sample_triplets_padded(target: torch.Tensor, hierarchy: ClassHierarchy, num_
 def tree_triplet_loss(embeddings: torch.Tensor, target: torch.Tensor, hierarchy: ClassHierarchy, *args) -> torch.Tensor:
     """Tree-triplet loss on the Triton sampler and ``hssn::triton_triplet_forward`` (``_autograd.triplet_loss``;
     arguments as :func:`hssn_kernels.reference._triplet_loss`)."""
-    return triplet_loss(sample_triplets_padded, triplet_forward, embeddings, target, hierarchy, *args)
+    return triplet_loss(sample_triplets_padded, _triplet_forward, embeddings, target, hierarchy, *args)

@@ -278,7 +278,8 @@ def _(weights, logits, target, parents, align_corners, backend, gamma, ignore_in
     return logits.new_empty(logits.shape)
 
 
-register_fused_loss("hssn::upsampled_ftm", upsampled_ftm_backward)
+upsampled_ftm_autograd = register_fused_loss("hssn::upsampled_ftm", upsampled_ftm_backward)
+"""hssn::upsampled_ftm's eager entry (:func:`hssn_kernels._autograd.eager_autograd`)."""
 
 
 # ----------------------------------------------------------------------------- path inference
