@@ -111,6 +111,12 @@ def _known(t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
     return ~below | (torch.arange(hierarchy.num_channels, device=t.device)[None, :] == t[:, None])
 
 
+def _known_terms(terms: torch.Tensor, t: torch.Tensor, hierarchy: ClassHierarchy) -> torch.Tensor:
+    """(P, C) node terms with those of the label's strict descendants zeroed (partial labels), except a NaN
+    one: a NaN logit below the label still makes its pixel's loss NaN (the NaN rule above)."""
+    return torch.where(_known(t, hierarchy) | terms.isnan(), terms, torch.zeros_like(terms))
+
+
 def _prepare(logits, target, hierarchy, ignore_index, partial_labels=False):
     """(P, C) logits (zero at ignored pixels), (P,) channel per pixel, (P,) valid and (P,) bad-label masks."""
     t, valid = _valid_pixels(target, ignore_index)
@@ -149,7 +155,7 @@ def _focal_tree_min_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255,
     zstar = z.gather(1, torch.where(labels, min_idx, max_idx))
     terms = _focal_terms(zstar, labels, float(gamma))
     if partial_labels:
-        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
+        terms = _known_terms(terms, t, hierarchy)
     per_pixel = _masked(terms.sum(1), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 
@@ -161,7 +167,7 @@ def _focal_bce_loss(logits, target, hierarchy, gamma=2.0, ignore_index=255, redu
     z, t, valid, bad = _prepare(logits, target, hierarchy, ignore_index, partial_labels)
     terms = _focal_terms(z, _node_labels(t, hierarchy), float(gamma))
     if partial_labels:
-        terms = torch.where(_known(t, hierarchy), terms, torch.zeros_like(terms))
+        terms = _known_terms(terms, t, hierarchy)
     per_pixel = _masked(terms.sum(1), valid, bad)
     return _reduce(per_pixel, valid, reduction, logits)
 

@@ -54,6 +54,25 @@ def test_tile_tails(n, dtype, partial):
     assert torch.equal(hk.hierarchical_argmax(x, h, backend="cpu"), R.hierarchical_argmax(x, h))
 
 
+@pytest.mark.parametrize("seed", [3, 8, 21])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.5])
+def test_a_nan_logit_in_any_channel_gives_its_pixel_a_nan_loss(seed, dtype, partial, gamma):
+    """One NaN logit per pixel, in every channel in turn (leaves, inner nodes, on and off the label's path,
+    below an inner label): exactly the labelled pixels with a NaN get a NaN loss, as in the reference (the
+    kernel relies on NaN reaching a term except below a partial label, which it flags)."""
+    h = random_tree(seed, max_channels=30)
+    c = h.num_channels
+    x, t = _inputs(h, 3 * c, dtype, seed=seed, partial=partial)
+    x[torch.arange(3 * c), torch.arange(3 * c) % c] = float("nan")
+    got = hk.focal_tree_min_loss(x, t, h, gamma, reduction="none", backend="cpu", nan_policy="propagate",
+                                 partial_labels=partial)
+    want = R.focal_tree_min_loss(x.double(), t, h, gamma, reduction="none", nan_policy="propagate",
+                                 partial_labels=partial)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.isnan(), t != 255)
+
+
 def test_channels_last_and_strided_views():
     """Non-contiguous logits take the gather path of a tile; results equal the contiguous call's."""
     h = random_tree(11, max_channels=30)

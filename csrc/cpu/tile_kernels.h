@@ -224,7 +224,7 @@ void ftm_tiles(const FtmLaunch& L) {
     alignas(64) int32_t len[kTile];    // its path length (0: none)
     alignas(64) acc_t loss[kTile];
     alignas(64) acc_t scale[kTile];    // gradient weight, 0 where ignored
-    alignas(64) int32_t nan[kTile];    // a NaN logit: NaN loss
+    alignas(64) int32_t nan[kTile];    // a NaN logit that enters no term (partial labels): NaN loss
     alignas(64) int32_t bad_label[kTile];  // neither ignore_index nor a leaf: NaN loss, zero gradient
     for (int64_t tile = tb; tile < te; ++tile) {
       const int64_t p0 = tile * kTile;
@@ -265,11 +265,20 @@ void ftm_tiles(const FtmLaunch& L) {
             x = label[i] >= 0 ? x : acc_t(0);
             vc[i] = x;
             wc[i] = c;
-            nan[i] |= static_cast<int32_t>(x != x);
             const bool on = static_cast<uint32_t>(lpos[i] - pos) < size;
             pm_d[i] = blend(on, x, pm_d[i]);  // not ?: (a masked store behind a branch per vector)
             pw_d[i] = blend(on, c, pw_d[i]);
           });
+        }
+        // NaN logits: every logit of a labelled pixel enters a term (a NaN is never the max or the min of a
+        // comparison, so it stays in its own node's v and the path's running min), so the pixel's loss is NaN
+        // by itself; with partial labels the strict descendants of the label enter none: flagged here
+        if (L.partial) {
+          for (int c = 0; c < num_c; ++c) {
+            const acc_t* vc = v + c * kTile;
+#pragma omp simd
+            for (int i = 0; i < kTile; ++i) nan[i] |= static_cast<int32_t>(vc[i] != vc[i]);
+          }
         }
         ftm_bottom_up(v, w, num_c, L.parent, L.bottom_up);
         passes.top_down(v, w, tr, gamma, label, lpos, loss);
