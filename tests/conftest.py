@@ -17,6 +17,15 @@ def _seed():
     yield
 
 
+MAX_AUTO_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``pytest -n auto``: one worker per CPU, at most MAX_AUTO_WORKERS (each worker runs torch with its own
+    thread pool; more of them oversubscribe the cores)."""
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
 def pytest_report_header(config):
     return f"torch {torch.__version__}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
 
